@@ -1,0 +1,208 @@
+//! Cameras: a capture thread per camera feeding a bounded queue.
+//!
+//! Capture runs on its own OS thread because OpenCV blocks. The thread owns
+//! its source; it reconnects live sources with backoff, paces files that
+//! stand in for a line, and decides per frame what a full queue means
+//! (see [`queue::WhenFull`]). Each part-per-frame frame is announced to the
+//! task's controller, so a frame that is lost later still gets a verdict.
+
+pub mod queue;
+pub mod source;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use opencv::core::Mat;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::{CameraConfig, CameraMode, SourceConfig};
+use crate::decision::{PartEvent, PartInfo};
+use queue::{FrameQueue, Pushed, WhenFull};
+use source::FrameSource;
+
+/// One captured frame.
+pub struct Frame {
+    pub part: PartInfo,
+    pub image: Mat,
+    /// False for free-running frames, which are samples rather than parts.
+    pub is_part: bool,
+}
+
+/// Camera state as telemetry reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CameraStatus {
+    Connecting = 0,
+    Online = 1,
+    Offline = 2,
+    /// A file or folder reached its end.
+    Ended = 3,
+}
+
+impl CameraStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraStatus::Connecting => "connecting",
+            CameraStatus::Online => "online",
+            CameraStatus::Offline => "offline",
+            CameraStatus::Ended => "ended",
+        }
+    }
+}
+
+/// Counters the capture thread owns and telemetry reads.
+#[derive(Debug, Default)]
+pub struct CameraStats {
+    pub frames_in: AtomicU64,
+    /// Free-running frames displaced by newer ones before inspection.
+    pub dropped: AtomicU64,
+    /// Part frames that found the queue full (their parts got ERROR).
+    pub refused: AtomicU64,
+    pub reconnects: AtomicU64,
+    status: AtomicU8,
+}
+
+impl CameraStats {
+    pub fn status(&self) -> CameraStatus {
+        match self.status.load(Ordering::Relaxed) {
+            1 => CameraStatus::Online,
+            2 => CameraStatus::Offline,
+            3 => CameraStatus::Ended,
+            _ => CameraStatus::Connecting,
+        }
+    }
+    fn set_status(&self, s: CameraStatus) {
+        self.status.store(s as u8, Ordering::Relaxed);
+    }
+}
+
+/// Opens sources; a trait so tests can hand the camera thread a synthetic source.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, source::SourceError> + Send>;
+
+pub struct Camera {
+    pub name: Arc<str>,
+    pub config: CameraConfig,
+    pub queue: Arc<FrameQueue<Frame>>,
+    pub stats: Arc<CameraStats>,
+    pub events: UnboundedSender<PartEvent>,
+    pub stop: Arc<AtomicBool>,
+    pub opener: Opener,
+}
+
+impl Camera {
+    /// An opener for the configured source.
+    pub fn opener_for(source: &SourceConfig) -> Opener {
+        let source = source.clone();
+        Box::new(move || source::open(&source))
+    }
+
+    /// Start the capture thread. It ends on `stop`, or when a file that does
+    /// not loop has been read, and closes the queue behind it either way.
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("cam-{}", self.name)).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut backoff = Duration::from_millis(200);
+        let mut seq: u64 = 0;
+        let interval = self.config.fps.map(|f| Duration::from_secs_f64(1.0 / f));
+        let when_full = match (self.config.mode, self.config.fps, &self.config.source) {
+            (CameraMode::FreeRunning, _, _) => WhenFull::DropOldest,
+            // A file read as fast as inspection goes: nothing moves, so wait.
+            (CameraMode::PartPerFrame, None, SourceConfig::File(_) | SourceConfig::Directory(_)) => WhenFull::Wait,
+            // A real (or simulated) line: the part does not wait for us.
+            (CameraMode::PartPerFrame, _, _) => WhenFull::Refuse,
+        };
+        'outer: while !self.stop.load(Ordering::Relaxed) {
+            self.stats.set_status(CameraStatus::Connecting);
+            let mut src = match (self.opener)() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.stats.set_status(CameraStatus::Offline);
+                    tracing::error!(camera = %self.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "camera cannot open; retrying");
+                    self.sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            self.stats.set_status(CameraStatus::Online);
+            tracing::info!(camera = %self.name, "camera online");
+            let mut next_due = Instant::now();
+            loop {
+                if self.stop.load(Ordering::Relaxed) {
+                    break 'outer;
+                }
+                if let Some(iv) = interval {
+                    let now = Instant::now();
+                    if next_due > now {
+                        std::thread::sleep(next_due - now);
+                    }
+                    // If we fell behind (a slow disk), do not burst to catch up.
+                    next_due = (next_due + iv).max(Instant::now());
+                }
+                match src.next_frame() {
+                    Ok(Some(image)) => {
+                        backoff = Duration::from_millis(200);
+                        seq += 1;
+                        self.deliver(seq, image, when_full);
+                    }
+                    Ok(None) => {
+                        if self.config.looping {
+                            continue 'outer;
+                        }
+                        self.stats.set_status(CameraStatus::Ended);
+                        tracing::info!(camera = %self.name, frames = seq, "source ended");
+                        break 'outer;
+                    }
+                    Err(e) => {
+                        self.stats.set_status(CameraStatus::Offline);
+                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(camera = %self.name, error = %e, "camera lost; reconnecting");
+                        self.sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue 'outer;
+                    }
+                }
+            }
+        }
+        self.queue.close();
+    }
+
+    fn deliver(&self, seq: u64, image: Mat, when_full: WhenFull) {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let is_part = self.config.mode == CameraMode::PartPerFrame;
+        let part = PartInfo {
+            camera: self.name.clone(),
+            part_id: seq,
+            captured: Instant::now(),
+            captured_wall: SystemTime::now(),
+        };
+        if is_part {
+            // Announce before queueing so the controller's deadline starts at capture.
+            let _ = self.events.send(PartEvent::Captured(part.clone()));
+        }
+        match self.queue.push(Frame { part, image, is_part }, when_full) {
+            Pushed::Queued => {}
+            Pushed::Displaced(_) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Refused(f) | Pushed::Closed(f) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if f.is_part {
+                    let _ = self
+                        .events
+                        .send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
+                }
+            }
+        }
+    }
+
+    /// Sleep in small steps so a stop request is honoured quickly.
+    fn sleep(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+        }
+    }
+}

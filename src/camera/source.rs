@@ -1,0 +1,167 @@
+//! Frame sources behind one small trait: OpenCV `VideoCapture` for files,
+//! V4L2, RTSP and GStreamer, and a folder of still images.
+
+use std::path::{Path, PathBuf};
+
+use opencv::core::Mat;
+use opencv::prelude::*;
+use opencv::{imgcodecs, videoio};
+
+use crate::config::{SourceConfig, V4l2Config};
+
+/// Something that yields BGR frames.
+pub trait FrameSource: Send {
+    /// The next frame; `Ok(None)` at the end of a file or folder.
+    fn next_frame(&mut self) -> Result<Option<Mat>, SourceError>;
+    /// True for files and folders, which end; false for live cameras, which reconnect.
+    fn is_finite(&self) -> bool;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {what}: {why}")]
+    Open { what: String, why: String },
+    #[error("{what} stopped delivering frames: {why}")]
+    Read { what: String, why: String },
+}
+
+/// Open the source a camera config describes.
+pub fn open(source: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+    match source {
+        SourceConfig::File(path) => {
+            let what = format!("video file `{}`", path.display());
+            if !path.is_file() {
+                return Err(SourceError::Open { what, why: "no such file".into() });
+            }
+            Ok(Box::new(Capture::open(&path.to_string_lossy(), videoio::CAP_ANY, what, true)?))
+        }
+        SourceConfig::Directory(path) => Ok(Box::new(ImageFolder::open(path)?)),
+        SourceConfig::Rtsp(url) => {
+            Ok(Box::new(Capture::open(url, videoio::CAP_FFMPEG, format!("RTSP stream `{url}`"), false)?))
+        }
+        SourceConfig::Gstreamer(pipeline) => Ok(Box::new(Capture::open(
+            pipeline,
+            videoio::CAP_GSTREAMER,
+            "GStreamer pipeline".to_string(),
+            false,
+        )?)),
+        SourceConfig::V4l2(v) => Ok(Box::new(Capture::open_v4l2(v)?)),
+    }
+}
+
+/// OpenCV `VideoCapture`.
+pub struct Capture {
+    cap: videoio::VideoCapture,
+    what: String,
+    finite: bool,
+}
+
+impl Capture {
+    fn open(uri: &str, api: i32, what: String, finite: bool) -> Result<Self, SourceError> {
+        let fail = |why: String| SourceError::Open { what: what.clone(), why };
+        let cap = videoio::VideoCapture::from_file(uri, api).map_err(|e| fail(e.message.clone()))?;
+        if !cap.is_opened().unwrap_or(false) {
+            return Err(fail("OpenCV could not open it (check the path or URL, the codec, and that OpenCV was built with this back end)".into()));
+        }
+        Ok(Capture { cap, what, finite })
+    }
+
+    fn open_v4l2(v: &V4l2Config) -> Result<Self, SourceError> {
+        let what = format!("V4L2 device `{}`", v.device.display());
+        if !v.device.exists() {
+            return Err(SourceError::Open { what, why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into() });
+        }
+        let mut cap = Self::open(&v.device.to_string_lossy(), videoio::CAP_V4L2, what, false)?;
+        let set = |cap: &mut videoio::VideoCapture, prop: i32, value: f64| {
+            // A camera that refuses a setting keeps its own; the frames it
+            // delivers are still usable, so this is logged rather than fatal.
+            if !cap.set(prop, value).unwrap_or(false) {
+                tracing::warn!(device = %v.device.display(), prop, value, "camera refused a capture setting");
+            }
+        };
+        if let Some(f) = &v.fourcc {
+            let b: Vec<char> = f.chars().collect();
+            if let Ok(code) = videoio::VideoWriter::fourcc(b[0], b[1], b[2], b[3]) {
+                set(&mut cap.cap, videoio::CAP_PROP_FOURCC, code as f64);
+            }
+        }
+        if let Some(w) = v.width {
+            set(&mut cap.cap, videoio::CAP_PROP_FRAME_WIDTH, w as f64);
+        }
+        if let Some(h) = v.height {
+            set(&mut cap.cap, videoio::CAP_PROP_FRAME_HEIGHT, h as f64);
+        }
+        if let Some(fps) = v.fps {
+            set(&mut cap.cap, videoio::CAP_PROP_FPS, fps);
+        }
+        Ok(cap)
+    }
+}
+
+impl FrameSource for Capture {
+    fn next_frame(&mut self) -> Result<Option<Mat>, SourceError> {
+        let mut frame = Mat::default();
+        let got = self
+            .cap
+            .read(&mut frame)
+            .map_err(|e| SourceError::Read { what: self.what.clone(), why: e.message.clone() })?;
+        if got && !frame.empty() {
+            return Ok(Some(frame));
+        }
+        if self.finite {
+            Ok(None)
+        } else {
+            Err(SourceError::Read { what: self.what.clone(), why: "no frame (stream ended or device lost)".into() })
+        }
+    }
+
+    fn is_finite(&self) -> bool {
+        self.finite
+    }
+}
+
+/// Still images from a folder, in file-name order.
+pub struct ImageFolder {
+    files: Vec<PathBuf>,
+    next: usize,
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+impl ImageFolder {
+    pub fn open(dir: &Path) -> Result<Self, SourceError> {
+        let what = format!("image folder `{}`", dir.display());
+        let entries = std::fs::read_dir(dir).map_err(|e| SourceError::Open { what: what.clone(), why: e.to_string() })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(SourceError::Open { what, why: format!("it holds no images ({})", IMAGE_EXTENSIONS.join(", ")) });
+        }
+        Ok(ImageFolder { files, next: 0 })
+    }
+}
+
+impl FrameSource for ImageFolder {
+    fn next_frame(&mut self) -> Result<Option<Mat>, SourceError> {
+        while let Some(path) = self.files.get(self.next) {
+            self.next += 1;
+            match imgcodecs::imread(&*path.to_string_lossy(), imgcodecs::IMREAD_COLOR) {
+                Ok(m) if !m.empty() => return Ok(Some(m)),
+                // One unreadable file must not stop the folder; it is skipped and said.
+                _ => tracing::warn!(file = %path.display(), "image cannot be decoded; skipped (is it a complete png/jpg/bmp/tif?)"),
+            }
+        }
+        Ok(None)
+    }
+
+    fn is_finite(&self) -> bool {
+        true
+    }
+}

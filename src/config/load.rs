@@ -1,0 +1,408 @@
+//! Reading a config file: parse, deserialize section by section, resolve
+//! paths, validate. Every problem is collected before anything is reported,
+//! so an engineer fixes a file in one pass instead of one error per restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::types::*;
+use super::validate;
+use super::yaml::{self, Mark, Node};
+
+/// One problem in a config file, printed as `FILE:LINE:COL: what is wrong — how to fix it`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " — {}", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything wrong with one file. Non-empty by construction.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A config that parsed and validated, with relative paths resolved against
+/// the folder of the file (so a unit file's working directory does not matter).
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub file: PathBuf,
+}
+
+/// Collects diagnostics with locations taken from the parsed tree.
+pub(crate) struct Collector<'a> {
+    file: String,
+    root: &'a Node,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(file: String, root: &'a Node) -> Self {
+        Collector { file, root, diags: Vec::new() }
+    }
+
+    pub fn at_mark(&mut self, mark: Mark, message: impl Into<String>, hint: impl Into<String>) {
+        self.diags.push(Diagnostic {
+            file: self.file.clone(),
+            line: mark.line,
+            col: mark.col,
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    /// Report at the deepest node of `path` that exists, so a missing key is
+    /// reported at the map that should hold it.
+    pub fn at(&mut self, path: &[&str], message: impl Into<String>, hint: impl Into<String>) {
+        let mark = self.mark_of(path);
+        self.at_mark(mark, message, hint);
+    }
+
+    pub fn mark_of(&self, path: &[&str]) -> Mark {
+        let mut node = self.root;
+        for seg in path {
+            match node.path(&[seg]) {
+                Some(next) => node = next,
+                None => break,
+            }
+        }
+        node.mark
+    }
+
+    /// Report at the key itself (for names that are wrong, rather than values).
+    pub fn at_key(&mut self, path: &[&str], key: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let mark = self
+            .root
+            .path(path)
+            .and_then(|n| n.key_node(key))
+            .map(|n| n.mark)
+            .unwrap_or_else(|| self.mark_of(path));
+        self.at_mark(mark, message, hint);
+    }
+}
+
+/// Read, parse and validate a config file.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![Diagnostic {
+            file: shown.clone(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read the config file: {e}"),
+            hint: "check the path and that the service user may read it".into(),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    load_str(&text, &shown, &base).map(|config| LoadedConfig { config, file: path.to_path_buf() })
+}
+
+/// Parse and validate config text. `file` is only used in messages; relative
+/// paths inside are resolved against `base_dir`.
+pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let root = yaml::parse(text).map_err(|e| {
+        ConfigErrors(vec![Diagnostic {
+            file: file.to_string(),
+            line: e.mark.line,
+            col: e.mark.col,
+            message: format!("not valid YAML: {}", e.message),
+            hint: "fix the syntax (indent with spaces, quote values that contain `: ` or `#`)".into(),
+        }])
+    })?;
+    let mut c = Collector::new(file.to_string(), &root);
+    let parsed = deserialize_sections(&root, &mut c);
+    if let Some(mut config) = parsed.config {
+        resolve_paths(&mut config, base_dir);
+        validate::validate(&config, &parsed.broken, &mut c);
+        if c.diags.is_empty() {
+            return Ok(config);
+        }
+    }
+    c.diags.sort_by_key(|d| (d.line, d.col));
+    c.diags.dedup();
+    Err(ConfigErrors(c.diags))
+}
+
+/// Names of entries that failed to deserialize: references to them are not
+/// reported again as "unknown", which would only be noise.
+#[derive(Default)]
+pub(crate) struct Broken {
+    pub cameras: BTreeSet<String>,
+    pub models: BTreeSet<String>,
+    pub devices: BTreeSet<String>,
+    pub outputs: BTreeSet<String>,
+}
+
+struct Parsed {
+    config: Option<Config>,
+    broken: Broken,
+}
+
+fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
+    let mut broken = Broken::default();
+    if !matches!(root.value, yaml::Value::Map(_)) {
+        c.at_mark(
+            root.mark,
+            format!("the config must be a mapping of sections, found {}", root.kind_name()),
+            format!("start the file with the sections {}", TOP_LEVEL_KEYS.join(", ")),
+        );
+        return Parsed { config: None, broken };
+    }
+    for (k, _) in root.entries() {
+        let key = k.as_str().unwrap_or_default();
+        if !TOP_LEVEL_KEYS.contains(&key) {
+            c.at_mark(k.mark, format!("unknown section `{key}`"), suggest(key, TOP_LEVEL_KEYS));
+        }
+    }
+    let mut ok = true;
+    let node = required(root, "node", c, &mut ok).and_then(|n| one::<NodeIdentity>(n, c));
+    let mqtt = match root.get("mqtt") {
+        Some(n) if !is_null(n) => one::<MqttConfig>(n, c).map(Some),
+        _ => Some(None),
+    };
+    let mut modbus = ModbusConfig::default();
+    if let Some(mb) = root.get("modbus").filter(|n| !is_null(n)) {
+        check_keys(mb, &["devices", "outputs"], c);
+        modbus.devices = named(mb.get("devices"), c, &mut broken.devices);
+        modbus.outputs = named(mb.get("outputs"), c, &mut broken.outputs);
+    }
+    let cameras = named(required(root, "cameras", c, &mut ok), c, &mut broken.cameras);
+    let models = named(required(root, "models", c, &mut ok), c, &mut broken.models);
+    let mut broken_tasks = BTreeSet::new();
+    let tasks = named(required(root, "tasks", c, &mut ok), c, &mut broken_tasks);
+    let runtime = match root.get("runtime") {
+        Some(n) if !is_null(n) => one::<RuntimeConfig>(n, c),
+        _ => Some(RuntimeConfig::default()),
+    };
+    let config = match (node, mqtt, runtime) {
+        (Some(node), Some(mqtt), Some(runtime)) if ok => Some(Config {
+            node,
+            mqtt,
+            modbus,
+            cameras,
+            models,
+            tasks,
+            runtime,
+        }),
+        _ => None,
+    };
+    Parsed { config, broken }
+}
+
+fn is_null(n: &Node) -> bool {
+    n.is_null()
+}
+
+fn required<'n>(root: &'n Node, key: &str, c: &mut Collector, ok: &mut bool) -> Option<&'n Node> {
+    let n = root.get(key);
+    if n.is_none() {
+        *ok = false;
+        c.at_mark(
+            root.mark,
+            format!("missing section `{key}`"),
+            format!("add a `{key}:` section (see firmware-config/README.md)"),
+        );
+    }
+    n
+}
+
+fn check_keys(node: &Node, known: &[&str], c: &mut Collector) {
+    for (k, _) in node.entries() {
+        let key = k.as_str().unwrap_or_default();
+        if !known.contains(&key) {
+            c.at_mark(k.mark, format!("unknown key `{key}`"), suggest(key, known));
+        }
+    }
+}
+
+fn one<T: DeserializeOwned>(node: &Node, c: &mut Collector) -> Option<T> {
+    match yaml::from_node::<T>(node) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let hint = hint_for(&e.message);
+            c.at_mark(e.mark, e.message, hint);
+            None
+        }
+    }
+}
+
+/// Deserialize a map of named entries one entry at a time, so that errors in
+/// several entries are all reported.
+fn named<T: DeserializeOwned>(
+    node: Option<&Node>,
+    c: &mut Collector,
+    broken: &mut BTreeSet<String>,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    let Some(node) = node else { return out };
+    match &node.value {
+        yaml::Value::Map(_) => {}
+        _ if node.is_null() => return out,
+        _ => {
+            c.at_mark(
+                node.mark,
+                format!("expected a mapping of names to entries, found {}", node.kind_name()),
+                "write one `name:` per entry, each followed by its settings indented below it",
+            );
+            return out;
+        }
+    }
+    for (k, v) in node.entries() {
+        let name = k.as_str().unwrap_or_default().to_string();
+        if !valid_name(&name) {
+            c.at_mark(
+                k.mark,
+                format!("`{name}` is not a valid name"),
+                "use letters, digits, `-` and `_` only (names appear in MQTT topics)",
+            );
+        }
+        match one::<T>(v, c) {
+            Some(t) => {
+                out.insert(name, t);
+            }
+            None => {
+                broken.insert(name);
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+}
+
+/// A fix-it hint for serde's own messages, which say what is wrong but not what to do.
+fn hint_for(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        if let Some(start) = message.find("expected one of ") {
+            return format!("remove it or use one of: {}", &message[start + 16..]);
+        }
+        return "remove it: this entry takes no further keys".into();
+    }
+    if message.starts_with("unknown variant") {
+        if let Some(start) = message.find("expected one of ") {
+            return format!("use one of: {}", &message[start + 16..]);
+        }
+    }
+    if message.starts_with("missing field") {
+        return "add it: it has no default".into();
+    }
+    if message.contains("no unit") || message.contains("unknown unit") || message.contains("duration") {
+        return "durations look like `80ms`, `1.5s` or `2m`".into();
+    }
+    if message.contains("out of range") {
+        return "use a value inside the range given".into();
+    }
+    if message.starts_with("expected") || message.starts_with("invalid type") {
+        return "see firmware-config/linesight.schema.json for the expected form".into();
+    }
+    String::new()
+}
+
+/// "did you mean" for a misspelt key.
+pub(crate) fn suggest(word: &str, known: &[&str]) -> String {
+    let best = known
+        .iter()
+        .map(|k| (levenshtein(word, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    match best {
+        Some((_, k)) => format!("did you mean `{k}`?"),
+        None => format!("known keys here: {}", known.join(", ")),
+    }
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() && !p.as_os_str().is_empty() {
+            *p = base.join(&*p);
+        }
+    };
+    for cam in config.cameras.values_mut() {
+        match &mut cam.source {
+            SourceConfig::File(p) | SourceConfig::Directory(p) => fix(p),
+            _ => {}
+        }
+    }
+    for model in config.models.values_mut() {
+        fix(&mut model.path);
+        if let Some(p) = &mut model.sidecar {
+            fix(p);
+        }
+        for prov in &mut model.providers {
+            if let ProviderConfig::Tensorrt(t) = prov {
+                if let Some(p) = &mut t.engine_cache {
+                    fix(p);
+                }
+            }
+        }
+    }
+    if let Some(p) = &mut config.runtime.onnxruntime {
+        fix(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("camras", TOP_LEVEL_KEYS), "did you mean `cameras`?");
+        assert!(suggest("zzzzzzzz", TOP_LEVEL_KEYS).starts_with("known keys"));
+    }
+
+    #[test]
+    fn top_level_keys_match_the_schema() {
+        let schema = serde_json::to_value(schemars::schema_for!(Config)).unwrap();
+        let props: BTreeSet<String> = schema["properties"].as_object().unwrap().keys().cloned().collect();
+        let keys: BTreeSet<String> = TOP_LEVEL_KEYS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(props, keys);
+    }
+}

@@ -1,0 +1,19 @@
+//! Configuration: the YAML schema, the loader that reports every problem with
+//! its line and column, and the JSON Schema for editors.
+
+mod load;
+mod types;
+mod validate;
+pub mod yaml;
+
+pub use load::{load_file, load_str, ConfigErrors, Diagnostic, LoadedConfig};
+pub use types::*;
+pub use validate::wire_address;
+
+/// The JSON Schema of the config file, generated from the Rust types so it cannot drift.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    let mut s = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,476 @@
+//! The configuration schema: one YAML file describes one node.
+//!
+//! Every struct denies unknown keys (a typo must not silently fall back to a
+//! default on a production line). Doc comments on fields become the
+//! descriptions in the generated JSON Schema that editors show, so they are
+//! written for the plant engineer who edits the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A whole node: identity, broker, Modbus devices and outputs, cameras, models, tasks.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is. Used in MQTT topics and as the Sparkplug group and edge node ids.
+    pub node: NodeIdentity,
+    /// The MQTT broker for telemetry. Without it the node inspects and rejects but reports nothing.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    /// Modbus devices (PLCs, I/O couplers) and the outputs linesight may write on them.
+    #[serde(default)]
+    pub modbus: ModbusConfig,
+    /// Cameras by name.
+    pub cameras: BTreeMap<String, CameraConfig>,
+    /// Models by name.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Inspection tasks by name: each binds one camera, one model, decision rules and actions.
+    pub tasks: BTreeMap<String, TaskConfig>,
+    /// Process-wide settings: the ONNX Runtime library and the thread budget.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// The top-level keys, in the order the file usually has them. Kept beside the
+/// struct because the loader reads sections one by one (to report every error
+/// at once) and must know which keys exist; a unit test checks it against the schema.
+pub const TOP_LEVEL_KEYS: &[&str] = &["node", "mqtt", "modbus", "cameras", "models", "tasks", "runtime"];
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdentity {
+    /// Group of nodes, e.g. the line: `plant-a-line-3`. No `/`, `+` or `#`.
+    pub group_id: String,
+    /// This node within the group, e.g. the cell: `cell-07`. No `/`, `+` or `#`.
+    pub node_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker TCP port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; defaults to `linesight-<group_id>-<node_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// First topic level of every JSON topic.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Keep-alive: a dead link is noticed within about 1.5 times this. Keep it short on a factory network.
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive: Dur,
+    /// How often the stats message is published.
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval: Dur,
+    /// User name for the broker, if it requires one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for the broker, if it requires one.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "linesight".to_string()
+}
+fn default_keep_alive() -> Dur {
+    Dur::from_secs(5)
+}
+fn default_stats_interval() -> Dur {
+    Dur::from_secs(5)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Modbus devices by name.
+    #[serde(default)]
+    pub devices: BTreeMap<String, ModbusDeviceConfig>,
+    /// The only points linesight may ever write, by name. Nothing else is written, whatever a remote command says.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusDeviceConfig {
+    /// Modbus TCP address of the device, `host:port` (the Modbus port is usually 502).
+    pub tcp: String,
+    /// Unit id (slave id) of the device; 1 for most PLCs, 255 for some gateways.
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    /// Longest wait for one reply. A request that times out drops the connection, which is then rebuilt.
+    #[serde(default = "default_modbus_timeout")]
+    pub timeout: Dur,
+    /// Whether addresses in this file count from 0 (protocol addresses) or from 1 (as many PLC manuals print them).
+    #[serde(default)]
+    pub addressing: Addressing,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+fn default_modbus_timeout() -> Dur {
+    Dur::from_millis(200)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addressing {
+    /// Address 0 is the first coil or register on the wire.
+    #[default]
+    ZeroBased,
+    /// Address 1 is the first coil or register on the wire.
+    OneBased,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputArea {
+    /// A coil (0x): one bit, written with function 5.
+    Coil,
+    /// A holding register (4x): one 16-bit word, written with function 6; `on` writes 1, `off` writes 0.
+    HoldingRegister,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    Off,
+    On,
+}
+
+impl Level {
+    pub fn is_on(self) -> bool {
+        self == Level::On
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// The Modbus device (a key of `modbus.devices`) that holds this output.
+    pub device: String,
+    /// Which Modbus table the output lives in.
+    pub area: OutputArea,
+    /// Address within the area, counted as the device's `addressing` says.
+    pub address: u32,
+    /// The level this output is driven to at start, on shutdown and on any fault.
+    pub safe_state: Level,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Where frames come from.
+    pub source: SourceConfig,
+    /// Whether each frame stands for one part, or frames are samples of a continuous stream.
+    #[serde(default)]
+    pub mode: CameraMode,
+    /// Play a file or folder at this rate (frames per second), as a live camera would deliver it.
+    /// Without it, files are read as fast as inspection takes them and nothing is dropped.
+    #[serde(default)]
+    pub fps: Option<f64>,
+    /// Start a file or folder again from the beginning when it ends.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    /// Frames that may wait for inspection. Small is better: a late verdict is a useless verdict.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_queue() -> usize {
+    4
+}
+
+/// A frame source. Exactly one key.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// A video file (any container and codec OpenCV's FFmpeg back end reads).
+    File(PathBuf),
+    /// A folder of images (png, jpg, bmp, tif), read in file-name order.
+    Directory(PathBuf),
+    /// A V4L2 device such as `/dev/video0`.
+    V4l2(V4l2Config),
+    /// An RTSP URL, e.g. `rtsp://10.0.0.20:554/stream1`.
+    Rtsp(String),
+    /// A GStreamer pipeline ending in `appsink`, e.g. a Jetson CSI camera through `nvarguscamerasrc ! nvvidconv`.
+    Gstreamer(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct V4l2Config {
+    /// Device node, e.g. `/dev/video0`.
+    pub device: PathBuf,
+    /// Requested width in pixels.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Requested height in pixels.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// Requested frame rate.
+    #[serde(default)]
+    pub fps: Option<f64>,
+    /// Requested pixel format as a FourCC, e.g. `MJPG` or `YUYV`.
+    #[serde(default)]
+    pub fourcc: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CameraMode {
+    /// Each frame is one part (the camera is triggered by a photo-eye). A frame is never dropped:
+    /// if it cannot be inspected in time its part gets ERROR and the fail-safe action.
+    #[default]
+    PartPerFrame,
+    /// Frames are samples of a continuous stream; when inspection falls behind, the oldest waiting frame is dropped and counted.
+    FreeRunning,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// The model's contract. Read from the model's metadata when omitted.
+    #[serde(default)]
+    pub kind: Option<ModelKind>,
+    /// A JSON sidecar with the preprocessing contract, for models whose ONNX file carries no `linesight` metadata.
+    /// Defaults to `<path>.json` when that file exists.
+    #[serde(default)]
+    pub sidecar: Option<PathBuf>,
+    /// Execution providers in priority order. Each one either registers or is reported with the reason, then the next is tried.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<ProviderConfig>,
+}
+
+fn default_providers() -> Vec<ProviderConfig> {
+    vec![ProviderConfig::Cpu(CpuProvider::default())]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// N-class image classifier (softmax or logits output).
+    Classifier,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderConfig {
+    /// NVIDIA TensorRT (Jetson, dGPU). The first start builds an engine, which can take minutes; cache it.
+    Tensorrt(TensorRtProvider),
+    /// NVIDIA CUDA.
+    Cuda(CudaProvider),
+    /// The CPU: always available.
+    Cpu(CpuProvider),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TensorRtProvider {
+    /// GPU index.
+    #[serde(default)]
+    pub device: u32,
+    /// Build the engine in FP16.
+    #[serde(default)]
+    pub fp16: bool,
+    /// Folder for built engines and the timing cache, so that a restart does not rebuild them.
+    #[serde(default)]
+    pub engine_cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CudaProvider {
+    /// GPU index.
+    #[serde(default)]
+    pub device: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CpuProvider {
+    /// Threads for one inference; defaults to the runtime thread budget.
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// The camera (a key of `cameras`) this task inspects.
+    pub camera: String,
+    /// The model (a key of `models`) that judges each frame.
+    pub model: String,
+    /// How scores become a verdict.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// The reject gate: fired for NG parts and, fail-safe, for parts that could not be judged (ERROR).
+    #[serde(default)]
+    pub reject: Option<RejectConfig>,
+    /// The shortest time between two parts at full line speed. A reject pulse must be shorter.
+    #[serde(default)]
+    pub min_part_interval: Option<Dur>,
+    /// Longest time one inference may take before its part is given ERROR (and rejected).
+    #[serde(default = "default_inference_timeout")]
+    pub inference_timeout: Dur,
+}
+
+fn default_inference_timeout() -> Dur {
+    Dur::from_secs(1)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// A part is NG when the model's NG probability (1 minus the sum of the OK classes) reaches this value, in 0..1.
+    /// Defaults to the threshold the training script wrote into the model.
+    #[serde(default)]
+    pub ng_threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectConfig {
+    /// The output (a key of `modbus.outputs`) that drives the reject gate.
+    pub output: String,
+    /// Time from frame capture to the part's arrival at the gate.
+    pub delay: Dur,
+    /// How long the gate output stays on.
+    pub pulse: Dur,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path to `libonnxruntime.so`. Defaults to the `ORT_DYLIB_PATH` environment variable.
+    #[serde(default)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Threads the node may use for inference in all; defaults to the number of cores.
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// A duration written with its unit: `80ms`, `1.5s`, `2m`, `250us`.
+///
+/// A bare number is refused on purpose: `delay: 350` could be milliseconds or
+/// seconds, and a wrong guess fires the reject gate at the wrong part.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn from_millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+    pub const fn from_secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{t}` has no unit; write it with one, e.g. `{t}ms` or `{t}s`"))?;
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{t}` is not a duration; write a number and a unit, e.g. `80ms`"))?;
+        let scale = match unit.trim() {
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{t}`; use us, ms, s, m or h"
+                ))
+            }
+        };
+        let secs = value * scale;
+        if !secs.is_finite() || secs > 1e9 {
+            return Err(format!("`{t}` is too long"));
+        }
+        Ok(Dur(Duration::from_secs_f64(secs)))
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_micros();
+        if us % 1_000_000 == 0 {
+            write!(f, "{}s", us / 1_000_000)
+        } else if us % 1000 == 0 {
+            write!(f, "{}ms", us / 1000)
+        } else {
+            write!(f, "{us}us")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(us|µs|ms|s|m|min|h)\s*$",
+            "description": "A duration with its unit, e.g. `80ms`, `1.5s`, `2m`.",
+            "examples": ["80ms", "1.5s"]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(Dur::parse("80ms").unwrap().get(), Duration::from_millis(80));
+        assert_eq!(Dur::parse("1.5s").unwrap().get(), Duration::from_millis(1500));
+        assert_eq!(Dur::parse("250us").unwrap().get(), Duration::from_micros(250));
+        assert!(Dur::parse("350").unwrap_err().contains("no unit"));
+        assert!(Dur::parse("3 furlongs").unwrap_err().contains("unknown unit"));
+        assert!(Dur::parse("ms").is_err());
+        assert_eq!(Dur::from_millis(80).to_string(), "80ms");
+        assert_eq!(Dur::from_secs(2).to_string(), "2s");
+    }
+}

@@ -1,0 +1,97 @@
+//! Inference: ONNX Runtime sessions and the worker thread that judges frames.
+//!
+//! One worker thread per task owns its session (`Session::run` takes `&mut`
+//! and blocks). It takes frames from the camera queue until the queue is
+//! closed and empty, so a shutdown finishes the parts already captured.
+
+pub mod classifier;
+pub mod runtime;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::camera::queue::FrameQueue;
+use crate::camera::Frame;
+use crate::decision::rules::ClassifierRule;
+use crate::decision::{Judgement, PartEvent, Verdict};
+use classifier::Classifier;
+
+pub struct Worker {
+    pub task: Arc<str>,
+    pub model: Classifier,
+    pub rule: ClassifierRule,
+    pub queue: Arc<FrameQueue<Frame>>,
+    pub events: UnboundedSender<PartEvent>,
+    /// A frame older than this when its turn comes is not worth inferring:
+    /// its part has been given ERROR by the controller already.
+    pub max_age: Duration,
+    /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
+    pub progress: Arc<AtomicU64>,
+}
+
+impl Worker {
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("infer-{}", self.task)).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        loop {
+            let frame = match self.queue.pop(Duration::from_millis(200)) {
+                Ok(Some(f)) => f,
+                Ok(None) => continue,
+                Err(_closed) => break,
+            };
+            let judgement = self.judge(frame);
+            self.progress.fetch_add(1, Ordering::Relaxed);
+            if self.events.send(PartEvent::Judged(judgement)).is_err() {
+                break;
+            }
+        }
+        tracing::debug!(task = %self.task, "inference worker finished");
+    }
+
+    fn judge(&mut self, frame: Frame) -> Judgement {
+        let age = frame.part.captured.elapsed();
+        let mut j = Judgement {
+            part: frame.part,
+            verdict: Verdict::Error,
+            scores: Vec::new(),
+            ng_score: f32::NAN,
+            top_class: 0,
+            preprocess_ms: 0.0,
+            inference_ms: 0.0,
+            error: None,
+        };
+        if age > self.max_age {
+            j.error = Some(format!("frame was {} ms old when inference could start", age.as_millis()));
+            return j;
+        }
+        match self.model.classify(&frame.image) {
+            Ok((probs, timing)) => {
+                let (verdict, ng) = self.rule.judge(&probs);
+                j.verdict = verdict;
+                j.ng_score = ng;
+                j.top_class = probs
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                if verdict == Verdict::Error {
+                    j.error = Some(format!("the model returned unusable scores {probs:?}"));
+                }
+                j.scores = probs;
+                j.preprocess_ms = timing.preprocess_ms;
+                j.inference_ms = timing.inference_ms;
+            }
+            Err(e) => {
+                tracing::error!(task = %self.task, part = j.part.part_id, error = %e, "inference failed; part gets ERROR");
+                j.error = Some(e);
+            }
+        }
+        j
+    }
+}

@@ -1,0 +1,159 @@
+//! ONNX Runtime: loading the shared library once, and building sessions with
+//! execution providers in the configured order, reporting which one runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::ep::{self, ExecutionProviderDispatch};
+use ort::environment::Environment;
+use ort::session::builder::SessionBuilder;
+use ort::session::Session;
+
+use crate::config::{ProviderConfig, RuntimeConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Library(String),
+    #[error("model `{path}`: {why}")]
+    Model { path: PathBuf, why: String },
+}
+
+static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The ONNX Runtime library path: the config, else `ORT_DYLIB_PATH`.
+pub fn library_path(cfg: &RuntimeConfig) -> Result<PathBuf, RuntimeError> {
+    if let Some(p) = &cfg.onnxruntime {
+        return Ok(p.clone());
+    }
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(RuntimeError::Library(
+            "no ONNX Runtime library configured — set `runtime.onnxruntime` in the config or ORT_DYLIB_PATH \
+             (scripts/setup.sh puts one in .cache/onnxruntime; `source scripts/env.sh` sets the variable)"
+                .into(),
+        )),
+    }
+}
+
+/// Load ONNX Runtime once per process. The file is checked first because
+/// `load-dynamic` has hung on a missing library in the past, and because
+/// "cannot open" deserves a better message than a loader error.
+pub fn environment(lib: &Path) -> Result<&'static Environment, RuntimeError> {
+    let env = ENV.get_or_init(|| {
+        if let Err(e) = std::fs::File::open(lib) {
+            return Err(format!(
+                "ONNX Runtime library `{}` cannot be opened: {e} — run scripts/setup.sh, or point ORT_DYLIB_PATH / runtime.onnxruntime at libonnxruntime.so",
+                lib.display()
+            ));
+        }
+        let builder = ort::init_from(lib).map_err(|e| {
+            format!("ONNX Runtime library `{}` does not load: {e} — it must be a libonnxruntime.so for this CPU architecture, version 1.22 or later", lib.display())
+        })?;
+        builder
+            .with_name("linesight")
+            .build()
+            .map_err(|e| format!("ONNX Runtime environment cannot start: {e}"))
+    });
+    env.as_ref().map_err(|e| RuntimeError::Library(e.clone()))
+}
+
+/// What happened to each configured execution provider.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProviderReport {
+    pub name: &'static str,
+    pub registered: bool,
+    /// Why it did not register.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A session and the providers behind it.
+pub struct BuiltSession {
+    pub session: Session,
+    /// The provider that runs the model: the first one that registered.
+    pub provider: &'static str,
+    pub reports: Vec<ProviderReport>,
+}
+
+pub fn provider_name(p: &ProviderConfig) -> &'static str {
+    match p {
+        ProviderConfig::Tensorrt(_) => "tensorrt",
+        ProviderConfig::Cuda(_) => "cuda",
+        ProviderConfig::Cpu(_) => "cpu",
+    }
+}
+
+fn dispatch(p: &ProviderConfig) -> ExecutionProviderDispatch {
+    match p {
+        ProviderConfig::Tensorrt(t) => {
+            let mut trt = ep::TensorRT::default().with_device_id(t.device as i32).with_fp16(t.fp16);
+            if let Some(dir) = &t.engine_cache {
+                let dir = dir.to_string_lossy().to_string();
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&dir);
+            }
+            trt.build().error_on_failure()
+        }
+        ProviderConfig::Cuda(c) => ep::CUDA::default().with_device_id(c.device as i32).build().error_on_failure(),
+        ProviderConfig::Cpu(_) => ep::CPU::default().build().error_on_failure(),
+    }
+}
+
+/// Build a session: register each provider in order, keep every one that
+/// registers (ONNX Runtime places each node on the first that supports it),
+/// and report the others with the reason. CPU is the last resort even when
+/// not listed, and that fallback is reported, never silent.
+pub fn build_session(
+    env: &Environment,
+    model: &Path,
+    providers: &[ProviderConfig],
+    threads: usize,
+) -> Result<BuiltSession, RuntimeError> {
+    let fail = |why: String| RuntimeError::Model { path: model.to_path_buf(), why };
+    let bytes = std::fs::read(model).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let cpu_threads = providers
+        .iter()
+        .find_map(|p| match p {
+            ProviderConfig::Cpu(c) => c.threads,
+            _ => None,
+        })
+        .unwrap_or(threads)
+        .max(1);
+    let mut builder: SessionBuilder = Session::builder(env)
+        .map_err(|e| fail(e.to_string()))?
+        .with_intra_threads(cpu_threads)
+        .map_err(|e| fail(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut reports = Vec::new();
+    let mut provider = None;
+    for p in providers {
+        let name = provider_name(p);
+        match dispatch(p).register(&mut builder) {
+            Ok(()) => {
+                tracing::info!(model = %model.display(), provider = name, "execution provider registered");
+                provider.get_or_insert(name);
+                reports.push(ProviderReport { name, registered: true, error: None });
+            }
+            Err(e) => {
+                tracing::warn!(model = %model.display(), provider = name, error = %e, "execution provider cannot register; trying the next one");
+                reports.push(ProviderReport { name, registered: false, error: Some(e.to_string()) });
+            }
+        }
+    }
+    let provider = match provider {
+        Some(p) => p,
+        None => {
+            tracing::warn!(model = %model.display(), "no configured execution provider registered; running on the CPU");
+            "cpu"
+        }
+    };
+    let session = builder.commit_from_memory(&bytes).map_err(|e| {
+        fail(format!("ONNX Runtime refuses it: {e} (is it a complete ONNX file? re-export it or copy it again)"))
+    })?;
+    Ok(BuiltSession { session, provider, reports })
+}

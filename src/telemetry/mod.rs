@@ -1,0 +1,139 @@
+//! Telemetry: figures the pipeline keeps, and how they reach MQTT.
+//!
+//! - [`stats`]: counters and latency windows.
+//! - [`mqtt`]: the broker connection (plain JSON dialect; topics in docs/mqtt.md).
+//!
+//! [`NodeStats`] is the one registry of every figure; the stats message and
+//! the demo's status line are both views of it.
+
+pub mod mqtt;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::camera::CameraStats;
+use crate::modbus::outputs::DeviceStats;
+use stats::TaskStats;
+
+/// What telemetry knows about one task.
+pub struct TaskEntry {
+    pub camera: String,
+    pub camera_stats: Arc<CameraStats>,
+    pub stats: Arc<TaskStats>,
+    pub provider: String,
+    pub model: Value,
+}
+
+/// Every figure of the node.
+pub struct NodeStats {
+    pub started: Instant,
+    pub tasks: BTreeMap<String, TaskEntry>,
+    pub devices: BTreeMap<String, Arc<DeviceStats>>,
+}
+
+impl NodeStats {
+    /// The stats message.
+    pub fn to_json(&self, last: bool) -> Value {
+        let tasks: serde_json::Map<String, Value> = self
+            .tasks
+            .iter()
+            .map(|(name, t)| {
+                let s = &t.stats;
+                let c = &t.camera_stats;
+                let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                (
+                    name.clone(),
+                    json!({
+                        "camera": t.camera,
+                        "camera_status": c.status().as_str(),
+                        "frames_in": get(&c.frames_in),
+                        "processed": get(&s.processed),
+                        "dropped": get(&c.dropped),
+                        "refused": get(&c.refused),
+                        "camera_reconnects": get(&c.reconnects),
+                        "ok": get(&s.ok),
+                        "ng": get(&s.ng),
+                        "error": get(&s.error),
+                        "late_verdicts": get(&s.late_verdicts),
+                        "rejects_fired": get(&s.rejects_fired),
+                        "rejects_failed": get(&s.rejects_failed),
+                        "telemetry_dropped": get(&s.telemetry_dropped),
+                        "inference_ms": s.inference_ms.percentiles(),
+                        "capture_to_decision_ms": s.capture_to_decision_ms.percentiles(),
+                        "capture_to_reject_ack_ms": s.capture_to_reject_ack_ms.percentiles(),
+                        "provider": t.provider,
+                        "model": t.model,
+                    }),
+                )
+            })
+            .collect();
+        let devices: serde_json::Map<String, Value> = self
+            .devices
+            .iter()
+            .map(|(name, d)| {
+                (
+                    name.clone(),
+                    json!({
+                        "connected": d.connected.load(Ordering::Relaxed),
+                        "writes": d.writes.load(Ordering::Relaxed),
+                        "failures": d.failures.load(Ordering::Relaxed),
+                    }),
+                )
+            })
+            .collect();
+        let mut v = json!({
+            "ts": rfc3339(SystemTime::now()),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "tasks": tasks,
+            "modbus": devices,
+        });
+        if last {
+            v["final"] = json!(true);
+        }
+        v
+    }
+}
+
+/// `2026-11-28T04:30:00.123Z`, without pulling in a date crate.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_754_096_789);
+        assert_eq!(rfc3339(t), "2026-11-28T04:34:56.789Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,177 @@
+//! The MQTT connection: one task owns the rumqttc event loop.
+//!
+//! rumqttc reconnects by itself but without any pause, so a dead broker makes
+//! it spin; this task sleeps with exponential backoff and jitter between
+//! attempts. The broker publishes `offline` (retained) as our Last Will if we
+//! vanish; we publish `online` (retained) after every connect and `offline`
+//! ourselves on a clean stop.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{MqttConfig, NodeIdentity};
+
+/// Topic names, all under `<prefix>/<group_id>/<node_id>`.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub base: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, node: &NodeIdentity) -> Self {
+        Topics { base: format!("{prefix}/{}/{}", node.group_id, node.node_id) }
+    }
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.base)
+    }
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.base)
+    }
+    pub fn result(&self, task: &str) -> String {
+        format!("{}/tasks/{task}/result", self.base)
+    }
+}
+
+enum Msg {
+    Publish { topic: String, payload: Vec<u8>, qos: QoS, retain: bool },
+    Stop(oneshot::Sender<()>),
+}
+
+/// Cheap to clone; hands messages to the MQTT task without ever blocking the pipeline.
+#[derive(Clone)]
+pub struct Mqtt {
+    tx: mpsc::Sender<Msg>,
+    pub topics: Topics,
+}
+
+/// Messages buffered between the pipeline and the MQTT task.
+const BUFFER: usize = 8192;
+
+impl Mqtt {
+    pub fn start(cfg: &MqttConfig, node: &NodeIdentity) -> (Mqtt, tokio::task::JoinHandle<()>) {
+        let topics = Topics::new(&cfg.prefix, node);
+        let client_id = cfg
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("linesight-{}-{}", node.group_id, node.node_id));
+        let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
+        opts.set_keep_alive(cfg.keep_alive.get());
+        opts.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
+        // The 10 KiB default is too small for a stats message with many tasks.
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        let (client, eventloop) = AsyncClient::new(opts, 4096);
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let broker = format!("{}:{}", cfg.host, cfg.port);
+        let task = tokio::spawn(run(client, eventloop, rx, topics.clone(), broker));
+        (Mqtt { tx, topics }, task)
+    }
+
+    /// Queue a message. Returns false when the buffer is full (the caller counts it).
+    pub fn publish(&self, topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> bool {
+        self.tx.try_send(Msg::Publish { topic, payload, qos, retain }).is_ok()
+    }
+
+    /// Publish `offline`, wait (bounded) until everything queued is acknowledged, disconnect.
+    pub async fn stop(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Stop(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}
+
+async fn run(client: AsyncClient, mut eventloop: EventLoop, mut rx: mpsc::Receiver<Msg>, topics: Topics, broker: String) {
+    let mut backoff = Duration::from_millis(250);
+    let mut connected = false;
+    let mut queued: u64 = 0;
+    let mut sent: u64 = 0;
+    let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
+    loop {
+        if let Some((_, deadline)) = &stopping {
+            let flushed = sent >= queued && eventloop.state.inflight() == 0;
+            if flushed || Instant::now() >= *deadline {
+                if !flushed {
+                    tracing::warn!(%broker, "MQTT stop: not every message was acknowledged before the deadline");
+                }
+                let _ = client.try_disconnect();
+                // Let the DISCONNECT go out.
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                            _ => {}
+                        }
+                    }
+                })
+                .await;
+                if let Some((done, _)) = stopping.take() {
+                    let _ = done.send(());
+                }
+                return;
+            }
+        }
+        tokio::select! {
+            msg = rx.recv(), if stopping.is_none() => match msg {
+                Some(Msg::Publish { topic, payload, qos, retain }) => {
+                    if client.try_publish(topic, qos, retain, payload).is_ok() {
+                        queued += 1;
+                    } else {
+                        tracing::warn!(%broker, "MQTT request queue full; message dropped");
+                    }
+                }
+                Some(Msg::Stop(done)) => {
+                    if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "offline").is_ok() {
+                        queued += 1;
+                    }
+                    let wait = if connected { Duration::from_secs(3) } else { Duration::from_millis(300) };
+                    stopping = Some((done, Instant::now() + wait));
+                }
+                None => return,
+            },
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    connected = true;
+                    backoff = Duration::from_millis(250);
+                    tracing::info!(%broker, session_present = ack.session_present, "MQTT connected");
+                    if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
+                        queued += 1;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => sent += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        tracing::warn!(%broker, error = %e, "MQTT connection lost; reconnecting");
+                    } else {
+                        tracing::warn!(%broker, error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT broker unreachable; retrying (check mqtt.host/port and that the broker runs)");
+                    }
+                    connected = false;
+                    if stopping.is_some() {
+                        // No broker to flush to; give up at the deadline.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            },
+        }
+    }
+}
+
+/// Up to +/-25 % of `d`, so that many nodes do not reconnect in lockstep
+/// after a broker restart. Randomness from the clock's nanoseconds is enough here.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let frac = (nanos % 1000) as f64 / 1000.0; // 0..1
+    d.mul_f64(0.75 + 0.5 * frac)
+}
