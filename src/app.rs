@@ -76,16 +76,18 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     }
     let lib = runtime::library_path(&config.runtime).map_err(|e| StartError::Model(e.to_string()))?;
     let env = runtime::environment(&lib).map_err(|e| StartError::Model(e.to_string()))?;
-    let threads = config
-        .runtime
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads =
+        config.runtime.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
     let mqtt = config.mqtt.as_ref().map(|m| Mqtt::start(m, &config.node));
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
     let mut running = Running {
-        stats: Arc::new(NodeStats { started: Instant::now(), tasks: BTreeMap::new(), devices: outputs.devices.clone() }),
+        stats: Arc::new(NodeStats {
+            started: Instant::now(),
+            tasks: BTreeMap::new(),
+            devices: outputs.devices.clone(),
+        }),
         stop: stop.clone(),
         cameras: Vec::new(),
         workers: Vec::new(),
@@ -105,7 +107,12 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             .await
             .map_err(|e| StartError::Other(e.to_string()))?
             .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
-        let warm = warm_up(&mut model).map_err(|e| StartError::Model(format!("task `{task_name}`: model `{}` fails on a blank frame: {e}", model_cfg.path.display())))?;
+        let warm = warm_up(&mut model).map_err(|e| {
+            StartError::Model(format!(
+                "task `{task_name}`: model `{}` fails on a blank frame: {e}",
+                model_cfg.path.display()
+            ))
+        })?;
         let threshold = task.rules.ng_threshold.map(|t| t as f32).or(model.contract.ng_threshold).unwrap_or(0.5);
         tracing::info!(
             task = %task_name, model = %model.contract.name, version = %model.contract.version,
@@ -183,7 +190,11 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         running.cameras.push(camera.spawn().map_err(|e| StartError::Other(format!("cannot start a thread: {e}")))?);
     }
     if let (Some((m, _)), Some(cfg)) = (&mqtt, &config.mqtt) {
-        running.background.push(tokio::spawn(publish_stats(m.clone(), running.stats.clone(), cfg.stats_interval.get())));
+        running.background.push(tokio::spawn(publish_stats(
+            m.clone(),
+            running.stats.clone(),
+            cfg.stats_interval.get(),
+        )));
     }
     if let Some(interval) = notify::watchdog_interval() {
         running.background.push(tokio::spawn(feed_watchdog(progress, interval)));

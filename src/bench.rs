@@ -1,1 +1,346 @@
+//! `linesight bench`: what this machine allows, and how close the pipeline gets.
+//!
+//! In one run, on the committed model and a test video at an industrial
+//! camera resolution (MJPG, as many USB3/GigE cameras deliver it):
+//! (a) each stage alone: video decode only, and raw `Session::run` on
+//!     tensors prepared in advance with the same thread count; the slower is
+//!     the limit;
+//! (b) the whole pipeline, decode to verdict to reject written to a local
+//!     Modbus server to telemetry published on a local broker;
+//! (c) latency from capture to reject acknowledged;
+//! (d) CPU time per frame and peak RSS.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use opencv::core::{Mat, Size};
+use opencv::prelude::*;
+use opencv::{imgproc, videoio};
+use serde_json::{json, Value};
+
+use crate::app;
+use crate::config::*;
+use crate::inference::classifier::Classifier;
+use crate::inference::runtime;
+use crate::sim::broker::Broker;
+use crate::sim::plc::SimPlc;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Print one JSON document instead of a report.
+    #[arg(long)]
+    pub json: bool,
+    /// Frames in the test video.
+    #[arg(long, default_value_t = 600)]
+    pub frames: usize,
+    /// Test video width in pixels.
+    #[arg(long, default_value_t = 1920)]
+    pub width: i32,
+    /// Test video height in pixels.
+    #[arg(long, default_value_t = 1080)]
+    pub height: i32,
+    /// Inference threads (the same for the raw ONNX Runtime stage and the pipeline).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The model to measure.
+    #[arg(long, default_value = "models/surface-classifier.onnx")]
+    pub model: PathBuf,
+    /// The clip the test video is made from (scaled up to --width x --height).
+    #[arg(long, default_value = "samples/line.avi")]
+    pub source: PathBuf,
+}
+
+pub async fn main(args: BenchArgs) -> Result<(), String> {
+    let video = make_video(&args)?;
+    let say = |s: &str| {
+        if !args.json {
+            println!("{s}");
+        }
+    };
+    say(&format!("test video: {} ({} frames, {}x{}, MJPG)", video.display(), args.frames, args.width, args.height));
+
+    // (a1) decode alone.
+    let decode_fps = {
+        let path = video.clone();
+        tokio::task::spawn_blocking(move || decode_only(&path)).await.map_err(|e| e.to_string())??
+    };
+    say(&format!("decode alone:           {decode_fps:8.1} frames/s"));
+
+    // (a2) raw ONNX Runtime on tensors prepared in advance.
+    let model_cfg = ModelConfig {
+        path: args.model.clone(),
+        kind: None,
+        sidecar: None,
+        providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(args.threads) })],
+    };
+    let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
+    let (ort_fps, provider) = {
+        let cfg = model_cfg.clone();
+        let (threads, path) = (args.threads, video.clone());
+        tokio::task::spawn_blocking(move || ort_only(env, &cfg, threads, &path)).await.map_err(|e| e.to_string())??
+    };
+    say(&format!("ONNX Runtime alone:     {ort_fps:8.1} frames/s ({provider}, {} thread(s))", args.threads));
+    let limit_fps = decode_fps.min(ort_fps);
+
+    // (b)-(d) the whole pipeline.
+    let cpu0 = cpu_seconds();
+    let (pipeline_fps, frames_done, final_stats, pulses) = pipeline(&args, &video).await?;
+    let cpu = cpu_seconds() - cpu0;
+    let task = final_stats["tasks"].as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default();
+    let latency = &task["capture_to_reject_ack_ms"];
+    let efficiency = pipeline_fps / limit_fps;
+    let rss_mb = peak_rss_mb();
+    let out = json!({
+        "decode_fps": round1(decode_fps),
+        "ort_limit_fps": round1(ort_fps),
+        "limit_fps": round1(limit_fps),
+        "pipeline_fps": round1(pipeline_fps),
+        "efficiency": (efficiency * 1000.0).round() / 1000.0,
+        "cpu_ms_per_frame": round1(cpu * 1e3 / frames_done.max(1) as f64),
+        "rss_mb": round1(rss_mb),
+        "latency_ms": {"p50": latency["p50"], "p99": latency["p99"], "max": latency["max"]},
+        "frames": frames_done,
+        "ok": task["ok"], "ng": task["ng"], "error": task["error"],
+        "rejects_fired": task["rejects_fired"], "reject_pulses_seen_by_plc": pulses,
+        "resolution": format!("{}x{}", args.width, args.height),
+        "threads": args.threads,
+        "provider": provider,
+        "machine": machine(),
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "pipeline:               {pipeline_fps:8.1} frames/s  (efficiency {:.3} of the limit {limit_fps:.1})",
+            efficiency
+        );
+        println!(
+            "capture -> reject ack:  p50 {} ms, p99 {} ms, max {} ms",
+            latency["p50"], latency["p99"], latency["max"]
+        );
+        println!("cpu per frame:          {} ms; peak RSS {} MB", out["cpu_ms_per_frame"], out["rss_mb"]);
+        println!(
+            "verdicts:               OK {} NG {} ERROR {}; rejects fired {}, PLC saw {} pulses",
+            task["ok"], task["ng"], task["error"], task["rejects_fired"], pulses
+        );
+        println!("machine:                {}", out["machine"]);
+    }
+    Ok(())
+}
+
+/// Make (once) the test video: the sample clip scaled to the bench resolution.
+fn make_video(args: &BenchArgs) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(".cache/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let out = dir.join(format!("line-{}x{}-{}.avi", args.width, args.height, args.frames));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let mut src =
+        videoio::VideoCapture::from_file(&*args.source.to_string_lossy(), videoio::CAP_ANY).map_err(|e| e.message)?;
+    if !src.is_opened().unwrap_or(false) {
+        return Err(format!("cannot open {} (run from the repository root)", args.source.display()));
+    }
+    let mut clip = Vec::new();
+    let mut f = Mat::default();
+    while src.read(&mut f).unwrap_or(false) && !f.empty() {
+        let mut big = Mat::default();
+        imgproc::resize(&f, &mut big, Size::new(args.width, args.height), 0.0, 0.0, imgproc::INTER_LINEAR)
+            .map_err(|e| e.message)?;
+        clip.push(big);
+    }
+    if clip.is_empty() {
+        return Err(format!("{} has no frames", args.source.display()));
+    }
+    let tmp = dir.join("partial.avi");
+    let fourcc = videoio::VideoWriter::fourcc('M', 'J', 'P', 'G').map_err(|e| e.message)?;
+    let mut w =
+        videoio::VideoWriter::new(&*tmp.to_string_lossy(), fourcc, 30.0, Size::new(args.width, args.height), true)
+            .map_err(|e| e.message)?;
+    if !w.is_opened().unwrap_or(false) {
+        return Err("OpenCV cannot write MJPG video here".into());
+    }
+    for i in 0..args.frames {
+        w.write(&clip[i % clip.len()]).map_err(|e| e.message)?;
+    }
+    w.release().map_err(|e| e.message)?;
+    std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn decode_only(path: &Path) -> Result<f64, String> {
+    let mut cap =
+        videoio::VideoCapture::from_file(&*path.to_string_lossy(), videoio::CAP_ANY).map_err(|e| e.message)?;
+    let mut f = Mat::default();
+    let t = Instant::now();
+    let mut n = 0usize;
+    while cap.read(&mut f).unwrap_or(false) && !f.empty() {
+        n += 1;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+fn ort_only(
+    env: &'static ort::environment::Environment,
+    cfg: &ModelConfig,
+    threads: usize,
+    video: &Path,
+) -> Result<(f64, String), String> {
+    let mut model = Classifier::load(env, cfg, threads).map_err(|e| e.to_string())?;
+    // Tensors from real frames, prepared before the clock starts.
+    let mut cap =
+        videoio::VideoCapture::from_file(&*video.to_string_lossy(), videoio::CAP_ANY).map_err(|e| e.message)?;
+    let mut tensors = Vec::new();
+    let mut f = Mat::default();
+    while tensors.len() < 32 && cap.read(&mut f).unwrap_or(false) && !f.empty() {
+        let mut t = Vec::new();
+        model.preprocess(&f, &mut t)?;
+        tensors.push(t);
+    }
+    for t in tensors.iter().take(5) {
+        model.run_prepared(1, t.clone())?;
+    }
+    let runs = 400;
+    let inputs: Vec<Vec<f32>> = (0..runs).map(|i| tensors[i % tensors.len()].clone()).collect();
+    let t = Instant::now();
+    for input in inputs {
+        model.run_prepared(1, input)?;
+    }
+    Ok((runs as f64 / t.elapsed().as_secs_f64(), model.provider.to_string()))
+}
+
+async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, usize), String> {
+    let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let broker = Broker::start().ok();
+    let mut cfg = bench_config(args, video, &plc.addr.to_string(), broker.as_ref().map(|b| b.port));
+    cfg.runtime.threads = Some(args.threads);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let t0 = Instant::now();
+    let running =
+        app::start(&cfg, app::Options { observer: Some(tx), ..Default::default() }).await.map_err(|e| e.to_string())?;
+    let load = t0.elapsed();
+    let stats = running.stats.clone();
+    let run = tokio::spawn(running.run_until(std::future::pending()));
+    // Time from the first result to the last, plus one mean frame time for the first.
+    let mut first: Option<Instant> = None;
+    let mut last = Instant::now();
+    let mut n = 0u64;
+    while let Some(_doc) = rx.recv().await {
+        let now = Instant::now();
+        first.get_or_insert(now);
+        last = now;
+        n += 1;
+    }
+    let final_stats = run.await.map_err(|e| e.to_string())?;
+    let span = last.duration_since(first.unwrap_or(last)).as_secs_f64();
+    let fps = if n > 1 { (n - 1) as f64 / span } else { 0.0 };
+    let _ = (load, stats.tasks.values().map(|t| t.stats.processed.load(Ordering::Relaxed)).sum::<u64>());
+    drop(broker);
+    Ok((fps, n, final_stats, plc.pulses(10)))
+}
+
+fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u16>) -> Config {
+    let mut devices = std::collections::BTreeMap::new();
+    devices.insert(
+        "plc".to_string(),
+        ModbusDeviceConfig {
+            tcp: plc.to_string(),
+            unit: 1,
+            timeout: Dur::from_millis(500),
+            addressing: Addressing::ZeroBased,
+        },
+    );
+    let mut outputs = std::collections::BTreeMap::new();
+    outputs.insert(
+        "reject_gate".to_string(),
+        OutputConfig { device: "plc".into(), area: OutputArea::Coil, address: 10, safe_state: Level::Off },
+    );
+    let camera = CameraConfig {
+        source: SourceConfig::File(video.to_path_buf()),
+        mode: CameraMode::PartPerFrame,
+        fps: None,
+        looping: false,
+        queue: 4,
+    };
+    let model = ModelConfig {
+        path: args.model.clone(),
+        kind: None,
+        sidecar: None,
+        providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(args.threads) })],
+    };
+    let task = TaskConfig {
+        camera: "cam".into(),
+        model: "model".into(),
+        rules: RulesConfig::default(),
+        // The gate fires as soon as the verdict is in, so the figure is the
+        // pipeline's own latency to an acknowledged reject.
+        reject: Some(RejectConfig {
+            output: "reject_gate".into(),
+            delay: Dur::from_millis(0),
+            pulse: Dur(Duration::from_micros(500)),
+        }),
+        min_part_interval: None,
+        // Generous: a loaded 2-core machine must not turn slowness into ERROR here.
+        inference_timeout: Dur::from_secs(30),
+    };
+    Config {
+        node: NodeIdentity { group_id: "bench".into(), node_id: "bench".into() },
+        mqtt: broker_port.map(|port| MqttConfig {
+            host: "127.0.0.1".into(),
+            port,
+            client_id: None,
+            prefix: "linesight".into(),
+            keep_alive: Dur::from_secs(5),
+            stats_interval: Dur::from_secs(1),
+            username: None,
+            password: None,
+        }),
+        modbus: ModbusConfig { devices, outputs },
+        cameras: [("cam".to_string(), camera)].into(),
+        models: [("model".to_string(), model)].into(),
+        tasks: [("bench".to_string(), task)].into(),
+        runtime: RuntimeConfig { onnxruntime: None, threads: Some(args.threads) },
+    }
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the full line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cpu}, {cores} cores, {}", std::env::consts::ARCH)
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}

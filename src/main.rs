@@ -1,1 +1,133 @@
-fn main() {}
+//! The `linesight` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use linesight::logging::{self, LogFormat};
+use linesight::{app, config, service, EXIT_CONFIG, EXIT_MODEL};
+
+#[derive(Parser)]
+#[command(
+    name = "linesight",
+    version,
+    about = "Industrial edge controller: camera -> ONNX Runtime -> verdict -> Modbus reject -> MQTT"
+)]
+struct Cli {
+    /// Log format: `auto` (coloured on a terminal, plain under systemd), `text`, or `json` for log shippers.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The node's config file.
+        #[arg(long, short, default_value = "/etc/linesight/linesight.yaml")]
+        config: PathBuf,
+    },
+    /// Check a config file and report every problem as FILE:LINE:COL; exits 78 when invalid.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file.
+    ConfigSchema,
+    /// A simulated line with the committed model, a simulated PLC and a local broker.
+    Demo(linesight::demo::DemoArgs),
+    /// Measure each stage alone and the whole pipeline on this machine.
+    Bench(linesight::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::CheckConfig { file } => match config::load_file(&file) {
+            Ok(loaded) => {
+                let c = &loaded.config;
+                println!(
+                    "{}: valid ({} task(s), {} camera(s), {} model(s), {} output(s))",
+                    file.display(),
+                    c.tasks.len(),
+                    c.cameras.len(),
+                    c.models.len(),
+                    c.modbus.outputs.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} problem(s); nothing was started", file.display(), errors.0.len());
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
+        Command::ConfigSchema => {
+            print!("{}", config::json_schema());
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => run(config),
+        Command::Demo(args) => with_runtime(|| linesight::demo::main(args)),
+        Command::Bench(args) => with_runtime(|| linesight::bench::main(args)),
+    }
+}
+
+fn with_runtime<F, Fut>(f: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let loaded = match config::load_file(&path) {
+        Ok(l) => l,
+        Err(errors) => {
+            tracing::error!("config rejected; outputs are not touched and nothing starts");
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "linesight starting");
+        let running = match app::start(&loaded.config, app::Options::default()).await {
+            Ok(r) => r,
+            Err(app::StartError::Model(e)) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EXIT_MODEL as u8);
+            }
+            Err(app::StartError::Other(e)) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!("inspecting");
+        running.run_until(service::stop_signal()).await;
+        tracing::info!("stopped cleanly");
+        ExitCode::SUCCESS
+    })
+}

@@ -190,9 +190,10 @@ impl Camera {
             Pushed::Refused(f) | Pushed::Closed(f) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 if f.is_part {
-                    let _ = self
-                        .events
-                        .send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
+                    let _ = self.events.send(PartEvent::Unjudged(
+                        f.part,
+                        "inspection queue full: inference is behind the line".into(),
+                    ));
                 }
             }
         }

@@ -39,12 +39,9 @@ pub fn open(source: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> 
         SourceConfig::Rtsp(url) => {
             Ok(Box::new(Capture::open(url, videoio::CAP_FFMPEG, format!("RTSP stream `{url}`"), false)?))
         }
-        SourceConfig::Gstreamer(pipeline) => Ok(Box::new(Capture::open(
-            pipeline,
-            videoio::CAP_GSTREAMER,
-            "GStreamer pipeline".to_string(),
-            false,
-        )?)),
+        SourceConfig::Gstreamer(pipeline) => {
+            Ok(Box::new(Capture::open(pipeline, videoio::CAP_GSTREAMER, "GStreamer pipeline".to_string(), false)?))
+        }
         SourceConfig::V4l2(v) => Ok(Box::new(Capture::open_v4l2(v)?)),
     }
 }
@@ -69,7 +66,10 @@ impl Capture {
     fn open_v4l2(v: &V4l2Config) -> Result<Self, SourceError> {
         let what = format!("V4L2 device `{}`", v.device.display());
         if !v.device.exists() {
-            return Err(SourceError::Open { what, why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into() });
+            return Err(SourceError::Open {
+                what,
+                why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into(),
+            });
         }
         let mut cap = Self::open(&v.device.to_string_lossy(), videoio::CAP_V4L2, what, false)?;
         let set = |cap: &mut videoio::VideoCapture, prop: i32, value: f64| {
@@ -131,7 +131,8 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 impl ImageFolder {
     pub fn open(dir: &Path) -> Result<Self, SourceError> {
         let what = format!("image folder `{}`", dir.display());
-        let entries = std::fs::read_dir(dir).map_err(|e| SourceError::Open { what: what.clone(), why: e.to_string() })?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| SourceError::Open { what: what.clone(), why: e.to_string() })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -142,7 +143,10 @@ impl ImageFolder {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(SourceError::Open { what, why: format!("it holds no images ({})", IMAGE_EXTENSIONS.join(", ")) });
+            return Err(SourceError::Open {
+                what,
+                why: format!("it holds no images ({})", IMAGE_EXTENSIONS.join(", ")),
+            });
         }
         Ok(ImageFolder { files, next: 0 })
     }
@@ -155,7 +159,9 @@ impl FrameSource for ImageFolder {
             match imgcodecs::imread(&*path.to_string_lossy(), imgcodecs::IMREAD_COLOR) {
                 Ok(m) if !m.empty() => return Ok(Some(m)),
                 // One unreadable file must not stop the folder; it is skipped and said.
-                _ => tracing::warn!(file = %path.display(), "image cannot be decoded; skipped (is it a complete png/jpg/bmp/tif?)"),
+                _ => {
+                    tracing::warn!(file = %path.display(), "image cannot be decoded; skipped (is it a complete png/jpg/bmp/tif?)")
+                }
             }
         }
         Ok(None)

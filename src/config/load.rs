@@ -100,12 +100,8 @@ impl<'a> Collector<'a> {
 
     /// Report at the key itself (for names that are wrong, rather than values).
     pub fn at_key(&mut self, path: &[&str], key: &str, message: impl Into<String>, hint: impl Into<String>) {
-        let mark = self
-            .root
-            .path(path)
-            .and_then(|n| n.key_node(key))
-            .map(|n| n.mark)
-            .unwrap_or_else(|| self.mark_of(path));
+        let mark =
+            self.root.path(path).and_then(|n| n.key_node(key)).map(|n| n.mark).unwrap_or_else(|| self.mark_of(path));
         self.at_mark(mark, message, hint);
     }
 }
@@ -204,15 +200,9 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         _ => Some(RuntimeConfig::default()),
     };
     let config = match (node, mqtt, runtime) {
-        (Some(node), Some(mqtt), Some(runtime)) if ok => Some(Config {
-            node,
-            mqtt,
-            modbus,
-            cameras,
-            models,
-            tasks,
-            runtime,
-        }),
+        (Some(node), Some(mqtt), Some(runtime)) if ok => {
+            Some(Config { node, mqtt, modbus, cameras, models, tasks, runtime })
+        }
         _ => None,
     };
     Parsed { config, broken }
@@ -298,9 +288,7 @@ fn named<T: DeserializeOwned>(
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
 }
 
 /// A fix-it hint for serde's own messages, which say what is wrong but not what to do.
@@ -333,11 +321,7 @@ fn hint_for(message: &str) -> String {
 
 /// "did you mean" for a misspelt key.
 pub(crate) fn suggest(word: &str, known: &[&str]) -> String {
-    let best = known
-        .iter()
-        .map(|k| (levenshtein(word, k), *k))
-        .min()
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    let best = known.iter().map(|k| (levenshtein(word, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
     match best {
         Some((_, k)) => format!("did you mean `{k}`?"),
         None => format!("known keys here: {}", known.join(", ")),

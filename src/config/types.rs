@@ -389,20 +389,15 @@ impl Dur {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{t}` has no unit; write it with one, e.g. `{t}ms` or `{t}s`"))?;
         let (num, unit) = t.split_at(split);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("`{t}` is not a duration; write a number and a unit, e.g. `80ms`"))?;
+        let value: f64 =
+            num.parse().map_err(|_| format!("`{t}` is not a duration; write a number and a unit, e.g. `80ms`"))?;
         let scale = match unit.trim() {
             "us" | "µs" => 1e-6,
             "ms" => 1e-3,
             "s" => 1.0,
             "m" | "min" => 60.0,
             "h" => 3600.0,
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` in `{t}`; use us, ms, s, m or h"
-                ))
-            }
+            other => return Err(format!("unknown unit `{other}` in `{t}`; use us, ms, s, m or h")),
         };
         let secs = value * scale;
         if !secs.is_finite() || secs > 1e9 {

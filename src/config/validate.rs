@@ -64,7 +64,11 @@ fn mqtt_section(mqtt: &MqttConfig, c: &mut Collector) {
     }
     let ka = mqtt.keep_alive.get().as_secs_f64();
     if !(1.0..=65535.0).contains(&ka) {
-        c.at(&["mqtt", "keep_alive"], format!("keep-alive {} is out of range", mqtt.keep_alive), "use 1s to 18h; 5s to 15s suits a factory network");
+        c.at(
+            &["mqtt", "keep_alive"],
+            format!("keep-alive {} is out of range", mqtt.keep_alive),
+            "use 1s to 18h; 5s to 15s suits a factory network",
+        );
     }
     if mqtt.stats_interval.get().as_millis() < 100 {
         c.at(&["mqtt", "stats_interval"], "stats interval below 100ms", "use 1s or more");
@@ -82,10 +86,18 @@ fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
             );
         }
         if dev.timeout.get().is_zero() || dev.timeout.get().as_secs() > 60 {
-            c.at(&[&path[..], &["timeout"]].concat(), format!("timeout {} is out of range", dev.timeout), "use 10ms to 60s; 100ms to 500ms suits a PLC on the local network");
+            c.at(
+                &[&path[..], &["timeout"]].concat(),
+                format!("timeout {} is out of range", dev.timeout),
+                "use 10ms to 60s; 100ms to 500ms suits a PLC on the local network",
+            );
         }
         if dev.unit == 0 {
-            c.at(&[&path[..], &["unit"]].concat(), "unit id 0 is the broadcast address; writes to it are never acknowledged", "use the device's unit id (1 to 247, or 255 for some TCP gateways)");
+            c.at(
+                &[&path[..], &["unit"]].concat(),
+                "unit id 0 is the broadcast address; writes to it are never acknowledged",
+                "use the device's unit id (1 to 247, or 255 for some TCP gateways)",
+            );
         }
     }
     let mut seen: BTreeMap<(String, OutputArea, u32), String> = BTreeMap::new();
@@ -109,7 +121,10 @@ fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
         if out.address < lo || out.address > hi {
             c.at(
                 &[&path[..], &["address"]].concat(),
-                format!("address {} is out of range for device `{}` ({:?} addressing: {lo}..={hi})", out.address, out.device, dev.addressing),
+                format!(
+                    "address {} is out of range for device `{}` ({:?} addressing: {lo}..={hi})",
+                    out.address, out.device, dev.addressing
+                ),
                 "use an address in that range, or change the device's `addressing`",
             );
             continue;
@@ -171,22 +186,42 @@ fn cameras(config: &Config, c: &mut Collector) {
             _ => {}
         }
         if live && cam.looping {
-            c.at(&[&path[..], &["loop"]].concat(), "`loop` only applies to files and folders", "remove it for a live camera");
+            c.at(
+                &[&path[..], &["loop"]].concat(),
+                "`loop` only applies to files and folders",
+                "remove it for a live camera",
+            );
         }
         if let Some(fps) = cam.fps {
             if !(fps > 0.0 && fps <= 1000.0) {
-                c.at(&[&path[..], &["fps"]].concat(), format!("fps {fps} is out of range"), "use a rate above 0 and at most 1000");
+                c.at(
+                    &[&path[..], &["fps"]].concat(),
+                    format!("fps {fps} is out of range"),
+                    "use a rate above 0 and at most 1000",
+                );
             } else if live {
-                c.at(&[&path[..], &["fps"]].concat(), "`fps` paces files and folders only", "set the rate of a V4L2 camera under `source.v4l2.fps`; live streams set their own rate");
+                c.at(
+                    &[&path[..], &["fps"]].concat(),
+                    "`fps` paces files and folders only",
+                    "set the rate of a V4L2 camera under `source.v4l2.fps`; live streams set their own rate",
+                );
             }
         }
         if cam.queue == 0 || cam.queue > 64 {
-            c.at(&[&path[..], &["queue"]].concat(), format!("queue {} is out of range", cam.queue), "use 1 to 64 frames; 2 to 4 keeps verdicts fresh");
+            c.at(
+                &[&path[..], &["queue"]].concat(),
+                format!("queue {} is out of range", cam.queue),
+                "use 1 to 64 frames; 2 to 4 keeps verdicts fresh",
+            );
         }
         if let SourceConfig::V4l2(v) = &cam.source {
             if let Some(fourcc) = &v.fourcc {
                 if fourcc.len() != 4 || !fourcc.is_ascii() {
-                    c.at(&[&path[..], &["source", "v4l2", "fourcc"]].concat(), format!("`{fourcc}` is not a FourCC"), "use four characters such as `MJPG` or `YUYV`");
+                    c.at(
+                        &[&path[..], &["source", "v4l2", "fourcc"]].concat(),
+                        format!("`{fourcc}` is not a FourCC"),
+                        "use four characters such as `MJPG` or `YUYV`",
+                    );
                 }
             }
         }
@@ -205,7 +240,11 @@ fn models(config: &Config, c: &mut Collector) {
         }
         if let Some(sidecar) = &model.sidecar {
             if !sidecar.is_file() {
-                c.at(&[&path[..], &["sidecar"]].concat(), format!("sidecar `{}` does not exist", sidecar.display()), "point it at the JSON file the training script wrote, or remove the key");
+                c.at(
+                    &[&path[..], &["sidecar"]].concat(),
+                    format!("sidecar `{}` does not exist", sidecar.display()),
+                    "point it at the JSON file the training script wrote, or remove the key",
+                );
             }
         }
         if model.providers.is_empty() {
@@ -216,13 +255,21 @@ fn models(config: &Config, c: &mut Collector) {
             let kind = std::mem::discriminant(p);
             if kinds.contains(&kind) {
                 let idx = i.to_string();
-                c.at(&[&path[..], &["providers", idx.as_str()]].concat(), "this execution provider is listed twice", "list each provider once, in priority order");
+                c.at(
+                    &[&path[..], &["providers", idx.as_str()]].concat(),
+                    "this execution provider is listed twice",
+                    "list each provider once, in priority order",
+                );
             }
             kinds.push(kind);
             if let ProviderConfig::Cpu(CpuProvider { threads: Some(t) }) = p {
                 if *t == 0 || *t > 256 {
                     let idx = i.to_string();
-                    c.at(&[&path[..], &["providers", idx.as_str(), "cpu", "threads"]].concat(), format!("{t} threads is out of range"), "use 1 to 256");
+                    c.at(
+                        &[&path[..], &["providers", idx.as_str(), "cpu", "threads"]].concat(),
+                        format!("{t} threads is out of range"),
+                        "use 1 to 256",
+                    );
                 }
             }
         }
@@ -266,7 +313,11 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
             }
         }
         if task.inference_timeout.get().is_zero() {
-            c.at(&[&path[..], &["inference_timeout"]].concat(), "inference timeout is zero", "use the longest acceptable inference time, e.g. 500ms");
+            c.at(
+                &[&path[..], &["inference_timeout"]].concat(),
+                "inference timeout is zero",
+                "use the longest acceptable inference time, e.g. 500ms",
+            );
         }
         if let Some(reject) = &task.reject {
             match config.modbus.outputs.get(&reject.output) {
@@ -274,14 +325,21 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
                     let known: Vec<&str> = config.modbus.outputs.keys().map(String::as_str).collect();
                     c.at(
                         &[&path[..], &["reject", "output"]].concat(),
-                        format!("task `{name}` rejects through output `{}`, which is not in modbus.outputs", reject.output),
+                        format!(
+                            "task `{name}` rejects through output `{}`, which is not in modbus.outputs",
+                            reject.output
+                        ),
                         hint_known(&reject.output, &known, "modbus.outputs"),
                     );
                 }
                 _ => {}
             }
             if reject.pulse.get().is_zero() {
-                c.at(&[&path[..], &["reject", "pulse"]].concat(), "reject pulse of zero length", "use the time the gate needs to act, e.g. 80ms");
+                c.at(
+                    &[&path[..], &["reject", "pulse"]].concat(),
+                    "reject pulse of zero length",
+                    "use the time the gate needs to act, e.g. 80ms",
+                );
             }
             if let Some(interval) = task.min_part_interval {
                 if reject.pulse >= interval {
@@ -305,7 +363,11 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
         }
         if let Some(interval) = task.min_part_interval {
             if interval.get().is_zero() {
-                c.at(&[&path[..], &["min_part_interval"]].concat(), "part interval is zero", "use the shortest time between two parts, e.g. 100ms at 10 parts/s");
+                c.at(
+                    &[&path[..], &["min_part_interval"]].concat(),
+                    "part interval is zero",
+                    "use the shortest time between two parts, e.g. 100ms at 10 parts/s",
+                );
             }
         }
     }
@@ -314,7 +376,12 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
     }
     for name in config.cameras.keys() {
         if !camera_owner.contains_key(name.as_str()) {
-            c.at_key(&["cameras"], name, format!("camera `{name}` is not used by any task"), "remove it or add a task for it");
+            c.at_key(
+                &["cameras"],
+                name,
+                format!("camera `{name}` is not used by any task"),
+                "remove it or add a task for it",
+            );
         }
     }
 }

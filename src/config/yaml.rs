@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{
-    self, DeserializeOwned, DeserializeSeed, EnumAccess, Expected, MapAccess, SeqAccess,
-    Unexpected, VariantAccess, Visitor,
+    self, DeserializeOwned, DeserializeSeed, EnumAccess, Expected, MapAccess, SeqAccess, Unexpected, VariantAccess,
+    Visitor,
 };
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, ScanError, TScalarStyle};
@@ -47,10 +47,7 @@ impl Mark {
 
     fn from_marker(m: &Marker) -> Self {
         // yaml-rust2: line is 1-based, col is 0-based.
-        Mark {
-            line: m.line().max(1),
-            col: m.col() + 1,
-        }
+        Mark { line: m.line().max(1), col: m.col() + 1 }
     }
 }
 
@@ -93,10 +90,7 @@ pub struct YamlError {
 
 impl YamlError {
     pub fn new(mark: Mark, message: impl Into<String>) -> Self {
-        YamlError {
-            mark,
-            message: message.into(),
-        }
+        YamlError { mark, message: message.into() }
     }
 }
 
@@ -259,12 +253,7 @@ impl Builder {
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq {
-                mark,
-                items,
-                size: s,
-                ..
-            }) => {
+            Some(Frame::Seq { mark, items, size: s, .. }) => {
                 // Block collections are reported by the parser at a position
                 // after their first child's start; use the earlier one.
                 if items.is_empty() {
@@ -273,14 +262,7 @@ impl Builder {
                 items.push(node);
                 *s += size;
             }
-            Some(Frame::Map {
-                mark,
-                entries,
-                seen,
-                pending_key,
-                size: s,
-                ..
-            }) => {
+            Some(Frame::Map { mark, entries, seen, pending_key, size: s, .. }) => {
                 *s += size;
                 match pending_key.take() {
                     Some(key) => entries.push((key, node)),
@@ -290,10 +272,7 @@ impl Builder {
                             _ => {
                                 return Err(YamlError::new(
                                     node.mark,
-                                    format!(
-                                        "mapping keys must be scalars, found {}",
-                                        node.describe()
-                                    ),
+                                    format!("mapping keys must be scalars, found {}", node.describe()),
                                 ))
                             }
                         };
@@ -322,10 +301,7 @@ impl Builder {
 
     fn push(&mut self, frame: Frame, mark: Mark) -> Result<(), YamlError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(YamlError::new(
-                mark,
-                format!("nesting too deep (more than {MAX_DEPTH} levels)"),
-            ));
+            return Err(YamlError::new(mark, format!("nesting too deep (more than {MAX_DEPTH} levels)")));
         }
         self.count(1, mark)?;
         self.stack.push(frame);
@@ -353,12 +329,7 @@ fn is_str_tag(tag: &Option<Tag>) -> bool {
 /// anchored node that keeps the alias's own mark.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
     let mut parser = Parser::new_from_str(text);
-    let mut b = Builder {
-        stack: Vec::new(),
-        anchors: HashMap::new(),
-        root: None,
-        total: 0,
-    };
+    let mut b = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None, total: 0 };
     let mut documents = 0usize;
     loop {
         let (event, marker) = parser.next_token()?;
@@ -369,20 +340,14 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
             Event::DocumentStart => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(YamlError::new(
-                        mark,
-                        "multiple YAML documents in one file are not supported",
-                    ));
+                    return Err(YamlError::new(mark, "multiple YAML documents in one file are not supported"));
                 }
             }
             Event::Alias(id) => {
                 let (node, size) = match b.anchors.get(&id) {
                     Some((node, size)) => (node.clone(), *size),
                     None => {
-                        return Err(YamlError::new(
-                            mark,
-                            "alias refers to a node that contains it (recursive alias)",
-                        ))
+                        return Err(YamlError::new(mark, "alias refers to a node that contains it (recursive alias)"))
                     }
                 };
                 b.count(size, mark)?;
@@ -394,11 +359,7 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 let value = if plain && text.is_empty() {
                     // The parser reports an empty value at the *next* token,
                     // often on a later line; as a map value, use its key's mark.
-                    if let Some(Frame::Map {
-                        pending_key: Some(key),
-                        ..
-                    }) = b.stack.last()
-                    {
+                    if let Some(Frame::Map { pending_key: Some(key), .. }) = b.stack.last() {
                         mark = key.mark;
                     }
                     Value::Null
@@ -408,49 +369,26 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
                 b.count(1, mark)?;
                 b.complete(Node::new(value, mark), 1, anchor)?;
             }
-            Event::SequenceStart(anchor, _) => b.push(
-                Frame::Seq {
-                    mark,
-                    anchor,
-                    items: Vec::new(),
-                    size: 1,
-                },
-                mark,
-            )?,
+            Event::SequenceStart(anchor, _) => b.push(Frame::Seq { mark, anchor, items: Vec::new(), size: 1 }, mark)?,
             Event::MappingStart(anchor, _) => b.push(
-                Frame::Map {
-                    mark,
-                    anchor,
-                    entries: Vec::new(),
-                    seen: HashMap::new(),
-                    pending_key: None,
-                    size: 1,
-                },
+                Frame::Map { mark, anchor, entries: Vec::new(), seen: HashMap::new(), pending_key: None, size: 1 },
                 mark,
             )?,
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, size, anchor) = match b.stack.pop() {
-                    Some(Frame::Seq {
-                        mark,
-                        anchor,
-                        items,
-                        size,
-                    }) => (Node::new(Value::Seq(items), mark), size, anchor),
-                    Some(Frame::Map {
-                        mark,
-                        anchor,
-                        entries,
-                        size,
-                        ..
-                    }) => (Node::new(Value::Map(entries), mark), size, anchor),
+                    Some(Frame::Seq { mark, anchor, items, size }) => {
+                        (Node::new(Value::Seq(items), mark), size, anchor)
+                    }
+                    Some(Frame::Map { mark, anchor, entries, size, .. }) => {
+                        (Node::new(Value::Map(entries), mark), size, anchor)
+                    }
                     None => return Err(YamlError::new(mark, "unbalanced collection end")),
                 };
                 b.complete(node, size, anchor)?;
             }
         }
     }
-    Ok(b.root
-        .unwrap_or_else(|| Node::new(Value::Null, Mark::new(1, 1))))
+    Ok(b.root.unwrap_or_else(|| Node::new(Value::Null, Mark::new(1, 1))))
 }
 
 // ---------------------------------------------------------------------------
@@ -593,17 +531,11 @@ struct DeError {
 
 impl DeError {
     fn at(mark: Mark, message: impl Into<String>) -> Self {
-        DeError {
-            mark: Some(mark),
-            message: message.into(),
-        }
+        DeError { mark: Some(mark), message: message.into() }
     }
 
     fn expected(node: &Node, what: &str) -> Self {
-        DeError::at(
-            node.mark,
-            format!("expected {what}, found {}", node.describe()),
-        )
+        DeError::at(node.mark, format!("expected {what}, found {}", node.describe()))
     }
 
     fn or_mark(mut self, mark: Mark) -> Self {
@@ -647,24 +579,15 @@ fn describe_unexpected(u: &Unexpected<'_>) -> String {
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError {
-            mark: None,
-            message: msg.to_string(),
-        }
+        DeError { mark: None, message: msg.to_string() }
     }
 
     fn invalid_type(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
-        de::Error::custom(format_args!(
-            "expected {exp}, found {}",
-            describe_unexpected(&unexp)
-        ))
+        de::Error::custom(format_args!("expected {exp}, found {}", describe_unexpected(&unexp)))
     }
 
     fn invalid_value(unexp: Unexpected<'_>, exp: &dyn Expected) -> Self {
-        de::Error::custom(format_args!(
-            "invalid value: expected {exp}, found {}",
-            describe_unexpected(&unexp)
-        ))
+        de::Error::custom(format_args!("invalid value: expected {exp}, found {}", describe_unexpected(&unexp)))
     }
 }
 
@@ -680,10 +603,8 @@ fn marked<T>(mark: Mark, f: impl FnOnce() -> Result<T, DeError>) -> Result<T, De
 /// Deserialize any `T` from a node. Errors carry the mark of the innermost
 /// node at fault.
 pub fn from_node<T: DeserializeOwned>(node: &Node) -> Result<T, YamlError> {
-    T::deserialize(NodeDeserializer(node)).map_err(|e| YamlError {
-        mark: e.mark.unwrap_or(node.mark),
-        message: e.message,
-    })
+    T::deserialize(NodeDeserializer(node))
+        .map_err(|e| YamlError { mark: e.mark.unwrap_or(node.mark), message: e.message })
 }
 
 /// `parse` + `from_node`.
@@ -717,10 +638,7 @@ impl<'a> NodeDeserializer<'a> {
             }
         });
         value.ok_or_else(|| {
-            DeError::at(
-                self.0.mark,
-                format!("{} is out of range for {ty} ({min}..={max})", shorten(text)),
-            )
+            DeError::at(self.0.mark, format!("{} is out of range for {ty} ({min}..={max})", shorten(text)))
         })
     }
 
@@ -737,36 +655,20 @@ impl<'a> NodeDeserializer<'a> {
         }
     }
 
-    fn visit_seq_items<'de, V: Visitor<'de>>(
-        items: &'a [Node],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        let mut acc = SeqAcc {
-            iter: items.iter(),
-            consumed: 0,
-        };
+    fn visit_seq_items<'de, V: Visitor<'de>>(items: &'a [Node], visitor: V) -> Result<V::Value, DeError> {
+        let mut acc = SeqAcc { iter: items.iter(), consumed: 0 };
         let value = visitor.visit_seq(&mut acc)?;
         if let Some(extra) = acc.iter.next() {
             return Err(DeError::at(
                 extra.mark,
-                format!(
-                    "too many elements: expected {}, found {}",
-                    acc.consumed,
-                    items.len()
-                ),
+                format!("too many elements: expected {}, found {}", acc.consumed, items.len()),
             ));
         }
         Ok(value)
     }
 
-    fn visit_map_entries<'de, V: Visitor<'de>>(
-        entries: &'a [(Node, Node)],
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
-        let mut acc = MapAcc {
-            iter: entries.iter(),
-            value: None,
-        };
+    fn visit_map_entries<'de, V: Visitor<'de>>(entries: &'a [(Node, Node)], visitor: V) -> Result<V::Value, DeError> {
+        let mut acc = MapAcc { iter: entries.iter(), value: None };
         let value = visitor.visit_map(&mut acc)?;
         if let Some((k, _)) = acc.iter.next() {
             return Err(DeError::at(k.mark, "unexpected extra mapping entry"));
@@ -880,10 +782,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
     }
 
     fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, DeError> {
-        Err(DeError::at(
-            self.0.mark,
-            "byte arrays are not supported in YAML config",
-        ))
+        Err(DeError::at(self.0.mark, "byte arrays are not supported in YAML config"))
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -911,23 +810,13 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
         })
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
         let node = self.0;
-        marked(node.mark, || {
-            visitor.visit_newtype_struct(NodeDeserializer(node))
-        })
+        marked(node.mark, || visitor.visit_newtype_struct(NodeDeserializer(node)))
     }
 
     /// An empty value (`key:` with nothing after it) counts as an empty sequence.
@@ -940,11 +829,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
         })
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -984,16 +869,11 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         let node = self.0;
-        marked(node.mark, || {
-            match &node.value {
-            Value::Scalar { .. } => visitor.visit_enum(EnumAcc {
-                variant: node,
-                value: None,
-            }),
-            Value::Map(entries) if entries.len() == 1 => visitor.visit_enum(EnumAcc {
-                variant: &entries[0].0,
-                value: Some(&entries[0].1),
-            }),
+        marked(node.mark, || match &node.value {
+            Value::Scalar { .. } => visitor.visit_enum(EnumAcc { variant: node, value: None }),
+            Value::Map(entries) if entries.len() == 1 => {
+                visitor.visit_enum(EnumAcc { variant: &entries[0].0, value: Some(&entries[0].1) })
+            }
             Value::Map(entries) => Err(DeError::at(
                 node.mark,
                 format!(
@@ -1001,11 +881,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
                     entries.len()
                 ),
             )),
-            _ => Err(DeError::expected(
-                node,
-                "a variant name or a single-key mapping `variant: value`",
-            )),
-        }
+            _ => Err(DeError::expected(node, "a variant name or a single-key mapping `variant: value`")),
         })
     }
 
@@ -1026,10 +902,7 @@ struct SeqAcc<'a> {
 impl<'de> SeqAccess<'de> for SeqAcc<'_> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
             Some(node) => {
                 self.consumed += 1;
@@ -1052,10 +925,7 @@ struct MapAcc<'a> {
 impl<'de> MapAccess<'de> for MapAcc<'_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((key, value)) => {
                 self.value = Some(value);
@@ -1066,10 +936,8 @@ impl<'de> MapAccess<'de> for MapAcc<'_> {
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, DeError> {
-        let node = self
-            .value
-            .take()
-            .ok_or_else(|| <DeError as de::Error>::custom("next_value called before next_key"))?;
+        let node =
+            self.value.take().ok_or_else(|| <DeError as de::Error>::custom("next_value called before next_key"))?;
         marked(node.mark, || seed.deserialize(NodeDeserializer(node)))
     }
 
@@ -1089,19 +957,10 @@ impl<'de, 'a> EnumAccess<'de> for EnumAcc<'a> {
     type Error = DeError;
     type Variant = VariantAcc<'a>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(
-        self,
-        seed: V,
-    ) -> Result<(V::Value, VariantAcc<'a>), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, VariantAcc<'a>), DeError> {
         let variant = self.variant;
         let v = marked(variant.mark, || seed.deserialize(NodeDeserializer(variant)))?;
-        Ok((
-            v,
-            VariantAcc {
-                variant,
-                value: self.value,
-            },
-        ))
+        Ok((v, VariantAcc { variant, value: self.value }))
     }
 }
 
@@ -1203,14 +1062,8 @@ mod tests {
         let text = "middle:\n  inner:\n    port: abc\n";
         let e = err::<Outer>(text);
         assert_eq!(e.mark, m(3, 11));
-        assert_eq!(
-            e.message,
-            "expected an integer (u16), found a string \"abc\""
-        );
-        assert_eq!(
-            e.to_string(),
-            "3:11: expected an integer (u16), found a string \"abc\""
-        );
+        assert_eq!(e.message, "expected an integer (u16), found a string \"abc\"");
+        assert_eq!(e.to_string(), "3:11: expected an integer (u16), found a string \"abc\"");
     }
 
     #[test]
@@ -1222,10 +1075,7 @@ mod tests {
         assert_eq!(e.mark, m(2, 10));
         assert_eq!(e.message, "expected a mapping, found a sequence");
         let e = err::<Inner>("port: [1]\n");
-        assert_eq!(
-            (e.mark, e.message.as_str()),
-            (m(1, 7), "expected an integer (u16), found a sequence")
-        );
+        assert_eq!((e.mark, e.message.as_str()), (m(1, 7), "expected an integer (u16), found a sequence"));
     }
 
     #[test]
@@ -1233,11 +1083,7 @@ mod tests {
         let text = "middle:\n  inner:\n    port: 1\n    bogus: 2\n";
         let e = err::<Outer>(text);
         assert_eq!(e.mark, m(4, 5));
-        assert!(
-            e.message.starts_with("unknown field `bogus`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("unknown field `bogus`"), "{}", e.message);
         assert!(!e.message.contains("line"), "{}", e.message);
     }
 
@@ -1248,10 +1094,7 @@ mod tests {
         assert_eq!(e.message, "missing field `port`");
         // An empty section is an empty map: still reports the missing field there.
         let e = err::<Outer>("middle:\n  inner:\n");
-        assert_eq!(
-            (e.mark, e.message.as_str()),
-            (m(2, 3), "missing field `port`")
-        );
+        assert_eq!((e.mark, e.message.as_str()), (m(2, 3), "missing field `port`"));
     }
 
     #[test]
@@ -1262,31 +1105,15 @@ mod tests {
         let e = err::<Inner>("port: -1\n");
         assert_eq!(e.message, "-1 is out of range for u16 (0..=65535)");
         let e = err::<Inner>("port: 99999999999999999999999999999999999999999\n");
-        assert!(
-            e.message.ends_with("is out of range for u16 (0..=65535)"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.ends_with("is out of range for u16 (0..=65535)"), "{}", e.message);
         assert_eq!(from_str::<Inner>("port: 0x1F90\n").unwrap().port, 8080);
         assert_eq!(from_str::<Inner>("port: \"8080\"\n").unwrap().port, 8080);
         assert_eq!(from_str::<i8>("-128").unwrap(), -128);
         assert_eq!(from_str::<i8>("0o17").unwrap(), 15);
-        assert_eq!(
-            from_str::<i128>("-170141183460469231731687303715884105728").unwrap(),
-            i128::MIN
-        );
-        assert_eq!(
-            from_str::<u128>("340282366920938463463374607431768211455").unwrap(),
-            u128::MAX
-        );
-        assert_eq!(
-            err::<i8>("128").message,
-            "128 is out of range for i8 (-128..=127)"
-        );
-        assert_eq!(
-            err::<u8>("1.5").message,
-            "expected an integer (u8), found a float 1.5"
-        );
+        assert_eq!(from_str::<i128>("-170141183460469231731687303715884105728").unwrap(), i128::MIN);
+        assert_eq!(from_str::<u128>("340282366920938463463374607431768211455").unwrap(), u128::MAX);
+        assert_eq!(err::<i8>("128").message, "128 is out of range for i8 (-128..=127)");
+        assert_eq!(err::<u8>("1.5").message, "expected an integer (u8), found a float 1.5");
     }
 
     #[test]
@@ -1297,16 +1124,10 @@ mod tests {
         assert_eq!(from_str::<f32>(".5").unwrap(), 0.5);
         assert_eq!(from_str::<f64>("-.inf").unwrap(), f64::NEG_INFINITY);
         assert!(from_str::<f64>(".nan").unwrap().is_nan());
-        assert_eq!(
-            err::<f64>("fast").message,
-            "expected a number (f64), found a string \"fast\""
-        );
+        assert_eq!(err::<f64>("fast").message, "expected a number (f64), found a string \"fast\"");
         assert!(from_str::<bool>("True").unwrap());
         assert!(!from_str::<bool>("FALSE").unwrap());
-        assert_eq!(
-            err::<bool>("yes").message,
-            "expected a boolean (true or false), found a string \"yes\""
-        );
+        assert_eq!(err::<bool>("yes").message, "expected a boolean (true or false), found a string \"yes\"");
         assert_eq!(from_str::<char>("x").unwrap(), 'x');
     }
 
@@ -1325,20 +1146,14 @@ mod tests {
         assert_eq!(s.quoted, "80ms");
         assert_eq!(s.flag, "true");
         let e = err::<S>("code:\n");
-        assert_eq!(
-            (e.mark, e.message.as_str()),
-            (m(1, 1), "expected a string, found null")
-        );
+        assert_eq!((e.mark, e.message.as_str()), (m(1, 1), "expected a string, found null"));
     }
 
     #[test]
     fn duplicate_keys() {
         let e = parse("a: 1\nb:\n  c: 1\n  c: 2\n").unwrap_err();
         assert_eq!(e.mark, m(4, 3));
-        assert_eq!(
-            e.message,
-            "duplicate key \"c\" (first defined at line 3, column 3)"
-        );
+        assert_eq!(e.message, "duplicate key \"c\" (first defined at line 3, column 3)");
         // Quoted and plain spellings of the same key collide too.
         assert_eq!(parse("a: 1\n'a': 2\n").unwrap_err().mark, m(2, 1));
     }
@@ -1360,13 +1175,7 @@ mod tests {
         assert_eq!(base.mark, m(2, 3));
         assert_eq!(other.mark, m(4, 8));
         let map: BTreeMap<String, Inner> = from_node(&root).unwrap();
-        assert_eq!(
-            map["other"],
-            Inner {
-                port: 1,
-                name: "x".into()
-            }
-        );
+        assert_eq!(map["other"], Inner { port: 1, name: "x".into() });
         // Scalar aliases.
         let root = parse("a: &p 502\nb: *p\n").unwrap();
         assert_eq!(root.get("b").unwrap().as_str(), Some("502"));
@@ -1401,48 +1210,27 @@ mod tests {
         assert_eq!(w("mode: 'off'\n"), Mode::Off);
         assert_eq!(w("mode: {off: ~}\n"), Mode::Off);
         assert_eq!(w("mode:\n  fixed: 5\n"), Mode::Fixed(5));
-        assert_eq!(
-            w("mode: {range: {lo: 1, hi: 2}}\n"),
-            Mode::Range { lo: 1, hi: 2 }
-        );
+        assert_eq!(w("mode: {range: {lo: 1, hi: 2}}\n"), Mode::Range { lo: 1, hi: 2 });
         assert_eq!(w("mode:\n  pair: [1, 2]\n"), Mode::Pair(1, 2));
 
         let e = err::<WithMode>("mode: bogus\n");
         assert_eq!(e.mark, m(1, 7));
-        assert!(
-            e.message
-                .starts_with("unknown variant `bogus`, expected one of"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("unknown variant `bogus`, expected one of"), "{}", e.message);
         let e = err::<WithMode>("mode:\n  bogus: 1\n");
         assert_eq!(e.mark, m(2, 3));
-        assert!(
-            e.message.starts_with("unknown variant `bogus`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("unknown variant `bogus`"), "{}", e.message);
 
         let e = err::<WithMode>("mode: fixed\n");
         assert_eq!(e.mark, m(1, 7));
-        assert_eq!(
-            e.message,
-            "variant `fixed` needs a value; write it as a mapping `fixed: ...`"
-        );
+        assert_eq!(e.message, "variant `fixed` needs a value; write it as a mapping `fixed: ...`");
         let e = err::<WithMode>("mode:\n  fixed: x\n");
-        assert_eq!(
-            (e.mark, e.message.as_str()),
-            (m(2, 10), "expected an integer (u32), found a string \"x\"")
-        );
+        assert_eq!((e.mark, e.message.as_str()), (m(2, 10), "expected an integer (u32), found a string \"x\""));
         let e = err::<WithMode>("mode:\n  range: {lo: 1, hi: 2, x: 3}\n");
         assert_eq!(e.mark, m(2, 25));
         let e = err::<WithMode>("mode: {off: 1, fixed: 2}\n");
         assert_eq!(e.mark, m(1, 7));
         let e = err::<WithMode>("mode: {off: 1}\n");
-        assert_eq!(
-            (e.mark, e.message.as_str()),
-            (m(1, 13), "variant `off` takes no value, found an integer 1")
-        );
+        assert_eq!((e.mark, e.message.as_str()), (m(1, 13), "variant `off` takes no value, found an integer 1"));
     }
 
     #[test]
@@ -1471,15 +1259,9 @@ mod tests {
         assert_eq!(e.mark, m(3, 3));
         let e = err::<Vec<u16>>("a: 1\n");
         assert_eq!(e.message, "expected a sequence, found a mapping");
-        assert_eq!(
-            from_str::<(u8, String)>("[1, x]").unwrap(),
-            (1, "x".to_owned())
-        );
+        assert_eq!(from_str::<(u8, String)>("[1, x]").unwrap(), (1, "x".to_owned()));
         let e = err::<(u8, u8)>("[1, 2, 3]");
-        assert_eq!(
-            (e.mark, e.message.as_str()),
-            (m(1, 8), "too many elements: expected 2, found 3")
-        );
+        assert_eq!((e.mark, e.message.as_str()), (m(1, 8), "too many elements: expected 2, found 3"));
         let e = err::<(u8, u8)>("[1]");
         assert_eq!(e.mark, m(1, 1));
         #[derive(Debug, Deserialize)]
@@ -1494,20 +1276,8 @@ mod tests {
         let text = "cam1:\n  port: 1\ncam2:\n  port: 2\n  name: two\n";
         let map: BTreeMap<String, Inner> = from_str(text).unwrap();
         assert_eq!(map.len(), 2);
-        assert_eq!(
-            map["cam1"],
-            Inner {
-                port: 1,
-                name: String::new()
-            }
-        );
-        assert_eq!(
-            map["cam2"],
-            Inner {
-                port: 2,
-                name: "two".into()
-            }
-        );
+        assert_eq!(map["cam1"], Inner { port: 1, name: String::new() });
+        assert_eq!(map["cam2"], Inner { port: 2, name: "two".into() });
         let e = err::<BTreeMap<String, Inner>>("cam1:\n  port: 1\ncam2:\n  port: 1\n  nme: two\n");
         assert_eq!(e.mark, m(5, 3));
         let keyed: BTreeMap<u16, String> = from_str("80: http\n443: https\n").unwrap();
@@ -1536,13 +1306,7 @@ mod tests {
             p: u16,
         }
         let t: Top = from_str("d:\n  name: x\n").unwrap();
-        assert_eq!(
-            t.d,
-            D {
-                port: 0,
-                name: "x".into()
-            }
-        );
+        assert_eq!(t.d, D { port: 0, name: "x".into() });
         assert_eq!(t.p, 1502);
         let t: Top = from_str("").unwrap();
         assert_eq!(t.d, D::default());
@@ -1637,10 +1401,7 @@ mod tests {
     #[test]
     fn empty_document() {
         assert_eq!(parse("").unwrap(), Node::new(Value::Null, m(1, 1)));
-        assert_eq!(
-            parse("# nothing\n\n").unwrap(),
-            Node::new(Value::Null, m(1, 1))
-        );
+        assert_eq!(parse("# nothing\n\n").unwrap(), Node::new(Value::Null, m(1, 1)));
         assert_eq!(parse("---\n").unwrap().value, Value::Null);
         assert_eq!(from_str::<Option<u8>>("").unwrap(), None);
     }
@@ -1658,43 +1419,22 @@ mod tests {
         assert_eq!(root.path(&[]), Some(&root));
         assert_eq!(root.key_node("n").unwrap().mark, m(5, 1));
         assert_eq!(root.get("n").unwrap().kind_name(), "null");
-        assert_eq!(
-            root.path(&["a", "b", "1", "c"]).unwrap().kind_name(),
-            "string"
-        );
+        assert_eq!(root.path(&["a", "b", "1", "c"]).unwrap().kind_name(), "string");
         let keys: Vec<_> = root.entries().filter_map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "n"]);
-        assert_eq!(
-            root.get("a").unwrap().get("b").unwrap().entries().count(),
-            0
-        );
+        assert_eq!(root.get("a").unwrap().get("b").unwrap().entries().count(), 0);
         assert_eq!(root.get("a").unwrap().get("b").unwrap().items().len(), 2);
         let q = root.path(&["a", "b", "1", "c"]).unwrap();
-        assert_eq!(
-            q.value,
-            Value::Scalar {
-                text: "q".into(),
-                plain: false
-            }
-        );
+        assert_eq!(q.value, Value::Scalar { text: "q".into(), plain: false });
         // `!!str` forces a string.
         let t = parse("v: !!str 5\n").unwrap();
-        assert_eq!(
-            t.get("v").unwrap().value,
-            Value::Scalar {
-                text: "5".into(),
-                plain: false
-            }
-        );
+        assert_eq!(t.get("v").unwrap().value, Value::Scalar { text: "5".into(), plain: false });
     }
 
     #[test]
     fn limits() {
         let deep = "[".repeat(MAX_DEPTH + 1);
-        assert!(parse(&deep)
-            .unwrap_err()
-            .message
-            .contains("nesting too deep"));
+        assert!(parse(&deep).unwrap_err().message.contains("nesting too deep"));
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for (i, c) in "bcdefgh".chars().enumerate() {
             let prev = (b'a' + i as u8) as char;

@@ -155,12 +155,8 @@ impl Controller {
     }
 
     fn result_doc(&self, j: &Judgement, to_decision: Duration) -> Value {
-        let scores: serde_json::Map<String, Value> = self
-            .classes
-            .iter()
-            .zip(&j.scores)
-            .map(|(c, s)| (c.clone(), json!(round3(f64::from(*s)))))
-            .collect();
+        let scores: serde_json::Map<String, Value> =
+            self.classes.iter().zip(&j.scores).map(|(c, s)| (c.clone(), json!(round3(f64::from(*s))))).collect();
         let mut doc = json!({
             "task": &*self.task,
             "camera": &*j.part.camera,

@@ -156,13 +156,8 @@ tasks: {}
         }
         drop(gate);
         task.await.unwrap();
-        let w: Vec<(u64, bool)> = rec
-            .writes
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, _, on)| ((*t - t0).as_millis() as u64, *on))
-            .collect();
+        let w: Vec<(u64, bool)> =
+            rec.writes.lock().unwrap().iter().map(|(t, _, on)| ((*t - t0).as_millis() as u64, *on)).collect();
         // on at 200, off at 280; on at 300 and 340 merge, off at 420.
         assert_eq!(w, vec![(200, true), (280, false), (300, true), (340, true), (420, false)]);
     }

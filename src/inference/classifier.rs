@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use opencv::core::{Mat, Size};
-use opencv::prelude::*;
 use opencv::imgproc;
+use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, ValueType};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,8 @@ pub struct Timing {
 impl Classifier {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
-        let bytes = std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
+        let bytes =
+            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
         let sha256 = hex(&sha2::Sha256::digest(&bytes));
         drop(bytes);
         let built = build_session(env, &cfg.path, &cfg.providers, threads)?;
@@ -230,10 +231,7 @@ impl Classifier {
             return Err(format!("output shape {:?}, expected [{batch}, {n}]", &shape[..]));
         }
         let logits = self.contract.output.activation == "logits";
-        Ok(values
-            .chunks(n)
-            .map(|row| if logits { softmax(row) } else { row.to_vec() })
-            .collect())
+        Ok(values.chunks(n).map(|row| if logits { softmax(row) } else { row.to_vec() }).collect())
     }
 
     /// Preprocess and run one frame.
@@ -246,10 +244,7 @@ impl Classifier {
         let t2 = Instant::now();
         Ok((
             probs.pop().unwrap_or_default(),
-            Timing {
-                preprocess_ms: (t1 - t0).as_secs_f64() * 1e3,
-                inference_ms: (t2 - t1).as_secs_f64() * 1e3,
-            },
+            Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 },
         ))
     }
 }
@@ -284,8 +279,10 @@ fn check_io(session: &Session, c: &Contract) -> Result<(), String> {
         (Some(t), Some(s)) => format!("{t:?} {:?}", &s[..]),
         _ => format!("{ty:?}"),
     };
-    let inputs: Vec<String> = session.inputs().iter().map(|i| format!("`{}` {}", i.name(), describe(i.dtype()))).collect();
-    let outputs: Vec<String> = session.outputs().iter().map(|o| format!("`{}` {}", o.name(), describe(o.dtype()))).collect();
+    let inputs: Vec<String> =
+        session.inputs().iter().map(|i| format!("`{}` {}", i.name(), describe(i.dtype()))).collect();
+    let outputs: Vec<String> =
+        session.outputs().iter().map(|o| format!("`{}` {}", o.name(), describe(o.dtype()))).collect();
     let expected_in = format!("`{}` Float32 [N, 3, {}, {}]", c.input.name, c.input.height, c.input.width);
     let expected_out = format!("`{}` Float32 [N, {}]", c.output.name, c.classes.len());
     let found = || format!("found inputs {} and outputs {}", inputs.join(", "), outputs.join(", "));
@@ -306,9 +303,7 @@ fn check_io(session: &Session, c: &Contract) -> Result<(), String> {
     let output = session.outputs().iter().find(|o| o.name() == c.output.name);
     let ok_out = output.is_some_and(|o| {
         o.dtype().tensor_type() == Some(ort::value::TensorElementType::Float32)
-            && o.dtype()
-                .tensor_shape()
-                .is_some_and(|s| s.len() == 2 && (s[1] == -1 || s[1] == c.classes.len() as i64))
+            && o.dtype().tensor_shape().is_some_and(|s| s.len() == 2 && (s[1] == -1 || s[1] == c.classes.len() as i64))
     });
     if !ok_out {
         return Err(format!("expected output {expected_out} (from its contract), {}", found()));

@@ -74,12 +74,7 @@ impl Worker {
                 let (verdict, ng) = self.rule.judge(&probs);
                 j.verdict = verdict;
                 j.ng_score = ng;
-                j.top_class = probs
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, _)| i)
-                    .unwrap_or(0);
+                j.top_class = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
                 if verdict == Verdict::Error {
                     j.error = Some(format!("the model returned unusable scores {probs:?}"));
                 }

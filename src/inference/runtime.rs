@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ort::ep::{self, ExecutionProviderDispatch};
 use ort::environment::Environment;
+use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 

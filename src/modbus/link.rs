@@ -123,10 +123,8 @@ impl TcpLink {
 /// Connect; a free function so the future does not borrow the link (whose
 /// context is not `Sync`).
 async fn open(address: String, unit: u8) -> Result<Context, String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&address)
-        .await
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .collect();
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host(&address).await.map_err(|e| format!("cannot resolve {address}: {e}"))?.collect();
     let addr = addrs.first().ok_or_else(|| format!("{address} resolves to no address"))?;
     tokio_modbus::client::tcp::connect_slave(*addr, Slave(unit))
         .await

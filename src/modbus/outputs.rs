@@ -49,8 +49,7 @@ impl OutputHandle {
             .send(cmd)
             .await
             .map_err(|_| LinkError::Down(format!("device task for `{}` has stopped", self.device)))?;
-        rx.await
-            .unwrap_or_else(|_| Err(LinkError::Down(format!("device task for `{}` has stopped", self.device))))
+        rx.await.unwrap_or_else(|_| Err(LinkError::Down(format!("device task for `{}` has stopped", self.device))))
     }
 
     pub async fn to_safe_state(&self) -> Result<(), LinkError> {
@@ -68,9 +67,7 @@ pub struct Outputs {
 impl Outputs {
     /// Start one task per device with a real TCP link.
     pub fn start(config: &Config) -> Self {
-        Self::start_with(config, |name, dev| {
-            TcpLink::new(name, &dev.tcp, dev.unit, dev.timeout.get())
-        })
+        Self::start_with(config, |name, dev| TcpLink::new(name, &dev.tcp, dev.unit, dev.timeout.get()))
     }
 
     /// Start with links from `make_link` (tests pass a recording double).

@@ -53,10 +53,8 @@ const BUFFER: usize = 8192;
 impl Mqtt {
     pub fn start(cfg: &MqttConfig, node: &NodeIdentity) -> (Mqtt, tokio::task::JoinHandle<()>) {
         let topics = Topics::new(&cfg.prefix, node);
-        let client_id = cfg
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("linesight-{}-{}", node.group_id, node.node_id));
+        let client_id =
+            cfg.client_id.clone().unwrap_or_else(|| format!("linesight-{}-{}", node.group_id, node.node_id));
         let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
         opts.set_keep_alive(cfg.keep_alive.get());
         opts.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
@@ -86,7 +84,13 @@ impl Mqtt {
     }
 }
 
-async fn run(client: AsyncClient, mut eventloop: EventLoop, mut rx: mpsc::Receiver<Msg>, topics: Topics, broker: String) {
+async fn run(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    mut rx: mpsc::Receiver<Msg>,
+    topics: Topics,
+    broker: String,
+) {
     let mut backoff = Duration::from_millis(250);
     let mut connected = false;
     let mut queued: u64 = 0;
@@ -168,10 +172,8 @@ async fn run(client: AsyncClient, mut eventloop: EventLoop, mut rx: mpsc::Receiv
 /// Up to +/-25 % of `d`, so that many nodes do not reconnect in lockstep
 /// after a broker restart. Randomness from the clock's nanoseconds is enough here.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     let frac = (nanos % 1000) as f64 / 1000.0; // 0..1
     d.mul_f64(0.75 + 0.5 * frac)
 }
