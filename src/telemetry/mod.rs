@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn rfc3339_matches_known_instants() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_754_096_789);
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_840_496_789);
         assert_eq!(rfc3339(t), "2026-11-28T04:34:56.789Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
