@@ -1,0 +1,206 @@
+//! `check-config`: every class of config error, with its message and its
+//! line and column; every problem reported at once; exit 78 when invalid.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use linesight::config::{self, Diagnostic};
+
+fn valid() -> String {
+    let repo = repo();
+    format!(
+        r#"node:
+  group_id: line-3
+  node_id: cell-07
+mqtt:
+  host: 127.0.0.1
+  port: 1883
+modbus:
+  devices:
+    plc:
+      tcp: "192.168.10.5:502"
+      addressing: one-based
+  outputs:
+    reject_gate:
+      device: plc
+      area: coil
+      address: 11
+      safe_state: off
+cameras:
+  top:
+    source:
+      file: {video}
+models:
+  surface:
+    path: {model}
+tasks:
+  inspect:
+    camera: top
+    model: surface
+    min_part_interval: 100ms
+    inference_timeout: 200ms
+    rules:
+      ng_threshold: 0.5
+    reject:
+      output: reject_gate
+      delay: 350ms
+      pulse: 80ms
+"#,
+        video = repo.join("samples/line.avi").display(),
+        model = repo.join("models/surface-classifier.onnx").display()
+    )
+}
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match config::load_str(text, "node.yaml", Path::new("/")) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+/// Exactly one error, at `line:col`, whose text contains each of `words`.
+fn one_error(text: &str, line: usize, col: usize, words: &[&str]) {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "expected one error, got: {errs:#?}");
+    let e = &errs[0];
+    let shown = e.to_string();
+    assert_eq!((e.line, e.col), (line, col), "{shown}");
+    for w in words {
+        assert!(shown.contains(w), "`{w}` missing from: {shown}");
+    }
+    assert!(shown.starts_with(&format!("node.yaml:{line}:{col}: ")), "{shown}");
+    assert!(shown.contains(" — "), "every error says how to fix it: {shown}");
+}
+
+#[test]
+fn the_valid_file_is_valid() {
+    config::load_str(&valid(), "node.yaml", Path::new("/")).unwrap();
+}
+
+#[test]
+fn syntax_error() {
+    one_error(&valid().replace("  node_id: cell-07", "  node_id: [cell-07"), 4, 1, &["not valid YAML"]);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_suggestions() {
+    one_error(&valid().replace("mqtt:", "mqqt:"), 4, 1, &["unknown section `mqqt`", "did you mean `mqtt`"]);
+    one_error(&valid().replace("      safe_state: off", "      safe_state: off\n      safe_sate: on"), 18, 7, &["unknown field `safe_sate`"]);
+}
+
+#[test]
+fn references_to_things_that_do_not_exist() {
+    one_error(&valid().replace("    camera: top", "    camera: tpo"), 27, 13, &["camera `tpo`", "did you mean `top`"]);
+    one_error(&valid().replace("    model: surface", "    model: nope"), 28, 12, &["model `nope`", "not in models"]);
+    one_error(&valid().replace("      output: reject_gate", "      output: gate"), 34, 15, &["output `gate`", "modbus.outputs"]);
+    one_error(&valid().replace("      device: plc", "      device: plc2"), 14, 15, &["device `plc2`", "did you mean `plc`"]);
+}
+
+#[test]
+fn modbus_addresses_out_of_range() {
+    // One-based addressing has no address 0.
+    one_error(&valid().replace("      address: 11", "      address: 0"), 16, 16, &["address 0 is out of range", "1..=65536"]);
+    one_error(&valid().replace("      address: 11", "      address: 70000"), 16, 16, &["out of range"]);
+    let overlapping = valid().replace(
+        "      safe_state: off\n",
+        "      safe_state: off\n    lamp:\n      device: plc\n      area: coil\n      address: 11\n      safe_state: on\n",
+    );
+    let errs = errors(&overlapping);
+    assert!(errs.iter().any(|e| e.message.contains("same Coil")), "{errs:#?}");
+}
+
+#[test]
+fn thresholds_outside_zero_to_one() {
+    one_error(&valid().replace("ng_threshold: 0.5", "ng_threshold: 1.5"), 32, 21, &["1.5 is outside 0..1"]);
+}
+
+#[test]
+fn pulse_longer_than_the_part_interval() {
+    one_error(&valid().replace("pulse: 80ms", "pulse: 120ms"), 36, 14, &["pulse 120ms is not shorter than the part interval 100ms"]);
+}
+
+#[test]
+fn verdict_due_after_the_part_passed_the_gate() {
+    one_error(&valid().replace("inference_timeout: 200ms", "inference_timeout: 500ms"), 35, 14, &["shorter than the inference timeout"]);
+}
+
+#[test]
+fn bad_values() {
+    one_error(&valid().replace("delay: 350ms", "delay: 350"), 35, 14, &["no unit", "80ms"]);
+    one_error(&valid().replace("  port: 1883", "  port: 70000"), 6, 9, &["70000 is out of range for u16"]);
+    one_error(&valid().replace("      area: coil", "      area: coils"), 15, 13, &["unknown variant `coils`"]);
+    one_error(&valid().replace("  node_id: cell-07", "  node_id: cell/07"), 3, 12, &["cannot be used as node_id"]);
+}
+
+#[test]
+fn missing_files_and_sections() {
+    let text = valid().replace("samples/line.avi", "samples/nothing.avi");
+    one_error(&text, 22, 13, &["nothing.avi` does not exist"]);
+    let errs = errors(&valid().replace("models:\n  surface:", "modelz:\n  surface:"));
+    assert!(errs.iter().any(|e| e.message.contains("missing section `models`")), "{errs:#?}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = valid()
+        .replace("mqtt:", "mqqt:")
+        .replace("    camera: top", "    camera: tpo")
+        .replace("ng_threshold: 0.5", "ng_threshold: 2")
+        .replace("pulse: 80ms", "pulse: 120ms")
+        .replace("      address: 11", "      address: 0");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "reported in file order");
+}
+
+#[test]
+fn check_config_command_exit_codes_and_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), &valid());
+    let out = Command::new(bin()).arg("check-config").arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, valid().replace("    camera: top", "    camera: tpo").replace("pulse: 80ms", "pulse: 1s")).unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(linesight::EXIT_CONFIG));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:27:13: task `inspect` names camera `tpo`", bad.display())), "{err}");
+    assert!(err.contains(&format!("{}:36:14: reject pulse 1s", bad.display())), "{err}");
+
+    // `run` refuses the same file with the same code, before touching anything.
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(linesight::EXIT_CONFIG));
+}
+
+#[test]
+fn every_firmware_config_file_is_valid() {
+    let dir = repo().join("firmware-config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            if let Err(e) = config::load_file(&path) {
+                panic!("{} is invalid:\n{e}", path.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "firmware-config holds the demo and at least one line example");
+}
+
+#[test]
+fn committed_json_schema_is_current() {
+    let committed = std::fs::read_to_string(repo().join("firmware-config/linesight.schema.json"))
+        .expect("firmware-config/linesight.schema.json: run `linesight config-schema > firmware-config/linesight.schema.json`");
+    assert!(
+        committed == config::json_schema(),
+        "firmware-config/linesight.schema.json is stale: run `cargo run -- config-schema > firmware-config/linesight.schema.json`"
+    );
+}

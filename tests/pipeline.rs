@@ -1,0 +1,144 @@
+//! The real path, end to end: the sample video -> ONNX Runtime on the
+//! committed model -> verdicts that match the labels -> reject pulses seen by
+//! a Modbus server -> JSON telemetry received by mosquitto_sub from a real
+//! mosquitto. The daemon is the real binary, run as a child process.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use linesight::sim::plc::SimPlc;
+
+fn plc(rt: &tokio::runtime::Runtime) -> SimPlc {
+    rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap()
+}
+
+#[test]
+fn video_to_verdicts_rejects_and_telemetry() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = plc(&rt);
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "", 10.0));
+    let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(90));
+    assert!(status.success(), "linesight exited with {status}");
+    assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(5)));
+
+    let labels = labels();
+    let results = sub.messages("/tasks/inspect/result");
+    assert_eq!(results.len(), labels.len(), "one result per part");
+    let mut ng = 0;
+    for r in &results {
+        let id = r["part_id"].as_u64().unwrap() as usize;
+        let expected = if labels[id - 1] { "NG" } else { "OK" };
+        assert_eq!(r["verdict"], expected, "part {id}: {r}");
+        assert!(r["scores"].as_object().unwrap().len() >= 2, "scores per class: {r}");
+        assert!(r["timings_ms"]["inference"].as_f64().unwrap() > 0.0);
+        if expected == "NG" {
+            ng += 1;
+            assert_eq!(r["reject"]["status"], "fired", "part {id}: {r}");
+            assert!(r["timings_ms"]["capture_to_reject_ack"].as_f64().unwrap() >= 1200.0, "reject waits for the gate: {r}");
+        }
+    }
+    assert!(ng > 0 && ng < labels.len(), "the sample holds good and bad parts");
+    assert_eq!(plc.pulses(10), ng, "one reject pulse per NG part");
+    assert!(!plc.coil(10), "reject gate left in its safe state");
+
+    let stats = sub.messages("/stats");
+    let last = stats.iter().find(|s| s["final"] == true).expect("final stats message");
+    let t = &last["tasks"]["inspect"];
+    assert_eq!(t["processed"], labels.len());
+    assert_eq!(t["ng"], ng);
+    assert_eq!(t["error"], 0);
+    assert_eq!(t["rejects_fired"], ng);
+    assert_eq!(t["provider"], "cpu", "no GPU here: CUDA must be reported and skipped");
+    let providers = t["model"]["providers"].as_array().unwrap();
+    assert_eq!(providers[0]["name"], "cuda");
+    assert_eq!(providers[0]["registered"], false);
+    assert!(!providers[0]["error"].as_str().unwrap().is_empty(), "the reason CUDA failed is reported");
+    for key in ["inference_ms", "capture_to_decision_ms", "capture_to_reject_ack_ms"] {
+        assert!(t[key]["p99"].as_f64().unwrap() >= t[key]["p50"].as_f64().unwrap(), "{key}");
+    }
+    let avail = sub.raw("/availability");
+    assert_eq!(avail.first().map(String::as_str), Some("online"));
+    assert_eq!(avail.last().map(String::as_str), Some("offline"));
+}
+
+#[test]
+fn sigterm_finishes_parts_in_flight_and_goes_safe() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = plc(&rt);
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
+    let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    assert!(
+        sub.wait_for(|t, _| t.ends_with("/result"), Duration::from_secs(60)),
+        "no result before SIGTERM"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "clean stop exits 0");
+    assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(5)));
+    assert!(!plc.coil(10), "reject gate in its safe state after stop");
+
+    let results = sub.messages("/tasks/inspect/result");
+    let stats = sub.messages("/stats");
+    let last = stats.iter().find(|s| s["final"] == true).expect("final stats published on stop");
+    let t = &last["tasks"]["inspect"];
+    // Every part that was captured got its result, including the rejects
+    // still travelling to the gate when the signal came (delay 1.2 s).
+    assert_eq!(t["processed"].as_u64().unwrap() as usize, results.len());
+    let rejecting = results.iter().filter(|r| r["verdict"] != "OK").count();
+    assert_eq!(t["rejects_fired"].as_u64().unwrap() as usize, rejecting);
+    assert_eq!(plc.pulses(10), rejecting);
+    assert_eq!(sub.raw("/availability").last().map(String::as_str), Some("offline"));
+}
+
+#[test]
+fn unreachable_plc_is_retried_and_failed_rejects_are_counted() {
+    require_ort();
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port.
+    let dead = format!("127.0.0.1:{}", linesight::sim::broker::free_port().unwrap());
+    let cfg = write_config(dir.path(), &node_yaml(&dead, broker.port, "", 20.0));
+    let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(90));
+    assert!(status.success(), "an unreachable PLC is not fatal: {status}");
+    let results = sub.messages("/tasks/inspect/result");
+    assert_eq!(results.len(), labels().len(), "inspection goes on without the PLC");
+    let failed: Vec<_> = results.iter().filter(|r| r["reject"]["status"] == "failed").collect();
+    assert!(!failed.is_empty());
+    assert!(failed.iter().all(|r| r["reject"]["error"].as_str().unwrap().contains("plc")), "the error names the device");
+    let last = sub.messages("/stats").into_iter().find(|s| s["final"] == true).unwrap();
+    assert_eq!(last["tasks"]["inspect"]["rejects_failed"].as_u64().unwrap() as usize, failed.len());
+    assert_eq!(last["modbus"]["plc"]["connected"], false);
+}
+
+#[test]
+fn corrupt_model_stops_the_start_with_a_clear_message() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("broken.onnx");
+    std::fs::write(&model, b"this is not an ONNX file").unwrap();
+    let yaml = node_yaml("127.0.0.1:1", 1883, "", 10.0).replace(
+        &repo().join("models/surface-classifier.onnx").display().to_string(),
+        &model.display().to_string(),
+    );
+    let cfg = write_config(dir.path(), &yaml);
+    let out = Command::new(bin()).args(["--log-format", "text", "run", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(linesight::EXIT_MODEL));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.onnx") && err.contains("ONNX Runtime refuses it"), "{err}");
+}
