@@ -77,7 +77,7 @@ impl CameraStats {
     }
 }
 
-/// Opens sources; a trait so tests can hand the camera thread a synthetic source.
+/// Opens sources; a closure so the demo and tests can hand the camera thread another source.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, source::SourceError> + Send>;
 
 pub struct Camera {
@@ -171,6 +171,11 @@ impl Camera {
 
     fn deliver(&self, seq: u64, image: Mat, when_full: WhenFull) {
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        if when_full == WhenFull::Wait {
+            // Nothing moves while a file waits for inspection: the part's
+            // clock starts when it can enter the queue, not when it was decoded.
+            self.queue.wait_for_room();
+        }
         let is_part = self.config.mode == CameraMode::PartPerFrame;
         let part = PartInfo {
             camera: self.name.clone(),

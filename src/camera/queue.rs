@@ -81,6 +81,15 @@ impl<T> FrameQueue<T> {
         }
     }
 
+    /// Block until there is room (or the queue is closed). With a single
+    /// producer, the next push then does not wait.
+    pub fn wait_for_room(&self) {
+        let mut st = self.lock();
+        while !st.closed && st.items.len() >= self.capacity {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Take the oldest item, waiting up to `timeout`. `Err(())` once the queue
     /// is closed and empty: the producer is done.
     pub fn pop(&self, timeout: Duration) -> Result<Option<T>, Closed> {

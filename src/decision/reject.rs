@@ -57,12 +57,15 @@ impl Gate {
     }
 }
 
+const OFF_RETRY_MIN: Duration = Duration::from_millis(50);
+
 async fn run(output: OutputHandle, mut rx: mpsc::Receiver<RejectRequest>) {
     // Keyed by (time, arrival order) so equal times keep their order.
     let mut pending: BTreeMap<(Instant, u64), RejectRequest> = BTreeMap::new();
     let mut order = 0u64;
     let mut off_at: Option<Instant> = None;
     let mut open = true;
+    let mut off_retry = OFF_RETRY_MIN;
     loop {
         let next_fire = pending.keys().next().map(|k| k.0);
         let next = match (next_fire, off_at) {
@@ -104,9 +107,19 @@ async fn run(output: OutputHandle, mut rx: mpsc::Receiver<RejectRequest>) {
                 if let Some(t) = off_at {
                     if t <= Instant::now() {
                         off_at = None;
-                        if let Err(e) = output.set(false).await {
-                            tracing::error!(output = %output.name, error = %e, "reject gate could not be switched off; retrying");
-                            off_at = Some(Instant::now() + Duration::from_millis(50));
+                        match output.set(false).await {
+                            Ok(()) => off_retry = OFF_RETRY_MIN,
+                            // Once no more parts can come, the safe-state write at
+                            // stop takes over; until then keep trying, with backoff
+                            // (the link itself also backs off).
+                            Err(e) if open => {
+                                if off_retry == OFF_RETRY_MIN {
+                                    tracing::error!(output = %output.name, error = %e, "reject gate could not be switched off; retrying");
+                                }
+                                off_at = Some(Instant::now() + off_retry);
+                                off_retry = (off_retry * 2).min(Duration::from_secs(1));
+                            }
+                            Err(_) => {}
                         }
                     }
                 }

@@ -138,6 +138,9 @@ async fn device_task<L: ModbusLink>(
     mut rx: mpsc::Receiver<WriteCmd>,
     stats: Arc<DeviceStats>,
 ) {
+    // Log a failing device once, and its recovery, rather than every write:
+    // at line rate a dead PLC would otherwise flood the journal.
+    let mut failing = false;
     while let Some(cmd) = rx.recv().await {
         let result = match cmd.area {
             OutputArea::Coil => link.write_coil(cmd.address, cmd.on).await,
@@ -146,10 +149,21 @@ async fn device_task<L: ModbusLink>(
         stats.writes.fetch_add(1, Ordering::Relaxed);
         stats.connected.store(link.is_connected(), Ordering::Relaxed);
         match &result {
-            Ok(()) => tracing::debug!(device = %name, output = %cmd.output, on = cmd.on, "output written"),
+            Ok(()) => {
+                if failing {
+                    tracing::info!(device = %name, "device writes succeed again");
+                    failing = false;
+                }
+                tracing::debug!(device = %name, output = %cmd.output, on = cmd.on, "output written");
+            }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device = %name, output = %cmd.output, on = cmd.on, error = %e, "output write failed");
+                if failing {
+                    tracing::debug!(device = %name, output = %cmd.output, on = cmd.on, error = %e, "output write failed");
+                } else {
+                    tracing::warn!(device = %name, output = %cmd.output, on = cmd.on, error = %e, "output write failed; further failures of this device are logged at debug level until it recovers");
+                    failing = true;
+                }
             }
         }
         let _ = cmd.reply.send(result);
