@@ -88,21 +88,41 @@ fn syntax_error() {
 #[test]
 fn unknown_keys_are_errors_with_suggestions() {
     one_error(&valid().replace("mqtt:", "mqqt:"), 4, 1, &["unknown section `mqqt`", "did you mean `mqtt`"]);
-    one_error(&valid().replace("      safe_state: off", "      safe_state: off\n      safe_sate: on"), 18, 7, &["unknown field `safe_sate`"]);
+    one_error(
+        &valid().replace("      safe_state: off", "      safe_state: off\n      safe_sate: on"),
+        18,
+        7,
+        &["unknown field `safe_sate`"],
+    );
 }
 
 #[test]
 fn references_to_things_that_do_not_exist() {
     one_error(&valid().replace("    camera: top", "    camera: tpo"), 27, 13, &["camera `tpo`", "did you mean `top`"]);
     one_error(&valid().replace("    model: surface", "    model: nope"), 28, 12, &["model `nope`", "not in models"]);
-    one_error(&valid().replace("      output: reject_gate", "      output: gate"), 34, 15, &["output `gate`", "modbus.outputs"]);
-    one_error(&valid().replace("      device: plc", "      device: plc2"), 14, 15, &["device `plc2`", "did you mean `plc`"]);
+    one_error(
+        &valid().replace("      output: reject_gate", "      output: gate"),
+        34,
+        15,
+        &["output `gate`", "modbus.outputs"],
+    );
+    one_error(
+        &valid().replace("      device: plc", "      device: plc2"),
+        14,
+        15,
+        &["device `plc2`", "did you mean `plc`"],
+    );
 }
 
 #[test]
 fn modbus_addresses_out_of_range() {
     // One-based addressing has no address 0.
-    one_error(&valid().replace("      address: 11", "      address: 0"), 16, 16, &["address 0 is out of range", "1..=65536"]);
+    one_error(
+        &valid().replace("      address: 11", "      address: 0"),
+        16,
+        16,
+        &["address 0 is out of range", "1..=65536"],
+    );
     one_error(&valid().replace("      address: 11", "      address: 70000"), 16, 16, &["out of range"]);
     let overlapping = valid().replace(
         "      safe_state: off\n",
@@ -119,12 +139,22 @@ fn thresholds_outside_zero_to_one() {
 
 #[test]
 fn pulse_longer_than_the_part_interval() {
-    one_error(&valid().replace("pulse: 80ms", "pulse: 120ms"), 36, 14, &["pulse 120ms is not shorter than the part interval 100ms"]);
+    one_error(
+        &valid().replace("pulse: 80ms", "pulse: 120ms"),
+        36,
+        14,
+        &["pulse 120ms is not shorter than the part interval 100ms"],
+    );
 }
 
 #[test]
 fn verdict_due_after_the_part_passed_the_gate() {
-    one_error(&valid().replace("inference_timeout: 200ms", "inference_timeout: 500ms"), 35, 14, &["shorter than the inference timeout"]);
+    one_error(
+        &valid().replace("inference_timeout: 200ms", "inference_timeout: 500ms"),
+        35,
+        14,
+        &["shorter than the inference timeout"],
+    );
 }
 
 #[test]
@@ -167,7 +197,8 @@ fn check_config_command_exit_codes_and_format() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, valid().replace("    camera: top", "    camera: tpo").replace("pulse: 80ms", "pulse: 1s")).unwrap();
+    std::fs::write(&bad, valid().replace("    camera: top", "    camera: tpo").replace("pulse: 80ms", "pulse: 1s"))
+        .unwrap();
     let out = Command::new(bin()).arg("check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(linesight::EXIT_CONFIG));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -197,8 +228,9 @@ fn every_firmware_config_file_is_valid() {
 
 #[test]
 fn committed_json_schema_is_current() {
-    let committed = std::fs::read_to_string(repo().join("firmware-config/linesight.schema.json"))
-        .expect("firmware-config/linesight.schema.json: run `linesight config-schema > firmware-config/linesight.schema.json`");
+    let committed = std::fs::read_to_string(repo().join("firmware-config/linesight.schema.json")).expect(
+        "firmware-config/linesight.schema.json: run `linesight config-schema > firmware-config/linesight.schema.json`",
+    );
     assert!(
         committed == config::json_schema(),
         "firmware-config/linesight.schema.json is stale: run `cargo run -- config-schema > firmware-config/linesight.schema.json`"

@@ -42,7 +42,10 @@ fn video_to_verdicts_rejects_and_telemetry() {
         if expected == "NG" {
             ng += 1;
             assert_eq!(r["reject"]["status"], "fired", "part {id}: {r}");
-            assert!(r["timings_ms"]["capture_to_reject_ack"].as_f64().unwrap() >= 1200.0, "reject waits for the gate: {r}");
+            assert!(
+                r["timings_ms"]["capture_to_reject_ack"].as_f64().unwrap() >= 1200.0,
+                "reject waits for the gate: {r}"
+            );
         }
     }
     assert!(ng > 0 && ng < labels.len(), "the sample holds good and bad parts");
@@ -78,11 +81,35 @@ fn sigterm_finishes_parts_in_flight_and_goes_safe() {
     let sub = Subscriber::start(broker.port, "linesight/#");
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
-    let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
-    assert!(
-        sub.wait_for(|t, _| t.ends_with("/result"), Duration::from_secs(60)),
-        "no result before SIGTERM"
-    );
+    // systemd's side of sd_notify: a datagram socket named by NOTIFY_SOCKET.
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let notes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let notes2 = notes.clone();
+    let listener = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                let done = text.contains("STOPPING=1");
+                notes2.lock().unwrap().push(text);
+                if done {
+                    break;
+                }
+            }
+        }
+    });
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(sub.wait_for(|t, _| t.ends_with("/result"), Duration::from_secs(60)), "no result before SIGTERM");
     std::thread::sleep(Duration::from_millis(1500));
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
@@ -102,6 +129,39 @@ fn sigterm_finishes_parts_in_flight_and_goes_safe() {
     assert_eq!(t["rejects_fired"].as_u64().unwrap() as usize, rejecting);
     assert_eq!(plc.pulses(10), rejecting);
     assert_eq!(sub.raw("/availability").last().map(String::as_str), Some("offline"));
+
+    listener.join().unwrap();
+    let notes = notes.lock().unwrap().clone();
+    let pos = |k: &str| notes.iter().position(|n| n.contains(k));
+    let ready = pos("READY=1").expect("READY=1 sent");
+    let watchdog = pos("WATCHDOG=1").expect("WATCHDOG=1 sent while frames are judged");
+    let stopping = pos("STOPPING=1").expect("STOPPING=1 sent");
+    assert!(ready < watchdog && watchdog < stopping, "{notes:?}");
+}
+
+#[test]
+fn a_camera_that_cannot_open_is_retried_and_reported() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = plc(&rt);
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = node_yaml(&plc.addr.to_string(), broker.port, "", 10.0)
+        .replace(
+            &format!("source: {{ file: {} }}", repo().join("samples/line.avi").display()),
+            "source: { v4l2: { device: /dev/video-missing } }",
+        )
+        .replace("    fps: 10\n", "");
+    let cfg = write_config(dir.path(), &yaml);
+    let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    let offline = sub
+        .wait_for(|t, p| t.ends_with("/stats") && p.contains("\"camera_status\":\"offline\""), Duration::from_secs(30));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(offline, "stats report the camera offline");
+    assert_eq!(status.code(), Some(0), "a missing camera is not fatal; the daemon keeps retrying");
+    assert!(!plc.coil(10));
 }
 
 #[test]
@@ -120,7 +180,10 @@ fn unreachable_plc_is_retried_and_failed_rejects_are_counted() {
     assert_eq!(results.len(), labels().len(), "inspection goes on without the PLC");
     let failed: Vec<_> = results.iter().filter(|r| r["reject"]["status"] == "failed").collect();
     assert!(!failed.is_empty());
-    assert!(failed.iter().all(|r| r["reject"]["error"].as_str().unwrap().contains("plc")), "the error names the device");
+    assert!(
+        failed.iter().all(|r| r["reject"]["error"].as_str().unwrap().contains("plc")),
+        "the error names the device"
+    );
     let last = sub.messages("/stats").into_iter().find(|s| s["final"] == true).unwrap();
     assert_eq!(last["tasks"]["inspect"]["rejects_failed"].as_u64().unwrap() as usize, failed.len());
     assert_eq!(last["modbus"]["plc"]["connected"], false);
@@ -132,10 +195,8 @@ fn corrupt_model_stops_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("broken.onnx");
     std::fs::write(&model, b"this is not an ONNX file").unwrap();
-    let yaml = node_yaml("127.0.0.1:1", 1883, "", 10.0).replace(
-        &repo().join("models/surface-classifier.onnx").display().to_string(),
-        &model.display().to_string(),
-    );
+    let yaml = node_yaml("127.0.0.1:1", 1883, "", 10.0)
+        .replace(&repo().join("models/surface-classifier.onnx").display().to_string(), &model.display().to_string());
     let cfg = write_config(dir.path(), &yaml);
     let out = Command::new(bin()).args(["--log-format", "text", "run", "--config"]).arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(linesight::EXIT_MODEL));

@@ -20,7 +20,8 @@ pub fn bin() -> &'static str {
 
 /// ONNX Runtime must be there: scripts/test.sh sets ORT_DYLIB_PATH.
 pub fn require_ort() {
-    let p = std::env::var("ORT_DYLIB_PATH").expect("ORT_DYLIB_PATH is not set: run the tests through scripts/test.sh (or `source scripts/env.sh`)");
+    let p = std::env::var("ORT_DYLIB_PATH")
+        .expect("ORT_DYLIB_PATH is not set: run the tests through scripts/test.sh (or `source scripts/env.sh`)");
     assert!(Path::new(&p).is_file(), "ORT_DYLIB_PATH={p} does not exist: run scripts/setup.sh");
 }
 
@@ -48,7 +49,8 @@ impl Subscriber {
         let l2 = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let (t, p) = line.split_once(' ').map(|(t, p)| (t.to_string(), p.to_string())).unwrap_or((line, String::new()));
+                let (t, p) =
+                    line.split_once(' ').map(|(t, p)| (t.to_string(), p.to_string())).unwrap_or((line, String::new()));
                 l2.lock().unwrap().push((t, p));
             }
         });
@@ -56,7 +58,9 @@ impl Subscriber {
         // Subscribed once a probe comes back.
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            let _ = Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "probe/x", "-m", "1"]).status();
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "probe/x", "-m", "1"])
+                .status();
             if sub.wait_for(|t, _| t == "probe/x", Duration::from_millis(300)) {
                 return sub;
             }
