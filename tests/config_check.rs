@@ -82,7 +82,7 @@ fn the_valid_file_is_valid() {
 
 #[test]
 fn syntax_error() {
-    one_error(&valid().replace("  node_id: cell-07", "  node_id: [cell-07"), 4, 1, &["not valid YAML"]);
+    one_error(&valid().replace("  node_id: cell-07", "  node_id: [cell-07"), 4, 5, &["not valid YAML"]);
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn bad_values() {
 #[test]
 fn missing_files_and_sections() {
     let text = valid().replace("samples/line.avi", "samples/nothing.avi");
-    one_error(&text, 22, 13, &["nothing.avi` does not exist"]);
+    one_error(&text, 21, 13, &["nothing.avi` does not exist"]);
     let errs = errors(&valid().replace("models:\n  surface:", "modelz:\n  surface:"));
     assert!(errs.iter().any(|e| e.message.contains("missing section `models`")), "{errs:#?}");
 }

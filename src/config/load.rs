@@ -97,13 +97,6 @@ impl<'a> Collector<'a> {
         }
         node.mark
     }
-
-    /// Report at the key itself (for names that are wrong, rather than values).
-    pub fn at_key(&mut self, path: &[&str], key: &str, message: impl Into<String>, hint: impl Into<String>) {
-        let mark =
-            self.root.path(path).and_then(|n| n.key_node(key)).map(|n| n.mark).unwrap_or_else(|| self.mark_of(path));
-        self.at_mark(mark, message, hint);
-    }
 }
 
 /// Read, parse and validate a config file.
@@ -156,6 +149,7 @@ pub(crate) struct Broken {
     pub models: BTreeSet<String>,
     pub devices: BTreeSet<String>,
     pub outputs: BTreeSet<String>,
+    pub tasks: BTreeSet<String>,
 }
 
 struct Parsed {
@@ -193,8 +187,7 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
     }
     let cameras = named(required(root, "cameras", c, &mut ok), c, &mut broken.cameras);
     let models = named(required(root, "models", c, &mut ok), c, &mut broken.models);
-    let mut broken_tasks = BTreeSet::new();
-    let tasks = named(required(root, "tasks", c, &mut ok), c, &mut broken_tasks);
+    let tasks = named(required(root, "tasks", c, &mut ok), c, &mut broken.tasks);
     let runtime = match root.get("runtime") {
         Some(n) if !is_null(n) => one::<RuntimeConfig>(n, c),
         _ => Some(RuntimeConfig::default()),
@@ -293,16 +286,15 @@ pub(crate) fn valid_name(name: &str) -> bool {
 
 /// A fix-it hint for serde's own messages, which say what is wrong but not what to do.
 fn hint_for(message: &str) -> String {
-    if message.starts_with("unknown field") {
-        if let Some(start) = message.find("expected one of ") {
-            return format!("remove it or use one of: {}", &message[start + 16..]);
-        }
-        return "remove it: this entry takes no further keys".into();
-    }
-    if message.starts_with("unknown variant") {
+    if message.starts_with("unknown field") || message.starts_with("unknown variant") {
+        // serde: "..., expected one of `a`, `b`, `c`" / "..., expected `a` or `b`" / "there are no fields".
         if let Some(start) = message.find("expected one of ") {
             return format!("use one of: {}", &message[start + 16..]);
         }
+        if let Some(start) = message.find("expected ") {
+            return format!("use {}", &message[start + 9..]);
+        }
+        return "remove it: this entry takes no further keys".into();
     }
     if message.starts_with("missing field") {
         return "add it: it has no default".into();

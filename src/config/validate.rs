@@ -371,18 +371,8 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
             }
         }
     }
-    if config.tasks.is_empty() {
+    if config.tasks.is_empty() && broken.tasks.is_empty() {
         c.at(&["tasks"], "no task is configured", "add a task that binds a camera and a model");
-    }
-    for name in config.cameras.keys() {
-        if !camera_owner.contains_key(name.as_str()) {
-            c.at_key(
-                &["cameras"],
-                name,
-                format!("camera `{name}` is not used by any task"),
-                "remove it or add a task for it",
-            );
-        }
     }
 }
 
