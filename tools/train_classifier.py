@@ -75,11 +75,13 @@ class SurfaceNet(nn.Module):
             conv_bn(w4, w4, 1),
         )
         self.drop = nn.Dropout(0.1)
-        self.fc = nn.Linear(w4, n_classes)
+        self.fc = nn.Linear(2 * w4, n_classes)
 
     def forward(self, x):
         x = self.features(x)
-        x = x.mean(dim=(2, 3))  # global average pool
+        # global average pool + global max pool: a defect is small and can be
+        # anywhere, max pooling keeps its evidence from being averaged away
+        x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.fc(self.drop(x))
 
 
@@ -205,6 +207,21 @@ def ort_logits(path, X, bs=250):
     return np.concatenate(outs)
 
 
+def cached_set(seed, n, workers):
+    """make_set at 128x128; cached in $LINESIGHT_DATA_CACHE (a folder) if set."""
+    d = os.environ.get("LINESIGHT_DATA_CACHE")
+    if d:
+        p = os.path.join(d, f"set_{seed}_{n}_{INPUT}.npz")
+        if os.path.exists(p):
+            z = np.load(p)
+            return z["X"], z["y"]
+    X, y = make_set(seed, n, size=INPUT, workers=workers)
+    if d:
+        os.makedirs(d, exist_ok=True)
+        np.savez(p, X=X, y=y)
+    return X, y
+
+
 # ------------------------------------------------------------ main
 def main():
     ap = argparse.ArgumentParser()
@@ -216,9 +233,9 @@ def main():
     ap.add_argument("--n-train", type=int, default=6000)
     ap.add_argument("--n-val", type=int, default=500)
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
 
@@ -229,22 +246,21 @@ def main():
     assert len(seeds) == 3, "split seeds must be distinct"
 
     t0 = time.time()
-    Xtr, ytr = make_set(a.train_seed, a.n_train, size=INPUT, workers=a.workers)
-    Xva, yva = make_set(a.val_seed, a.n_val, size=INPUT, workers=a.workers)
-    Xte, yte = make_set(a.test_seed, a.n_test, size=INPUT, workers=a.workers)
+    Xtr, ytr = cached_set(a.train_seed, a.n_train, a.workers)
+    Xva, yva = cached_set(a.val_seed, a.n_val, a.workers)
+    Xte, yte = cached_set(a.test_seed, a.n_test, a.workers)
     t_data = time.time() - t0
     print(f"data: {len(Xtr)}/{len(Xva)}/{len(Xte)} in {t_data:.0f}s; train classes {np.bincount(ytr, minlength=5)}", flush=True)
 
-    model = SurfaceNet().to(memory_format=torch.channels_last)
+    model = SurfaceNet()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params: {n_params}", flush=True)
 
     xtr = torch.from_numpy(batch_from_resized(Xtr))
     ytr_t = torch.from_numpy(ytr)
     steps_per_epoch = (len(xtr) + a.batch - 1) // a.batch
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs * steps_per_epoch, eta_min=a.lr * 0.02)
     gen = torch.Generator().manual_seed(a.seed)
     va_is_ng = yva != 0
 
@@ -256,7 +272,7 @@ def main():
         tot, nb = 0.0, 0
         for s in range(steps_per_epoch):
             idx = perm[s * a.batch:(s + 1) * a.batch]
-            xb = augment(xtr[idx], gen).contiguous(memory_format=torch.channels_last)
+            xb = augment(xtr[idx], gen)
             loss = F.cross_entropy(model(xb), ytr_t[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
