@@ -11,18 +11,28 @@ use std::time::Duration;
 use common::*;
 use linesight::sim::plc::SimPlc;
 
-fn plc(rt: &tokio::runtime::Runtime) -> SimPlc {
-    rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap()
+/// A simulated PLC (tokio-modbus's server on its own runtime), a broker, a
+/// subscriber on everything linesight publishes, and a folder for the config.
+struct Cell {
+    _rt: tokio::runtime::Runtime,
+    plc: SimPlc,
+    broker: Broker,
+    sub: Subscriber,
+    dir: tempfile::TempDir,
+}
+
+fn cell() -> Cell {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    Cell { _rt: rt, plc, broker, sub, dir: tempfile::tempdir().unwrap() }
 }
 
 #[test]
 fn video_to_verdicts_rejects_and_telemetry() {
-    require_ort();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let plc = plc(&rt);
-    let broker = Broker::start().unwrap();
-    let sub = Subscriber::start(broker.port, "linesight/#");
-    let dir = tempfile::tempdir().unwrap();
+    let Cell { _rt, plc, broker, sub, dir } = cell();
     let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "", 10.0));
     let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(90));
@@ -74,12 +84,7 @@ fn video_to_verdicts_rejects_and_telemetry() {
 
 #[test]
 fn sigterm_finishes_parts_in_flight_and_goes_safe() {
-    require_ort();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let plc = plc(&rt);
-    let broker = Broker::start().unwrap();
-    let sub = Subscriber::start(broker.port, "linesight/#");
-    let dir = tempfile::tempdir().unwrap();
+    let Cell { _rt, plc, broker, sub, dir } = cell();
     let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
     // systemd's side of sd_notify: a datagram socket named by NOTIFY_SOCKET.
     let sock_path = dir.path().join("notify.sock");
@@ -141,12 +146,7 @@ fn sigterm_finishes_parts_in_flight_and_goes_safe() {
 
 #[test]
 fn a_camera_that_cannot_open_is_retried_and_reported() {
-    require_ort();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let plc = plc(&rt);
-    let broker = Broker::start().unwrap();
-    let sub = Subscriber::start(broker.port, "linesight/#");
-    let dir = tempfile::tempdir().unwrap();
+    let Cell { _rt, plc, broker, sub, dir } = cell();
     let yaml = node_yaml(&plc.addr.to_string(), broker.port, "", 10.0)
         .replace(
             &format!("source: {{ file: {} }}", repo().join("samples/line.avi").display()),

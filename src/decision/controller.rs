@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::reject::{Gate, RejectOutcome};
-use super::{Judgement, PartEvent, PartInfo, Verdict};
+use super::{Judgement, PartEvent, PartInfo};
 use crate::telemetry::mqtt::Mqtt;
 use crate::telemetry::rfc3339;
 use crate::telemetry::stats::TaskStats;
@@ -80,7 +80,7 @@ impl Controller {
                         if pending.remove(&p.part_id).is_some() {
                             deadlines.remove(&(Instant::from_std(p.captured) + this.inference_timeout, p.part_id));
                         }
-                        this.finish(error_judgement(p, why), &mut in_flight).await;
+                        this.finish(Judgement::error(p, why), &mut in_flight).await;
                     }
                     None => break,
                 },
@@ -95,7 +95,7 @@ impl Controller {
                         if let Some(p) = pending.remove(&id) {
                             let why = format!("no verdict within the inference timeout ({} ms)", this.inference_timeout.as_millis());
                             tracing::error!(task = %this.task, part = id, "{why}; part gets ERROR");
-                            this.finish(error_judgement(p, why), &mut in_flight).await;
+                            this.finish(Judgement::error(p, why), &mut in_flight).await;
                         }
                     }
                 }
@@ -104,7 +104,8 @@ impl Controller {
             while in_flight.try_join_next().is_some() {}
         }
         for (_, p) in std::mem::take(&mut pending) {
-            this.finish(error_judgement(p, "pipeline stopped before the part was judged".into()), &mut in_flight).await;
+            this.finish(Judgement::error(p, "pipeline stopped before the part was judged".into()), &mut in_flight)
+                .await;
         }
         while in_flight.join_next().await.is_some() {}
     }
@@ -191,19 +192,6 @@ impl Controller {
         if let Some(obs) = &self.observer {
             let _ = obs.send(doc);
         }
-    }
-}
-
-fn error_judgement(part: PartInfo, why: String) -> Judgement {
-    Judgement {
-        part,
-        verdict: Verdict::Error,
-        scores: Vec::new(),
-        ng_score: f32::NAN,
-        top_class: 0,
-        preprocess_ms: 0.0,
-        inference_ms: 0.0,
-        error: Some(why),
     }
 }
 

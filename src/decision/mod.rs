@@ -71,6 +71,22 @@ pub struct Judgement {
     pub error: Option<String>,
 }
 
+impl Judgement {
+    /// A part that could not be judged, and why.
+    pub fn error(part: PartInfo, why: String) -> Self {
+        Judgement {
+            part,
+            verdict: Verdict::Error,
+            scores: Vec::new(),
+            ng_score: f32::NAN,
+            top_class: 0,
+            preprocess_ms: 0.0,
+            inference_ms: 0.0,
+            error: Some(why),
+        }
+    }
+}
+
 /// What the camera and the inference worker tell a task's controller.
 #[derive(Debug)]
 pub enum PartEvent {

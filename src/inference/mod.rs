@@ -55,16 +55,7 @@ impl Worker {
 
     fn judge(&mut self, frame: Frame) -> Judgement {
         let age = frame.part.captured.elapsed();
-        let mut j = Judgement {
-            part: frame.part,
-            verdict: Verdict::Error,
-            scores: Vec::new(),
-            ng_score: f32::NAN,
-            top_class: 0,
-            preprocess_ms: 0.0,
-            inference_ms: 0.0,
-            error: None,
-        };
+        let mut j = Judgement::error(frame.part, String::new());
         if age > self.max_age {
             j.error = Some(format!("frame was {} ms old when inference could start", age.as_millis()));
             return j;
@@ -72,6 +63,7 @@ impl Worker {
         match self.model.classify(&frame.image) {
             Ok((probs, timing)) => {
                 let (verdict, ng) = self.rule.judge(&probs);
+                j.error = None;
                 j.verdict = verdict;
                 j.ng_score = ng;
                 j.top_class = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
