@@ -152,9 +152,10 @@ export OPENCV_LINK_LIBS="opencv_core,opencv_imgproc,opencv_imgcodecs,opencv_vide
 export OPENCV_DISABLE_PROBES="pkg_config,cmake,vcpkg_cmake,vcpkg"
 # The linker resolves the OpenCV libraries' own dependencies (FFmpeg, GStreamer, GDAL...) in the
 # sysroot; the runtime search path is the target's default one.
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,${SYSLIB} -C link-arg=-Wl,-rpath-link,${SYSROOT}/lib/${MULTIARCH}"
+# Some Debian arm64 libraries (armadillo, ogdi, hdf4 under GDAL) live in /usr/lib, not the multiarch dir.
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,${SYSLIB} -C link-arg=-Wl,-rpath-link,${SYSROOT}/lib/${MULTIARCH} -C link-arg=-Wl,-rpath-link,${SYSROOT}/usr/lib"
 # qemu for `cargo run/test --target aarch64-...` on this host.
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L ${SYSROOT} -E LD_LIBRARY_PATH=/lib/${MULTIARCH}:/usr/lib/${MULTIARCH}"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L ${SYSROOT} -E LD_LIBRARY_PATH=/lib/${MULTIARCH}:/usr/lib/${MULTIARCH}:/usr/lib"
 
 # --- 4. build ---------------------------------------------------------------------------------
 cd "${CRATE_DIR}"
@@ -185,7 +186,7 @@ log "staged ${DIST}"
 # --- 7. smoke run under qemu-user (no inference: ONNX Runtime crashes under qemu) -----------
 if [ "${SMOKE}" -eq 1 ]; then
     log "smoke: qemu-aarch64-static ${BIN} --version"
-    qemu-aarch64-static -L "${SYSROOT}" -E "LD_LIBRARY_PATH=/lib/${MULTIARCH}:/usr/lib/${MULTIARCH}" \
+    qemu-aarch64-static -L "${SYSROOT}" -E "LD_LIBRARY_PATH=/lib/${MULTIARCH}:/usr/lib/${MULTIARCH}:/usr/lib" \
         "${OUT}" --version
     log "smoke: ok"
 fi
