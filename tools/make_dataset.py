@@ -205,8 +205,8 @@ def render(rng: np.random.Generator, cls: str) -> np.ndarray:
         # bite centred near the outline at a random boundary point
         ys, xs = np.nonzero(np.abs(sdf) < 1.0)
         j = rng.integers(len(xs))
-        br = rng.uniform(8, 20) * scale
-        off = rng.uniform(-0.1, 0.4) * br  # positive: centre slightly outside
+        br = rng.uniform(10, 22) * scale
+        off = rng.uniform(-0.3, 0.2) * br  # positive: centre slightly outside
         gx, gy = xs[j] - cx, ys[j] - cy
         gn = np.hypot(gx, gy) + 1e-6
         bx, by = xs[j] + gx / gn * off, ys[j] + gy / gn * off

@@ -211,7 +211,10 @@ def cached_set(seed, n, workers):
     """make_set at 128x128; cached in $LINESIGHT_DATA_CACHE (a folder) if set."""
     d = os.environ.get("LINESIGHT_DATA_CACHE")
     if d:
-        p = os.path.join(d, f"set_{seed}_{n}_{INPUT}.npz")
+        import hashlib
+        src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_dataset.py"), "rb").read()
+        h = hashlib.sha1(src).hexdigest()[:10]  # invalidated when the generator changes
+        p = os.path.join(d, f"set_{seed}_{n}_{INPUT}_{h}.npz")
         if os.path.exists(p):
             z = np.load(p)
             return z["X"], z["y"]
@@ -230,10 +233,10 @@ def main():
     ap.add_argument("--train-seed", type=int, default=1000)
     ap.add_argument("--val-seed", type=int, default=2000)
     ap.add_argument("--test-seed", type=int, default=3000)
-    ap.add_argument("--n-train", type=int, default=6000)
+    ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument("--n-val", type=int, default=500)
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=28)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--workers", type=int, default=2)
