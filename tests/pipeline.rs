@@ -203,3 +203,18 @@ fn corrupt_model_stops_the_start_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.onnx") && err.contains("ONNX Runtime refuses it"), "{err}");
 }
+
+#[test]
+fn a_killed_daemon_is_reported_offline_by_the_broker() {
+    let Cell { _rt, plc, broker, sub, dir } = cell();
+    let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
+    let mut child = Command::new(bin()).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "online", Duration::from_secs(60)));
+    assert!(sub.wait_for(|t, _| t.ends_with("/result"), Duration::from_secs(60)));
+    child.kill().unwrap(); // SIGKILL: no chance to say goodbye
+    child.wait().unwrap();
+    assert!(
+        sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(20)),
+        "the broker publishes the Last Will"
+    );
+}
