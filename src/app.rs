@@ -116,7 +116,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         let threshold = task.rules.ng_threshold.map(|t| t as f32).or(model.contract.ng_threshold).unwrap_or(0.5);
         tracing::info!(
             task = %task_name, model = %model.contract.name, version = %model.contract.version,
-            provider = model.provider, ng_threshold = threshold, warm_up_ms = warm, "model loaded"
+            provider = model.provider, ng_threshold = %format!("{threshold:.3}"), warm_up_ms = %format!("{warm:.1}"), "model loaded"
         );
         let stats = Arc::new(TaskStats::default());
         let cam_stats = Arc::new(CameraStats::default());

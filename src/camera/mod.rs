@@ -115,7 +115,9 @@ impl Camera {
             (CameraMode::PartPerFrame, _, _) => WhenFull::Refuse,
         };
         'outer: while !self.stop.load(Ordering::Relaxed) {
-            self.stats.set_status(CameraStatus::Connecting);
+            if self.stats.status() != CameraStatus::Online {
+                self.stats.set_status(CameraStatus::Connecting);
+            }
             let mut src = match (self.opener)() {
                 Ok(s) => s,
                 Err(e) => {
@@ -126,8 +128,10 @@ impl Camera {
                     continue;
                 }
             };
+            if self.stats.status() != CameraStatus::Online {
+                tracing::info!(camera = %self.name, "camera online");
+            }
             self.stats.set_status(CameraStatus::Online);
-            tracing::info!(camera = %self.name, "camera online");
             let mut next_due = Instant::now();
             loop {
                 if self.stop.load(Ordering::Relaxed) {
