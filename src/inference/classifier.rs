@@ -130,13 +130,12 @@ impl Classifier {
         let bytes =
             std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
         let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
-        let built = build_session(env, &cfg.path, &cfg.providers, threads)?;
         let contract = read_contract(&built.session, cfg).map_err(fail)?;
-        if let Some(kind) = cfg.kind {
-            match kind {
-                ModelKind::Classifier => {}
-            }
+        // `kind` in the config can only say `classifier` today; the contract must agree.
+        if cfg.kind == Some(ModelKind::Classifier) && contract.kind != "classifier" {
+            return Err(fail(format!("the config says kind `classifier`, its contract says `{}`", contract.kind)));
         }
         contract.check().map_err(|e| fail(format!("bad contract: {e}")))?;
         check_io(&built.session, &contract).map_err(fail)?;

@@ -107,14 +107,15 @@ fn dispatch(p: &ProviderConfig) -> ExecutionProviderDispatch {
 /// registers (ONNX Runtime places each node on the first that supports it),
 /// and report the others with the reason. CPU is the last resort even when
 /// not listed, and that fallback is reported, never silent.
+/// `model` names the file in messages; `bytes` is its content (read once by the caller).
 pub fn build_session(
     env: &Environment,
     model: &Path,
+    bytes: &[u8],
     providers: &[ProviderConfig],
     threads: usize,
 ) -> Result<BuiltSession, RuntimeError> {
     let fail = |why: String| RuntimeError::Model { path: model.to_path_buf(), why };
-    let bytes = std::fs::read(model).map_err(|e| fail(format!("cannot read: {e}")))?;
     let cpu_threads = providers
         .iter()
         .find_map(|p| match p {
@@ -152,7 +153,7 @@ pub fn build_session(
             "cpu"
         }
     };
-    let session = builder.commit_from_memory(&bytes).map_err(|e| {
+    let session = builder.commit_from_memory(bytes).map_err(|e| {
         fail(format!("ONNX Runtime refuses it: {e} (is it a complete ONNX file? re-export it or copy it again)"))
     })?;
     Ok(BuiltSession { session, provider, reports })
