@@ -313,3 +313,40 @@ fn check_io(session: &Session, c: &Contract) -> Result<(), String> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract() -> Contract {
+        serde_json::from_str(include_str!("../../models/surface-classifier.onnx.json")).unwrap()
+    }
+
+    #[test]
+    fn the_committed_sidecar_is_a_valid_contract() {
+        contract().check().unwrap();
+        assert_eq!(sidecar_for(Path::new("m/x.onnx")), PathBuf::from("m/x.onnx.json"));
+    }
+
+    #[test]
+    fn bad_contracts_say_what_is_wrong() {
+        let mut c = contract();
+        c.ok_classes = vec!["fine".into()];
+        assert!(c.check().unwrap_err().contains("ok class `fine`"));
+        let mut c = contract();
+        c.kind = "yolo".into();
+        assert!(c.check().unwrap_err().contains("kind `yolo`"));
+        let mut c = contract();
+        c.input.std[1] = 0.0;
+        assert!(c.check().unwrap_err().contains("std"));
+        let mut c = contract();
+        c.ng_threshold = Some(1.5);
+        assert!(c.check().unwrap_err().contains("outside 0..1"));
+        let mut c = contract();
+        c.output.activation = "sigmoid".into();
+        assert!(c.check().unwrap_err().contains("activation"));
+        // Unknown keys are refused, like in the config.
+        let text = include_str!("../../models/surface-classifier.onnx.json").replacen('{', "{\"colour\": 1,", 1);
+        assert!(serde_json::from_str::<Contract>(&text).is_err());
+    }
+}
