@@ -202,3 +202,111 @@ fn ms(d: Duration) -> f64 {
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::modbus::outputs::testing::Recorder;
+    use crate::modbus::Outputs;
+    use std::time::SystemTime;
+    use tokio::sync::mpsc;
+
+    fn part(id: u64) -> PartInfo {
+        PartInfo {
+            camera: "cam".into(),
+            part_id: id,
+            captured: tokio::time::Instant::now().into_std(),
+            captured_wall: SystemTime::now(),
+        }
+    }
+
+    fn judged(p: PartInfo, verdict: super::super::Verdict) -> Judgement {
+        Judgement { verdict, scores: vec![0.9, 0.1], ng_score: 0.1, error: None, ..Judgement::error(p, String::new()) }
+    }
+
+    /// A controller with a recording gate 100 ms downstream and a 50 ms inference timeout.
+    fn controller() -> (Controller, Recorder, mpsc::UnboundedReceiver<Value>, Arc<TaskStats>) {
+        let yaml = r#"
+node: { group_id: g, node_id: n }
+modbus:
+  devices: { plc: { tcp: "127.0.0.1:502" } }
+  outputs: { gate: { device: plc, area: coil, address: 3, safe_state: off } }
+cameras: {}
+models: {}
+tasks: {}
+"#;
+        let cfg: config::Config = config::yaml::from_node(&config::yaml::parse(yaml).unwrap()).unwrap();
+        let rec = Recorder::default();
+        let rec2 = rec.clone();
+        let outputs = Outputs::start_with(&cfg, move |_, _| rec2.clone());
+        let (gate, _task) = Gate::start(outputs.get("gate").unwrap().clone());
+        let (obs, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(TaskStats::default());
+        let c = Controller {
+            task: "t".into(),
+            classes: vec!["good".to_string(), "bad".to_string()].into(),
+            inference_timeout: Duration::from_millis(50),
+            part_per_frame: true,
+            reject: Some(RejectPlan {
+                gate,
+                output: "gate".into(),
+                delay: Duration::from_millis(100),
+                pulse: Duration::from_millis(10),
+            }),
+            mqtt: None,
+            stats: stats.clone(),
+            model_label: "m@1".into(),
+            observer: Some(obs),
+        };
+        (c, rec, rx, stats)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_without_a_verdict_gets_error_and_is_rejected_on_time() {
+        let (c, rec, mut results, stats) = controller();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let run = tokio::spawn(c.run(rx));
+        let t0 = tokio::time::Instant::now();
+        let p1 = part(1);
+        tx.send(PartEvent::Captured(p1.clone())).unwrap();
+        tx.send(PartEvent::Captured(part(2))).unwrap();
+        // Part 2 is judged OK in time; part 1 never is (a stalled inference).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.send(PartEvent::Judged(judged(part(2), super::super::Verdict::Ok))).unwrap();
+        let first = results.recv().await.unwrap();
+        assert_eq!((first["part_id"].as_u64(), first["verdict"].as_str()), (Some(2), Some("OK")));
+        let second = results.recv().await.unwrap();
+        assert_eq!(second["part_id"], 1);
+        assert_eq!(second["verdict"], "ERROR");
+        assert!(second["error"].as_str().unwrap().contains("inference timeout"));
+        assert_eq!(second["reject"]["status"], "fired");
+        // The gate fired at capture + delay, not at the moment of the timeout.
+        let writes = rec.writes.lock().unwrap().clone();
+        assert_eq!(writes[0].0 - t0, Duration::from_millis(100));
+        assert!(writes[0].2);
+        // The verdict that finally comes is ignored and counted.
+        tx.send(PartEvent::Judged(judged(p1, super::super::Verdict::Ok))).unwrap();
+        drop(tx);
+        run.await.unwrap();
+        assert_eq!(stats.late_verdicts.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.error.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.ok.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_found_the_queue_full_is_rejected() {
+        let (c, rec, mut results, _stats) = controller();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let run = tokio::spawn(c.run(rx));
+        let p = part(7);
+        tx.send(PartEvent::Captured(p.clone())).unwrap();
+        tx.send(PartEvent::Unjudged(p, "inspection queue full".into())).unwrap();
+        drop(tx);
+        let doc = results.recv().await.unwrap();
+        assert_eq!(doc["verdict"], "ERROR");
+        run.await.unwrap();
+        assert!(results.recv().await.is_none(), "one result per part, no second one from the deadline");
+        assert_eq!(rec.writes.lock().unwrap().iter().filter(|w| w.2).count(), 1);
+    }
+}
