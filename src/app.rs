@@ -26,8 +26,13 @@ use tokio::task::JoinHandle;
 use crate::camera::queue::FrameQueue;
 use crate::camera::{Camera, CameraStats, Opener};
 use crate::config::{CameraMode, Config};
-use crate::decision::controller::{Controller, RejectPlan};
-use crate::decision::reject::Gate;
+use crate::decision::controller::{Controller, GateDistance, RejectPlan};
+use crate::decision::reject::{Gate, GateSettings};
+use crate::line::health::{self, Faults, RejectWindow, WatchedTask};
+use crate::line::{encoder, trigger};
+use crate::modbus::handshake::{self, HandshakeStats};
+use crate::modbus::heartbeat;
+use crate::modbus::points::Points;
 use crate::decision::rules::ClassifierRule;
 use crate::inference::classifier::Classifier;
 use crate::inference::{runtime, Worker};
@@ -79,14 +84,24 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     let threads =
         config.runtime.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
-    let mqtt = config.mqtt.as_ref().map(|m| Mqtt::start(m, &config.node));
+    let (mqtt, incoming) = match &config.mqtt {
+        Some(m) => {
+            let commands = crate::telemetry::mqtt::Topics::new(&m.prefix, &config.node).commands();
+            let (client, task, incoming) = Mqtt::start(m, &config.node, vec![commands]);
+            (Some((client, task)), Some(incoming))
+        }
+        None => (None, None),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
+    let faults = Arc::new(Faults::default());
     let mut running = Running {
         stats: Arc::new(NodeStats {
             started: Instant::now(),
             tasks: BTreeMap::new(),
             devices: outputs.devices.clone(),
+            faults: faults.clone(),
+            heartbeats: None,
         }),
         stop: stop.clone(),
         cameras: Vec::new(),
@@ -97,6 +112,26 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         mqtt: None,
         background: Vec::new(),
     };
+    // Line I/O: points first, so triggers, the encoder and the gates have values to follow.
+    let (points, poll_tasks) = Points::start(config, &outputs.devices);
+    running.background.extend(poll_tasks);
+    let encoder_rx = config.line.encoder.as_ref().and_then(|name| {
+        let point = points.get(name)?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        running.background.push(tokio::spawn(encoder::follow(point.rx.clone(), point.spec.ty, tx)));
+        Some(rx)
+    });
+    let running_rx = config.line.running.as_ref().and_then(|name| points.subscribe(name));
+    let heartbeats = match (outputs.heartbeat(), &config.modbus.heartbeat) {
+        (Some(reg), Some(hb)) => {
+            let beats = Arc::new(AtomicU64::new(0));
+            running.background.push(tokio::spawn(heartbeat::run(reg.clone(), hb.period.get(), beats.clone())));
+            Some(beats)
+        }
+        _ => None,
+    };
+    let reject_window = config.stack_light.ng_rate.as_ref().map(|n| Arc::new(RejectWindow::new(n.window)));
+    let mut watched = Vec::new();
     let mut entries = BTreeMap::new();
     let mut to_start = Vec::new();
     for (task_name, task) in &config.tasks {
@@ -120,6 +155,8 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         );
         let stats = Arc::new(TaskStats::default());
         let cam_stats = Arc::new(CameraStats::default());
+        let task_progress = Arc::new(AtomicU64::new(0));
+        let handshake_stats = task.handshake.as_ref().map(|_| Arc::new(HandshakeStats::default()));
         entries.insert(
             task_name.clone(),
             TaskEntry {
@@ -127,6 +164,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                 camera_stats: cam_stats.clone(),
                 stats: stats.clone(),
                 provider: model.provider.to_string(),
+                handshake: handshake_stats.clone(),
                 model: json!({
                     "name": model.contract.name,
                     "version": model.contract.version,
@@ -141,11 +179,42 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                     .get(&r.output)
                     .ok_or_else(|| StartError::Other(format!("output `{}` has no device task", r.output)))?
                     .clone();
-                let (gate, gate_task) = Gate::start(handle);
+                let settings = GateSettings {
+                    pulse: r.pulse.get(),
+                    on_deadline_miss: r.on_deadline_miss,
+                    precise: true,
+                    encoder: encoder_rx.clone(),
+                    running: running_rx.clone(),
+                    confirm: r.confirm.as_ref().and_then(|c| Some((points.subscribe(&c.point)?, c.within.get()))),
+                };
+                let (gate, gate_task) = Gate::start(handle, settings, stats.clone());
                 running.gates.push(gate_task);
-                Some(RejectPlan { gate, output: r.output.clone(), delay: r.delay.get(), pulse: r.pulse.get() })
+                let at = match (r.delay, r.distance) {
+                    (_, Some(n)) => GateDistance::Counts(n),
+                    (Some(d), None) => GateDistance::Delay(d.get()),
+                    (None, None) => GateDistance::Delay(Duration::ZERO), // refused by validation
+                };
+                Some(RejectPlan { gate, output: r.output.clone(), at, encoder: encoder_rx.clone() })
             }
             None => None,
+        };
+        let handshake_tx = match (&task.handshake, &handshake_stats) {
+            (Some(block), Some(hs)) => {
+                let (Some(reg), Some(cfg)) = (outputs.result_block(block), config.modbus.result_blocks.get(block)) else {
+                    return Err(StartError::Other(format!("result block `{block}` has no device")));
+                };
+                let (tx, rx) = mpsc::unbounded_channel();
+                running.gates.push(tokio::spawn(handshake::run(
+                    reg.clone(),
+                    cfg.ack_poll.get(),
+                    cfg.buffer,
+                    rx,
+                    hs.clone(),
+                    Duration::from_secs(1),
+                )));
+                Some(tx)
+            }
+            _ => None,
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let task_arc: Arc<str> = task_name.as_str().into();
@@ -153,12 +222,14 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             task: task_arc.clone(),
             classes: model.contract.classes.clone().into(),
             inference_timeout: task.inference_timeout.get(),
-            part_per_frame: cam_cfg.mode == CameraMode::PartPerFrame,
+            part_per_frame: cam_cfg.mode != CameraMode::FreeRunning,
             reject,
             mqtt: mqtt.as_ref().map(|(m, _)| m.clone()),
             stats: stats.clone(),
             model_label: format!("{}@{}", model.contract.name, model.contract.version),
             observer: opts.observer.clone(),
+            handshake: handshake_tx,
+            reject_window: reject_window.clone(),
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
         let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
@@ -171,7 +242,28 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             events: events_tx.clone(),
             max_age: task.inference_timeout.get(),
             progress: progress.clone(),
+            task_progress: task_progress.clone(),
         };
+        let waiting: Option<trigger::Waiting> = task.trigger.as_ref().map(|_| Default::default());
+        if let (Some(t), Some(w)) = (&task.trigger, &waiting) {
+            let point = points.get(&t.point).ok_or_else(|| StartError::Other(format!("trigger point `{}` missing", t.point)))?;
+            let detector = trigger::Detector::new(t.on, point.spec.ty);
+            running.background.push(tokio::spawn(trigger::run(
+                task.camera.as_str().into(),
+                point.rx.clone(),
+                detector,
+                w.clone(),
+                events_tx.clone(),
+                stats.clone(),
+            )));
+        }
+        watched.push(WatchedTask {
+            name: task_name.clone(),
+            camera: task.camera.clone(),
+            camera_stats: cam_stats.clone(),
+            queue: queue.clone(),
+            progress: task_progress,
+        });
         let opener = opts.openers.remove(&task.camera).unwrap_or_else(|| Camera::opener_for(&cam_cfg.source));
         let camera = Camera {
             name: task.camera.as_str().into(),
@@ -181,10 +273,59 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             events: events_tx,
             stop: stop.clone(),
             opener,
+            waiting,
+            max_age: task.inference_timeout.get(),
         };
         to_start.push((worker, camera));
     }
-    running.stats = Arc::new(NodeStats { started: Instant::now(), tasks: entries, devices: outputs.devices.clone() });
+    running.stats = Arc::new(NodeStats {
+        started: Instant::now(),
+        tasks: entries,
+        devices: outputs.devices.clone(),
+        faults: faults.clone(),
+        heartbeats,
+    });
+    // Plain outputs (not a gate, not a lamp) are held safe during a fault.
+    let lamps: Vec<&str> = [
+        config.stack_light.running.as_deref(),
+        config.stack_light.fault.as_deref(),
+        config.stack_light.ng_rate.as_ref().map(|n| n.output.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let plain: Vec<String> = outputs
+        .names()
+        .filter(|n| !lamps.contains(n) && !config.tasks.values().any(|t| t.reject.as_ref().is_some_and(|r| r.output == *n)))
+        .map(str::to_string)
+        .collect();
+    let alarm_mqtt = mqtt.as_ref().map(|(m, _)| m.clone());
+    running.background.push(tokio::spawn(health::supervise(
+        config.stack_light.clone(),
+        outputs.clone(),
+        watched,
+        reject_window.unwrap_or_else(|| Arc::new(RejectWindow::new(1))),
+        faults,
+        plain,
+        move |doc| {
+            if let Some(m) = &alarm_mqtt {
+                m.publish(m.topics.alarms(), serde_json::to_vec(&doc).unwrap_or_default(), QoS::AtLeastOnce, true);
+            }
+        },
+    )));
+    if let Some((m, _)) = &mqtt {
+        for p in points.points.values() {
+            running.background.push(tokio::spawn(crate::telemetry::points::publish(p.clone(), m.clone())));
+        }
+        if let Some(incoming) = incoming {
+            running.background.push(tokio::spawn(crate::telemetry::commands::serve(
+                incoming,
+                m.clone(),
+                points.clone(),
+                outputs.clone(),
+            )));
+        }
+    }
     for (worker, camera) in to_start {
         running.workers.push(worker.spawn().map_err(|e| StartError::Other(format!("cannot start a thread: {e}")))?);
         running.cameras.push(camera.spawn().map_err(|e| StartError::Other(format!("cannot start a thread: {e}")))?);

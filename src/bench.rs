@@ -246,10 +246,13 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
     devices.insert(
         "plc".to_string(),
         ModbusDeviceConfig {
-            tcp: plc.to_string(),
+            tcp: Some(plc.to_string()),
+            rtu: None,
             unit: 1,
             timeout: Dur::from_millis(500),
             addressing: Addressing::ZeroBased,
+            order: Default::default(),
+            gap: None,
         },
     );
     let mut outputs = std::collections::BTreeMap::new();
@@ -278,12 +281,17 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
         // pipeline's own latency to an acknowledged reject.
         reject: Some(RejectConfig {
             output: "reject_gate".into(),
-            delay: Dur::from_millis(0),
+            delay: Some(Dur::from_millis(0)),
+            distance: None,
             pulse: Dur(Duration::from_micros(500)),
+            on_deadline_miss: Default::default(),
+            confirm: None,
         }),
         min_part_interval: None,
         // Generous: a loaded 2-core machine must not turn slowness into ERROR here.
         inference_timeout: Dur::from_secs(30),
+        trigger: None,
+        handshake: None,
     };
     Config {
         node: NodeIdentity { group_id: "bench".into(), node_id: "bench".into() },
@@ -297,7 +305,9 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
             username: None,
             password: None,
         }),
-        modbus: ModbusConfig { devices, outputs },
+        modbus: ModbusConfig { devices, outputs, ..Default::default() },
+        line: Default::default(),
+        stack_light: Default::default(),
         cameras: [("cam".to_string(), camera)].into(),
         models: [("model".to_string(), model)].into(),
         tasks: [("bench".to_string(), task)].into(),

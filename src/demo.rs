@@ -124,7 +124,8 @@ struct Plan {
 
 fn prepare(cfg: &mut Config, plc: &SimPlc, broker_port: Option<u16>, rate: f64) -> Result<Plan, String> {
     for dev in cfg.modbus.devices.values_mut() {
-        dev.tcp = plc.addr.to_string();
+        dev.tcp = Some(plc.addr.to_string());
+        dev.rtu = None;
     }
     match (&mut cfg.mqtt, broker_port) {
         (Some(m), Some(port)) => m.port = port,

@@ -15,8 +15,10 @@
 //!   priority order, the classifier adapter, the inference worker thread.
 //! - [`decision`]: verdict rules, the per-task part tracker that guarantees
 //!   one verdict per part (ERROR when none comes in time), the reject gate.
-//! - [`modbus`]: links to PLCs (timeouts, reconnect) and the declared
-//!   outputs, the only things linesight ever writes.
+//! - [`modbus`]: links to PLCs over TCP and RTU (timeouts, reconnect, one
+//!   request at a time per bus), point polling and decoding, the declared
+//!   outputs (the only things linesight ever writes), heartbeat, result block.
+//! - [`line`]: part triggers, the encoder, faults and the stack light.
 //! - [`telemetry`]: figures and the MQTT connection (plain JSON dialect).
 //! - [`service`]: systemd notify/watchdog and stop signals.
 //! - [`app`]: builds all of the above from a config, runs, stops in order.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod decision;
 pub mod demo;
 pub mod inference;
+pub mod line;
 pub mod logging;
 pub mod modbus;
 pub mod service;

@@ -129,7 +129,7 @@ fn modbus_addresses_out_of_range() {
         "      safe_state: off\n    lamp:\n      device: plc\n      area: coil\n      address: 11\n      safe_state: on\n",
     );
     let errs = errors(&overlapping);
-    assert!(errs.iter().any(|e| e.message.contains("same Coil")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.message.contains("writes the same coil of device `plc`")), "{errs:#?}");
 }
 
 #[test]
@@ -235,4 +235,99 @@ fn committed_json_schema_is_current() {
         committed == config::json_schema(),
         "firmware-config/linesight.schema.json is stale: run `cargo run -- config-schema > firmware-config/linesight.schema.json`"
     );
+}
+
+/// The valid file with line I/O: points, a trigger, an encoder-timed gate,
+/// a heartbeat, a result block and a stack light.
+fn with_line_io() -> String {
+    valid()
+        .replace(
+            "  outputs:\n",
+            r#"    io:
+      rtu: { port: /dev/ttyUSB0, baud: 19200 }
+      unit: 3
+  points:
+    eye: { device: plc, area: discrete-input, address: 1, poll: 2ms }
+    encoder: { device: plc, area: input-register, address: 21, type: u32, poll: 2ms }
+    temp: { device: io, area: input-register, address: 1, type: i16, scale: 0.1, poll: 1s }
+  heartbeat: { device: plc, address: 101 }
+  result_blocks:
+    cell: { device: plc, address: 201 }
+  outputs:
+    lamp_red: { device: io, area: coil, address: 1, safe_state: on }
+"#,
+        )
+        .replace("cameras:\n", "line:\n  encoder: encoder\nstack_light:\n  fault: lamp_red\ncameras:\n")
+        .replace("      file: ", "      file: ")
+        .replace("    model: surface\n", "    model: surface\n    trigger: { point: eye }\n    handshake: cell\n")
+        .replace("      delay: 350ms\n", "      distance: 12000\n")
+        .replace("    source:\n", "    mode: triggered\n    source:\n")
+}
+
+#[test]
+fn line_io_example_is_valid() {
+    config::load_str(&with_line_io(), "node.yaml", Path::new("/")).unwrap();
+}
+
+/// Every error of `text`, as shown, must contain the matching fragments.
+fn errors_contain(text: &str, expected: &[&[&str]]) {
+    let errs: Vec<String> = errors(text).iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    for (e, words) in errs.iter().zip(expected) {
+        for w in *words {
+            assert!(e.contains(w), "`{w}` missing from: {e}");
+        }
+        assert!(e.contains(" — "), "every error says how to fix it: {e}");
+    }
+}
+
+#[test]
+fn points_that_do_not_fit() {
+    // A u32 needs two registers: one-based address 65536 leaves room for one.
+    errors_contain(
+        &with_line_io().replace("address: 21, type: u32", "address: 65536, type: u32"),
+        &[&["addresses 65536..=65537 is out of range", "1..=65536"]],
+    );
+    // A coil holds one bit.
+    errors_contain(
+        &with_line_io().replace("area: discrete-input, address: 1, poll", "area: discrete-input, address: 1, type: f32, poll"),
+        &[&["holds one bit", "cannot be read as F32"], &["trigger"]],
+    );
+    // A register point needs a type; a bool from a register needs its bit.
+    errors_contain(&with_line_io().replace(", type: i16, scale: 0.1", ""), &[&["has no `type`"]]);
+    errors_contain(&with_line_io().replace("type: i16, scale: 0.1", "type: bool"), &[&["says no `bit`"]]);
+    // An input register cannot be written by anyone.
+    errors_contain(&with_line_io().replace("scale: 0.1, poll: 1s", "poll: 1s, writable: true"), &[&["cannot be written"]]);
+}
+
+#[test]
+fn two_owners_of_one_output_and_bad_unit_ids() {
+    // The heartbeat register is inside the result block.
+    errors_contain(
+        &with_line_io().replace("heartbeat: { device: plc, address: 101 }", "heartbeat: { device: plc, address: 203 }"),
+        &[&["writes the same holding register of device `plc`", "the heartbeat"]],
+    );
+    errors_contain(&with_line_io().replace("      unit: 3\n", "      unit: 250\n"), &[&["unit id 250 does not exist on a serial bus"]]);
+    errors_contain(&with_line_io().replace("      unit: 3\n", "      unit: 0\n"), &[&["broadcast"]]);
+    errors_contain(
+        &with_line_io().replace("      rtu: { port: /dev/ttyUSB0, baud: 19200 }\n", "      rtu: { port: /dev/ttyUSB0, baud: 19200 }\n      tcp: \"h:502\"\n"),
+        &[&["both `tcp` and `rtu`"]],
+    );
+}
+
+#[test]
+fn triggers_gates_and_lights_are_cross_checked() {
+    // A trigger on a counter must say `increment`; an edge needs a bool.
+    errors_contain(&with_line_io().replace("trigger: { point: eye }", "trigger: { point: encoder }"), &[&["cannot use point `encoder`"]]);
+    // The camera must be triggered when the task has a trigger, and the other way round.
+    errors_contain(&with_line_io().replace("    mode: triggered\n", ""), &[&["not `mode: triggered`"]]);
+    // A distance needs the encoder.
+    errors_contain(&with_line_io().replace("line:\n  encoder: encoder\n", ""), &[&["needs the line's encoder"]]);
+    // Delay and distance together.
+    errors_contain(&with_line_io().replace("      distance: 12000\n", "      distance: 12000\n      delay: 300ms\n"), &[&["both `delay` and `distance`"]]);
+    // The stack light names a missing output; the handshake a missing block.
+    errors_contain(&with_line_io().replace("  fault: lamp_red", "  fault: lamp_rd"), &[&["output `lamp_rd`", "did you mean `lamp_red`"]]);
+    errors_contain(&with_line_io().replace("    handshake: cell\n", "    handshake: cel\n"), &[&["result block `cel`"]]);
+    // A gate that is also a lamp has two owners.
+    errors_contain(&with_line_io().replace("  fault: lamp_red", "  fault: reject_gate"), &[&["also a stack light"]]);
 }

@@ -88,6 +88,10 @@ pub struct Camera {
     pub events: UnboundedSender<PartEvent>,
     pub stop: Arc<AtomicBool>,
     pub opener: Opener,
+    /// Triggered mode: parts waiting for their frame (filled by the task's trigger).
+    pub waiting: Option<crate::line::trigger::Waiting>,
+    /// Triggered mode: a part waiting longer than this already got ERROR; its frame is not taken.
+    pub max_age: Duration,
 }
 
 impl Camera {
@@ -112,7 +116,7 @@ impl Camera {
             // A file read as fast as inspection goes: nothing moves, so wait.
             (CameraMode::PartPerFrame, None, SourceConfig::File(_) | SourceConfig::Directory(_)) => WhenFull::Wait,
             // A real (or simulated) line: the part does not wait for us.
-            (CameraMode::PartPerFrame, _, _) => WhenFull::Refuse,
+            (CameraMode::PartPerFrame | CameraMode::Triggered, _, _) => WhenFull::Refuse,
         };
         'outer: while !self.stop.load(Ordering::Relaxed) {
             if self.stats.status() != CameraStatus::Online {
@@ -145,11 +149,16 @@ impl Camera {
                     // If we fell behind (a slow disk), do not burst to catch up.
                     next_due = (next_due + iv).max(Instant::now());
                 }
+                let grab_started = Instant::now();
                 match src.next_frame() {
                     Ok(Some(image)) => {
                         backoff = Duration::from_millis(200);
                         seq += 1;
-                        self.deliver(seq, image, when_full);
+                        if self.waiting.is_some() {
+                            self.deliver_triggered(grab_started, image);
+                        } else {
+                            self.deliver(seq, image, when_full);
+                        }
                     }
                     Ok(None) => {
                         if self.config.looping {
@@ -204,6 +213,34 @@ impl Camera {
                         "inspection queue full: inference is behind the line".into(),
                     ));
                 }
+            }
+        }
+    }
+
+    /// Triggered mode: the first frame whose grab started after a part's
+    /// trigger is that part's frame (a frame from before the trigger would be
+    /// an inspection of the wrong part). Frames nobody waits for are not inspected.
+    fn deliver_triggered(&self, grab_started: Instant, image: Mat) {
+        self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let part = {
+            let mut waiting = self.waiting.as_ref().expect("triggered").lock().unwrap_or_else(|p| p.into_inner());
+            // Parts already given ERROR by their deadline are not inspected late.
+            while waiting.front().is_some_and(|p| p.captured.elapsed() > self.max_age) {
+                let p = waiting.pop_front().expect("checked");
+                tracing::debug!(camera = %self.name, part = p.part_id, "no frame in time for a triggered part");
+            }
+            match waiting.front() {
+                Some(p) if p.captured <= grab_started => waiting.pop_front(),
+                _ => None,
+            }
+        };
+        let Some(part) = part else { return };
+        match self.queue.push(Frame { part, image, is_part: true }, WhenFull::Refuse) {
+            Pushed::Queued => {}
+            Pushed::Displaced(_) => {}
+            Pushed::Refused(f) | Pushed::Closed(f) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = self.events.send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
             }
         }
     }

@@ -149,6 +149,8 @@ pub(crate) struct Broken {
     pub models: BTreeSet<String>,
     pub devices: BTreeSet<String>,
     pub outputs: BTreeSet<String>,
+    pub points: BTreeSet<String>,
+    pub result_blocks: BTreeSet<String>,
     pub tasks: BTreeSet<String>,
 }
 
@@ -181,10 +183,23 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
     };
     let mut modbus = ModbusConfig::default();
     if let Some(mb) = root.get("modbus").filter(|n| !is_null(n)) {
-        check_keys(mb, &["devices", "outputs"], c);
+        check_keys(mb, MODBUS_KEYS, c);
         modbus.devices = named(mb.get("devices"), c, &mut broken.devices);
+        modbus.points = named(mb.get("points"), c, &mut broken.points);
         modbus.outputs = named(mb.get("outputs"), c, &mut broken.outputs);
+        modbus.result_blocks = named(mb.get("result_blocks"), c, &mut broken.result_blocks);
+        if let Some(hb) = mb.get("heartbeat").filter(|n| !is_null(n)) {
+            modbus.heartbeat = one::<HeartbeatConfig>(hb, c);
+        }
     }
+    let line = match root.get("line") {
+        Some(n) if !is_null(n) => one::<LineConfig>(n, c),
+        _ => Some(LineConfig::default()),
+    };
+    let stack_light = match root.get("stack_light") {
+        Some(n) if !is_null(n) => one::<StackLightConfig>(n, c),
+        _ => Some(StackLightConfig::default()),
+    };
     let cameras = named(required(root, "cameras", c, &mut ok), c, &mut broken.cameras);
     let models = named(required(root, "models", c, &mut ok), c, &mut broken.models);
     let tasks = named(required(root, "tasks", c, &mut ok), c, &mut broken.tasks);
@@ -192,9 +207,9 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         Some(n) if !is_null(n) => one::<RuntimeConfig>(n, c),
         _ => Some(RuntimeConfig::default()),
     };
-    let config = match (node, mqtt, runtime) {
-        (Some(node), Some(mqtt), Some(runtime)) if ok => {
-            Some(Config { node, mqtt, modbus, cameras, models, tasks, runtime })
+    let config = match (node, mqtt, runtime, line, stack_light) {
+        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light)) if ok => {
+            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime })
         }
         _ => None,
     };

@@ -1,6 +1,7 @@
 //! Configuration: the YAML schema, the loader that reports every problem with
 //! its line and column, and the JSON Schema for editors.
 
+mod io;
 mod load;
 mod types;
 mod validate;

@@ -13,6 +13,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::io::*;
+
 /// A whole node: identity, broker, Modbus devices and outputs, cameras, models, tasks.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,9 +24,15 @@ pub struct Config {
     /// The MQTT broker for telemetry. Without it the node inspects and rejects but reports nothing.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
-    /// Modbus devices (PLCs, I/O couplers) and the outputs linesight may write on them.
+    /// Modbus devices (PLCs, I/O couplers), the points linesight reads and the outputs it may write.
     #[serde(default)]
     pub modbus: ModbusConfig,
+    /// The conveyor: the encoder and the line-running signal (points of `modbus.points`).
+    #[serde(default)]
+    pub line: LineConfig,
+    /// Stack-light outputs and the states they show.
+    #[serde(default)]
+    pub stack_light: StackLightConfig,
     /// Cameras by name.
     pub cameras: BTreeMap<String, CameraConfig>,
     /// Models by name.
@@ -39,7 +47,8 @@ pub struct Config {
 /// The top-level keys, in the order the file usually has them. Kept beside the
 /// struct because the loader reads sections one by one (to report every error
 /// at once) and must know which keys exist; a unit test checks it against the schema.
-pub const TOP_LEVEL_KEYS: &[&str] = &["node", "mqtt", "modbus", "cameras", "models", "tasks", "runtime"];
+pub const TOP_LEVEL_KEYS: &[&str] =
+    &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime"];
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -89,85 +98,6 @@ fn default_keep_alive() -> Dur {
 }
 fn default_stats_interval() -> Dur {
     Dur::from_secs(5)
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusConfig {
-    /// Modbus devices by name.
-    #[serde(default)]
-    pub devices: BTreeMap<String, ModbusDeviceConfig>,
-    /// The only points linesight may ever write, by name. Nothing else is written, whatever a remote command says.
-    #[serde(default)]
-    pub outputs: BTreeMap<String, OutputConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusDeviceConfig {
-    /// Modbus TCP address of the device, `host:port` (the Modbus port is usually 502).
-    pub tcp: String,
-    /// Unit id (slave id) of the device; 1 for most PLCs, 255 for some gateways.
-    #[serde(default = "default_unit")]
-    pub unit: u8,
-    /// Longest wait for one reply. A request that times out drops the connection, which is then rebuilt.
-    #[serde(default = "default_modbus_timeout")]
-    pub timeout: Dur,
-    /// Whether addresses in this file count from 0 (protocol addresses) or from 1 (as many PLC manuals print them).
-    #[serde(default)]
-    pub addressing: Addressing,
-}
-
-fn default_unit() -> u8 {
-    1
-}
-fn default_modbus_timeout() -> Dur {
-    Dur::from_millis(200)
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Addressing {
-    /// Address 0 is the first coil or register on the wire.
-    #[default]
-    ZeroBased,
-    /// Address 1 is the first coil or register on the wire.
-    OneBased,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutputArea {
-    /// A coil (0x): one bit, written with function 5.
-    Coil,
-    /// A holding register (4x): one 16-bit word, written with function 6; `on` writes 1, `off` writes 0.
-    HoldingRegister,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Level {
-    Off,
-    On,
-}
-
-impl Level {
-    pub fn is_on(self) -> bool {
-        self == Level::On
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OutputConfig {
-    /// The Modbus device (a key of `modbus.devices`) that holds this output.
-    pub device: String,
-    /// Which Modbus table the output lives in.
-    pub area: OutputArea,
-    /// Address within the area, counted as the device's `addressing` says.
-    pub address: u32,
-    /// The level this output is driven to at start, on shutdown and on any fault.
-    pub safe_state: Level,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -238,6 +168,9 @@ pub enum CameraMode {
     PartPerFrame,
     /// Frames are samples of a continuous stream; when inspection falls behind, the oldest waiting frame is dropped and counted.
     FreeRunning,
+    /// Parts are announced by the task's `trigger` (a photo-eye or a part counter read over Modbus);
+    /// the first frame captured after each trigger is that part's frame, other frames are not inspected.
+    Triggered,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -328,6 +261,12 @@ pub struct TaskConfig {
     /// Longest time one inference may take before its part is given ERROR (and rejected).
     #[serde(default = "default_inference_timeout")]
     pub inference_timeout: Dur,
+    /// What announces a part: a photo-eye or part counter point. Requires the camera's `mode: triggered`.
+    #[serde(default)]
+    pub trigger: Option<TriggerConfig>,
+    /// A result block (a key of `modbus.result_blocks`) the PLC reads each verdict from, with a handshake.
+    #[serde(default)]
+    pub handshake: Option<String>,
 }
 
 fn default_inference_timeout() -> Dur {
@@ -348,10 +287,21 @@ pub struct RulesConfig {
 pub struct RejectConfig {
     /// The output (a key of `modbus.outputs`) that drives the reject gate.
     pub output: String,
-    /// Time from frame capture to the part's arrival at the gate.
-    pub delay: Dur,
+    /// Time from the trigger (or, without one, the frame's capture) to the part's arrival at the gate.
+    /// Give `delay` or `distance`.
+    #[serde(default)]
+    pub delay: Option<Dur>,
+    /// Encoder counts from the trigger to the gate (needs `line.encoder`). Give `delay` or `distance`.
+    #[serde(default)]
+    pub distance: Option<u64>,
     /// How long the gate output stays on.
     pub pulse: Dur,
+    /// What the gate does for a part whose verdict is not ready when it arrives. Counted as a deadline miss either way.
+    #[serde(default)]
+    pub on_deadline_miss: MissAction,
+    /// A sensor that confirms the gate acted; a missing confirmation raises an alarm.
+    #[serde(default)]
+    pub confirm: Option<ConfirmConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

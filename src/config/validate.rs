@@ -13,6 +13,8 @@ pub(crate) fn validate(config: &Config, broken: &Broken, c: &mut Collector) {
         mqtt_section(mqtt, c);
     }
     modbus(config, broken, c);
+    line(config, broken, c);
+    stack_light(config, broken, c);
     cameras(config, c);
     models(config, c);
     tasks(config, broken, c);
@@ -77,67 +79,261 @@ fn mqtt_section(mqtt: &MqttConfig, c: &mut Collector) {
 
 fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
     for (name, dev) in &config.modbus.devices {
-        let path = ["modbus", "devices", name.as_str()];
-        if parse_host_port(&dev.tcp).is_none() {
+        device(name, dev, c);
+    }
+    // Everything linesight may write, per device and table, to find two owners of one address.
+    let mut written: Vec<Written> = Vec::new();
+    let dev_of = |path: &[&str], owner: &str, device: &str, c: &mut Collector| -> Option<ModbusDeviceConfig> {
+        match config.modbus.devices.get(device) {
+            Some(d) => Some(d.clone()),
+            None => {
+                if !broken.devices.contains(device) {
+                    let known: Vec<&str> = config.modbus.devices.keys().map(String::as_str).collect();
+                    c.at(
+                        &[path, &["device"]].concat(),
+                        format!("{owner} names device `{device}`, which is not in modbus.devices"),
+                        hint_known(device, &known, "modbus.devices"),
+                    );
+                }
+                None
+            }
+        }
+    };
+    for (name, p) in &config.modbus.points {
+        let path = ["modbus", "points", name.as_str()];
+        let Some(dev) = dev_of(&path, &format!("point `{name}`"), &p.device, c) else { continue };
+        let ty = p.value_type();
+        let at = |k: &'static str| [&path[..], &[k]].concat();
+        if p.area.is_bits() && ty != PointType::Bool {
             c.at(
-                &[&path[..], &["tcp"]].concat(),
-                format!("`{}` is not a `host:port` address", dev.tcp),
-                "write it as `192.168.10.5:502`",
+                &at("type"),
+                format!("a {:?} holds one bit; it cannot be read as {ty:?}", p.area),
+                "use `type: bool`, or move the point to an input or holding register",
+            );
+            continue;
+        }
+        if !p.area.is_bits() && p.kind.is_none() {
+            c.at(
+                &path,
+                format!("register point `{name}` has no `type`"),
+                "add `type:` (bool with `bit:`, u16, i16, u32, i32, u64, i64, f32, f64 or string with `length:`)",
+            );
+            continue;
+        }
+        match (ty, p.area.is_bits(), p.bit) {
+            (PointType::Bool, false, None) => c.at(
+                &path,
+                format!("point `{name}` reads a bool from a register but says no `bit`"),
+                "add `bit:` 0 (least significant) to 15",
+            ),
+            (PointType::Bool, false, Some(b)) if b > 15 => {
+                c.at(&at("bit"), format!("bit {b} is outside a 16-bit register"), "use a bit from 0 to 15")
+            }
+            (_, _, Some(_)) if ty != PointType::Bool || p.area.is_bits() => c.at(
+                &at("bit"),
+                "`bit` only applies to a bool read from a register",
+                "remove `bit`, or read the register with `type: bool`",
+            ),
+            _ => {}
+        }
+        match (ty, p.length) {
+            (PointType::String, None) => c.at(&path, "a string point needs `length:`", "give its length in registers (2 characters each)"),
+            (PointType::String, Some(n)) if n == 0 || n > 125 => {
+                c.at(&at("length"), format!("length {n} is out of range"), "use 1 to 125 registers (one request)")
+            }
+            (PointType::String, _) => {}
+            (_, Some(_)) => c.at(&at("length"), "`length` only applies to strings", "remove it"),
+            _ => {}
+        }
+        let numeric = !matches!(ty, PointType::Bool | PointType::String);
+        for (key, v) in [("scale", p.scale), ("offset", p.offset), ("deadband", p.deadband)] {
+            let Some(v) = v else { continue };
+            if !numeric {
+                c.at(&at(key), format!("`{key}` only applies to numbers, not to {ty:?}"), format!("remove `{key}`"));
+            } else if !v.is_finite() || (key == "scale" && v == 0.0) || (key == "deadband" && v < 0.0) {
+                c.at(&at(key), format!("{key} {v} is not usable"), "use a finite number (a non-zero scale, a deadband of 0 or more)");
+            }
+        }
+        if p.poll.get() < std::time::Duration::from_millis(1) || p.poll.get().as_secs() > 3600 {
+            c.at(&at("poll"), format!("poll interval {} is out of range", p.poll), "use 1ms to 1h (triggers 2ms to 10ms, sensors 100ms or more)");
+        }
+        if p.publish_every.get() < std::time::Duration::from_millis(100) {
+            c.at(&at("publish_every"), format!("{} is too often", p.publish_every), "use 100ms or more; changes are published as they happen anyway");
+        }
+        if p.writable && p.bit.is_some() {
+            c.at(
+                &at("writable"),
+                "one bit of a register cannot be written safely: the read-modify-write would race the PLC",
+                "make the PLC expose the bit as a coil, or remove `writable`",
             );
         }
-        if dev.timeout.get().is_zero() || dev.timeout.get().as_secs() > 60 {
+        if p.writable && !p.area.is_writable() {
             c.at(
-                &[&path[..], &["timeout"]].concat(),
-                format!("timeout {} is out of range", dev.timeout),
-                "use 10ms to 60s; 100ms to 500ms suits a PLC on the local network",
+                &at("writable"),
+                format!("a {:?} cannot be written", p.area),
+                "only coils and holding registers can be writable; remove `writable`",
             );
         }
-        if dev.unit == 0 {
-            c.at(
-                &[&path[..], &["unit"]].concat(),
-                "unit id 0 is the broadcast address; writes to it are never acknowledged",
-                "use the device's unit id (1 to 247, or 255 for some TCP gateways)",
-            );
+        let count = if p.area.is_bits() { 1 } else { ty.registers(p.length) as u32 };
+        let Some(start) = span(&path, &dev, &p.device, p.address, count, c) else { continue };
+        if p.writable && p.area.is_writable() {
+            written.push(Written {
+                device: p.device.clone(),
+                coils: p.area == PointArea::Coil,
+                start,
+                count,
+                owner: format!("writable point `{name}`"),
+                path: path.iter().map(|s| s.to_string()).collect(),
+            });
         }
     }
-    let mut seen: BTreeMap<(String, OutputArea, u32), String> = BTreeMap::new();
     for (name, out) in &config.modbus.outputs {
         let path = ["modbus", "outputs", name.as_str()];
-        let Some(dev) = config.modbus.devices.get(&out.device) else {
-            if !broken.devices.contains(&out.device) {
-                let known: Vec<&str> = config.modbus.devices.keys().map(String::as_str).collect();
-                c.at(
-                    &[&path[..], &["device"]].concat(),
-                    format!("output `{name}` names device `{}`, which is not in modbus.devices", out.device),
-                    hint_known(&out.device, &known, "modbus.devices"),
-                );
-            }
-            continue;
-        };
-        let (lo, hi) = match dev.addressing {
-            Addressing::ZeroBased => (0, 65535),
-            Addressing::OneBased => (1, 65536),
-        };
-        if out.address < lo || out.address > hi {
-            c.at(
-                &[&path[..], &["address"]].concat(),
-                format!(
-                    "address {} is out of range for device `{}` ({:?} addressing: {lo}..={hi})",
-                    out.address, out.device, dev.addressing
-                ),
-                "use an address in that range, or change the device's `addressing`",
-            );
-            continue;
+        let Some(dev) = dev_of(&path, &format!("output `{name}`"), &out.device, c) else { continue };
+        let Some(start) = span(&path, &dev, &out.device, out.address, 1, c) else { continue };
+        written.push(Written {
+            device: out.device.clone(),
+            coils: out.area == OutputArea::Coil,
+            start,
+            count: 1,
+            owner: format!("output `{name}`"),
+            path: path.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+    if let Some(hb) = &config.modbus.heartbeat {
+        let path = ["modbus", "heartbeat"];
+        let p = hb.period.get();
+        if p < std::time::Duration::from_millis(10) || p.as_secs() > 60 {
+            c.at(&["modbus", "heartbeat", "period"], format!("heartbeat period {} is out of range", hb.period), "use 10ms to 60s; 100ms to 1s is usual");
         }
-        let wire = wire_address(dev.addressing, out.address);
-        if let Some(other) = seen.insert((out.device.clone(), out.area, wire as u32), name.clone()) {
-            c.at(
-                &[&path[..], &["address"]].concat(),
-                format!("output `{name}` writes the same {:?} as output `{other}`", out.area),
-                "give each output its own address: two owners of one output fight each other",
-            );
+        if let Some(dev) = dev_of(&path, "the heartbeat", &hb.device, c) {
+            if let Some(start) = span(&path, &dev, &hb.device, hb.address, 1, c) {
+                written.push(Written {
+                    device: hb.device.clone(),
+                    coils: false,
+                    start,
+                    count: 1,
+                    owner: "the heartbeat".into(),
+                    path: path.iter().map(|s| s.to_string()).collect(),
+                });
+            }
         }
     }
+    for (name, rb) in &config.modbus.result_blocks {
+        let path = ["modbus", "result_blocks", name.as_str()];
+        if rb.buffer == 0 || rb.buffer > 1000 {
+            c.at(&[&path[..], &["buffer"]].concat(), format!("buffer {} is out of range", rb.buffer), "use 1 to 1000 results");
+        }
+        let p = rb.ack_poll.get();
+        if p < std::time::Duration::from_millis(1) || p.as_secs() > 10 {
+            c.at(&[&path[..], &["ack_poll"]].concat(), format!("ack_poll {} is out of range", rb.ack_poll), "use 1ms to 10s");
+        }
+        let Some(dev) = dev_of(&path, &format!("result block `{name}`"), &rb.device, c) else { continue };
+        if let Some(start) = span(&path, &dev, &rb.device, rb.address, RESULT_BLOCK_REGISTERS, c) {
+            written.push(Written {
+                device: rb.device.clone(),
+                coils: false,
+                start,
+                count: RESULT_BLOCK_REGISTERS,
+                owner: format!("result block `{name}`"),
+                path: path.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+    }
+    for (i, a) in written.iter().enumerate() {
+        for b in &written[..i] {
+            let overlap = a.device == b.device
+                && a.coils == b.coils
+                && a.start < b.start + b.count
+                && b.start < a.start + a.count;
+            if overlap {
+                let path: Vec<&str> = a.path.iter().map(String::as_str).collect();
+                c.at(
+                    &[&path[..], &["address"]].concat(),
+                    format!(
+                        "{} writes the same {} of device `{}` as {}",
+                        a.owner,
+                        if a.coils { "coil" } else { "holding register" },
+                        a.device,
+                        b.owner
+                    ),
+                    "give each output its own address: two owners of one output fight each other",
+                );
+            }
+        }
+    }
+}
+
+/// One range of addresses linesight may write.
+struct Written {
+    device: String,
+    coils: bool,
+    start: u32,
+    count: u32,
+    owner: String,
+    path: Vec<String>,
+}
+
+fn device(name: &str, dev: &ModbusDeviceConfig, c: &mut Collector) {
+    let path = ["modbus", "devices", name];
+    let at = |k: &'static str| [&path[..], &[k]].concat();
+    match (&dev.tcp, &dev.rtu) {
+        (Some(_), Some(_)) => c.at(&path, format!("device `{name}` has both `tcp` and `rtu`"), "keep the one the device is wired with"),
+        (None, None) => c.at(&path, format!("device `{name}` has neither `tcp` nor `rtu`"), "add `tcp: \"host:502\"` or `rtu: { port: /dev/ttyUSB0, baud: 19200 }`"),
+        _ => {}
+    }
+    if let Some(tcp) = &dev.tcp {
+        if parse_host_port(tcp).is_none() {
+            c.at(&at("tcp"), format!("`{tcp}` is not a `host:port` address"), "write it as `192.168.10.5:502`");
+        }
+    }
+    if let Some(rtu) = &dev.rtu {
+        if !(300..=1_000_000).contains(&rtu.baud) {
+            c.at(&[&path[..], &["rtu", "baud"]].concat(), format!("baud rate {} is out of range", rtu.baud), "use the device's rate, e.g. 9600, 19200 or 115200");
+        }
+        if !(7..=8).contains(&rtu.data_bits) {
+            c.at(&[&path[..], &["rtu", "data_bits"]].concat(), format!("{} data bits", rtu.data_bits), "Modbus RTU uses 8 data bits");
+        }
+        if !(1..=2).contains(&rtu.stop_bits) {
+            c.at(&[&path[..], &["rtu", "stop_bits"]].concat(), format!("{} stop bits", rtu.stop_bits), "use 1 or 2");
+        }
+        if rtu.port.as_os_str().is_empty() {
+            c.at(&[&path[..], &["rtu", "port"]].concat(), "the serial port is empty", "give the device node, e.g. /dev/ttyUSB0");
+        }
+    }
+    if dev.timeout.get().is_zero() || dev.timeout.get().as_secs() > 60 {
+        c.at(&at("timeout"), format!("timeout {} is out of range", dev.timeout), "use 10ms to 60s; 100ms to 500ms suits a PLC on the local network");
+    }
+    if dev.unit == 0 {
+        c.at(&at("unit"), "unit id 0 is the broadcast address; writes to it are never acknowledged", "use the device's unit id (1 to 247, or 255 for some TCP gateways)");
+    } else if dev.rtu.is_some() && dev.unit > 247 {
+        c.at(&at("unit"), format!("unit id {} does not exist on a serial bus", dev.unit), "use 1 to 247");
+    }
+    if let Some(gap) = dev.gap {
+        if gap.get().as_secs() >= 1 {
+            c.at(&at("gap"), format!("gap {gap} between requests is too long"), "use 0 to 1s; a few ms is usual");
+        }
+    }
+}
+
+/// Check that `count` items from `address` fit the device's address space;
+/// returns the first protocol address.
+fn span(path: &[&str], dev: &ModbusDeviceConfig, device: &str, address: u32, count: u32, c: &mut Collector) -> Option<u32> {
+    let (lo, hi) = match dev.addressing {
+        Addressing::ZeroBased => (0, 65535),
+        Addressing::OneBased => (1, 65536),
+    };
+    let last = address.saturating_add(count.max(1) - 1);
+    if address < lo || last > hi {
+        let what = if count > 1 { format!("addresses {address}..={last}") } else { format!("address {address}") };
+        c.at(
+            &[path, &["address"]].concat(),
+            format!("{what} is out of range for device `{device}` ({:?} addressing: {lo}..={hi})", dev.addressing),
+            "use an address in that range, or change the device's `addressing`",
+        );
+        return None;
+    }
+    Some(u32::from(wire_address(dev.addressing, address)))
 }
 
 /// The protocol address for a configured address. Only called after the range check.
@@ -278,6 +474,8 @@ fn models(config: &Config, c: &mut Collector) {
 
 fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
     let mut camera_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut gate_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut block_owner: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, task) in &config.tasks {
         let path = ["tasks", name.as_str()];
         if !config.cameras.contains_key(&task.camera) && !broken.cameras.contains(&task.camera) {
@@ -350,14 +548,114 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
                     );
                 }
             }
-            if reject.delay.get() < task.inference_timeout.get() {
-                c.at(
+            match (reject.delay, reject.distance) {
+                (Some(_), Some(_)) => c.at(
+                    &[&path[..], &["reject"]].concat(),
+                    "the reject gives both `delay` and `distance`",
+                    "keep `delay` (time after the trigger) or `distance` (encoder counts after the trigger), not both",
+                ),
+                (None, None) => c.at(
+                    &[&path[..], &["reject"]].concat(),
+                    "the reject gives neither `delay` nor `distance`",
+                    "add `delay: 420ms` (time from trigger to gate) or `distance: 12000` (encoder counts)",
+                ),
+                (Some(delay), None) if delay.get() < task.inference_timeout.get() => c.at(
                     &[&path[..], &["reject", "delay"]].concat(),
                     format!(
-                        "reject delay {} is shorter than the inference timeout {}: a slow verdict would come after its part has passed the gate",
-                        reject.delay, task.inference_timeout
+                        "reject delay {delay} is shorter than the inference timeout {}: a slow verdict would come after its part has passed the gate",
+                        task.inference_timeout
                     ),
                     "lower `inference_timeout` below the camera-to-gate time, or move the gate further down the line",
+                ),
+                (None, Some(d)) => {
+                    if config.line.encoder.is_none() {
+                        c.at(
+                            &[&path[..], &["reject", "distance"]].concat(),
+                            "a reject by distance needs the line's encoder, and `line.encoder` is not set",
+                            "add `line: { encoder: <point> }`, or give the reject a `delay` instead",
+                        );
+                    }
+                    if d == 0 || d > u64::from(u32::MAX / 2) {
+                        c.at(
+                            &[&path[..], &["reject", "distance"]].concat(),
+                            format!("distance {d} is out of range"),
+                            "use 1 to 2147483647 encoder counts",
+                        );
+                    }
+                }
+                _ => {}
+            }
+            if let Some(confirm) = &reject.confirm {
+                bool_point(config, broken, &[&path[..], &["reject", "confirm", "point"]].concat(), &confirm.point, c);
+                if confirm.within.get().is_zero() {
+                    c.at(&[&path[..], &["reject", "confirm", "within"]].concat(), "confirmation window of zero", "use the time the gate sensor needs, e.g. 150ms");
+                }
+            }
+            if let Some(other) = gate_owner.insert(reject.output.as_str(), name.as_str()) {
+                c.at(
+                    &[&path[..], &["reject", "output"]].concat(),
+                    format!("output `{}` is already the reject gate of task `{other}`", reject.output),
+                    "give each task its own gate output",
+                );
+            }
+            if stack_outputs(config).contains(&reject.output.as_str()) {
+                c.at(
+                    &[&path[..], &["reject", "output"]].concat(),
+                    format!("output `{}` is also a stack light", reject.output),
+                    "a gate output must have one owner; use another output for the light",
+                );
+            }
+        }
+        let triggered = config.cameras.get(&task.camera).map(|cam| cam.mode == CameraMode::Triggered);
+        match (&task.trigger, triggered) {
+            (Some(t), _) => {
+                let tp = [&path[..], &["trigger", "point"]].concat();
+                match config.modbus.points.get(&t.point) {
+                    Some(p) => {
+                        let ty = p.value_type();
+                        let fits = match t.on {
+                            TriggerOn::RisingEdge | TriggerOn::FallingEdge => ty == PointType::Bool,
+                            TriggerOn::Increment => ty.is_integer(),
+                        };
+                        if !fits {
+                            c.at(
+                                &tp,
+                                format!("trigger `{:?}` cannot use point `{}` of type {ty:?}", t.on, t.point),
+                                "use a bool point with rising-edge/falling-edge, or an integer counter with `on: increment`",
+                            );
+                        }
+                    }
+                    None => unknown_point(config, broken, &tp, &t.point, c),
+                }
+                if triggered == Some(false) {
+                    c.at(
+                        &[&path[..], &["trigger"]].concat(),
+                        format!("task `{name}` has a trigger but camera `{}` is not `mode: triggered`", task.camera),
+                        "set the camera's `mode: triggered`, so frames are taken for triggered parts only",
+                    );
+                }
+            }
+            (None, Some(true)) => c.at(
+                &[&path[..], &["camera"]].concat(),
+                format!("camera `{}` is `mode: triggered` but task `{name}` has no `trigger`", task.camera),
+                "add `trigger: { point: <photo-eye point> }`, or change the camera's mode",
+            ),
+            _ => {}
+        }
+        if let Some(block) = &task.handshake {
+            if !config.modbus.result_blocks.contains_key(block) && !broken.result_blocks.contains(block) {
+                let known: Vec<&str> = config.modbus.result_blocks.keys().map(String::as_str).collect();
+                c.at(
+                    &[&path[..], &["handshake"]].concat(),
+                    format!("task `{name}` names result block `{block}`, which is not in modbus.result_blocks"),
+                    hint_known(block, &known, "modbus.result_blocks"),
+                );
+            }
+            if let Some(other) = block_owner.insert(block.as_str(), name.as_str()) {
+                c.at(
+                    &[&path[..], &["handshake"]].concat(),
+                    format!("result block `{block}` is already used by task `{other}`"),
+                    "give each task its own result block",
                 );
             }
         }
@@ -373,6 +671,77 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
     }
     if config.tasks.is_empty() && broken.tasks.is_empty() {
         c.at(&["tasks"], "no task is configured", "add a task that binds a camera and a model");
+    }
+}
+
+fn line(config: &Config, broken: &Broken, c: &mut Collector) {
+    if let Some(running) = &config.line.running {
+        bool_point(config, broken, &["line", "running"], running, c);
+    }
+    if let Some(enc) = &config.line.encoder {
+        match config.modbus.points.get(enc) {
+            Some(p) if !matches!(p.value_type(), PointType::U16 | PointType::U32) || p.scale.is_some() || p.offset.is_some() => c.at(
+                &["line", "encoder"],
+                format!("encoder point `{enc}` must be a raw u16 or u32 counter"),
+                "read the encoder register as `type: u32` (or u16) without scale or offset; wrap-around is handled",
+            ),
+            Some(_) => {}
+            None => unknown_point(config, broken, &["line", "encoder"], enc, c),
+        }
+    }
+}
+
+fn stack_outputs(config: &Config) -> Vec<&str> {
+    let s = &config.stack_light;
+    [s.running.as_deref(), s.ng_rate.as_ref().map(|n| n.output.as_str()), s.fault.as_deref()].into_iter().flatten().collect()
+}
+
+fn stack_light(config: &Config, broken: &Broken, c: &mut Collector) {
+    let s = &config.stack_light;
+    let entries = [
+        (vec!["stack_light", "running"], s.running.as_deref()),
+        (vec!["stack_light", "ng_rate", "output"], s.ng_rate.as_ref().map(|n| n.output.as_str())),
+        (vec!["stack_light", "fault"], s.fault.as_deref()),
+    ];
+    let mut seen = Vec::new();
+    for (path, out) in entries {
+        let Some(out) = out else { continue };
+        if !config.modbus.outputs.contains_key(out) && !broken.outputs.contains(out) {
+            let known: Vec<&str> = config.modbus.outputs.keys().map(String::as_str).collect();
+            c.at(&path, format!("stack light names output `{out}`, which is not in modbus.outputs"), hint_known(out, &known, "modbus.outputs"));
+        }
+        if seen.contains(&out) {
+            c.at(&path, format!("output `{out}` shows two stack-light states"), "give each state its own lamp");
+        }
+        seen.push(out);
+    }
+    if let Some(n) = &s.ng_rate {
+        if !(0.0..=1.0).contains(&n.above) || n.above.is_nan() {
+            c.at(&["stack_light", "ng_rate", "above"], format!("{} is outside 0..1", n.above), "give the share of rejected parts, e.g. 0.05 for 5%");
+        }
+        if n.window == 0 || n.window > 100_000 {
+            c.at(&["stack_light", "ng_rate", "window"], format!("window {} is out of range", n.window), "use 1 to 100000 parts");
+        }
+    }
+}
+
+fn unknown_point(config: &Config, broken: &Broken, path: &[&str], point: &str, c: &mut Collector) {
+    if broken.points.contains(point) {
+        return;
+    }
+    let known: Vec<&str> = config.modbus.points.keys().map(String::as_str).collect();
+    c.at(path, format!("point `{point}` is not in modbus.points"), hint_known(point, &known, "modbus.points"));
+}
+
+fn bool_point(config: &Config, broken: &Broken, path: &[&str], point: &str, c: &mut Collector) {
+    match config.modbus.points.get(point) {
+        Some(p) if p.value_type() != PointType::Bool => c.at(
+            path,
+            format!("point `{point}` is {:?}, and an on/off signal is needed", p.value_type()),
+            "use a coil, a discrete input, or a register bit (`type: bool`, `bit:`)",
+        ),
+        Some(_) => {}
+        None => unknown_point(config, broken, path, point, c),
     }
 }
 

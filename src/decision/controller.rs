@@ -17,7 +17,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::reject::{Gate, RejectOutcome};
+use std::collections::HashMap;
+
+use tokio::sync::{oneshot, watch};
+
+use super::reject::{Arrival, Gate, GateOutcome};
+use super::Verdict;
+use crate::line::encoder::Position;
 use super::{Judgement, PartEvent, PartInfo};
 use crate::telemetry::mqtt::Mqtt;
 use crate::telemetry::rfc3339;
@@ -36,13 +42,40 @@ pub struct Controller {
     pub model_label: String,
     /// Every finished part's result document, for in-process observers.
     pub observer: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
+    /// The result block the PLC reads verdicts from, if any.
+    pub handshake: Option<tokio::sync::mpsc::UnboundedSender<(u64, Verdict)>>,
+    /// The recent reject share the stack light shows.
+    pub reject_window: Option<Arc<crate::line::health::RejectWindow>>,
 }
 
 pub struct RejectPlan {
     pub gate: Gate,
     pub output: String,
-    pub delay: Duration,
-    pub pulse: Duration,
+    pub at: GateDistance,
+    /// The line's position, for `GateDistance::Counts`.
+    pub encoder: Option<watch::Receiver<Option<Position>>>,
+}
+
+/// How far downstream of the camera (or trigger) the gate is.
+#[derive(Debug, Clone, Copy)]
+pub enum GateDistance {
+    Delay(Duration),
+    Counts(u64),
+}
+
+impl RejectPlan {
+    /// When a part announced at `announced` reaches the gate.
+    fn arrival(&self, announced: Instant) -> Arrival {
+        match self.at {
+            GateDistance::Delay(d) => Arrival::Time(announced + d),
+            GateDistance::Counts(n) => {
+                // The encoder is read every few ms: place the part where the
+                // line was at the moment it was announced, from the speed.
+                let here = self.encoder.as_ref().and_then(|e| *e.borrow()).map(|p| p.at_time(announced).round() as i64);
+                Arrival::Counts(here.unwrap_or(0) + n as i64)
+            }
+        }
+    }
 }
 
 impl Controller {
@@ -53,6 +86,8 @@ impl Controller {
         let mut pending: BTreeMap<u64, PartInfo> = BTreeMap::new();
         let mut deadlines: BTreeMap<(Instant, u64), ()> = BTreeMap::new();
         let mut in_flight = JoinSet::new();
+        // What the gate did with each part: filled in when the part reaches it.
+        let mut at_gate: HashMap<u64, oneshot::Receiver<GateOutcome>> = HashMap::new();
         loop {
             let next_deadline = deadlines.keys().next().map(|k| k.0);
             tokio::select! {
@@ -60,6 +95,9 @@ impl Controller {
                     Some(PartEvent::Captured(p)) => {
                         let due = Instant::from_std(p.captured) + this.inference_timeout;
                         deadlines.insert((due, p.part_id), ());
+                        if let Some(plan) = &this.reject {
+                            at_gate.insert(p.part_id, plan.gate.enter(p.part_id, plan.arrival(Instant::from_std(p.captured))));
+                        }
                         pending.insert(p.part_id, p);
                     }
                     Some(PartEvent::Judged(j)) => {
@@ -74,13 +112,13 @@ impl Controller {
                             tracing::warn!(task = %this.task, part = j.part.part_id, "verdict came after its part was given ERROR; ignored");
                             continue;
                         }
-                        this.finish(j, &mut in_flight).await;
+                        this.finish(j, &mut in_flight, &mut at_gate).await;
                     }
                     Some(PartEvent::Unjudged(p, why)) => {
                         if pending.remove(&p.part_id).is_some() {
                             deadlines.remove(&(Instant::from_std(p.captured) + this.inference_timeout, p.part_id));
                         }
-                        this.finish(Judgement::error(p, why), &mut in_flight).await;
+                        this.finish(Judgement::error(p, why), &mut in_flight, &mut at_gate).await;
                     }
                     None => break,
                 },
@@ -95,7 +133,7 @@ impl Controller {
                         if let Some(p) = pending.remove(&id) {
                             let why = format!("no verdict within the inference timeout ({} ms)", this.inference_timeout.as_millis());
                             tracing::error!(task = %this.task, part = id, "{why}; part gets ERROR");
-                            this.finish(Judgement::error(p, why), &mut in_flight).await;
+                            this.finish(Judgement::error(p, why), &mut in_flight, &mut at_gate).await;
                         }
                     }
                 }
@@ -104,13 +142,22 @@ impl Controller {
             while in_flight.try_join_next().is_some() {}
         }
         for (_, p) in std::mem::take(&mut pending) {
-            this.finish(Judgement::error(p, "pipeline stopped before the part was judged".into()), &mut in_flight)
-                .await;
+            this.finish(
+                Judgement::error(p, "pipeline stopped before the part was judged".into()),
+                &mut in_flight,
+                &mut at_gate,
+            )
+            .await;
         }
         while in_flight.join_next().await.is_some() {}
     }
 
-    async fn finish(self: &Arc<Self>, j: Judgement, in_flight: &mut JoinSet<()>) {
+    async fn finish(
+        self: &Arc<Self>,
+        j: Judgement,
+        in_flight: &mut JoinSet<()>,
+        at_gate: &mut HashMap<u64, oneshot::Receiver<GateOutcome>>,
+    ) {
         let decided = Instant::now();
         let captured = Instant::from_std(j.part.captured);
         let to_decision = decided.saturating_duration_since(captured);
@@ -120,37 +167,69 @@ impl Controller {
             self.stats.inference_ms.record(j.inference_ms);
         }
         self.stats.capture_to_decision_ms.record(ms(to_decision));
+        if let Some(w) = &self.reject_window {
+            w.record(j.verdict.rejects());
+        }
+        if let Some(h) = &self.handshake {
+            let _ = h.send((j.part.part_id, j.verdict));
+        }
         let mut doc = self.result_doc(&j, to_decision);
-        match (&self.reject, j.verdict.rejects()) {
-            (Some(plan), true) => {
-                let fire_at = captured + plan.delay;
-                let rx = plan.gate.schedule(j.part.part_id, fire_at, plan.pulse).await;
-                let this = self.clone();
-                let output = plan.output.clone();
-                in_flight.spawn(async move {
-                    let outcome = rx.await.unwrap_or(RejectOutcome::Failed("reject gate task has stopped".into()));
-                    let reject = match outcome {
-                        RejectOutcome::Fired { acked_at, late } => {
-                            this.stats.rejects_fired.fetch_add(1, Ordering::Relaxed);
-                            let ack = acked_at.saturating_duration_since(captured);
-                            this.stats.capture_to_reject_ack_ms.record(ms(ack));
-                            doc["timings_ms"]["capture_to_reject_ack"] = json!(round3(ms(ack)));
-                            json!({"output": output, "status": "fired", "late_ms": round3(ms(late))})
-                        }
-                        RejectOutcome::Failed(e) => {
-                            this.stats.rejects_failed.fetch_add(1, Ordering::Relaxed);
-                            json!({"output": output, "status": "failed", "error": e})
-                        }
-                    };
-                    doc["reject"] = reject;
-                    this.emit(doc);
-                });
+        let Some(plan) = &self.reject else {
+            if j.verdict.rejects() {
+                doc["reject"] = json!({"status": "not-configured"});
             }
-            _ => {
-                if j.verdict.rejects() {
-                    doc["reject"] = json!({"status": "not-configured"});
-                }
-                self.emit(doc);
+            self.emit(doc);
+            return;
+        };
+        let id = j.part.part_id;
+        let rejects = j.verdict.rejects();
+        // Part frames entered the gate at capture; a free-running frame
+        // enters now, and only if it must be thrown out.
+        let outcome = match at_gate.remove(&id) {
+            Some(rx) => Some(rx),
+            None if rejects => Some(plan.gate.enter(id, plan.arrival(captured))),
+            None => None,
+        };
+        plan.gate.verdict(id, rejects);
+        let Some(mut rx) = outcome else {
+            self.emit(doc); // a good free-running frame: nothing entered the gate
+            return;
+        };
+        if !rejects {
+            // A good part: report now, the gate has nothing to do for it...
+            // unless it already went by without its verdict.
+            if let Ok(o) = rx.try_recv() {
+                doc["reject"] = self.outcome_json(o, captured, &plan.output, &mut doc);
+            }
+            self.emit(doc);
+            return;
+        }
+        let this = self.clone();
+        let output = plan.output.clone();
+        in_flight.spawn(async move {
+            let outcome = (&mut rx).await.unwrap_or(GateOutcome::Failed("reject gate task has stopped".into()));
+            doc["reject"] = this.outcome_json(outcome, captured, &output, &mut doc);
+            this.emit(doc);
+        });
+    }
+
+    /// The `reject` member of a result, and the figures the outcome feeds.
+    fn outcome_json(&self, outcome: GateOutcome, captured: Instant, output: &str, doc: &mut Value) -> Value {
+        match outcome {
+            GateOutcome::Fired { acked_at, late, deadline_miss } => {
+                self.stats.rejects_fired.fetch_add(1, Ordering::Relaxed);
+                let ack = acked_at.saturating_duration_since(captured);
+                self.stats.capture_to_reject_ack_ms.record(ms(ack));
+                doc["timings_ms"]["capture_to_reject_ack"] = json!(round3(ms(ack)));
+                json!({"output": output, "status": "fired", "late_ms": round3(ms(late)), "deadline_miss": deadline_miss})
+            }
+            GateOutcome::PassedUninspected => {
+                json!({"output": output, "status": "passed-uninspected", "deadline_miss": true})
+            }
+            GateOutcome::Passed => json!({"output": output, "status": "passed"}),
+            GateOutcome::Failed(e) => {
+                self.stats.rejects_failed.fetch_add(1, Ordering::Relaxed);
+                json!({"output": output, "status": "failed", "error": e})
             }
         }
     }
@@ -239,10 +318,14 @@ tasks: {}
         let cfg: config::Config = config::yaml::from_node(&config::yaml::parse(yaml).unwrap()).unwrap();
         let rec = Recorder::default();
         let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&cfg, move |_, _| rec2.clone());
-        let (gate, _task) = Gate::start(outputs.get("gate").unwrap().clone());
-        let (obs, rx) = mpsc::unbounded_channel();
+        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
         let stats = Arc::new(TaskStats::default());
+        let (gate, _task) = Gate::start(
+            outputs.get("gate").unwrap().clone(),
+            super::super::reject::GateSettings::timed(Duration::from_millis(10)),
+            stats.clone(),
+        );
+        let (obs, rx) = mpsc::unbounded_channel();
         let c = Controller {
             task: "t".into(),
             classes: vec!["good".to_string(), "bad".to_string()].into(),
@@ -251,9 +334,11 @@ tasks: {}
             reject: Some(RejectPlan {
                 gate,
                 output: "gate".into(),
-                delay: Duration::from_millis(100),
-                pulse: Duration::from_millis(10),
+                at: GateDistance::Delay(Duration::from_millis(100)),
+                encoder: None,
             }),
+            handshake: None,
+            reject_window: None,
             mqtt: None,
             stats: stats.clone(),
             model_label: "m@1".into(),
@@ -282,7 +367,7 @@ tasks: {}
         assert!(second["error"].as_str().unwrap().contains("inference timeout"));
         assert_eq!(second["reject"]["status"], "fired");
         // The gate fired at capture + delay, not at the moment of the timeout.
-        let writes = rec.writes.lock().unwrap().clone();
+        let writes = rec.coil_writes();
         assert_eq!(writes[0].0 - t0, Duration::from_millis(100));
         assert!(writes[0].2);
         // The verdict that finally comes is ignored and counted.
@@ -307,6 +392,6 @@ tasks: {}
         assert_eq!(doc["verdict"], "ERROR");
         run.await.unwrap();
         assert!(results.recv().await.is_none(), "one result per part, no second one from the deadline");
-        assert_eq!(rec.writes.lock().unwrap().iter().filter(|w| w.2).count(), 1);
+        assert_eq!(rec.coil_writes().iter().filter(|w| w.2).count(), 1);
     }
 }

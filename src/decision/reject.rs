@@ -1,130 +1,410 @@
-//! The reject gate: pulses timed to each part's arrival at the gate.
+//! The reject gate: a shift register of the parts between camera and gate.
 //!
-//! One task owns one gate output. Requests carry the time the part reaches
-//! the gate (capture time plus the configured delay) and are kept in time
-//! order, so many parts can be between camera and gate at once. Pulses that
-//! overlap merge: the output stays on until the last one ends, instead of
-//! switching off under a part that must be thrown out.
+//! One task owns one gate output. Every part enters the register when it is
+//! announced (trigger or capture), with its arrival at the gate as a time
+//! (`delay` after the trigger) or an encoder count (`distance` after the
+//! trigger). Its verdict follows when inference has judged it. When a part
+//! arrives:
+//! - NG or ERROR: the gate fires (on, `pulse`, off);
+//! - OK: nothing;
+//! - no verdict yet: a deadline miss, counted, and the configured action
+//!   (reject by default: nothing passes uninspected).
+//!
+//! Overlapping pulses merge: the output stays on until the last one ends,
+//! instead of switching off under a part that must be thrown out. While the
+//! line stands (the line-running input is off), time-scheduled parts freeze
+//! and resume with it; count-scheduled parts follow the encoder anyway.
+//!
+//! Timing: tokio's timer has a 1 ms resolution, which alone would put the
+//! p99 firing error above 1 ms. With `precise`, the task sleeps until shortly
+//! before the arrival and then spins on the clock for the rest (a fraction of
+//! a millisecond of CPU per part); tests on tokio's paused clock turn it off.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
+use crate::config::MissAction;
+use crate::line::encoder::Position;
+use crate::modbus::points::{Quality, Sample};
 use crate::modbus::OutputHandle;
+use crate::telemetry::stats::TaskStats;
 
-pub struct RejectRequest {
-    pub part_id: u64,
-    /// When the part reaches the gate.
-    pub fire_at: Instant,
-    pub pulse: Duration,
-    pub reply: oneshot::Sender<RejectOutcome>,
+/// Where a part reaches the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// At this time (while the line runs).
+    Time(Instant),
+    /// When the encoder reaches this position.
+    Counts(i64),
 }
 
-#[derive(Debug, Clone)]
-pub enum RejectOutcome {
-    /// The device acknowledged the "on" write at `acked_at`; `late` is how far
-    /// after the scheduled time the write was sent (zero when on time).
-    Fired { acked_at: Instant, late: Duration },
-    /// The "on" write failed: the part may have passed the gate.
+/// What happened to a part at the gate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateOutcome {
+    /// Thrown out: the device acknowledged the "on" write at `acked_at`,
+    /// `late` after the part's arrival. `deadline_miss`: its verdict was not
+    /// ready at the gate, and it was thrown out for that.
+    Fired { acked_at: Instant, late: Duration, deadline_miss: bool },
+    /// A good part went by.
+    Passed,
+    /// Its verdict was not ready and the configured action is to pass it.
+    PassedUninspected,
+    /// The "on" write failed, or the gate stopped first: the part may have passed.
     Failed(String),
+}
+
+/// How a gate behaves.
+pub struct GateSettings {
+    pub pulse: Duration,
+    pub on_deadline_miss: MissAction,
+    /// Spin for the last stretch before an arrival (see the module docs).
+    pub precise: bool,
+    /// The line's position, for count arrivals.
+    pub encoder: Option<watch::Receiver<Option<Position>>>,
+    /// The line-running input.
+    pub running: Option<watch::Receiver<Sample>>,
+    /// A sensor that must confirm each pulse within the window.
+    pub confirm: Option<(watch::Receiver<Sample>, Duration)>,
+}
+
+impl GateSettings {
+    pub fn timed(pulse: Duration) -> Self {
+        GateSettings {
+            pulse,
+            on_deadline_miss: MissAction::Reject,
+            precise: false,
+            encoder: None,
+            running: None,
+            confirm: None,
+        }
+    }
+}
+
+enum Cmd {
+    Enter { part_id: u64, arrival: Arrival, reply: oneshot::Sender<GateOutcome> },
+    Verdict { part_id: u64, reject: bool },
 }
 
 /// A handle to send parts to the gate task.
 #[derive(Clone)]
 pub struct Gate {
-    tx: mpsc::Sender<RejectRequest>,
+    tx: mpsc::UnboundedSender<Cmd>,
 }
 
 impl Gate {
-    /// Start the task that owns `output`. It ends when every `Gate` is dropped
-    /// and every pending pulse has been written and switched off.
-    pub fn start(output: OutputHandle) -> (Gate, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(1024);
-        let task = tokio::spawn(run(output, rx));
+    /// Start the task that owns `output`. It ends when every `Gate` is
+    /// dropped and every part that can still arrive has arrived.
+    pub fn start(output: OutputHandle, settings: GateSettings, stats: Arc<TaskStats>) -> (Gate, tokio::task::JoinHandle<()>) {
+        // Unbounded: the controller must never wait on the gate; the number
+        // of parts between camera and gate bounds it in practice.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(output, settings, stats, rx));
         (Gate { tx }, task)
     }
 
-    /// Schedule a pulse; the receiver yields the outcome once the "on" write is answered.
-    pub async fn schedule(&self, part_id: u64, fire_at: Instant, pulse: Duration) -> oneshot::Receiver<RejectOutcome> {
+    /// A part entered the register; the receiver yields what happened to it at the gate.
+    pub fn enter(&self, part_id: u64, arrival: Arrival) -> oneshot::Receiver<GateOutcome> {
         let (reply, rx) = oneshot::channel();
-        let req = RejectRequest { part_id, fire_at, pulse, reply };
-        if let Err(mpsc::error::SendError(req)) = self.tx.send(req).await {
-            let _ = req.reply.send(RejectOutcome::Failed("reject gate task has stopped".into()));
+        if let Err(mpsc::error::SendError(Cmd::Enter { reply, .. })) =
+            self.tx.send(Cmd::Enter { part_id, arrival, reply })
+        {
+            let _ = reply.send(GateOutcome::Failed("reject gate task has stopped".into()));
         }
         rx
     }
+
+    /// The part's verdict: whether it must be thrown out.
+    pub fn verdict(&self, part_id: u64, reject: bool) {
+        let _ = self.tx.send(Cmd::Verdict { part_id, reject });
+    }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Time(Instant),
+    /// Time left when the line stopped.
+    Frozen(Duration),
+    Counts(i64),
+}
+
+struct Entry {
+    slot: Slot,
+    /// Order of entry, to keep parts in line order when arrivals tie.
+    seq: u64,
+    verdict: Option<bool>,
+    reply: oneshot::Sender<GateOutcome>,
+}
+
+/// How long before an arrival the precise wait starts spinning.
+const SPIN_AHEAD: Duration = Duration::from_micros(1_500);
 const OFF_RETRY_MIN: Duration = Duration::from_millis(50);
 
-async fn run(output: OutputHandle, mut rx: mpsc::Receiver<RejectRequest>) {
-    // Keyed by (time, arrival order) so equal times keep their order.
-    let mut pending: BTreeMap<(Instant, u64), RejectRequest> = BTreeMap::new();
-    let mut order = 0u64;
-    let mut off_at: Option<Instant> = None;
+struct State {
+    output: OutputHandle,
+    s: GateSettings,
+    stats: Arc<TaskStats>,
+    parts: HashMap<u64, Entry>,
+    seq: u64,
+    position: Option<Position>,
+    running: bool,
+    off_at: Option<Instant>,
+    off_retry: Duration,
+    /// (pulse start, confirmation deadline) of pulses not yet confirmed.
+    confirms: Vec<(Instant, Instant)>,
+    /// Parts that went by without a verdict, so the late verdict is recognised.
+    missed: std::collections::VecDeque<u64>,
+    /// Last state of the confirmation sensor.
+    confirm_on: bool,
+}
+
+async fn run(output: OutputHandle, settings: GateSettings, stats: Arc<TaskStats>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut encoder = settings.encoder.clone();
+    let mut running_rx = settings.running.clone();
+    let mut confirm_rx = settings.confirm.as_ref().map(|c| c.0.clone());
+    let mut st = State {
+        output,
+        position: encoder.as_ref().and_then(|e| *e.borrow()),
+        running: running_rx.as_ref().map(|r| line_running(&r.borrow())).unwrap_or(true),
+        s: settings,
+        stats,
+        parts: HashMap::new(),
+        seq: 0,
+        off_at: None,
+        off_retry: OFF_RETRY_MIN,
+        confirms: Vec::new(),
+        missed: std::collections::VecDeque::new(),
+        confirm_on: confirm_rx.as_ref().is_some_and(|r| r.borrow().as_bool() == Some(true)),
+    };
     let mut open = true;
-    let mut off_retry = OFF_RETRY_MIN;
     loop {
-        let next_fire = pending.keys().next().map(|k| k.0);
-        let next = match (next_fire, off_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        if !open && next.is_none() {
-            break;
+        let now = Instant::now();
+        st.process(now).await;
+        if !open && st.off_at.is_none() && st.confirms.is_empty() && !st.parts.values().any(|e| matches!(e.slot, Slot::Time(_))) {
+            // Nothing more can arrive by time; parts waiting for an encoder
+            // that no longer moves will not arrive before the stop.
+            for (id, e) in st.parts.drain() {
+                tracing::warn!(output = %st.output.name, part = id, "stopping before the part reached the gate");
+                let _ = e.reply.send(GateOutcome::Failed("linesight stopped before the part reached the gate".into()));
+            }
+            return;
         }
+        let next = st.next_event();
+        let wake = match next {
+            Some(t) if st.s.precise => Some(t.checked_sub(SPIN_AHEAD).unwrap_or(t)),
+            other => other,
+        };
         tokio::select! {
             biased;
-            req = rx.recv(), if open => match req {
-                Some(req) => {
-                    order += 1;
-                    pending.insert((req.fire_at, order), req);
-                }
+            cmd = rx.recv(), if open => match cmd {
+                Some(Cmd::Enter { part_id, arrival, reply }) => st.enter(part_id, arrival, reply),
+                Some(Cmd::Verdict { part_id, reject }) => st.verdict(part_id, reject),
                 None => open = false,
             },
-            _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                let now = Instant::now();
-                // Fire everything due, then decide about "off".
-                while let Some(entry) = pending.first_entry() {
-                    if entry.key().0 > now {
-                        break;
+            _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {
+                if let Some(t) = next {
+                    if st.s.precise {
+                        spin_until(t).await;
                     }
-                    let req = entry.remove();
-                    let late = Instant::now().saturating_duration_since(req.fire_at);
-                    let outcome = match output.set(true).await {
-                        Ok(()) => RejectOutcome::Fired { acked_at: Instant::now(), late },
-                        Err(e) => {
-                            tracing::error!(output = %output.name, part = req.part_id, error = %e, "reject could not be written: the part may have passed the gate");
-                            RejectOutcome::Failed(e.to_string())
-                        }
-                    };
-                    let end = req.fire_at.max(now) + req.pulse;
-                    off_at = Some(off_at.map_or(end, |o| o.max(end)));
-                    let _ = req.reply.send(outcome);
                 }
-                if let Some(t) = off_at {
-                    if t <= Instant::now() {
-                        off_at = None;
-                        match output.set(false).await {
-                            Ok(()) => off_retry = OFF_RETRY_MIN,
-                            // Once no more parts can come, the safe-state write at
-                            // stop takes over; until then keep trying, with backoff
-                            // (the link itself also backs off).
-                            Err(e) if open => {
-                                if off_retry == OFF_RETRY_MIN {
-                                    tracing::error!(output = %output.name, error = %e, "reject gate could not be switched off; retrying");
-                                }
-                                off_at = Some(Instant::now() + off_retry);
-                                off_retry = (off_retry * 2).min(Duration::from_secs(1));
-                            }
-                            Err(_) => {}
+            }
+            r = changed(&mut encoder) => match r {
+                Some(p) => st.position = p,
+                None => encoder = None,
+            },
+            r = changed(&mut running_rx) => match r {
+                Some(s) => st.set_running(line_running(&s)),
+                None => running_rx = None,
+            },
+            r = changed(&mut confirm_rx) => match r {
+                Some(s) => st.confirmed(&s),
+                None => confirm_rx = None,
+            },
+        }
+    }
+}
+
+/// The next value of an optional watch; None when its sender is gone. Pends
+/// forever without a receiver, so it can sit in a `select!`.
+async fn changed<T: Clone>(rx: &mut Option<watch::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(r.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the line runs, from the running input. A bad or missing reading
+/// keeps nothing frozen: better to fire on time than to hold parts forever.
+fn line_running(s: &Sample) -> bool {
+    s.quality != Quality::Good || s.as_bool().unwrap_or(true)
+}
+
+/// Wait for `t` on the clock itself, yielding to other tasks while more
+/// than a little is left.
+async fn spin_until(t: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= t {
+            return;
+        }
+        if t - now > Duration::from_micros(200) {
+            tokio::task::yield_now().await;
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl State {
+    fn enter(&mut self, part_id: u64, arrival: Arrival, reply: oneshot::Sender<GateOutcome>) {
+        self.seq += 1;
+        let slot = match arrival {
+            Arrival::Time(t) if self.running => Slot::Time(t),
+            Arrival::Time(t) => Slot::Frozen(t.saturating_duration_since(Instant::now())),
+            Arrival::Counts(c) => Slot::Counts(c),
+        };
+        self.parts.insert(part_id, Entry { slot, seq: self.seq, verdict: None, reply });
+    }
+
+    fn verdict(&mut self, part_id: u64, reject: bool) {
+        match self.parts.get_mut(&part_id) {
+            Some(e) => e.verdict = Some(reject),
+            None => {
+                if let Some(i) = self.missed.iter().position(|&p| p == part_id) {
+                    self.missed.remove(i);
+                    tracing::warn!(output = %self.output.name, part = part_id, reject, "verdict came after the part passed the gate");
+                } else {
+                    tracing::warn!(output = %self.output.name, part = part_id, "verdict for a part the gate does not know");
+                }
+            }
+        }
+    }
+
+    fn set_running(&mut self, running: bool) {
+        if running == self.running {
+            return;
+        }
+        self.running = running;
+        let now = Instant::now();
+        for e in self.parts.values_mut() {
+            e.slot = match e.slot {
+                Slot::Time(t) if !running => Slot::Frozen(t.saturating_duration_since(now)),
+                Slot::Frozen(left) if running => Slot::Time(now + left),
+                other => other,
+            };
+        }
+        tracing::info!(output = %self.output.name, running, "line {}: time-scheduled rejects {}", if running { "runs" } else { "stopped" }, if running { "resume" } else { "freeze" });
+    }
+
+    /// A rising edge of the confirmation sensor confirms the pulses started
+    /// before it was read. An edge, not a level: a sensor stuck on must not
+    /// confirm every pulse.
+    fn confirmed(&mut self, s: &Sample) {
+        if s.quality != Quality::Good {
+            return;
+        }
+        let on = s.as_bool() == Some(true);
+        if on && !self.confirm_on {
+            if let Some(read_at) = s.read_at {
+                self.confirms.retain(|(started, _)| *started > read_at);
+            }
+        }
+        self.confirm_on = on;
+    }
+
+    /// When the part is due at the gate, if that can be known now.
+    fn due(&self, slot: Slot) -> Option<Instant> {
+        match slot {
+            Slot::Time(t) => Some(t),
+            Slot::Frozen(_) => None,
+            Slot::Counts(c) => self.position.and_then(|p| p.eta(c)),
+        }
+    }
+
+    fn next_event(&self) -> Option<Instant> {
+        let parts = self.parts.values().filter_map(|e| self.due(e.slot));
+        let confirms = self.confirms.iter().map(|c| c.1);
+        parts.chain(self.off_at).chain(confirms).min()
+    }
+
+    async fn process(&mut self, now: Instant) {
+        let mut arrived: Vec<(Instant, u64, u64)> = self
+            .parts
+            .iter()
+            .filter_map(|(id, e)| self.due(e.slot).filter(|t| *t <= now).map(|t| (t, e.seq, *id)))
+            .collect();
+        arrived.sort();
+        for (due, _, id) in arrived {
+            let e = self.parts.remove(&id).expect("listed above");
+            self.arrive(id, e, due).await;
+        }
+        let now = Instant::now();
+        let before = self.confirms.len();
+        self.confirms.retain(|c| c.1 > now);
+        let missing = before - self.confirms.len();
+        if missing > 0 {
+            self.stats.confirm_missing.fetch_add(missing as u64, Ordering::Relaxed);
+            tracing::error!(output = %self.output.name, pulses = missing, "ALARM: the reject gate did not confirm a pulse; check the gate and its sensor");
+        }
+        if let Some(t) = self.off_at {
+            if t <= now {
+                self.off_at = None;
+                match self.output.set(false).await {
+                    Ok(()) => self.off_retry = OFF_RETRY_MIN,
+                    Err(e) => {
+                        // Keep trying, with backoff (the link backs off too);
+                        // at stop the safe-state write takes over.
+                        if self.off_retry == OFF_RETRY_MIN {
+                            tracing::error!(output = %self.output.name, error = %e, "reject gate could not be switched off; retrying");
                         }
+                        self.off_at = Some(Instant::now() + self.off_retry);
+                        self.off_retry = (self.off_retry * 2).min(Duration::from_secs(1));
                     }
                 }
             }
         }
+    }
+
+    async fn arrive(&mut self, part_id: u64, e: Entry, due: Instant) {
+        let (fire, miss) = match e.verdict {
+            Some(reject) => (reject, false),
+            None => {
+                self.stats.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                self.missed.push_back(part_id);
+                if self.missed.len() > 1024 {
+                    self.missed.pop_front();
+                }
+                let fire = self.s.on_deadline_miss == MissAction::Reject;
+                tracing::error!(output = %self.output.name, part = part_id, action = if fire { "reject" } else { "pass" }, "deadline miss: no verdict when the part reached the gate");
+                (fire, true)
+            }
+        };
+        if !fire {
+            let _ = e.reply.send(if miss { GateOutcome::PassedUninspected } else { GateOutcome::Passed });
+            return;
+        }
+        let late = Instant::now().saturating_duration_since(due);
+        let outcome = match self.output.set(true).await {
+            Ok(()) => GateOutcome::Fired { acked_at: Instant::now(), late, deadline_miss: miss },
+            Err(err) => {
+                tracing::error!(output = %self.output.name, part = part_id, error = %err, "reject could not be written: the part may have passed the gate");
+                GateOutcome::Failed(err.to_string())
+            }
+        };
+        let start = due + late;
+        let end = start + self.s.pulse;
+        self.off_at = Some(self.off_at.map_or(end, |o| o.max(end)));
+        if let Some((_, within)) = &self.s.confirm {
+            self.confirms.push((start, start + *within));
+        }
+        let _ = e.reply.send(outcome);
     }
 }
 
@@ -134,6 +414,7 @@ mod tests {
     use crate::config::{self, Config};
     use crate::modbus::outputs::testing::Recorder;
     use crate::modbus::Outputs;
+    use std::time::SystemTime;
 
     fn config() -> Config {
         let yaml = r#"
@@ -150,39 +431,144 @@ tasks: {}
         config::yaml::from_node(&root).unwrap()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn pulses_fire_at_their_time_and_overlaps_merge() {
+    fn setup(settings: GateSettings) -> (Recorder, Gate, tokio::task::JoinHandle<()>, Arc<TaskStats>) {
         let rec = Recorder::default();
         let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&config(), move |_, _| rec2.clone());
-        let (gate, task) = Gate::start(outputs.get("gate").unwrap().clone());
+        let outputs = Outputs::start_with(&config(), move |_, _, _| rec2.clone());
+        let stats = Arc::new(TaskStats::default());
+        let (gate, task) = Gate::start(outputs.get("gate").unwrap().clone(), settings, stats.clone());
+        (rec, gate, task, stats)
+    }
+
+    fn ms_since(rec: &Recorder, t0: Instant) -> Vec<(u64, bool)> {
+        rec.coil_writes().iter().map(|(t, _, on)| ((*t - t0).as_millis() as u64, *on)).collect()
+    }
+
+    fn sample(v: crate::modbus::codec::Value, at: Instant) -> Sample {
+        Sample { value: Some(v), quality: Quality::Good, read_at: Some(at), read_wall: Some(SystemTime::now()), error: None, reads: 1 }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pulses_fire_at_arrival_and_overlaps_merge() {
+        let (rec, gate, task, _) = setup(GateSettings::timed(Duration::from_millis(80)));
         let t0 = Instant::now();
-        let a = gate.schedule(1, t0 + Duration::from_millis(300), Duration::from_millis(80)).await;
-        // Scheduled out of order: the gate must still fire part 2 first.
-        let b = gate.schedule(2, t0 + Duration::from_millis(200), Duration::from_millis(80)).await;
-        let c = gate.schedule(3, t0 + Duration::from_millis(340), Duration::from_millis(80)).await;
+        let ms = |n| Arrival::Time(t0 + Duration::from_millis(n));
+        // Entered out of order: the gate must still fire part 2 first.
+        let a = gate.enter(1, ms(300));
+        let b = gate.enter(2, ms(200));
+        let c = gate.enter(3, ms(340));
+        let ok = gate.enter(4, ms(250));
+        for id in [1, 2, 3] {
+            gate.verdict(id, true);
+        }
+        gate.verdict(4, false);
         for rx in [b, a, c] {
             match rx.await.unwrap() {
-                RejectOutcome::Fired { late, .. } => assert_eq!(late, Duration::ZERO),
-                RejectOutcome::Failed(e) => panic!("{e}"),
+                GateOutcome::Fired { late, deadline_miss, .. } => assert_eq!((late, deadline_miss), (Duration::ZERO, false)),
+                other => panic!("{other:?}"),
             }
         }
+        assert_eq!(ok.await.unwrap(), GateOutcome::Passed);
         drop(gate);
         task.await.unwrap();
-        let w: Vec<(u64, bool)> =
-            rec.writes.lock().unwrap().iter().map(|(t, _, on)| ((*t - t0).as_millis() as u64, *on)).collect();
         // on at 200, off at 280; on at 300 and 340 merge, off at 420.
-        assert_eq!(w, vec![(200, true), (280, false), (300, true), (340, true), (420, false)]);
+        assert_eq!(ms_since(&rec, t0), vec![(200, true), (280, false), (300, true), (340, true), (420, false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_without_a_verdict_at_the_gate_is_a_deadline_miss() {
+        let (rec, gate, task, stats) = setup(GateSettings::timed(Duration::from_millis(20)));
+        let t0 = Instant::now();
+        let rx = gate.enter(5, Arrival::Time(t0 + Duration::from_millis(100)));
+        match rx.await.unwrap() {
+            GateOutcome::Fired { deadline_miss, .. } => assert!(deadline_miss),
+            other => panic!("{other:?}"),
+        }
+        // The verdict that comes afterwards changes nothing.
+        gate.verdict(5, false);
+        drop(gate);
+        task.await.unwrap();
+        assert_eq!(stats.deadline_misses.load(Ordering::Relaxed), 1);
+        assert_eq!(ms_since(&rec, t0), vec![(100, true), (120, false)]);
+
+        let mut pass = GateSettings::timed(Duration::from_millis(20));
+        pass.on_deadline_miss = MissAction::Pass;
+        let (rec, gate, _task, _) = setup(pass);
+        let rx = gate.enter(6, Arrival::Time(Instant::now() + Duration::from_millis(10)));
+        assert_eq!(rx.await.unwrap(), GateOutcome::PassedUninspected);
+        assert!(rec.coil_writes().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_rejects_freeze_while_the_line_stands() {
+        let (run_tx, run_rx) = watch::channel(sample(crate::modbus::codec::Value::Bool(true), Instant::now()));
+        let mut s = GateSettings::timed(Duration::from_millis(10));
+        s.running = Some(run_rx);
+        let (rec, gate, task, _) = setup(s);
+        let t0 = Instant::now();
+        let rx = gate.enter(1, Arrival::Time(t0 + Duration::from_millis(100)));
+        gate.verdict(1, true);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        run_tx.send(sample(crate::modbus::codec::Value::Bool(false), Instant::now())).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(rec.coil_writes().is_empty(), "nothing fires while the line stands");
+        run_tx.send(sample(crate::modbus::codec::Value::Bool(true), Instant::now())).unwrap();
+        assert!(matches!(rx.await.unwrap(), GateOutcome::Fired { .. }));
+        drop(gate);
+        task.await.unwrap();
+        // 40 ms run + 500 ms stop + the remaining 60 ms.
+        assert_eq!(ms_since(&rec, t0), vec![(600, true), (610, false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn count_rejects_follow_the_encoder() {
+        let t0 = Instant::now();
+        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: t0, speed: 0.0 }));
+        let mut s = GateSettings::timed(Duration::from_millis(10));
+        s.encoder = Some(enc_rx);
+        let (rec, gate, task, _) = setup(s);
+        let rx = gate.enter(1, Arrival::Counts(1000));
+        gate.verdict(1, true);
+        // Standing line: nothing happens, however long.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rec.coil_writes().is_empty());
+        // Moving at 10,000 counts/s from 500 counts: due 50 ms after this reading.
+        let at = Instant::now();
+        enc_tx.send(Some(Position { counts: 500, at, speed: 10_000.0 })).unwrap();
+        assert!(matches!(rx.await.unwrap(), GateOutcome::Fired { .. }));
+        drop(gate);
+        task.await.unwrap();
+        assert_eq!(ms_since(&rec, t0), vec![(350, true), (360, false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_confirmation_raises_an_alarm() {
+        let (conf_tx, conf_rx) = watch::channel(sample(crate::modbus::codec::Value::Bool(false), Instant::now()));
+        let mut s = GateSettings::timed(Duration::from_millis(20));
+        s.confirm = Some((conf_rx, Duration::from_millis(50)));
+        let (_rec, gate, task, stats) = setup(s);
+        let t0 = Instant::now();
+        let first = gate.enter(1, Arrival::Time(t0 + Duration::from_millis(10)));
+        let second = gate.enter(2, Arrival::Time(t0 + Duration::from_millis(200)));
+        gate.verdict(1, true);
+        gate.verdict(2, true);
+        first.await.unwrap();
+        // The sensor sees the first pulse in time.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        conf_tx.send(sample(crate::modbus::codec::Value::Bool(true), Instant::now())).unwrap();
+        second.await.unwrap();
+        // ... but not the second.
+        drop(gate);
+        task.await.unwrap();
+        assert_eq!(stats.confirm_missing.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_write_is_reported_not_hidden() {
-        let rec = Recorder::default();
-        rec.fail.store(true, std::sync::atomic::Ordering::Relaxed);
-        let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&config(), move |_, _| rec2.clone());
-        let (gate, _task) = Gate::start(outputs.get("gate").unwrap().clone());
-        let rx = gate.schedule(9, Instant::now() + Duration::from_millis(10), Duration::from_millis(5)).await;
-        assert!(matches!(rx.await.unwrap(), RejectOutcome::Failed(_)));
+        let (rec, gate, _task, _) = setup(GateSettings::timed(Duration::from_millis(5)));
+        rec.fail.store(true, Ordering::Relaxed);
+        let rx = gate.enter(9, Arrival::Time(Instant::now() + Duration::from_millis(10)));
+        gate.verdict(9, true);
+        assert!(matches!(rx.await.unwrap(), GateOutcome::Failed(_)));
     }
 }

@@ -30,6 +30,8 @@ pub struct Worker {
     pub max_age: Duration,
     /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
     pub progress: Arc<AtomicU64>,
+    /// Frames judged by this worker alone (the fault supervisor watches it).
+    pub task_progress: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -46,6 +48,7 @@ impl Worker {
             };
             let judgement = self.judge(frame);
             self.progress.fetch_add(1, Ordering::Relaxed);
+            self.task_progress.fetch_add(1, Ordering::Relaxed);
             if self.events.send(PartEvent::Judged(judgement)).is_err() {
                 break;
             }

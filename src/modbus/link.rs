@@ -1,24 +1,29 @@
-//! One Modbus connection: the link trait and its TCP implementation.
+//! One Modbus connection: a TCP socket to one device, or a serial bus shared
+//! by the devices wired to it.
 //!
 //! tokio-modbus has no timeouts and no reconnect, and after a timeout the
-//! late reply stays in the stream and desynchronises every later call. So
-//! every request here has a timeout, and a timeout or transport error drops
-//! the connection; the next request reconnects, after a backoff.
+//! late reply stays in the stream and desynchronises every later call (a
+//! transaction-id mismatch on TCP, garbage on RTU). So every request here has
+//! a timeout, and a timeout or a transport/protocol error drops the
+//! connection; the next request reconnects, after a backoff.
 //! A Modbus exception is the device saying no (bad address, busy): it is
-//! reported as such and the connection is kept.
+//! reported as [`LinkError::Refused`] and the connection is kept.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::time::{timeout, Instant};
-use tokio_modbus::client::{Context, Writer};
-use tokio_modbus::Slave;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_modbus::client::{Client, Context};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::{Request, Response, Slave};
 
-/// Why a write did not happen.
+use crate::config::{Parity, RtuConfig};
+
+/// Why a request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
-    /// The device answered with a Modbus exception.
+    /// The device answered with a Modbus exception: it is there, and said no.
     #[error("device refused the request: {0}")]
     Refused(String),
     /// No answer within the timeout; the connection was dropped.
@@ -29,41 +34,102 @@ pub enum LinkError {
     Down(String),
 }
 
-/// A Modbus peer that can be written. Small on purpose: the real one talks
-/// TCP, the test double records.
+impl LinkError {
+    /// Whether the link itself failed (as opposed to the device refusing).
+    pub fn is_link_failure(&self) -> bool {
+        !matches!(self, LinkError::Refused(_))
+    }
+}
+
+/// A Modbus transport. Small on purpose: the real one talks TCP or RTU, the
+/// test double in `outputs::testing` records.
 pub trait ModbusLink: Send + 'static {
-    fn write_coil(&mut self, address: u16, on: bool) -> impl Future<Output = Result<(), LinkError>> + Send;
-    fn write_register(&mut self, address: u16, value: u16) -> impl Future<Output = Result<(), LinkError>> + Send;
+    /// Send one request to `unit` and wait at most `limit` for the answer.
+    fn call(
+        &mut self,
+        unit: u8,
+        request: Request<'static>,
+        limit: Duration,
+    ) -> impl Future<Output = Result<Response, LinkError>> + Send;
     /// Whether the link is believed up (for telemetry).
     fn is_connected(&self) -> bool;
 }
 
-/// Modbus TCP with per-request timeout and reconnect with exponential backoff.
-pub struct TcpLink {
+/// Where a [`Link`] connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Tcp(String),
+    Rtu(RtuConfig),
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp(a) => write!(f, "tcp {a}"),
+            Transport::Rtu(r) => {
+                let p = match r.parity {
+                    Parity::None => 'N',
+                    Parity::Even => 'E',
+                    Parity::Odd => 'O',
+                };
+                write!(f, "rtu {} {} {}{}{}", r.port.display(), r.baud, r.data_bits, p, r.stop_bits)
+            }
+        }
+    }
+}
+
+impl Transport {
+    /// The quiet time a serial bus needs between frames: 3.5 character times,
+    /// at least 1.75 ms above 19200 baud (the Modbus over serial line spec).
+    pub fn default_gap(&self) -> Duration {
+        match self {
+            Transport::Tcp(_) => Duration::ZERO,
+            Transport::Rtu(r) => {
+                let bits_per_char = 1 + u32::from(r.data_bits) + u32::from(r.parity != Parity::None) + u32::from(r.stop_bits);
+                let t = Duration::from_secs_f64(3.5 * f64::from(bits_per_char) / f64::from(r.baud.max(1)));
+                t.max(Duration::from_micros(1750))
+            }
+        }
+    }
+}
+
+/// A supervised connection with per-request timeout, reconnect with
+/// exponential backoff, and a quiet gap between requests.
+pub struct Link {
+    /// Used in messages: the device name, or the serial port for a shared bus.
     name: String,
-    address: String,
-    unit: u8,
-    timeout: Duration,
+    transport: Transport,
+    connect_timeout: Duration,
+    gap: Duration,
     ctx: Option<Context>,
     /// Earliest time of the next connection attempt.
     retry_at: Instant,
     backoff: Duration,
+    /// When the last request ended, for the gap.
+    quiet_since: Instant,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-impl TcpLink {
-    pub fn new(name: &str, address: &str, unit: u8, timeout: Duration) -> Self {
-        TcpLink {
+impl Link {
+    pub fn new(name: &str, transport: Transport, connect_timeout: Duration, gap: Duration) -> Self {
+        let now = Instant::now();
+        Link {
             name: name.to_string(),
-            address: address.to_string(),
-            unit,
-            timeout,
+            transport,
+            connect_timeout,
+            gap,
             ctx: None,
-            retry_at: Instant::now(),
+            retry_at: now,
             backoff: BACKOFF_MIN,
+            quiet_since: now,
         }
+    }
+
+    /// A TCP link to one device (the former `TcpLink::new`).
+    pub fn tcp(name: &str, address: &str, connect_timeout: Duration) -> Self {
+        Self::new(name, Transport::Tcp(address.to_string()), connect_timeout, Duration::ZERO)
     }
 
     async fn connect(&mut self) -> Result<&mut Context, LinkError> {
@@ -71,20 +137,22 @@ impl TcpLink {
             let now = Instant::now();
             if now < self.retry_at {
                 return Err(LinkError::Down(format!(
-                    "device `{}` at {} unreachable; next attempt in {} ms",
+                    "`{}` ({}) unreachable; next attempt in {} ms",
                     self.name,
-                    self.address,
+                    self.transport,
                     (self.retry_at - now).as_millis()
                 )));
             }
-            match timeout(self.timeout, open(self.address.clone(), self.unit)).await {
+            match timeout(self.connect_timeout, open(self.transport.clone())).await {
                 Ok(Ok(ctx)) => {
-                    tracing::info!(device = %self.name, address = %self.address, "Modbus device connected");
+                    tracing::info!(device = %self.name, link = %self.transport, "Modbus link connected");
                     self.backoff = BACKOFF_MIN;
                     self.ctx = Some(ctx);
                 }
                 Ok(Err(e)) => return Err(self.failed(e)),
-                Err(_) => return Err(self.failed(format!("connect timed out after {} ms", self.timeout.as_millis()))),
+                Err(_) => {
+                    return Err(self.failed(format!("connect timed out after {} ms", self.connect_timeout.as_millis())))
+                }
             }
         }
         Ok(self.ctx.as_mut().expect("connected above"))
@@ -93,59 +161,96 @@ impl TcpLink {
     fn failed(&mut self, why: String) -> LinkError {
         self.ctx = None;
         self.retry_at = Instant::now() + self.backoff;
-        tracing::warn!(device = %self.name, address = %self.address, error = %why, retry_in_ms = self.backoff.as_millis() as u64, "Modbus link down");
+        tracing::warn!(device = %self.name, link = %self.transport, error = %why, retry_in_ms = self.backoff.as_millis() as u64, "Modbus link down");
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        LinkError::Down(format!("device `{}` at {}: {why}", self.name, self.address))
+        LinkError::Down(format!("`{}` ({}): {why}", self.name, self.transport))
     }
+}
 
-    async fn request(&mut self, op: Op) -> Result<(), LinkError> {
-        let limit = self.timeout;
-        let ctx = self.connect().await?;
-        let call = async {
-            match op {
-                Op::Coil(a, on) => ctx.write_single_coil(a, on).await,
-                Op::Register(a, v) => ctx.write_single_register(a, v).await,
-            }
-        };
-        match timeout(limit, call).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(exception))) => Err(LinkError::Refused(format!("{exception:?} from device `{}`", self.name))),
-            Ok(Err(e)) => Err(self.failed(e.to_string())),
-            Err(_) => {
-                // The late reply would stay in the stream: drop the connection.
-                self.failed(format!("no reply within {} ms", limit.as_millis()));
-                Err(LinkError::Timeout(limit.as_millis() as u64))
-            }
+/// Open a connection; a free function so the future does not borrow the
+/// link (whose context is not `Sync`).
+async fn open(transport: Transport) -> Result<Context, String> {
+    match transport {
+        Transport::Tcp(address) => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&address)
+                .await
+                .map_err(|e| format!("cannot resolve {address}: {e}"))?
+                .collect();
+            let addr = addrs.first().ok_or_else(|| format!("{address} resolves to no address"))?;
+            tokio_modbus::client::tcp::connect(*addr).await.map_err(|e| format!("cannot connect to {address}: {e}"))
+        }
+        Transport::Rtu(r) => {
+            let parity = match r.parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Even => tokio_serial::Parity::Even,
+                Parity::Odd => tokio_serial::Parity::Odd,
+            };
+            let data_bits =
+                if r.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight };
+            let stop_bits = if r.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
+            let port = r.port.to_string_lossy().into_owned();
+            let builder = tokio_serial::new(&port, r.baud).parity(parity).data_bits(data_bits).stop_bits(stop_bits);
+            let stream = tokio_serial::SerialStream::open(&builder).map_err(|e| {
+                format!(
+                    "serial port {port} cannot be opened ({e}); check the device path, that the adapter is plugged in, \
+                     and that the service user is in group `dialout`"
+                )
+            })?;
+            Ok(tokio_modbus::client::rtu::attach(stream))
         }
     }
 }
 
-/// Connect; a free function so the future does not borrow the link (whose
-/// context is not `Sync`).
-async fn open(address: String, unit: u8) -> Result<Context, String> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host(&address).await.map_err(|e| format!("cannot resolve {address}: {e}"))?.collect();
-    let addr = addrs.first().ok_or_else(|| format!("{address} resolves to no address"))?;
-    tokio_modbus::client::tcp::connect_slave(*addr, Slave(unit))
-        .await
-        .map_err(|e| format!("cannot connect to {address}: {e}"))
-}
-
-enum Op {
-    Coil(u16, bool),
-    Register(u16, u16),
-}
-
-impl ModbusLink for TcpLink {
-    async fn write_coil(&mut self, address: u16, on: bool) -> Result<(), LinkError> {
-        self.request(Op::Coil(address, on)).await
-    }
-
-    async fn write_register(&mut self, address: u16, value: u16) -> Result<(), LinkError> {
-        self.request(Op::Register(address, value)).await
+impl ModbusLink for Link {
+    async fn call(&mut self, unit: u8, request: Request<'static>, limit: Duration) -> Result<Response, LinkError> {
+        // Serial buses need silence between frames; TCP gets a gap only if configured.
+        if !self.gap.is_zero() {
+            sleep_until(self.quiet_since + self.gap).await;
+        }
+        let ctx = self.connect().await?;
+        ctx.set_slave(Slave(unit));
+        let result = timeout(limit, ctx.call(request)).await;
+        self.quiet_since = Instant::now();
+        match result {
+            Ok(Ok(Ok(response))) => Ok(response),
+            Ok(Ok(Err(exception))) => Err(LinkError::Refused(format!("{exception}"))),
+            // Transport errors and protocol errors (a transaction-id or unit
+            // mismatch, a malformed frame) leave the stream in an unknown state.
+            Ok(Err(e)) => Err(self.failed(e.to_string())),
+            Err(_) => {
+                // The late reply would stay in the stream: drop the connection.
+                self.failed(format!("no reply from unit {unit} within {} ms", limit.as_millis()));
+                Err(LinkError::Timeout(limit.as_millis() as u64))
+            }
+        }
     }
 
     fn is_connected(&self) -> bool {
         self.ctx.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_gap_is_three_and_a_half_characters() {
+        let rtu = |baud| {
+            Transport::Rtu(RtuConfig {
+                port: "/dev/ttyUSB0".into(),
+                baud,
+                parity: Parity::Even,
+                data_bits: 8,
+                stop_bits: 1,
+            })
+        };
+        // 9600 8E1: 11 bits per character, 3.5 characters = 4.01 ms.
+        let g = rtu(9600).default_gap();
+        assert!((g.as_secs_f64() - 3.5 * 11.0 / 9600.0).abs() < 1e-6, "{g:?}");
+        // Above 19200 baud the spec fixes 1.75 ms.
+        assert_eq!(rtu(115200).default_gap(), Duration::from_micros(1750));
+        assert_eq!(Transport::Tcp("h:502".into()).default_gap(), Duration::ZERO);
+        assert_eq!(rtu(19200).to_string(), "rtu /dev/ttyUSB0 19200 8E1");
     }
 }

@@ -1,55 +1,76 @@
-//! The declared outputs, and the one task per device that writes them.
+//! The declared outputs and the devices behind them.
 //!
-//! This is the only place in linesight that writes to a device, and it can
-//! only write the outputs the config declares: callers hold an
-//! [`OutputHandle`] for a named output, never an address.
+//! This is the only place in linesight that hands out the right to write to
+//! a device, and it only hands out what the config declares: callers hold an
+//! [`OutputHandle`] or a [`RegisterHandle`] for a named output, never an
+//! address. Every write is logged (target `linesight::audit`) and
+//! rate-limited, so a runaway loop or a flood of commands cannot hammer a PLC.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::link::{LinkError, ModbusLink, TcpLink};
-use crate::config::{wire_address, Config, Level, OutputArea};
+use super::bus::{Bus, Device};
+use super::link::{Link, LinkError, ModbusLink, Transport};
+use crate::config::{wire_address, Config, Level, ModbusDeviceConfig, OutputArea};
 
-struct WriteCmd {
-    output: Arc<str>,
-    area: OutputArea,
-    address: u16,
-    on: bool,
-    reply: oneshot::Sender<Result<(), LinkError>>,
+/// A token bucket: `rate` writes per second on average, `burst` at once.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
 }
 
-/// Per-device link state and counters, read by telemetry.
-#[derive(Debug, Default)]
-pub struct DeviceStats {
-    pub connected: AtomicBool,
-    pub writes: AtomicU64,
-    pub failures: AtomicU64,
+impl RateLimit {
+    fn new(rate: f64, burst: f64) -> Self {
+        RateLimit { rate, burst, tokens: burst, last: Instant::now() }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
-/// A handle to one declared output.
+/// Writes per second one output may take, on average and in a burst. A
+/// reject gate at 50 parts/s needs 100 (on and off); more is a bug.
+pub const OUTPUT_RATE: (f64, f64) = (200.0, 50.0);
+
+/// A handle to one declared on/off output.
 #[derive(Clone)]
 pub struct OutputHandle {
     pub name: Arc<str>,
-    pub device: Arc<str>,
+    pub device: Device,
     area: OutputArea,
     address: u16,
     pub safe_state: Level,
-    tx: mpsc::Sender<WriteCmd>,
+    limit: Arc<Mutex<RateLimit>>,
 }
 
 impl OutputHandle {
     /// Drive the output on or off and wait for the device's acknowledgement.
     pub async fn set(&self, on: bool) -> Result<(), LinkError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd = WriteCmd { output: self.name.clone(), area: self.area, address: self.address, on, reply };
-        self.tx
-            .send(cmd)
-            .await
-            .map_err(|_| LinkError::Down(format!("device task for `{}` has stopped", self.device)))?;
-        rx.await.unwrap_or_else(|_| Err(LinkError::Down(format!("device task for `{}` has stopped", self.device))))
+        if !self.limit.lock().unwrap_or_else(|p| p.into_inner()).allow() {
+            tracing::warn!(target: "linesight::audit", output = %self.name, on, "write refused: above the rate limit");
+            return Err(LinkError::Refused(format!("output `{}` is written faster than its rate limit", self.name)));
+        }
+        let result = match self.area {
+            OutputArea::Coil => self.device.write_coil(self.address, on).await,
+            OutputArea::HoldingRegister => self.device.write_register(self.address, u16::from(on)).await,
+        };
+        tracing::debug!(target: "linesight::audit", output = %self.name, device = %self.device.name, address = self.address, on, ok = result.is_ok(), "write");
+        result
     }
 
     pub async fn to_safe_state(&self) -> Result<(), LinkError> {
@@ -57,66 +78,209 @@ impl OutputHandle {
     }
 }
 
-/// Every declared output, by name, and the device tasks behind them.
+/// A handle to a declared block of holding registers (the heartbeat, a
+/// result block, a writable point): it can write inside its block only.
+#[derive(Clone)]
+pub struct RegisterHandle {
+    pub name: Arc<str>,
+    pub device: Device,
+    /// First protocol address of the block.
+    pub address: u16,
+    pub len: u16,
+    limit: Arc<Mutex<RateLimit>>,
+}
+
+impl RegisterHandle {
+    /// Write `values` at `offset` within the block (one request).
+    pub async fn write(&self, offset: u16, values: Vec<u16>) -> Result<(), LinkError> {
+        let n = values.len() as u16;
+        if n == 0 || offset.checked_add(n).is_none_or(|end| end > self.len) {
+            // A bug, not a device problem: never write outside the declared block.
+            tracing::error!(target: "linesight::audit", output = %self.name, offset, n, "write outside the declared block refused");
+            return Err(LinkError::Refused(format!("write outside output `{}` refused", self.name)));
+        }
+        if !self.limit.lock().unwrap_or_else(|p| p.into_inner()).allow() {
+            tracing::warn!(target: "linesight::audit", output = %self.name, "write refused: above the rate limit");
+            return Err(LinkError::Refused(format!("output `{}` is written faster than its rate limit", self.name)));
+        }
+        let address = self.address + offset;
+        let result = if n == 1 {
+            self.device.write_register(address, values[0]).await
+        } else {
+            self.device.write_registers(address, values.clone()).await
+        };
+        tracing::debug!(target: "linesight::audit", output = %self.name, device = %self.device.name, address, ?values, ok = result.is_ok(), "write");
+        result
+    }
+
+    /// Read registers of the block back (the PLC's acknowledgement).
+    pub async fn read(&self, offset: u16, count: u16) -> Result<Vec<u16>, LinkError> {
+        match self.device.read(crate::config::PointArea::HoldingRegister, self.address + offset, count).await? {
+            super::bus::ReadData::Words(w) => Ok(w),
+            super::bus::ReadData::Bits(_) => Err(LinkError::Down("bits where registers were asked".into())),
+        }
+    }
+}
+
+/// Every device and every declared output, by name.
 #[derive(Clone, Default)]
 pub struct Outputs {
     outputs: BTreeMap<String, OutputHandle>,
-    pub devices: BTreeMap<String, Arc<DeviceStats>>,
+    registers: BTreeMap<String, RegisterHandle>,
+    /// Writable coil points: device, protocol address, rate limit.
+    coil_points: BTreeMap<String, (Device, u16, Arc<Mutex<RateLimit>>)>,
+    pub devices: BTreeMap<String, Device>,
+}
+
+/// What a link connects to, and under which name it is reported.
+pub fn transport_of(name: &str, dev: &ModbusDeviceConfig) -> (String, Transport) {
+    match (&dev.tcp, &dev.rtu) {
+        (Some(tcp), _) => (name.to_string(), Transport::Tcp(tcp.clone())),
+        (None, Some(rtu)) => (rtu.port.display().to_string(), Transport::Rtu(rtu.clone())),
+        (None, None) => (name.to_string(), Transport::Tcp(String::new())),
+    }
 }
 
 impl Outputs {
-    /// Start one task per device with a real TCP link.
+    /// Start one bus task per TCP device and per serial port, with real links.
     pub fn start(config: &Config) -> Self {
-        Self::start_with(config, |name, dev| TcpLink::new(name, &dev.tcp, dev.unit, dev.timeout.get()))
+        Self::start_with(config, |bus_name, transport, dev| {
+            let gap = dev.gap.map(|g| g.get()).unwrap_or_else(|| transport.default_gap());
+            Link::new(bus_name, transport.clone(), dev.timeout.get().max(Duration::from_millis(500)), gap)
+        })
     }
 
     /// Start with links from `make_link` (tests pass a recording double).
+    /// Devices on one serial port share one bus, hence one link.
     pub fn start_with<L, F>(config: &Config, mut make_link: F) -> Self
     where
         L: ModbusLink,
-        F: FnMut(&str, &crate::config::ModbusDeviceConfig) -> L,
+        F: FnMut(&str, &Transport, &ModbusDeviceConfig) -> L,
     {
-        let mut senders = BTreeMap::new();
+        let mut buses: BTreeMap<String, Bus> = BTreeMap::new();
         let mut devices = BTreeMap::new();
         for (name, dev) in &config.modbus.devices {
-            let used = config.modbus.outputs.values().any(|o| &o.device == name);
-            if !used {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(64);
-            let stats = Arc::new(DeviceStats::default());
-            tokio::spawn(device_task(name.clone(), make_link(name, dev), rx, stats.clone()));
-            senders.insert(name.clone(), tx);
-            devices.insert(name.clone(), stats);
+            let (bus_name, transport) = transport_of(name, dev);
+            let bus = buses
+                .entry(bus_name.clone())
+                .or_insert_with(|| Bus::spawn(make_link(&bus_name, &transport, dev)).0)
+                .clone();
+            devices.insert(name.clone(), Device::new(name, dev.unit, dev.timeout.get(), bus));
         }
         let mut outputs = BTreeMap::new();
         for (name, out) in &config.modbus.outputs {
-            let (Some(tx), Some(dev)) = (senders.get(&out.device), config.modbus.devices.get(&out.device)) else {
+            let (Some(device), Some(dev)) = (devices.get(&out.device), config.modbus.devices.get(&out.device)) else {
                 continue; // validation guarantees the device exists
             };
             outputs.insert(
                 name.clone(),
                 OutputHandle {
                     name: name.as_str().into(),
-                    device: out.device.as_str().into(),
+                    device: device.clone(),
                     area: out.area,
                     address: wire_address(dev.addressing, out.address),
                     safe_state: out.safe_state,
-                    tx: tx.clone(),
+                    limit: Arc::new(Mutex::new(RateLimit::new(OUTPUT_RATE.0, OUTPUT_RATE.1))),
                 },
             );
         }
-        Outputs { outputs, devices }
+        let mut registers = BTreeMap::new();
+        let mut block = |name: String, device: &str, address: u32, len: u32, rate: (f64, f64)| {
+            if let (Some(d), Some(cfg)) = (devices.get(device), config.modbus.devices.get(device)) {
+                registers.insert(
+                    name.clone(),
+                    RegisterHandle {
+                        name: name.into(),
+                        device: d.clone(),
+                        address: wire_address(cfg.addressing, address),
+                        len: len as u16,
+                        limit: Arc::new(Mutex::new(RateLimit::new(rate.0, rate.1))),
+                    },
+                );
+            }
+        };
+        if let Some(hb) = &config.modbus.heartbeat {
+            block("heartbeat".into(), &hb.device, hb.address, 1, OUTPUT_RATE);
+        }
+        for (name, rb) in &config.modbus.result_blocks {
+            block(format!("result_blocks.{name}"), &rb.device, rb.address, crate::config::RESULT_BLOCK_REGISTERS, OUTPUT_RATE);
+        }
+        let mut coil_points = BTreeMap::new();
+        for (name, p) in &config.modbus.points {
+            if p.writable && p.area == crate::config::PointArea::HoldingRegister {
+                let len = p.value_type().registers(p.length).max(1);
+                block(format!("points.{name}"), &p.device, p.address, u32::from(len), COMMAND_RATE);
+            }
+            if let (true, crate::config::PointArea::Coil, Some(d), Some(cfg)) =
+                (p.writable, p.area, devices.get(&p.device), config.modbus.devices.get(&p.device))
+            {
+                let limit = Arc::new(Mutex::new(RateLimit::new(COMMAND_RATE.0, COMMAND_RATE.1)));
+                coil_points.insert(name.clone(), (d.clone(), wire_address(cfg.addressing, p.address), limit));
+            }
+        }
+        Outputs { outputs, registers, coil_points, devices }
     }
 
     pub fn get(&self, name: &str) -> Option<&OutputHandle> {
         self.outputs.get(name)
     }
 
-    /// Drive every output to its safe state, all devices in parallel; returns the failures.
+    /// The heartbeat register, if declared.
+    pub fn heartbeat(&self) -> Option<&RegisterHandle> {
+        self.registers.get("heartbeat")
+    }
+
+    /// A declared result block.
+    pub fn result_block(&self, name: &str) -> Option<&RegisterHandle> {
+        self.registers.get(&format!("result_blocks.{name}"))
+    }
+
+    /// A writable holding-register point.
+    pub fn point_register(&self, name: &str) -> Option<&RegisterHandle> {
+        self.registers.get(&format!("points.{name}"))
+    }
+
+    /// Set a point the config marks writable, from a command's value.
+    /// Anything else is refused: this is the only way a command writes.
+    pub async fn write_point(
+        &self,
+        name: &str,
+        spec: &super::codec::PointSpec,
+        value: &serde_json::Value,
+    ) -> Result<(), String> {
+        if let Some((device, address, limit)) = self.coil_points.get(name) {
+            let on = super::codec::encode_bit(value)?;
+            if !limit.lock().unwrap_or_else(|p| p.into_inner()).allow() {
+                return Err(format!("point `{name}` is written faster than its rate limit ({} per s)", COMMAND_RATE.0));
+            }
+            let r = device.write_coil(*address, on).await;
+            tracing::info!(target: "linesight::audit", point = %name, device = %device.name, address, on, ok = r.is_ok(), "write");
+            return r.map_err(|e| format!("device `{}`: {e}", device.name));
+        }
+        let Some(reg) = self.point_register(name) else {
+            return Err(format!("point `{name}` is not writable: the config does not mark it `writable`"));
+        };
+        if spec.bit.is_some() {
+            return Err(format!("point `{name}` is one bit of a register; writing it would race the PLC"));
+        }
+        let words = super::codec::encode_registers(spec, value)?;
+        tracing::info!(target: "linesight::audit", point = %name, value = %value, "set-point");
+        reg.write(0, words).await.map_err(|e| format!("device `{}`: {e}", reg.device.name))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.outputs.keys().map(String::as_str)
+    }
+
+    /// Drive every on/off output to its safe state, all in parallel; returns the failures.
     pub async fn all_to_safe_state(&self) -> Vec<(String, LinkError)> {
+        self.to_safe_state(|_| true).await
+    }
+
+    /// Drive the outputs `which` selects to their safe state; returns the failures.
+    pub async fn to_safe_state(&self, which: impl Fn(&str) -> bool) -> Vec<(String, LinkError)> {
         let mut set = tokio::task::JoinSet::new();
-        for (name, h) in &self.outputs {
+        for (name, h) in self.outputs.iter().filter(|(n, _)| which(n)) {
             let h = h.clone();
             let name = name.clone();
             set.spawn(async move { (name, h.to_safe_state().await) });
@@ -132,66 +296,66 @@ impl Outputs {
     }
 }
 
-async fn device_task<L: ModbusLink>(
-    name: String,
-    mut link: L,
-    mut rx: mpsc::Receiver<WriteCmd>,
-    stats: Arc<DeviceStats>,
-) {
-    // Log a failing device once, and its recovery, rather than every write:
-    // at line rate a dead PLC would otherwise flood the journal.
-    let mut failing = false;
-    while let Some(cmd) = rx.recv().await {
-        let result = match cmd.area {
-            OutputArea::Coil => link.write_coil(cmd.address, cmd.on).await,
-            OutputArea::HoldingRegister => link.write_register(cmd.address, u16::from(cmd.on)).await,
-        };
-        stats.writes.fetch_add(1, Ordering::Relaxed);
-        stats.connected.store(link.is_connected(), Ordering::Relaxed);
-        match &result {
-            Ok(()) => {
-                if failing {
-                    tracing::info!(device = %name, "device writes succeed again");
-                    failing = false;
-                }
-                tracing::debug!(device = %name, output = %cmd.output, on = cmd.on, "output written");
-            }
-            Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                if failing {
-                    tracing::debug!(device = %name, output = %cmd.output, on = cmd.on, error = %e, "output write failed");
-                } else {
-                    tracing::warn!(device = %name, output = %cmd.output, on = cmd.on, error = %e, "output write failed; further failures of this device are logged at debug level until it recovers");
-                    failing = true;
-                }
-            }
-        }
-        let _ = cmd.reply.send(result);
-    }
-}
+/// Writes per second a remote command may make to one writable point.
+pub const COMMAND_RATE: (f64, f64) = (5.0, 5.0);
 
 #[cfg(test)]
 pub(crate) mod testing {
     //! A recording link for unit tests.
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio_modbus::{Request, Response};
+
+    /// One write: when, protocol address, values (a coil as 0/1).
+    pub type Write = (tokio::time::Instant, u16, Vec<u16>);
 
     #[derive(Clone, Default)]
     pub struct Recorder {
-        pub writes: Arc<Mutex<Vec<(tokio::time::Instant, u16, bool)>>>,
+        pub writes: Arc<Mutex<Vec<Write>>>,
+        /// Holding registers the "PLC" holds, for reads.
+        pub registers: Arc<Mutex<BTreeMap<u16, u16>>>,
         pub fail: Arc<AtomicBool>,
     }
 
+    impl Recorder {
+        /// Coil writes as (time, address, on).
+        pub fn coil_writes(&self) -> Vec<(tokio::time::Instant, u16, bool)> {
+            self.writes.lock().unwrap().iter().map(|(t, a, v)| (*t, *a, v[0] != 0)).collect()
+        }
+    }
+
     impl ModbusLink for Recorder {
-        async fn write_coil(&mut self, address: u16, on: bool) -> Result<(), LinkError> {
+        async fn call(&mut self, _unit: u8, request: Request<'static>, _limit: Duration) -> Result<Response, LinkError> {
             if self.fail.load(Ordering::Relaxed) {
                 return Err(LinkError::Down("test link down".into()));
             }
-            self.writes.lock().unwrap().push((tokio::time::Instant::now(), address, on));
-            Ok(())
-        }
-        async fn write_register(&mut self, address: u16, value: u16) -> Result<(), LinkError> {
-            self.write_coil(address, value != 0).await
+            let now = tokio::time::Instant::now();
+            let mut regs = self.registers.lock().unwrap();
+            Ok(match request {
+                Request::WriteSingleCoil(a, on) => {
+                    self.writes.lock().unwrap().push((now, a, vec![u16::from(on)]));
+                    Response::WriteSingleCoil(a, on)
+                }
+                Request::WriteSingleRegister(a, v) => {
+                    self.writes.lock().unwrap().push((now, a, vec![v]));
+                    regs.insert(a, v);
+                    Response::WriteSingleRegister(a, v)
+                }
+                Request::WriteMultipleRegisters(a, v) => {
+                    for (i, x) in v.iter().enumerate() {
+                        regs.insert(a + i as u16, *x);
+                    }
+                    self.writes.lock().unwrap().push((now, a, v.to_vec()));
+                    Response::WriteMultipleRegisters(a, v.len() as u16)
+                }
+                Request::ReadHoldingRegisters(a, n) => {
+                    Response::ReadHoldingRegisters((0..n).map(|i| regs.get(&(a + i)).copied().unwrap_or(0)).collect())
+                }
+                Request::ReadInputRegisters(_, n) => Response::ReadInputRegisters(vec![0; n as usize]),
+                Request::ReadCoils(_, n) => Response::ReadCoils(vec![false; n as usize]),
+                Request::ReadDiscreteInputs(_, n) => Response::ReadDiscreteInputs(vec![false; n as usize]),
+                other => return Err(LinkError::Refused(format!("test double does not serve {other:?}"))),
+            })
         }
         fn is_connected(&self) -> bool {
             true

@@ -6,7 +6,9 @@
 //! [`NodeStats`] is the one registry of every figure; the stats message and
 //! the demo's status line are both views of it.
 
+pub mod commands;
 pub mod mqtt;
+pub mod points;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -17,7 +19,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::camera::CameraStats;
-use crate::modbus::outputs::DeviceStats;
+use crate::line::health::Faults;
+use crate::modbus::handshake::HandshakeStats;
+use crate::modbus::Device;
 use stats::TaskStats;
 
 /// What telemetry knows about one task.
@@ -27,13 +31,17 @@ pub struct TaskEntry {
     pub stats: Arc<TaskStats>,
     pub provider: String,
     pub model: Value,
+    pub handshake: Option<Arc<HandshakeStats>>,
 }
 
 /// Every figure of the node.
 pub struct NodeStats {
     pub started: Instant,
     pub tasks: BTreeMap<String, TaskEntry>,
-    pub devices: BTreeMap<String, Arc<DeviceStats>>,
+    pub devices: BTreeMap<String, Device>,
+    pub faults: Arc<Faults>,
+    /// Heartbeat writes acknowledged, when a heartbeat is configured.
+    pub heartbeats: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl NodeStats {
@@ -46,9 +54,21 @@ impl NodeStats {
                 let s = &t.stats;
                 let c = &t.camera_stats;
                 let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let handshake = t.handshake.as_ref().map(|h| {
+                    json!({
+                        "written": get(&h.written),
+                        "acknowledged": get(&h.acknowledged),
+                        "lost": get(&h.lost),
+                        "write_failures": get(&h.write_failures),
+                    })
+                });
                 (
                     name.clone(),
                     json!({
+                        "triggers": get(&s.triggers),
+                        "deadline_misses": get(&s.deadline_misses),
+                        "confirm_missing": get(&s.confirm_missing),
+                        "handshake": handshake,
                         "camera": t.camera,
                         "camera_status": c.status().as_str(),
                         "frames_in": get(&c.frames_in),
@@ -76,12 +96,17 @@ impl NodeStats {
             .devices
             .iter()
             .map(|(name, d)| {
+                let s = &d.stats;
                 (
                     name.clone(),
                     json!({
-                        "connected": d.connected.load(Ordering::Relaxed),
-                        "writes": d.writes.load(Ordering::Relaxed),
-                        "failures": d.failures.load(Ordering::Relaxed),
+                        "state": s.state(),
+                        "connected": s.connected.load(Ordering::Relaxed),
+                        "reads": s.reads.load(Ordering::Relaxed),
+                        "writes": s.writes.load(Ordering::Relaxed),
+                        "failures": s.failures.load(Ordering::Relaxed),
+                        "refusals": s.refusals.load(Ordering::Relaxed),
+                        "last_error": *s.last_error.lock().unwrap_or_else(|e| e.into_inner()),
                     }),
                 )
             })
@@ -91,6 +116,8 @@ impl NodeStats {
             "uptime_s": self.started.elapsed().as_secs(),
             "tasks": tasks,
             "modbus": devices,
+            "faults": self.faults.list(),
+            "heartbeats": self.heartbeats.as_ref().map(|h| h.load(Ordering::Relaxed)),
         });
         if last {
             v["final"] = json!(true);

@@ -33,6 +33,26 @@ impl Topics {
     pub fn result(&self, task: &str) -> String {
         format!("{}/tasks/{task}/result", self.base)
     }
+    pub fn point(&self, point: &str) -> String {
+        format!("{}/points/{point}", self.base)
+    }
+    pub fn alarms(&self) -> String {
+        format!("{}/alarms", self.base)
+    }
+    pub fn commands(&self) -> String {
+        format!("{}/commands", self.base)
+    }
+    pub fn command_responses(&self) -> String {
+        format!("{}/commands/response", self.base)
+    }
+}
+
+/// A message received on a subscribed topic.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
 }
 
 enum Msg {
@@ -51,7 +71,13 @@ pub struct Mqtt {
 const BUFFER: usize = 8192;
 
 impl Mqtt {
-    pub fn start(cfg: &MqttConfig, node: &NodeIdentity) -> (Mqtt, tokio::task::JoinHandle<()>) {
+    /// Connect, and subscribe to `subscriptions` (QoS 1) after every connect;
+    /// what arrives on them comes out of the returned receiver.
+    pub fn start(
+        cfg: &MqttConfig,
+        node: &NodeIdentity,
+        subscriptions: Vec<String>,
+    ) -> (Mqtt, tokio::task::JoinHandle<()>, mpsc::Receiver<Incoming>) {
         let topics = Topics::new(&cfg.prefix, node);
         let client_id =
             cfg.client_id.clone().unwrap_or_else(|| format!("linesight-{}-{}", node.group_id, node.node_id));
@@ -66,8 +92,9 @@ impl Mqtt {
         let (client, eventloop) = AsyncClient::new(opts, 4096);
         let (tx, rx) = mpsc::channel(BUFFER);
         let broker = format!("{}:{}", cfg.host, cfg.port);
-        let task = tokio::spawn(run(client, eventloop, rx, topics.clone(), broker));
-        (Mqtt { tx, topics }, task)
+        let (in_tx, in_rx) = mpsc::channel(256);
+        let task = tokio::spawn(run(client, eventloop, rx, topics.clone(), broker, subscriptions, in_tx));
+        (Mqtt { tx, topics }, task, in_rx)
     }
 
     /// Queue a message. Returns false when the buffer is full (the caller counts it).
@@ -90,6 +117,8 @@ async fn run(
     mut rx: mpsc::Receiver<Msg>,
     topics: Topics,
     broker: String,
+    subscriptions: Vec<String>,
+    incoming: mpsc::Sender<Incoming>,
 ) {
     let mut backoff = Duration::from_millis(250);
     let mut connected = false;
@@ -145,6 +174,23 @@ async fn run(
                     tracing::info!(%broker, session_present = ack.session_present, "MQTT connected");
                     if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
                         queued += 1;
+                    }
+                    for t in &subscriptions {
+                        if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(%broker, topic = %t, error = %e, "cannot subscribe");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                    // Never block the event loop on a slow consumer: a flood is dropped and logged.
+                    if incoming.try_send(msg).is_err() {
+                        tracing::warn!(%broker, topic = %p.topic, "incoming message dropped: too many waiting");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                        tracing::error!(%broker, "the broker refused a subscription (ACL?); remote commands will not arrive");
                     }
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(_))) => sent += 1,

@@ -73,6 +73,12 @@ pub struct TaskStats {
     /// Verdicts that came after their part had been given ERROR.
     pub late_verdicts: AtomicU64,
     pub rejects_fired: AtomicU64,
+    /// Parts that reached the gate before their verdict (the fail-safe action was taken).
+    pub deadline_misses: AtomicU64,
+    /// Reject pulses the gate's confirmation sensor did not confirm in time (an alarm).
+    pub confirm_missing: AtomicU64,
+    /// Parts announced by the trigger.
+    pub triggers: AtomicU64,
     /// Parts whose reject could not be written.
     pub rejects_failed: AtomicU64,
     /// Results that could not be handed to MQTT (buffer full).

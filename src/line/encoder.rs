@@ -1,0 +1,151 @@
+//! The conveyor's encoder: a wrapping hardware counter turned into an
+//! unwrapped position and a speed.
+//!
+//! The PLC exposes the encoder as a u16 or u32 register that wraps. Each
+//! reading is turned into a signed step (the shortest way round the wrap, so
+//! a line that runs backwards a little is followed too) and added to an i64
+//! position that never wraps. Speed is taken over the last ~100 ms of
+//! readings; the reject gate uses it to predict when a part reaches the gate
+//! between two readings.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::PointType;
+use crate::modbus::points::{Quality, Sample};
+
+/// Where the line is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    /// Counts since linesight started, never wrapping.
+    pub counts: i64,
+    /// When that position was read.
+    pub at: Instant,
+    /// Counts per second over the recent readings (0 when standing).
+    pub speed: f64,
+}
+
+impl Position {
+    /// The position expected at `t`, from the last reading and the speed.
+    pub fn at_time(&self, t: Instant) -> f64 {
+        let dt = if t >= self.at { (t - self.at).as_secs_f64() } else { -(self.at - t).as_secs_f64() };
+        self.counts as f64 + self.speed * dt
+    }
+
+    /// When `target` will be reached at the current speed; None when the
+    /// line stands or runs away from it.
+    pub fn eta(&self, target: i64) -> Option<Instant> {
+        let remaining = (target - self.counts) as f64;
+        if remaining <= 0.0 {
+            return Some(self.at);
+        }
+        if self.speed <= 1e-9 {
+            return None;
+        }
+        let secs = remaining / self.speed;
+        (secs < 3600.0).then(|| self.at + Duration::from_secs_f64(secs))
+    }
+}
+
+/// Unwraps successive raw counter values.
+#[derive(Debug)]
+pub struct Unwrapper {
+    bits: u32,
+    last_raw: Option<u64>,
+    counts: i64,
+    history: VecDeque<(Instant, i64)>,
+}
+
+/// Speed is measured over this much history.
+const SPEED_WINDOW: Duration = Duration::from_millis(100);
+
+impl Unwrapper {
+    pub fn new(ty: PointType) -> Self {
+        let bits = if ty == PointType::U16 { 16 } else { 32 };
+        Unwrapper { bits, last_raw: None, counts: 0, history: VecDeque::new() }
+    }
+
+    /// Take one reading; returns the new position.
+    pub fn update(&mut self, raw: u64, at: Instant) -> Position {
+        let modulus = 1i64 << self.bits;
+        let raw = (raw as i64) & (modulus - 1);
+        if let Some(last) = self.last_raw {
+            let mut step = (raw - last as i64).rem_euclid(modulus);
+            if step >= modulus / 2 {
+                step -= modulus; // backwards, the short way round
+            }
+            self.counts += step;
+        }
+        self.last_raw = Some(raw as u64);
+        self.history.push_back((at, self.counts));
+        while self.history.len() > 2 && at.saturating_duration_since(self.history[1].0) >= SPEED_WINDOW {
+            self.history.pop_front();
+        }
+        let speed = match (self.history.front(), self.history.back()) {
+            (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
+            _ => 0.0,
+        };
+        Position { counts: self.counts, at, speed }
+    }
+}
+
+/// Follow the encoder point and publish positions until its sender is gone.
+/// Only good readings move the position; a bad one leaves it where it was.
+pub async fn follow(mut point: watch::Receiver<Sample>, ty: PointType, out: watch::Sender<Option<Position>>) {
+    let mut unwrapper = Unwrapper::new(ty);
+    let mut last_reads = 0;
+    loop {
+        {
+            let s = point.borrow_and_update();
+            if s.quality == Quality::Good && s.reads != last_reads {
+                last_reads = s.reads;
+                if let (Some(raw), Some(at)) = (s.as_u64(), s.read_at) {
+                    let _ = out.send(Some(unwrapper.update(raw, at)));
+                }
+            }
+        }
+        if point.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u16_counter_wraps_forward_and_backward() {
+        let t0 = Instant::now();
+        let mut u = Unwrapper::new(PointType::U16);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(u.update(65_530, ms(0)).counts, 0);
+        assert_eq!(u.update(4, ms(10)).counts, 10); // through the wrap
+        assert_eq!(u.update(65_534, ms(20)).counts, 4); // 6 back through the wrap
+        let mut u32c = Unwrapper::new(PointType::U32);
+        u32c.update(u64::from(u32::MAX) - 99, ms(0));
+        assert_eq!(u32c.update(100, ms(10)).counts, 200);
+    }
+
+    #[test]
+    fn speed_and_arrival_time() {
+        let t0 = Instant::now();
+        let mut u = Unwrapper::new(PointType::U32);
+        let mut p = u.update(1000, t0);
+        for i in 1..=10u64 {
+            // 20 counts every 2 ms: 10,000 counts/s.
+            p = u.update(1000 + 20 * i, t0 + Duration::from_millis(2 * i));
+        }
+        assert!((p.speed - 10_000.0).abs() < 1e-6, "{}", p.speed);
+        assert_eq!(p.counts, 200);
+        // 1,000 counts ahead at 10,000 counts/s: 100 ms after the reading.
+        assert_eq!(p.eta(1200), Some(p.at + Duration::from_millis(100)));
+        assert_eq!(p.eta(100), Some(p.at), "already passed");
+        let standing = Position { speed: 0.0, ..p };
+        assert_eq!(standing.eta(1200), None);
+        assert!((p.at_time(p.at + Duration::from_millis(5)) - 250.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,241 @@
+//! Node health: what counts as a fault, what the stack light shows, and the
+//! safe state on fault.
+//!
+//! A fault is any of: a camera that is not delivering (offline, or still
+//! connecting after start), a Modbus device whose link is down, an inference
+//! worker with frames waiting and no progress for `STALL_AFTER`. While a
+//! fault lasts, the fault lamp is on, the running lamp is off, and every
+//! plain output (not a reject gate, not a lamp) is held in its safe state.
+//! Reject gates keep their per-part fail-safe: a part without a verdict is
+//! thrown out when it reaches the gate, so nothing passes uninspected.
+//!
+//! Lamps are written on change and re-asserted every few seconds, so a PLC
+//! that restarted shows the right state again.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+use crate::camera::{CameraStats, CameraStatus};
+use crate::camera::queue::FrameQueue;
+use crate::camera::Frame;
+use crate::config::StackLightConfig;
+use crate::modbus::{Device, Outputs};
+
+/// Inference with frames waiting and no progress for this long is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+/// A camera still connecting this long after start is a fault.
+pub const CONNECT_GRACE: Duration = Duration::from_secs(10);
+const REASSERT: Duration = Duration::from_secs(5);
+const CHECK: Duration = Duration::from_millis(100);
+
+/// The share of rejected parts over the most recent parts.
+#[derive(Debug)]
+pub struct RejectWindow {
+    parts: Mutex<VecDeque<bool>>,
+    capacity: usize,
+}
+
+impl RejectWindow {
+    pub fn new(capacity: usize) -> Self {
+        RejectWindow { parts: Mutex::new(VecDeque::with_capacity(capacity)), capacity: capacity.max(1) }
+    }
+
+    pub fn record(&self, rejected: bool) {
+        let mut p = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() == self.capacity {
+            p.pop_front();
+        }
+        p.push_back(rejected);
+    }
+
+    /// Rejected share, or None before any part.
+    pub fn share(&self) -> Option<f64> {
+        let p = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        (!p.is_empty()).then(|| p.iter().filter(|r| **r).count() as f64 / p.len() as f64)
+    }
+}
+
+/// What the supervisor watches for one task.
+pub struct WatchedTask {
+    pub name: String,
+    pub camera: String,
+    pub camera_stats: Arc<CameraStats>,
+    pub queue: Arc<FrameQueue<Frame>>,
+    /// Frames judged by this task's worker.
+    pub progress: Arc<AtomicU64>,
+}
+
+/// The current faults, shared with telemetry.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub active: Mutex<Vec<String>>,
+}
+
+impl Faults {
+    pub fn list(&self) -> Vec<String> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The faults of this moment, as human-readable reasons.
+pub fn current_faults(
+    tasks: &[WatchedTask],
+    devices: &BTreeMap<String, Device>,
+    since_start: Duration,
+    stalls: &mut BTreeMap<String, (u64, Instant)>,
+    now: Instant,
+) -> Vec<String> {
+    let mut faults = Vec::new();
+    for t in tasks {
+        match t.camera_stats.status() {
+            CameraStatus::Offline => faults.push(format!("camera `{}` offline", t.camera)),
+            CameraStatus::Connecting if since_start > CONNECT_GRACE => {
+                faults.push(format!("camera `{}` not connected", t.camera))
+            }
+            _ => {}
+        }
+        let done = t.progress.load(Ordering::Relaxed);
+        let entry = stalls.entry(t.name.clone()).or_insert((done, now));
+        if done != entry.0 || t.queue.is_empty() {
+            *entry = (done, now);
+        } else if now - entry.1 >= STALL_AFTER {
+            faults.push(format!("task `{}`: inference stalled ({} frames waiting)", t.name, t.queue.len()));
+        }
+    }
+    for (name, d) in devices {
+        // A device never used yet has no state; only a link seen down counts.
+        if d.stats.state() == "down" && d.stats.failures.load(Ordering::Relaxed) > 0 {
+            faults.push(format!("Modbus device `{name}` unreachable"));
+        }
+    }
+    faults
+}
+
+/// Watch health, drive the stack light and the safe state on fault, until aborted.
+#[allow(clippy::too_many_arguments)]
+pub async fn supervise(
+    lights: StackLightConfig,
+    outputs: Outputs,
+    tasks: Vec<WatchedTask>,
+    rejects: Arc<RejectWindow>,
+    faults_out: Arc<Faults>,
+    // Outputs that are not gates or lamps: held in their safe state on fault.
+    plain_outputs: Vec<String>,
+    on_change: impl Fn(Value) + Send + 'static,
+) {
+    let started = Instant::now();
+    let mut tick = interval(CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stalls = BTreeMap::new();
+    let mut shown: BTreeMap<String, bool> = BTreeMap::new();
+    let mut last_assert = Instant::now();
+    let mut was_faulted = false;
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let faults = current_faults(&tasks, &outputs.devices, now - started, &mut stalls, now);
+        let faulted = !faults.is_empty();
+        if faults != faults_out.list() {
+            if faulted {
+                tracing::error!(faults = ?faults, "ALARM: fault; outputs to their safe state");
+            } else {
+                tracing::info!("fault cleared");
+            }
+            on_change(json!({"active": faulted, "faults": faults, "ts": crate::telemetry::rfc3339(std::time::SystemTime::now())}));
+            *faults_out.active.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+        }
+        if faulted && (!was_faulted || now - last_assert >= REASSERT) {
+            let plain = plain_outputs.clone();
+            outputs.to_safe_state(|n| plain.iter().any(|p| p == n)).await;
+        }
+        was_faulted = faulted;
+        let mut want: BTreeMap<String, bool> = BTreeMap::new();
+        if let Some(o) = &lights.running {
+            want.insert(o.clone(), !faulted);
+        }
+        if let Some(o) = &lights.fault {
+            want.insert(o.clone(), faulted);
+        }
+        if let Some(n) = &lights.ng_rate {
+            want.insert(n.output.clone(), rejects.share().is_some_and(|s| s > n.above));
+        }
+        let reassert = now - last_assert >= REASSERT;
+        if reassert {
+            last_assert = now;
+        }
+        for (name, on) in want {
+            if shown.get(&name) == Some(&on) && !reassert {
+                continue;
+            }
+            if let Some(h) = outputs.get(&name) {
+                match h.set(on).await {
+                    Ok(()) => {
+                        shown.insert(name, on);
+                    }
+                    Err(e) => {
+                        shown.remove(&name);
+                        tracing::debug!(output = %name, error = %e, "stack light not written");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_share_over_the_window() {
+        let w = RejectWindow::new(4);
+        assert_eq!(w.share(), None);
+        for r in [true, false, false, false, false] {
+            w.record(r);
+        }
+        assert_eq!(w.share(), Some(0.0), "the old reject left the window");
+        w.record(true);
+        assert_eq!(w.share(), Some(0.25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_worker_is_a_fault_after_the_stall_time() {
+        let queue = Arc::new(FrameQueue::new(4));
+        let progress = Arc::new(AtomicU64::new(0));
+        let cam = Arc::new(CameraStats::default());
+        let tasks = vec![WatchedTask {
+            name: "t".into(),
+            camera: "c".into(),
+            camera_stats: cam,
+            queue: queue.clone(),
+            progress: progress.clone(),
+        }];
+        let devices = BTreeMap::new();
+        let mut stalls = BTreeMap::new();
+        let t0 = Instant::now();
+        // Nothing waiting: never a stall, however long.
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, t0).is_empty());
+        let frame = Frame {
+            part: crate::decision::PartInfo {
+                camera: "c".into(),
+                part_id: 1,
+                captured: std::time::Instant::now(),
+                captured_wall: std::time::SystemTime::now(),
+            },
+            image: opencv::core::Mat::default(),
+            is_part: true,
+        };
+        let _ = queue.push(frame, crate::camera::queue::WhenFull::Refuse);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, at(1)).is_empty());
+        let f = current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, at(4));
+        assert_eq!(f, vec!["task `t`: inference stalled (1 frames waiting)".to_string()]);
+        progress.fetch_add(1, Ordering::Relaxed);
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, at(5)).is_empty());
+    }
+}

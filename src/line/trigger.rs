@@ -1,0 +1,150 @@
+//! Part triggers: a photo-eye (an edge of a bool point) or a counter the PLC
+//! increments per part. Each trigger creates a part with its own id and the
+//! time of the reading that showed it, announces it to the task's controller
+//! (so it enters the reject gate's register and gets a deadline) and asks the
+//! camera for the next frame.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{PointType, TriggerOn};
+use crate::decision::{PartEvent, PartInfo};
+use crate::modbus::points::{Quality, Sample};
+use crate::telemetry::stats::TaskStats;
+
+/// Parts waiting for their frame, shared with the camera thread (which takes
+/// the oldest for the first frame it grabs after the part's trigger).
+pub type Waiting = Arc<Mutex<VecDeque<PartInfo>>>;
+
+/// Turns successive readings into a number of new parts.
+#[derive(Debug)]
+pub struct Detector {
+    on: TriggerOn,
+    /// Counter width in bits, for wrap-around.
+    bits: u32,
+    last: Option<u64>,
+}
+
+/// A counter that jumps by more than this is resynchronised, not turned into
+/// thousands of parts (a PLC reset or a wrong register).
+const MAX_STEP: u64 = 1000;
+
+impl Detector {
+    pub fn new(on: TriggerOn, ty: PointType) -> Self {
+        let bits = match ty {
+            PointType::U16 | PointType::I16 => 16,
+            PointType::U32 | PointType::I32 => 32,
+            _ => 64,
+        };
+        Detector { on, bits, last: None }
+    }
+
+    /// Parts announced by this reading (0 for the first reading).
+    pub fn update(&mut self, s: &Sample) -> u64 {
+        if s.quality != Quality::Good {
+            return 0;
+        }
+        let now = match (self.on, &s.value) {
+            (TriggerOn::RisingEdge | TriggerOn::FallingEdge, _) => match s.as_bool() {
+                Some(b) => u64::from(b),
+                None => return 0,
+            },
+            (TriggerOn::Increment, _) => match s.as_u64() {
+                Some(v) => v,
+                None => return 0,
+            },
+        };
+        let Some(last) = self.last.replace(now) else { return 0 };
+        match self.on {
+            TriggerOn::RisingEdge => u64::from(last == 0 && now == 1),
+            TriggerOn::FallingEdge => u64::from(last == 1 && now == 0),
+            TriggerOn::Increment => {
+                let modulus = if self.bits == 64 { u64::MAX } else { (1u64 << self.bits) - 1 };
+                let step = now.wrapping_sub(last) & modulus;
+                if step > MAX_STEP {
+                    tracing::warn!(from = last, to = now, "part counter jumped; resynchronised without creating parts");
+                    0
+                } else {
+                    step
+                }
+            }
+        }
+    }
+}
+
+/// Run until the point's poller stops.
+pub async fn run(
+    camera: Arc<str>,
+    mut point: watch::Receiver<Sample>,
+    mut detector: Detector,
+    waiting: Waiting,
+    events: mpsc::UnboundedSender<PartEvent>,
+    stats: Arc<TaskStats>,
+) {
+    let mut next_id: u64 = 1;
+    let mut last_reads = 0;
+    loop {
+        let (parts, at) = {
+            let s = point.borrow_and_update();
+            if s.reads == last_reads && s.quality == Quality::Good {
+                (0, None) // the same reading seen again
+            } else {
+                last_reads = s.reads;
+                (detector.update(&s), s.read_at)
+            }
+        };
+        for _ in 0..parts {
+            let captured = at.map(|t| t.into_std()).unwrap_or_else(std::time::Instant::now);
+            let part = PartInfo { camera: camera.clone(), part_id: next_id, captured, captured_wall: SystemTime::now() };
+            next_id += 1;
+            stats.triggers.fetch_add(1, Ordering::Relaxed);
+            // Announce first, so the part is in the gate's register before its frame can be judged.
+            let _ = events.send(PartEvent::Captured(part.clone()));
+            waiting.lock().unwrap_or_else(|p| p.into_inner()).push_back(part);
+        }
+        if point.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modbus::codec::Value;
+
+    fn reading(v: Value, q: Quality) -> Sample {
+        Sample { value: Some(v), quality: q, read_at: None, read_wall: None, error: None, reads: 1 }
+    }
+
+    #[test]
+    fn edges() {
+        let mut d = Detector::new(TriggerOn::RisingEdge, PointType::Bool);
+        let seq = [false, true, true, false, true];
+        let parts: Vec<u64> = seq.iter().map(|b| d.update(&reading(Value::Bool(*b), Quality::Good))).collect();
+        assert_eq!(parts, vec![0, 1, 0, 0, 1]);
+        // A bad reading neither triggers nor hides the next edge.
+        assert_eq!(d.update(&reading(Value::Bool(false), Quality::Bad)), 0);
+        assert_eq!(d.update(&reading(Value::Bool(false), Quality::Good)), 0);
+        assert_eq!(d.update(&reading(Value::Bool(true), Quality::Good)), 1);
+        let mut f = Detector::new(TriggerOn::FallingEdge, PointType::Bool);
+        let parts: Vec<u64> = seq.iter().map(|b| f.update(&reading(Value::Bool(*b), Quality::Good))).collect();
+        assert_eq!(parts, vec![0, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn counter_steps_wrap_and_resync() {
+        let mut d = Detector::new(TriggerOn::Increment, PointType::U16);
+        let mut step = |v: u64| d.update(&reading(Value::UInt(v), Quality::Good));
+        assert_eq!(step(65_534), 0);
+        assert_eq!(step(65_535), 1);
+        assert_eq!(step(2), 3, "through the wrap");
+        assert_eq!(step(2), 0);
+        assert_eq!(step(40_000), 0, "a jump is resynchronised, not 40,000 parts");
+        assert_eq!(step(40_001), 1);
+    }
+}

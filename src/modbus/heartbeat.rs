@@ -1,0 +1,95 @@
+//! The heartbeat: an incrementing counter written to one PLC register at a
+//! fixed period.
+//!
+//! A counter, never a toggling bit: a bit that happens to be high when
+//! linesight dies stays high, and the PLC cannot tell. The PLC should fault
+//! the line when the counter has not changed for about three periods. The
+//! counter runs 1..=65535 and wraps to 1, so 0 always means "never written
+//! since the PLC started".
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{interval, MissedTickBehavior};
+
+use super::RegisterHandle;
+
+/// The next counter value after `n`.
+pub fn next(n: u16) -> u16 {
+    if n == u16::MAX {
+        1
+    } else {
+        n + 1
+    }
+}
+
+/// Write the counter every `period` until the task is aborted (at stop:
+/// the counter then stops, which is the PLC's signal).
+pub async fn run(register: RegisterHandle, period: Duration, beats: Arc<AtomicU64>) {
+    let mut tick = interval(period);
+    // After a stall, do not burst: the PLC only needs to see the value move.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut counter: u16 = 0;
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        counter = next(counter);
+        match register.write(0, vec![counter]).await {
+            Ok(()) => {
+                beats.fetch_add(1, Ordering::Relaxed);
+                if failing {
+                    tracing::info!(device = %register.device.name, "heartbeat written again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(device = %register.device.name, error = %e, "heartbeat could not be written; the PLC will see it stop");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::modbus::outputs::testing::Recorder;
+    use crate::modbus::Outputs;
+
+    #[test]
+    fn counter_wraps_past_zero() {
+        assert_eq!(next(0), 1);
+        assert_eq!(next(41), 42);
+        assert_eq!(next(u16::MAX), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counter_increments_every_period() {
+        let yaml = r#"
+node: { group_id: g, node_id: n }
+modbus:
+  devices: { plc: { tcp: "127.0.0.1:502" } }
+  heartbeat: { device: plc, address: 100, period: 500ms }
+cameras: {}
+models: {}
+tasks: {}
+"#;
+        let cfg: config::Config = config::yaml::from_node(&config::yaml::parse(yaml).unwrap()).unwrap();
+        let rec = Recorder::default();
+        let rec2 = rec.clone();
+        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
+        let beats = Arc::new(AtomicU64::new(0));
+        let t0 = tokio::time::Instant::now();
+        let task = tokio::spawn(run(outputs.heartbeat().unwrap().clone(), Duration::from_millis(500), beats.clone()));
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        task.abort();
+        let w: Vec<(u128, u16, u16)> =
+            rec.writes.lock().unwrap().iter().map(|(t, a, v)| ((*t - t0).as_millis(), *a, v[0])).collect();
+        assert_eq!(w, vec![(0, 100, 1), (500, 100, 2), (1000, 100, 3), (1500, 100, 4)]);
+        assert_eq!(beats.load(Ordering::Relaxed), 4);
+    }
+}
