@@ -10,6 +10,8 @@
 //! (c) latency from capture to reject acknowledged;
 //! (d) CPU time per frame and peak RSS.
 
+pub mod rejects;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -49,9 +51,32 @@ pub struct BenchArgs {
     /// The clip the test video is made from (scaled up to --width x --height).
     #[arg(long, default_value = "samples/line.avi")]
     pub source: PathBuf,
+    /// Measure the reject gate's timing instead: parts at --rate against a local Modbus server.
+    #[arg(long)]
+    pub rejects: bool,
+    /// With --rejects: parts to run.
+    #[arg(long, default_value_t = 10_000)]
+    pub parts: usize,
+    /// With --rejects: parts per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
 }
 
 pub async fn main(args: BenchArgs) -> Result<(), String> {
+    if args.rejects {
+        let out = rejects::run(args.parts, args.rate, args.json).await?;
+        if args.json {
+            println!("{out}");
+        } else {
+            let e = &out["on_error_ms"];
+            println!(
+                "reject \"on\" at the PLC vs due: p50 {} ms, p99 {} ms, max {} ms (min {} ms); deadline misses {}; failed {}",
+                e["p50"], e["p99"], e["max"], e["min"], out["deadline_misses"], out["failed"]
+            );
+            println!("machine: {}", out["machine"]);
+        }
+        return Ok(());
+    }
     let video = make_video(&args)?;
     let say = |s: &str| {
         if !args.json {
@@ -338,7 +363,7 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

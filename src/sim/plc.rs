@@ -114,6 +114,16 @@ impl tokio_modbus::server::Service for Service {
             Request::ReadHoldingRegisters(a, n) => {
                 range(a, n).map(|r| Response::ReadHoldingRegisters(img.registers[r].to_vec()))
             }
+            // The simulated PLC has no inputs wired: they read as off / zero.
+            Request::ReadDiscreteInputs(a, n) => range(a, n).map(|r| Response::ReadDiscreteInputs(vec![false; r.len()])),
+            Request::ReadInputRegisters(a, n) => range(a, n).map(|r| Response::ReadInputRegisters(vec![0; r.len()])),
+            Request::WriteMultipleRegisters(a, v) => range(a, v.len() as u16).map(|r| {
+                for (i, x) in r.clone().zip(v.iter()) {
+                    img.registers[i] = *x;
+                }
+                img.writes.push(WriteEvent { at: now, address: a, on: v.iter().any(|x| *x != 0), coil: false });
+                Response::WriteMultipleRegisters(a, v.len() as u16)
+            }),
             Request::WriteSingleCoil(a, v) => range(a, 1).map(|_| {
                 img.coils[a as usize] = v;
                 img.writes.push(WriteEvent { at: now, address: a, on: v, coil: true });
