@@ -236,7 +236,7 @@ EOF
 
 # ---------------------------------------------------------------------------------------------
 if [ "${ORT_ONLY}" -eq 0 ]; then
-    pkgs=(libopencv-dev clang libclang-dev mosquitto mosquitto-clients pkg-config python3-pip python3-venv)
+    pkgs=(libopencv-dev clang libclang-dev mosquitto mosquitto-clients socat pkg-config python3-pip python3-venv)
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     apt_install_missing "${pkgs[@]}"
     setup_venv

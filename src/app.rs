@@ -28,14 +28,14 @@ use crate::camera::{Camera, CameraStats, Opener};
 use crate::config::{CameraMode, Config};
 use crate::decision::controller::{Controller, GateDistance, RejectPlan};
 use crate::decision::reject::{Gate, GateSettings};
+use crate::decision::rules::ClassifierRule;
+use crate::inference::classifier::Classifier;
+use crate::inference::{runtime, Worker};
 use crate::line::health::{self, Faults, RejectWindow, WatchedTask};
 use crate::line::{encoder, trigger};
 use crate::modbus::handshake::{self, HandshakeStats};
 use crate::modbus::heartbeat;
 use crate::modbus::points::Points;
-use crate::decision::rules::ClassifierRule;
-use crate::inference::classifier::Classifier;
-use crate::inference::{runtime, Worker};
 use crate::modbus::Outputs;
 use crate::service::notify;
 use crate::telemetry::mqtt::Mqtt;
@@ -200,7 +200,8 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         };
         let handshake_tx = match (&task.handshake, &handshake_stats) {
             (Some(block), Some(hs)) => {
-                let (Some(reg), Some(cfg)) = (outputs.result_block(block), config.modbus.result_blocks.get(block)) else {
+                let (Some(reg), Some(cfg)) = (outputs.result_block(block), config.modbus.result_blocks.get(block))
+                else {
                     return Err(StartError::Other(format!("result block `{block}` has no device")));
                 };
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -246,7 +247,9 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         };
         let waiting: Option<trigger::Waiting> = task.trigger.as_ref().map(|_| Default::default());
         if let (Some(t), Some(w)) = (&task.trigger, &waiting) {
-            let point = points.get(&t.point).ok_or_else(|| StartError::Other(format!("trigger point `{}` missing", t.point)))?;
+            let point = points
+                .get(&t.point)
+                .ok_or_else(|| StartError::Other(format!("trigger point `{}` missing", t.point)))?;
             let detector = trigger::Detector::new(t.on, point.spec.ty);
             running.background.push(tokio::spawn(trigger::run(
                 task.camera.as_str().into(),
@@ -296,7 +299,9 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     .collect();
     let plain: Vec<String> = outputs
         .names()
-        .filter(|n| !lamps.contains(n) && !config.tasks.values().any(|t| t.reject.as_ref().is_some_and(|r| r.output == *n)))
+        .filter(|n| {
+            !lamps.contains(n) && !config.tasks.values().any(|t| t.reject.as_ref().is_some_and(|r| r.output == *n))
+        })
         .map(str::to_string)
         .collect();
     let alarm_mqtt = mqtt.as_ref().map(|(m, _)| m.clone());

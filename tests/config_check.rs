@@ -258,7 +258,6 @@ fn with_line_io() -> String {
 "#,
         )
         .replace("cameras:\n", "line:\n  encoder: encoder\nstack_light:\n  fault: lamp_red\ncameras:\n")
-        .replace("      file: ", "      file: ")
         .replace("    model: surface\n", "    model: surface\n    trigger: { point: eye }\n    handshake: cell\n")
         .replace("      delay: 350ms\n", "      distance: 12000\n")
         .replace("    source:\n", "    mode: triggered\n    source:\n")
@@ -290,14 +289,18 @@ fn points_that_do_not_fit() {
     );
     // A coil holds one bit.
     errors_contain(
-        &with_line_io().replace("area: discrete-input, address: 1, poll", "area: discrete-input, address: 1, type: f32, poll"),
+        &with_line_io()
+            .replace("area: discrete-input, address: 1, poll", "area: discrete-input, address: 1, type: f32, poll"),
         &[&["holds one bit", "cannot be read as F32"], &["trigger"]],
     );
     // A register point needs a type; a bool from a register needs its bit.
     errors_contain(&with_line_io().replace(", type: i16, scale: 0.1", ""), &[&["has no `type`"]]);
     errors_contain(&with_line_io().replace("type: i16, scale: 0.1", "type: bool"), &[&["says no `bit`"]]);
     // An input register cannot be written by anyone.
-    errors_contain(&with_line_io().replace("scale: 0.1, poll: 1s", "poll: 1s, writable: true"), &[&["cannot be written"]]);
+    errors_contain(
+        &with_line_io().replace("scale: 0.1, poll: 1s", "poll: 1s, writable: true"),
+        &[&["cannot be written"]],
+    );
 }
 
 #[test]
@@ -307,10 +310,16 @@ fn two_owners_of_one_output_and_bad_unit_ids() {
         &with_line_io().replace("heartbeat: { device: plc, address: 101 }", "heartbeat: { device: plc, address: 203 }"),
         &[&["writes the same holding register of device `plc`", "the heartbeat"]],
     );
-    errors_contain(&with_line_io().replace("      unit: 3\n", "      unit: 250\n"), &[&["unit id 250 does not exist on a serial bus"]]);
+    errors_contain(
+        &with_line_io().replace("      unit: 3\n", "      unit: 250\n"),
+        &[&["unit id 250 does not exist on a serial bus"]],
+    );
     errors_contain(&with_line_io().replace("      unit: 3\n", "      unit: 0\n"), &[&["broadcast"]]);
     errors_contain(
-        &with_line_io().replace("      rtu: { port: /dev/ttyUSB0, baud: 19200 }\n", "      rtu: { port: /dev/ttyUSB0, baud: 19200 }\n      tcp: \"h:502\"\n"),
+        &with_line_io().replace(
+            "      rtu: { port: /dev/ttyUSB0, baud: 19200 }\n",
+            "      rtu: { port: /dev/ttyUSB0, baud: 19200 }\n      tcp: \"h:502\"\n",
+        ),
         &[&["both `tcp` and `rtu`"]],
     );
 }
@@ -318,16 +327,28 @@ fn two_owners_of_one_output_and_bad_unit_ids() {
 #[test]
 fn triggers_gates_and_lights_are_cross_checked() {
     // A trigger on a counter must say `increment`; an edge needs a bool.
-    errors_contain(&with_line_io().replace("trigger: { point: eye }", "trigger: { point: encoder }"), &[&["cannot use point `encoder`"]]);
+    errors_contain(
+        &with_line_io().replace("trigger: { point: eye }", "trigger: { point: encoder }"),
+        &[&["cannot use point `encoder`"]],
+    );
     // The camera must be triggered when the task has a trigger, and the other way round.
     errors_contain(&with_line_io().replace("    mode: triggered\n", ""), &[&["not `mode: triggered`"]]);
     // A distance needs the encoder.
     errors_contain(&with_line_io().replace("line:\n  encoder: encoder\n", ""), &[&["needs the line's encoder"]]);
     // Delay and distance together.
-    errors_contain(&with_line_io().replace("      distance: 12000\n", "      distance: 12000\n      delay: 300ms\n"), &[&["both `delay` and `distance`"]]);
+    errors_contain(
+        &with_line_io().replace("      distance: 12000\n", "      distance: 12000\n      delay: 300ms\n"),
+        &[&["both `delay` and `distance`"]],
+    );
     // The stack light names a missing output; the handshake a missing block.
-    errors_contain(&with_line_io().replace("  fault: lamp_red", "  fault: lamp_rd"), &[&["output `lamp_rd`", "did you mean `lamp_red`"]]);
-    errors_contain(&with_line_io().replace("    handshake: cell\n", "    handshake: cel\n"), &[&["result block `cel`"]]);
+    errors_contain(
+        &with_line_io().replace("  fault: lamp_red", "  fault: lamp_rd"),
+        &[&["output `lamp_rd`", "did you mean `lamp_red`"]],
+    );
+    errors_contain(
+        &with_line_io().replace("    handshake: cell\n", "    handshake: cel\n"),
+        &[&["result block `cel`"]],
+    );
     // A gate that is also a lamp has two owners.
     errors_contain(&with_line_io().replace("  fault: lamp_red", "  fault: reject_gate"), &[&["also a stack light"]]);
 }

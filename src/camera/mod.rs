@@ -240,7 +240,9 @@ impl Camera {
             Pushed::Displaced(_) => {}
             Pushed::Refused(f) | Pushed::Closed(f) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                let _ = self.events.send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
+                let _ = self
+                    .events
+                    .send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
             }
         }
     }

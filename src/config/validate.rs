@@ -137,7 +137,9 @@ fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
             _ => {}
         }
         match (ty, p.length) {
-            (PointType::String, None) => c.at(&path, "a string point needs `length:`", "give its length in registers (2 characters each)"),
+            (PointType::String, None) => {
+                c.at(&path, "a string point needs `length:`", "give its length in registers (2 characters each)")
+            }
             (PointType::String, Some(n)) if n == 0 || n > 125 => {
                 c.at(&at("length"), format!("length {n} is out of range"), "use 1 to 125 registers (one request)")
             }
@@ -151,14 +153,26 @@ fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
             if !numeric {
                 c.at(&at(key), format!("`{key}` only applies to numbers, not to {ty:?}"), format!("remove `{key}`"));
             } else if !v.is_finite() || (key == "scale" && v == 0.0) || (key == "deadband" && v < 0.0) {
-                c.at(&at(key), format!("{key} {v} is not usable"), "use a finite number (a non-zero scale, a deadband of 0 or more)");
+                c.at(
+                    &at(key),
+                    format!("{key} {v} is not usable"),
+                    "use a finite number (a non-zero scale, a deadband of 0 or more)",
+                );
             }
         }
         if p.poll.get() < std::time::Duration::from_millis(1) || p.poll.get().as_secs() > 3600 {
-            c.at(&at("poll"), format!("poll interval {} is out of range", p.poll), "use 1ms to 1h (triggers 2ms to 10ms, sensors 100ms or more)");
+            c.at(
+                &at("poll"),
+                format!("poll interval {} is out of range", p.poll),
+                "use 1ms to 1h (triggers 2ms to 10ms, sensors 100ms or more)",
+            );
         }
         if p.publish_every.get() < std::time::Duration::from_millis(100) {
-            c.at(&at("publish_every"), format!("{} is too often", p.publish_every), "use 100ms or more; changes are published as they happen anyway");
+            c.at(
+                &at("publish_every"),
+                format!("{} is too often", p.publish_every),
+                "use 100ms or more; changes are published as they happen anyway",
+            );
         }
         if p.writable && p.bit.is_some() {
             c.at(
@@ -204,7 +218,11 @@ fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
         let path = ["modbus", "heartbeat"];
         let p = hb.period.get();
         if p < std::time::Duration::from_millis(10) || p.as_secs() > 60 {
-            c.at(&["modbus", "heartbeat", "period"], format!("heartbeat period {} is out of range", hb.period), "use 10ms to 60s; 100ms to 1s is usual");
+            c.at(
+                &["modbus", "heartbeat", "period"],
+                format!("heartbeat period {} is out of range", hb.period),
+                "use 10ms to 60s; 100ms to 1s is usual",
+            );
         }
         if let Some(dev) = dev_of(&path, "the heartbeat", &hb.device, c) {
             if let Some(start) = span(&path, &dev, &hb.device, hb.address, 1, c) {
@@ -222,11 +240,19 @@ fn modbus(config: &Config, broken: &Broken, c: &mut Collector) {
     for (name, rb) in &config.modbus.result_blocks {
         let path = ["modbus", "result_blocks", name.as_str()];
         if rb.buffer == 0 || rb.buffer > 1000 {
-            c.at(&[&path[..], &["buffer"]].concat(), format!("buffer {} is out of range", rb.buffer), "use 1 to 1000 results");
+            c.at(
+                &[&path[..], &["buffer"]].concat(),
+                format!("buffer {} is out of range", rb.buffer),
+                "use 1 to 1000 results",
+            );
         }
         let p = rb.ack_poll.get();
         if p < std::time::Duration::from_millis(1) || p.as_secs() > 10 {
-            c.at(&[&path[..], &["ack_poll"]].concat(), format!("ack_poll {} is out of range", rb.ack_poll), "use 1ms to 10s");
+            c.at(
+                &[&path[..], &["ack_poll"]].concat(),
+                format!("ack_poll {} is out of range", rb.ack_poll),
+                "use 1ms to 10s",
+            );
         }
         let Some(dev) = dev_of(&path, &format!("result block `{name}`"), &rb.device, c) else { continue };
         if let Some(start) = span(&path, &dev, &rb.device, rb.address, RESULT_BLOCK_REGISTERS, c) {
@@ -278,8 +304,14 @@ fn device(name: &str, dev: &ModbusDeviceConfig, c: &mut Collector) {
     let path = ["modbus", "devices", name];
     let at = |k: &'static str| [&path[..], &[k]].concat();
     match (&dev.tcp, &dev.rtu) {
-        (Some(_), Some(_)) => c.at(&path, format!("device `{name}` has both `tcp` and `rtu`"), "keep the one the device is wired with"),
-        (None, None) => c.at(&path, format!("device `{name}` has neither `tcp` nor `rtu`"), "add `tcp: \"host:502\"` or `rtu: { port: /dev/ttyUSB0, baud: 19200 }`"),
+        (Some(_), Some(_)) => {
+            c.at(&path, format!("device `{name}` has both `tcp` and `rtu`"), "keep the one the device is wired with")
+        }
+        (None, None) => c.at(
+            &path,
+            format!("device `{name}` has neither `tcp` nor `rtu`"),
+            "add `tcp: \"host:502\"` or `rtu: { port: /dev/ttyUSB0, baud: 19200 }`",
+        ),
         _ => {}
     }
     if let Some(tcp) = &dev.tcp {
@@ -289,23 +321,43 @@ fn device(name: &str, dev: &ModbusDeviceConfig, c: &mut Collector) {
     }
     if let Some(rtu) = &dev.rtu {
         if !(300..=1_000_000).contains(&rtu.baud) {
-            c.at(&[&path[..], &["rtu", "baud"]].concat(), format!("baud rate {} is out of range", rtu.baud), "use the device's rate, e.g. 9600, 19200 or 115200");
+            c.at(
+                &[&path[..], &["rtu", "baud"]].concat(),
+                format!("baud rate {} is out of range", rtu.baud),
+                "use the device's rate, e.g. 9600, 19200 or 115200",
+            );
         }
         if !(7..=8).contains(&rtu.data_bits) {
-            c.at(&[&path[..], &["rtu", "data_bits"]].concat(), format!("{} data bits", rtu.data_bits), "Modbus RTU uses 8 data bits");
+            c.at(
+                &[&path[..], &["rtu", "data_bits"]].concat(),
+                format!("{} data bits", rtu.data_bits),
+                "Modbus RTU uses 8 data bits",
+            );
         }
         if !(1..=2).contains(&rtu.stop_bits) {
             c.at(&[&path[..], &["rtu", "stop_bits"]].concat(), format!("{} stop bits", rtu.stop_bits), "use 1 or 2");
         }
         if rtu.port.as_os_str().is_empty() {
-            c.at(&[&path[..], &["rtu", "port"]].concat(), "the serial port is empty", "give the device node, e.g. /dev/ttyUSB0");
+            c.at(
+                &[&path[..], &["rtu", "port"]].concat(),
+                "the serial port is empty",
+                "give the device node, e.g. /dev/ttyUSB0",
+            );
         }
     }
     if dev.timeout.get().is_zero() || dev.timeout.get().as_secs() > 60 {
-        c.at(&at("timeout"), format!("timeout {} is out of range", dev.timeout), "use 10ms to 60s; 100ms to 500ms suits a PLC on the local network");
+        c.at(
+            &at("timeout"),
+            format!("timeout {} is out of range", dev.timeout),
+            "use 10ms to 60s; 100ms to 500ms suits a PLC on the local network",
+        );
     }
     if dev.unit == 0 {
-        c.at(&at("unit"), "unit id 0 is the broadcast address; writes to it are never acknowledged", "use the device's unit id (1 to 247, or 255 for some TCP gateways)");
+        c.at(
+            &at("unit"),
+            "unit id 0 is the broadcast address; writes to it are never acknowledged",
+            "use the device's unit id (1 to 247, or 255 for some TCP gateways)",
+        );
     } else if dev.rtu.is_some() && dev.unit > 247 {
         c.at(&at("unit"), format!("unit id {} does not exist on a serial bus", dev.unit), "use 1 to 247");
     }
@@ -318,7 +370,14 @@ fn device(name: &str, dev: &ModbusDeviceConfig, c: &mut Collector) {
 
 /// Check that `count` items from `address` fit the device's address space;
 /// returns the first protocol address.
-fn span(path: &[&str], dev: &ModbusDeviceConfig, device: &str, address: u32, count: u32, c: &mut Collector) -> Option<u32> {
+fn span(
+    path: &[&str],
+    dev: &ModbusDeviceConfig,
+    device: &str,
+    address: u32,
+    count: u32,
+    c: &mut Collector,
+) -> Option<u32> {
     let (lo, hi) = match dev.addressing {
         Addressing::ZeroBased => (0, 65535),
         Addressing::OneBased => (1, 65536),
@@ -588,7 +647,11 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
             if let Some(confirm) = &reject.confirm {
                 bool_point(config, broken, &[&path[..], &["reject", "confirm", "point"]].concat(), &confirm.point, c);
                 if confirm.within.get().is_zero() {
-                    c.at(&[&path[..], &["reject", "confirm", "within"]].concat(), "confirmation window of zero", "use the time the gate sensor needs, e.g. 150ms");
+                    c.at(
+                        &[&path[..], &["reject", "confirm", "within"]].concat(),
+                        "confirmation window of zero",
+                        "use the time the gate sensor needs, e.g. 150ms",
+                    );
                 }
             }
             if let Some(other) = gate_owner.insert(reject.output.as_str(), name.as_str()) {
@@ -680,11 +743,17 @@ fn line(config: &Config, broken: &Broken, c: &mut Collector) {
     }
     if let Some(enc) = &config.line.encoder {
         match config.modbus.points.get(enc) {
-            Some(p) if !matches!(p.value_type(), PointType::U16 | PointType::U32) || p.scale.is_some() || p.offset.is_some() => c.at(
-                &["line", "encoder"],
-                format!("encoder point `{enc}` must be a raw u16 or u32 counter"),
-                "read the encoder register as `type: u32` (or u16) without scale or offset; wrap-around is handled",
-            ),
+            Some(p)
+                if !matches!(p.value_type(), PointType::U16 | PointType::U32)
+                    || p.scale.is_some()
+                    || p.offset.is_some() =>
+            {
+                c.at(
+                    &["line", "encoder"],
+                    format!("encoder point `{enc}` must be a raw u16 or u32 counter"),
+                    "read the encoder register as `type: u32` (or u16) without scale or offset; wrap-around is handled",
+                )
+            }
             Some(_) => {}
             None => unknown_point(config, broken, &["line", "encoder"], enc, c),
         }
@@ -693,7 +762,10 @@ fn line(config: &Config, broken: &Broken, c: &mut Collector) {
 
 fn stack_outputs(config: &Config) -> Vec<&str> {
     let s = &config.stack_light;
-    [s.running.as_deref(), s.ng_rate.as_ref().map(|n| n.output.as_str()), s.fault.as_deref()].into_iter().flatten().collect()
+    [s.running.as_deref(), s.ng_rate.as_ref().map(|n| n.output.as_str()), s.fault.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn stack_light(config: &Config, broken: &Broken, c: &mut Collector) {
@@ -708,7 +780,11 @@ fn stack_light(config: &Config, broken: &Broken, c: &mut Collector) {
         let Some(out) = out else { continue };
         if !config.modbus.outputs.contains_key(out) && !broken.outputs.contains(out) {
             let known: Vec<&str> = config.modbus.outputs.keys().map(String::as_str).collect();
-            c.at(&path, format!("stack light names output `{out}`, which is not in modbus.outputs"), hint_known(out, &known, "modbus.outputs"));
+            c.at(
+                &path,
+                format!("stack light names output `{out}`, which is not in modbus.outputs"),
+                hint_known(out, &known, "modbus.outputs"),
+            );
         }
         if seen.contains(&out) {
             c.at(&path, format!("output `{out}` shows two stack-light states"), "give each state its own lamp");
@@ -717,10 +793,18 @@ fn stack_light(config: &Config, broken: &Broken, c: &mut Collector) {
     }
     if let Some(n) = &s.ng_rate {
         if !(0.0..=1.0).contains(&n.above) || n.above.is_nan() {
-            c.at(&["stack_light", "ng_rate", "above"], format!("{} is outside 0..1", n.above), "give the share of rejected parts, e.g. 0.05 for 5%");
+            c.at(
+                &["stack_light", "ng_rate", "above"],
+                format!("{} is outside 0..1", n.above),
+                "give the share of rejected parts, e.g. 0.05 for 5%",
+            );
         }
         if n.window == 0 || n.window > 100_000 {
-            c.at(&["stack_light", "ng_rate", "window"], format!("window {} is out of range", n.window), "use 1 to 100000 parts");
+            c.at(
+                &["stack_light", "ng_rate", "window"],
+                format!("window {} is out of range", n.window),
+                "use 1 to 100000 parts",
+            );
         }
     }
 }

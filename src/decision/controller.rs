@@ -23,8 +23,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::reject::{Arrival, Gate, GateOutcome};
 use super::Verdict;
-use crate::line::encoder::Position;
 use super::{Judgement, PartEvent, PartInfo};
+use crate::line::encoder::Position;
 use crate::telemetry::mqtt::Mqtt;
 use crate::telemetry::rfc3339;
 use crate::telemetry::stats::TaskStats;

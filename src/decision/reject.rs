@@ -99,7 +99,11 @@ pub struct Gate {
 impl Gate {
     /// Start the task that owns `output`. It ends when every `Gate` is
     /// dropped and every part that can still arrive has arrived.
-    pub fn start(output: OutputHandle, settings: GateSettings, stats: Arc<TaskStats>) -> (Gate, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        output: OutputHandle,
+        settings: GateSettings,
+        stats: Arc<TaskStats>,
+    ) -> (Gate, tokio::task::JoinHandle<()>) {
         // Unbounded: the controller must never wait on the gate; the number
         // of parts between camera and gate bounds it in practice.
         let (tx, rx) = mpsc::unbounded_channel();
@@ -162,7 +166,12 @@ struct State {
     confirm_on: bool,
 }
 
-async fn run(output: OutputHandle, settings: GateSettings, stats: Arc<TaskStats>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+async fn run(
+    output: OutputHandle,
+    settings: GateSettings,
+    stats: Arc<TaskStats>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+) {
     let mut encoder = settings.encoder.clone();
     let mut running_rx = settings.running.clone();
     let mut confirm_rx = settings.confirm.as_ref().map(|c| c.0.clone());
@@ -184,7 +193,11 @@ async fn run(output: OutputHandle, settings: GateSettings, stats: Arc<TaskStats>
     loop {
         let now = Instant::now();
         st.process(now).await;
-        if !open && st.off_at.is_none() && st.confirms.is_empty() && !st.parts.values().any(|e| matches!(e.slot, Slot::Time(_))) {
+        if !open
+            && st.off_at.is_none()
+            && st.confirms.is_empty()
+            && !st.parts.values().any(|e| matches!(e.slot, Slot::Time(_)))
+        {
             // Nothing more can arrive by time; parts waiting for an encoder
             // that no longer moves will not arrive before the stop.
             for (id, e) in st.parts.drain() {
@@ -445,7 +458,14 @@ tasks: {}
     }
 
     fn sample(v: crate::modbus::codec::Value, at: Instant) -> Sample {
-        Sample { value: Some(v), quality: Quality::Good, read_at: Some(at), read_wall: Some(SystemTime::now()), error: None, reads: 1 }
+        Sample {
+            value: Some(v),
+            quality: Quality::Good,
+            read_at: Some(at),
+            read_wall: Some(SystemTime::now()),
+            error: None,
+            reads: 1,
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -464,7 +484,9 @@ tasks: {}
         gate.verdict(4, false);
         for rx in [b, a, c] {
             match rx.await.unwrap() {
-                GateOutcome::Fired { late, deadline_miss, .. } => assert_eq!((late, deadline_miss), (Duration::ZERO, false)),
+                GateOutcome::Fired { late, deadline_miss, .. } => {
+                    assert_eq!((late, deadline_miss), (Duration::ZERO, false))
+                }
                 other => panic!("{other:?}"),
             }
         }

@@ -20,9 +20,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
-use crate::camera::{CameraStats, CameraStatus};
 use crate::camera::queue::FrameQueue;
 use crate::camera::Frame;
+use crate::camera::{CameraStats, CameraStatus};
 use crate::config::StackLightConfig;
 use crate::modbus::{Device, Outputs};
 
@@ -146,7 +146,9 @@ pub async fn supervise(
             } else {
                 tracing::info!("fault cleared");
             }
-            on_change(json!({"active": faulted, "faults": faults, "ts": crate::telemetry::rfc3339(std::time::SystemTime::now())}));
+            on_change(
+                json!({"active": faulted, "faults": faults, "ts": crate::telemetry::rfc3339(std::time::SystemTime::now())}),
+            );
             *faults_out.active.lock().unwrap_or_else(|e| e.into_inner()) = faults;
         }
         if faulted && (!was_faulted || now - last_assert >= REASSERT) {

@@ -99,7 +99,8 @@ pub async fn run(
         };
         for _ in 0..parts {
             let captured = at.map(|t| t.into_std()).unwrap_or_else(std::time::Instant::now);
-            let part = PartInfo { camera: camera.clone(), part_id: next_id, captured, captured_wall: SystemTime::now() };
+            let part =
+                PartInfo { camera: camera.clone(), part_id: next_id, captured, captured_wall: SystemTime::now() };
             next_id += 1;
             stats.triggers.fetch_add(1, Ordering::Relaxed);
             // Announce first, so the part is in the gate's register before its frame can be judged.

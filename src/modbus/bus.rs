@@ -41,7 +41,13 @@ impl Bus {
         (Bus { urgent, routine }, tokio::spawn(run(link, urgent_rx, routine_rx)))
     }
 
-    async fn call(&self, unit: u8, request: Request<'static>, limit: Duration, urgent: bool) -> Result<Response, LinkError> {
+    async fn call(
+        &self,
+        unit: u8,
+        request: Request<'static>,
+        limit: Duration,
+        urgent: bool,
+    ) -> Result<Response, LinkError> {
         let (reply, rx) = oneshot::channel();
         let queue = if urgent { &self.urgent } else { &self.routine };
         queue
@@ -86,7 +92,8 @@ impl DeviceStats {
     /// `connected`, `refusing` (up, but the last request got an exception) or `down`.
     pub fn state(&self) -> &'static str {
         let connected = self.connected.load(Ordering::Relaxed);
-        let refusing = self.last_error.lock().map(|e| e.as_deref().is_some_and(|e| e.starts_with("refused"))).unwrap_or(false);
+        let refusing =
+            self.last_error.lock().map(|e| e.as_deref().is_some_and(|e| e.starts_with("refused"))).unwrap_or(false);
         match (connected, refusing) {
             (true, true) => "refusing",
             (true, false) => "connected",
@@ -167,7 +174,10 @@ impl Device {
     }
 
     fn mismatch(&self, response: &Response) -> LinkError {
-        let e = LinkError::Down(format!("device `{}` sent a reply that does not match the request: {response:?}", self.name));
+        let e = LinkError::Down(format!(
+            "device `{}` sent a reply that does not match the request: {response:?}",
+            self.name
+        ));
         self.stats.record(&Err(e.clone()));
         e
     }

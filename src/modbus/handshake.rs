@@ -170,7 +170,13 @@ tasks: {}
     }
 
     fn blocks(rec: &Recorder) -> Vec<Vec<u16>> {
-        rec.writes.lock().unwrap().iter().filter(|(_, a, v)| *a == 200 && v[0] == 1).map(|(_, _, v)| v.clone()).collect()
+        rec.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, a, v)| *a == 200 && v[0] == 1)
+            .map(|(_, _, v)| v.clone())
+            .collect()
     }
 
     #[test]
@@ -204,7 +210,8 @@ tasks: {}
         let (rec, block) = setup();
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(HandshakeStats::default());
-        let task = tokio::spawn(run(block, Duration::from_millis(10), 2, rx, stats.clone(), Duration::from_millis(200)));
+        let task =
+            tokio::spawn(run(block, Duration::from_millis(10), 2, rx, stats.clone(), Duration::from_millis(200)));
         for id in 1..=5 {
             tx.send((id, Verdict::Ok)).unwrap();
         }

@@ -85,7 +85,8 @@ impl Transport {
         match self {
             Transport::Tcp(_) => Duration::ZERO,
             Transport::Rtu(r) => {
-                let bits_per_char = 1 + u32::from(r.data_bits) + u32::from(r.parity != Parity::None) + u32::from(r.stop_bits);
+                let bits_per_char =
+                    1 + u32::from(r.data_bits) + u32::from(r.parity != Parity::None) + u32::from(r.stop_bits);
                 let t = Duration::from_secs_f64(3.5 * f64::from(bits_per_char) / f64::from(r.baud.max(1)));
                 t.max(Duration::from_micros(1750))
             }

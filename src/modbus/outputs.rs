@@ -94,7 +94,7 @@ impl RegisterHandle {
     /// Write `values` at `offset` within the block (one request).
     pub async fn write(&self, offset: u16, values: Vec<u16>) -> Result<(), LinkError> {
         let n = values.len() as u16;
-        if n == 0 || offset.checked_add(n).is_none_or(|end| end > self.len) {
+        if n == 0 || offset.checked_add(n).map_or(true, |end| end > self.len) {
             // A bug, not a device problem: never write outside the declared block.
             tracing::error!(target: "linesight::audit", output = %self.name, offset, n, "write outside the declared block refused");
             return Err(LinkError::Refused(format!("write outside output `{}` refused", self.name)));
@@ -203,7 +203,13 @@ impl Outputs {
             block("heartbeat".into(), &hb.device, hb.address, 1, OUTPUT_RATE);
         }
         for (name, rb) in &config.modbus.result_blocks {
-            block(format!("result_blocks.{name}"), &rb.device, rb.address, crate::config::RESULT_BLOCK_REGISTERS, OUTPUT_RATE);
+            block(
+                format!("result_blocks.{name}"),
+                &rb.device,
+                rb.address,
+                crate::config::RESULT_BLOCK_REGISTERS,
+                OUTPUT_RATE,
+            );
         }
         let mut coil_points = BTreeMap::new();
         for (name, p) in &config.modbus.points {
@@ -325,7 +331,12 @@ pub(crate) mod testing {
     }
 
     impl ModbusLink for Recorder {
-        async fn call(&mut self, _unit: u8, request: Request<'static>, _limit: Duration) -> Result<Response, LinkError> {
+        async fn call(
+            &mut self,
+            _unit: u8,
+            request: Request<'static>,
+            _limit: Duration,
+        ) -> Result<Response, LinkError> {
             if self.fail.load(Ordering::Relaxed) {
                 return Err(LinkError::Down("test link down".into()));
             }

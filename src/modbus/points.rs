@@ -118,17 +118,14 @@ pub struct Points {
 impl Points {
     /// Start one poll task per (device, interval).
     pub fn start(config: &Config, devices: &BTreeMap<String, Device>) -> (Points, Vec<JoinHandle<()>>) {
-        let mut groups: BTreeMap<(String, Duration), Vec<(String, PointSpec, watch::Sender<Sample>)>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<(String, Duration), Vec<Member>> = BTreeMap::new();
         let mut points = BTreeMap::new();
         for (name, p) in &config.modbus.points {
             let Some(dev_cfg) = config.modbus.devices.get(&p.device) else { continue };
             let spec = PointSpec::from_config(p, dev_cfg);
             let (tx, rx) = watch::channel(Sample::unknown());
-            points.insert(
-                name.clone(),
-                Point { name: name.as_str().into(), config: p.clone(), spec: spec.clone(), rx },
-            );
+            points
+                .insert(name.clone(), Point { name: name.as_str().into(), config: p.clone(), spec: spec.clone(), rx });
             groups.entry((p.device.clone(), p.poll.get())).or_default().push((name.clone(), spec, tx));
         }
         let mut tasks = Vec::new();
@@ -148,10 +145,13 @@ impl Points {
     }
 }
 
+/// One point of a poll group: its name, how to decode it, where its value goes.
+type Member = (String, PointSpec, watch::Sender<Sample>);
+
 /// Unused addresses a read may cover to save a round trip.
 const MAX_GAP: u16 = 8;
 
-async fn poll_group(device: Device, every: Duration, members: Vec<(String, PointSpec, watch::Sender<Sample>)>) {
+async fn poll_group(device: Device, every: Duration, members: Vec<Member>) {
     let specs: Vec<PointSpec> = members.iter().map(|m| m.1.clone()).collect();
     let blocks = codec::plan_reads(&specs, MAX_GAP);
     let mut tick = interval(every);

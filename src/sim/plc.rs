@@ -115,7 +115,9 @@ impl tokio_modbus::server::Service for Service {
                 range(a, n).map(|r| Response::ReadHoldingRegisters(img.registers[r].to_vec()))
             }
             // The simulated PLC has no inputs wired: they read as off / zero.
-            Request::ReadDiscreteInputs(a, n) => range(a, n).map(|r| Response::ReadDiscreteInputs(vec![false; r.len()])),
+            Request::ReadDiscreteInputs(a, n) => {
+                range(a, n).map(|r| Response::ReadDiscreteInputs(vec![false; r.len()]))
+            }
             Request::ReadInputRegisters(a, n) => range(a, n).map(|r| Response::ReadInputRegisters(vec![0; r.len()])),
             Request::WriteMultipleRegisters(a, v) => range(a, v.len() as u16).map(|r| {
                 for (i, x) in r.clone().zip(v.iter()) {

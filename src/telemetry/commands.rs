@@ -44,14 +44,22 @@ pub async fn serve(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, points: P
             Ok(()) => json!({"id": id, "ok": true}),
             Err(e) => json!({"id": id, "ok": false, "error": e}),
         };
-        mqtt.publish(mqtt.topics.command_responses(), serde_json::to_vec(&reply).unwrap_or_default(), QoS::AtLeastOnce, false);
+        mqtt.publish(
+            mqtt.topics.command_responses(),
+            serde_json::to_vec(&reply).unwrap_or_default(),
+            QoS::AtLeastOnce,
+            false,
+        );
     }
 }
 
 /// Validate and execute one command; returns its id (null when unreadable).
 pub async fn handle(payload: &[u8], points: &Points, outputs: &Outputs) -> (Value, Result<(), String>) {
     if payload.len() > MAX_COMMAND_BYTES {
-        return (Value::Null, Err(format!("command of {} bytes refused: the limit is {MAX_COMMAND_BYTES}", payload.len())));
+        return (
+            Value::Null,
+            Err(format!("command of {} bytes refused: the limit is {MAX_COMMAND_BYTES}", payload.len())),
+        );
     }
     let doc: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,

@@ -159,3 +159,4 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+pub mod pyplc;
