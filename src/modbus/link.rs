@@ -147,7 +147,9 @@ impl Link {
             match timeout(self.connect_timeout, open(self.transport.clone())).await {
                 Ok(Ok(ctx)) => {
                     tracing::info!(device = %self.name, link = %self.transport, "Modbus link connected");
-                    self.backoff = BACKOFF_MIN;
+                    // The backoff is reset by a good answer, not by the connect:
+                    // a device that accepts TCP but answers garbage must not get
+                    // a fresh connection every 100 ms (PLCs have few slots).
                     self.ctx = Some(ctx);
                 }
                 Ok(Err(e)) => return Err(self.failed(e)),
@@ -213,8 +215,14 @@ impl ModbusLink for Link {
         let result = timeout(limit, ctx.call(request)).await;
         self.quiet_since = Instant::now();
         match result {
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(exception))) => Err(LinkError::Refused(format!("{exception}"))),
+            Ok(Ok(Ok(response))) => {
+                self.backoff = BACKOFF_MIN;
+                Ok(response)
+            }
+            Ok(Ok(Err(exception))) => {
+                self.backoff = BACKOFF_MIN;
+                Err(LinkError::Refused(format!("{exception}")))
+            }
             // Transport errors and protocol errors (a transaction-id or unit
             // mismatch, a malformed frame) leave the stream in an unknown state.
             Ok(Err(e)) => Err(self.failed(e.to_string())),
