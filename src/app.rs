@@ -266,6 +266,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             camera_stats: cam_stats.clone(),
             queue: queue.clone(),
             progress: task_progress,
+            stats: stats.clone(),
         });
         let opener = opts.openers.remove(&task.camera).unwrap_or_else(|| Camera::opener_for(&cam_cfg.source));
         let camera = Camera {

@@ -31,7 +31,7 @@ fn ng_stills(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-fn config(device: &str, port: u16, stills: &Path) -> String {
+fn config(device: &str, port: u16, stills: &Path, gate_at: &str) -> String {
     format!(
         r#"
 node: {{ group_id: test-line, node_id: cell-io }}
@@ -64,7 +64,7 @@ tasks:
     model: surface
     trigger: {{ point: eye }}
     inference_timeout: 3s
-    reject: {{ output: reject_gate, distance: {DISTANCE}, pulse: 30ms }}
+    reject: {{ output: reject_gate, {gate_at}, pulse: 30ms }}
     handshake: cell
 "#,
         stills = stills.display(),
@@ -148,7 +148,10 @@ async fn triggered_parts_are_rejected_at_the_encoder_distance_with_handshake_hea
     let broker = Broker::start().unwrap();
     let sub = Subscriber::start(broker.port, "linesight/#");
     let device = format!("tcp: \"{}\"", plc.addr());
-    let cfg = write_config(dir.path(), &config(&device, broker.port, &ng_stills(dir.path())));
+    let cfg = write_config(
+        dir.path(),
+        &config(&device, broker.port, &ng_stills(dir.path()), &format!("distance: {DISTANCE}")),
+    );
     // A command left retained on the broker: delivered when linesight subscribes, and never executed.
     let retained = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "linesight/test-line/cell-io/commands"])
@@ -281,7 +284,10 @@ async fn a_refusing_or_stalled_plc_shows_in_telemetry_and_linesight_recovers() {
     let broker = Broker::start().unwrap();
     let sub = Subscriber::start(broker.port, "linesight/#");
     let device = format!("tcp: \"{}\"", plc.addr());
-    let cfg = write_config(dir.path(), &config(&device, broker.port, &ng_stills(dir.path())));
+    let cfg = write_config(
+        dir.path(),
+        &config(&device, broker.port, &ng_stills(dir.path()), &format!("distance: {DISTANCE}")),
+    );
     let log = dir.path().join("daemon.log");
     let mut child = start_daemon(&cfg, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -331,7 +337,10 @@ async fn rtu_over_a_serial_pair_reads_points_beats_and_sets_a_writable_point() {
     let broker = Broker::start().unwrap();
     let sub = Subscriber::start(broker.port, "linesight/#");
     let device = format!("rtu: {{ port: {}, baud: 19200, parity: none }}", pty.a.display());
-    let cfg = write_config(dir.path(), &config(&device, broker.port, &ng_stills(dir.path())));
+    let cfg = write_config(
+        dir.path(),
+        &config(&device, broker.port, &ng_stills(dir.path()), &format!("distance: {DISTANCE}")),
+    );
     let log = dir.path().join("daemon.log");
     let mut child = start_daemon(&cfg, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -359,4 +368,42 @@ async fn rtu_over_a_serial_pair_reads_points_beats_and_sets_a_writable_point() {
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success(), "{}", logs());
     assert_eq!(plc.get_coils(10, 3).await, vec![false, false, true], "safe state over RTU");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_scheduled_reject_freezes_while_the_line_stands() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let plc = PyPlc::tcp(&[1]).await;
+    plc.set_di(0, &[true]).await; // line running
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let device = format!("tcp: \"{}\"", plc.addr());
+    let cfg = write_config(dir.path(), &config(&device, broker.port, &ng_stills(dir.path()), "delay: 3s"));
+    let log = dir.path().join("daemon.log");
+    let mut child = start_daemon(&cfg, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(plc.wait_for_write(|w| w.coil(11) == Some(true), Duration::from_secs(60)).await.is_some(), "{}", logs());
+
+    // A part passes the eye, then the line stops before it can reach the gate.
+    plc.set_di(1, &[true]).await;
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    plc.set_di(1, &[false]).await;
+    plc.set_di(0, &[false]).await;
+    assert_eq!(take_results(&plc, 1).await, vec![(1, 2, 1)], "judged NG\n{}", logs());
+    // Longer than the whole delay: the part stands still, so the gate must not fire.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    plc.sync().await;
+    assert!(!plc.writes().iter().any(gate_on), "no reject while the line stands\n{}", logs());
+    plc.set_di(0, &[true]).await;
+    assert!(
+        plc.wait_for_write(gate_on, Duration::from_secs(10)).await.is_some(),
+        "fires once the line runs\n{}",
+        logs()
+    );
+    assert!(wait_count(&sub, "/tasks/inspect/result", 1, Duration::from_secs(10)).await);
+    assert_eq!(sub.messages("/tasks/inspect/result")[0]["reject"]["status"], "fired");
+    assert!(logs().contains("line stopped"), "{}", logs());
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }

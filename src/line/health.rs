@@ -3,7 +3,8 @@
 //!
 //! A fault is any of: a camera that is not delivering (offline, or still
 //! connecting after start), a Modbus device whose link is down, an inference
-//! worker with frames waiting and no progress for `STALL_AFTER`. While a
+//! worker with frames waiting and no progress for `STALL_AFTER`, a reject
+//! pulse the gate's sensor did not confirm (for `CONFIRM_ALARM`). While a
 //! fault lasts, the fault lamp is on, the running lamp is off, and every
 //! plain output (not a reject gate, not a lamp) is held in its safe state.
 //! Reject gates keep their per-part fail-safe: a part without a verdict is
@@ -68,7 +69,12 @@ pub struct WatchedTask {
     pub queue: Arc<FrameQueue<Frame>>,
     /// Frames judged by this task's worker.
     pub progress: Arc<AtomicU64>,
+    /// The task's figures: a missing gate confirmation is an alarm.
+    pub stats: Arc<crate::telemetry::stats::TaskStats>,
 }
+
+/// How long a missing gate confirmation stays an active alarm.
+pub const CONFIRM_ALARM: Duration = Duration::from_secs(10);
 
 /// The current faults, shared with telemetry.
 #[derive(Debug, Default)]
@@ -88,10 +94,19 @@ pub fn current_faults(
     devices: &BTreeMap<String, Device>,
     since_start: Duration,
     stalls: &mut BTreeMap<String, (u64, Instant)>,
+    confirms: &mut BTreeMap<String, (u64, Option<Instant>)>,
     now: Instant,
 ) -> Vec<String> {
     let mut faults = Vec::new();
     for t in tasks {
+        let missing = t.stats.confirm_missing.load(Ordering::Relaxed);
+        let c = confirms.entry(t.name.clone()).or_insert((missing, None));
+        if missing != c.0 {
+            *c = (missing, Some(now));
+        }
+        if c.1.is_some_and(|at| now - at < CONFIRM_ALARM) {
+            faults.push(format!("task `{}`: the reject gate did not confirm a pulse ({missing} so far)", t.name));
+        }
         match t.camera_stats.status() {
             CameraStatus::Offline => faults.push(format!("camera `{}` offline", t.camera)),
             CameraStatus::Connecting if since_start > CONNECT_GRACE => {
@@ -132,13 +147,14 @@ pub async fn supervise(
     let mut tick = interval(CHECK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stalls = BTreeMap::new();
+    let mut confirms = BTreeMap::new();
     let mut shown: BTreeMap<String, bool> = BTreeMap::new();
     let mut last_assert = Instant::now();
     let mut was_faulted = false;
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let faults = current_faults(&tasks, &outputs.devices, now - started, &mut stalls, now);
+        let faults = current_faults(&tasks, &outputs.devices, now - started, &mut stalls, &mut confirms, now);
         let faulted = !faults.is_empty();
         if faults != faults_out.list() {
             if faulted {
@@ -216,12 +232,14 @@ mod tests {
             camera_stats: cam,
             queue: queue.clone(),
             progress: progress.clone(),
+            stats: Arc::new(crate::telemetry::stats::TaskStats::default()),
         }];
         let devices = BTreeMap::new();
         let mut stalls = BTreeMap::new();
+        let mut confirms = BTreeMap::new();
         let t0 = Instant::now();
         // Nothing waiting: never a stall, however long.
-        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, t0).is_empty());
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, t0).is_empty());
         let frame = Frame {
             part: crate::decision::PartInfo {
                 camera: "c".into(),
@@ -234,10 +252,10 @@ mod tests {
         };
         let _ = queue.push(frame, crate::camera::queue::WhenFull::Refuse);
         let at = |s| t0 + Duration::from_secs(s);
-        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, at(1)).is_empty());
-        let f = current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, at(4));
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(1)).is_empty());
+        let f = current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(4));
         assert_eq!(f, vec!["task `t`: inference stalled (1 frames waiting)".to_string()]);
         progress.fetch_add(1, Ordering::Relaxed);
-        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, at(5)).is_empty());
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(5)).is_empty());
     }
 }
