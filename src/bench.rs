@@ -85,10 +85,19 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
     };
     say(&format!("test video: {} ({} frames, {}x{}, MJPG)", video.display(), args.frames, args.width, args.height));
 
-    // (a1) decode alone.
+    // (a1) decode alone: the best of three passes, so that a moment of
+    // noise on a shared machine does not lower the limit (and flatter the pipeline).
     let decode_fps = {
         let path = video.clone();
-        tokio::task::spawn_blocking(move || decode_only(&path)).await.map_err(|e| e.to_string())??
+        tokio::task::spawn_blocking(move || -> Result<f64, String> {
+            let mut best: f64 = 0.0;
+            for _ in 0..3 {
+                best = best.max(decode_only(&path)?);
+            }
+            Ok(best)
+        })
+        .await
+        .map_err(|e| e.to_string())??
     };
     say(&format!("decode alone:           {decode_fps:8.1} frames/s"));
 
@@ -126,6 +135,13 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         "cpu_ms_per_frame": round1(cpu * 1e3 / frames_done.max(1) as f64),
         "rss_mb": round1(rss_mb),
         "latency_ms": {"p50": latency["p50"], "p99": latency["p99"], "max": latency["max"]},
+        "gate_delay_ms": BENCH_GATE_DELAY.as_millis() as u64,
+        "decision_latency_ms": {
+            "p50": task["capture_to_decision_ms"]["p50"],
+            "p99": task["capture_to_decision_ms"]["p99"],
+            "max": task["capture_to_decision_ms"]["max"],
+        },
+        "deadline_misses": task["deadline_misses"],
         "frames": frames_done,
         "ok": task["ok"], "ng": task["ng"], "error": task["error"],
         "rejects_fired": task["rejects_fired"], "reject_pulses_seen_by_plc": pulses,
@@ -142,8 +158,16 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
             efficiency
         );
         println!(
-            "capture -> reject ack:  p50 {} ms, p99 {} ms, max {} ms",
-            latency["p50"], latency["p99"], latency["max"]
+            "capture -> decision:    p50 {} ms, p99 {} ms, max {} ms",
+            out["decision_latency_ms"]["p50"], out["decision_latency_ms"]["p99"], out["decision_latency_ms"]["max"]
+        );
+        println!(
+            "capture -> reject ack:  p50 {} ms, p99 {} ms, max {} ms (gate {} ms downstream; deadline misses {})",
+            latency["p50"],
+            latency["p99"],
+            latency["max"],
+            BENCH_GATE_DELAY.as_millis(),
+            task["deadline_misses"]
         );
         println!("cpu per frame:          {} ms; peak RSS {} MB", out["cpu_ms_per_frame"], out["rss_mb"]);
         println!(
@@ -266,6 +290,9 @@ async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, us
     Ok((fps, n, final_stats, plc.pulses(10)))
 }
 
+/// Camera-to-gate time in the pipeline bench.
+const BENCH_GATE_DELAY: Duration = Duration::from_millis(100);
+
 fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u16>) -> Config {
     let mut devices = std::collections::BTreeMap::new();
     devices.insert(
@@ -302,11 +329,12 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
         camera: "cam".into(),
         model: "model".into(),
         rules: RulesConfig::default(),
-        // The gate fires as soon as the verdict is in, so the figure is the
-        // pipeline's own latency to an acknowledged reject.
+        // The gate is a short way downstream: every verdict must be in before
+        // its part arrives (else it is a deadline miss, counted), and the
+        // latency to the acknowledged reject is this delay plus the write.
         reject: Some(RejectConfig {
             output: "reject_gate".into(),
-            delay: Some(Dur::from_millis(0)),
+            delay: Some(Dur(BENCH_GATE_DELAY)),
             distance: None,
             pulse: Dur(Duration::from_micros(500)),
             on_deadline_miss: Default::default(),
