@@ -70,6 +70,9 @@ pub struct Running {
     outputs: Outputs,
     mqtt: Option<(Mqtt, JoinHandle<()>)>,
     background: Vec<JoinHandle<()>>,
+    /// Trigger tasks: stopped first at shutdown, like the cameras (they
+    /// announce parts, and hold the controllers' event channels open).
+    triggers: Vec<JoinHandle<()>>,
 }
 
 /// Build and start everything. Outputs are in their safe state when this returns an error.
@@ -111,6 +114,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         outputs: outputs.clone(),
         mqtt: None,
         background: Vec::new(),
+        triggers: Vec::new(),
     };
     // Line I/O: points first, so triggers, the encoder and the gates have values to follow.
     let (points, poll_tasks) = Points::start(config, &outputs.devices);
@@ -251,7 +255,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                 .get(&t.point)
                 .ok_or_else(|| StartError::Other(format!("trigger point `{}` missing", t.point)))?;
             let detector = trigger::Detector::new(t.on, point.spec.ty);
-            running.background.push(tokio::spawn(trigger::run(
+            running.triggers.push(tokio::spawn(trigger::run(
                 task.camera.as_str().into(),
                 point.rx.clone(),
                 detector,
@@ -404,6 +408,9 @@ impl Running {
         };
         notify::notify("STOPPING=1\nSTATUS=stopping");
         self.stop.store(true, Ordering::Relaxed);
+        for t in self.triggers.drain(..) {
+            t.abort();
+        }
         if !finished_alone {
             // Parts in flight finish: the controllers wait for their rejects.
             // The grace period bounds a stuck inference.

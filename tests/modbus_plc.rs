@@ -259,6 +259,7 @@ async fn triggered_parts_are_rejected_at_the_encoder_distance_with_handshake_hea
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "{status}\n{}", logs());
+    assert!(!logs().contains("still in flight"), "every part finished before the stop\n{}", logs());
     plc.sync().await;
     assert_eq!(plc.get_coils(10, 3).await, vec![false, false, true], "gate off, green off, red on");
     let beats_after_stop = {
