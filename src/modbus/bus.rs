@@ -85,15 +85,22 @@ pub struct DeviceStats {
     pub failures: AtomicU64,
     /// Requests the device answered with a Modbus exception.
     pub refusals: AtomicU64,
+    /// The most recent error, kept after later successes so a dashboard can see what happened.
     pub last_error: Mutex<Option<String>>,
+    /// When the device last refused a request.
+    last_refusal: Mutex<Option<std::time::Instant>>,
 }
 
+/// A device that refused a request this recently is reported as `refusing`:
+/// with other points polled every few ms, "the last request" would hide it.
+pub const REFUSING_FOR: Duration = Duration::from_secs(5);
+
 impl DeviceStats {
-    /// `connected`, `refusing` (up, but the last request got an exception) or `down`.
+    /// `connected`, `refusing` (up, but a request got an exception within
+    /// [`REFUSING_FOR`]) or `down`.
     pub fn state(&self) -> &'static str {
         let connected = self.connected.load(Ordering::Relaxed);
-        let refusing =
-            self.last_error.lock().map(|e| e.as_deref().is_some_and(|e| e.starts_with("refused"))).unwrap_or(false);
+        let refusing = self.last_refusal.lock().map(|t| t.is_some_and(|t| t.elapsed() < REFUSING_FOR)).unwrap_or(false);
         match (connected, refusing) {
             (true, true) => "refusing",
             (true, false) => "connected",
@@ -106,12 +113,12 @@ impl DeviceStats {
         match result {
             Ok(_) => {
                 self.connected.store(true, Ordering::Relaxed);
-                *last = None;
             }
             Err(LinkError::Refused(e)) => {
                 self.connected.store(true, Ordering::Relaxed);
                 self.refusals.fetch_add(1, Ordering::Relaxed);
                 *last = Some(format!("refused: {e}"));
+                *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
             }
             Err(e) => {
                 self.connected.store(false, Ordering::Relaxed);
