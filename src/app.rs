@@ -90,7 +90,11 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     let (mqtt, incoming) = match &config.mqtt {
         Some(m) => {
             let commands = crate::telemetry::mqtt::Topics::new(&m.prefix, &config.node).commands();
-            let (client, task, incoming) = Mqtt::start(m, &config.node, vec![commands]);
+            let durable = match &m.queue {
+                Some(q) => Some(crate::telemetry::durable::Durable::open(q).map_err(StartError::Other)?),
+                None => None,
+            };
+            let (client, task, incoming) = Mqtt::start(m, &config.node, vec![commands], durable);
             (Some((client, task)), Some(incoming))
         }
         None => (None, None),
@@ -319,6 +323,8 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         plain,
         move |doc| {
             if let Some(m) = &alarm_mqtt {
+                // Retained, so a dashboard that connects later sees the state; not
+                // through the disk queue, which does not keep the retain flag.
                 m.publish(m.topics.alarms(), serde_json::to_vec(&doc).unwrap_or_default(), QoS::AtLeastOnce, true);
             }
         },

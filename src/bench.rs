@@ -357,6 +357,7 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
             stats_interval: Dur::from_secs(1),
             username: None,
             password: None,
+            queue: None,
         }),
         modbus: ModbusConfig { devices, outputs, ..Default::default() },
         line: Default::default(),

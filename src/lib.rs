@@ -23,6 +23,7 @@
 //! - [`service`]: systemd notify/watchdog and stop signals.
 //! - [`app`]: builds all of the above from a config, runs, stops in order.
 //! - [`sim`]: a simulated PLC and a throwaway broker for the demo and tests.
+//! - [`store`]: the disk-backed store-and-forward queue (a segmented log) for MQTT telemetry.
 //! - [`demo`], [`bench`]: the `linesight demo` and `linesight bench` commands.
 //! - [`logging`]: tracing output for terminals, journald and log shippers.
 
@@ -40,6 +41,7 @@ pub mod logging;
 pub mod modbus;
 pub mod service;
 pub mod sim;
+pub mod store;
 pub mod telemetry;
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).

@@ -355,6 +355,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             *p = base.join(&*p);
         }
     };
+    if let Some(q) = config.mqtt.as_mut().and_then(|m| m.queue.as_mut()) {
+        fix(&mut q.dir);
+    }
     for cam in config.cameras.values_mut() {
         match &mut cam.source {
             SourceConfig::File(p) | SourceConfig::Directory(p) => fix(p),

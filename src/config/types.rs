@@ -85,6 +85,41 @@ pub struct MqttConfig {
     /// Password for the broker, if it requires one.
     #[serde(default)]
     pub password: Option<String>,
+    /// A disk queue for results and alarms, so that they survive a broker outage, a crash and a power
+    /// cut (see docs/mqtt.md). Without it they wait in memory only.
+    #[serde(default)]
+    pub queue: Option<QueueConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Folder of the queue's segment files, e.g. `/var/lib/linesight/queue` (the service's StateDirectory).
+    pub dir: PathBuf,
+    /// Largest size on disk, in MiB.
+    #[serde(default = "default_queue_mb")]
+    pub max_mb: u64,
+    /// How often the queue is flushed to disk: what a power cut can lose at most. `0ms` flushes every message.
+    #[serde(default = "default_fsync_every")]
+    pub fsync_every: Dur,
+    /// What happens when the queue is full: `drop-oldest` (default) or `drop-newest`. Either way it is counted and raises an alarm.
+    #[serde(default)]
+    pub when_full: QueueFull,
+}
+
+fn default_queue_mb() -> u64 {
+    512
+}
+fn default_fsync_every() -> Dur {
+    Dur::from_millis(200)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueFull {
+    #[default]
+    DropOldest,
+    DropNewest,
 }
 
 fn default_mqtt_port() -> u16 {

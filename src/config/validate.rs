@@ -72,6 +72,25 @@ fn mqtt_section(mqtt: &MqttConfig, c: &mut Collector) {
             "use 1s to 18h; 5s to 15s suits a factory network",
         );
     }
+    if let Some(q) = &mqtt.queue {
+        if q.max_mb == 0 || q.max_mb > 1 << 20 {
+            c.at(&["mqtt", "queue", "max_mb"], format!("{} MiB is out of range", q.max_mb), "use 1 to 1048576 MiB");
+        }
+        if q.fsync_every.get().as_secs() > 60 {
+            c.at(
+                &["mqtt", "queue", "fsync_every"],
+                format!("{} would lose up to that much on a power cut", q.fsync_every),
+                "use 0ms to 60s; 200ms is usual",
+            );
+        }
+        if q.dir.as_os_str().is_empty() {
+            c.at(
+                &["mqtt", "queue", "dir"],
+                "the queue folder is empty",
+                "give a folder, e.g. /var/lib/linesight/queue",
+            );
+        }
+    }
     if mqtt.stats_interval.get().as_millis() < 100 {
         c.at(&["mqtt", "stats_interval"], "stats interval below 100ms", "use 1s or more");
     }

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::QoS;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
@@ -264,7 +263,7 @@ impl Controller {
     fn emit(&self, doc: Value) {
         if let Some(mqtt) = &self.mqtt {
             let payload = serde_json::to_vec(&doc).unwrap_or_default();
-            if !mqtt.publish(mqtt.topics.result(&self.task), payload, QoS::AtLeastOnce, false) {
+            if !mqtt.publish_durable(mqtt.topics.result(&self.task), payload) {
                 self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

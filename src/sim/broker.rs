@@ -11,6 +11,7 @@ pub struct Broker {
     pub port: u16,
     child: Child,
     dir: PathBuf,
+    exe: PathBuf,
 }
 
 /// Where mosquitto is: Debian installs it in /usr/sbin, often not on a user's PATH.
@@ -29,34 +30,77 @@ pub fn free_port() -> std::io::Result<u16> {
 
 impl Broker {
     pub fn start() -> Result<Broker, String> {
+        Self::start_with(false)
+    }
+
+    /// A broker that keeps sessions and queued messages across [`Broker::restart`]
+    /// (persistence on, saved when it is stopped gracefully).
+    pub fn start_persistent() -> Result<Broker, String> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Result<Broker, String> {
         let exe = mosquitto_path()
             .ok_or("mosquitto is not installed (apt-get install mosquitto; scripts/setup.sh does it)")?;
         let port = free_port().map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("linesight-broker-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))
+        if persistent {
+            // Started as root, mosquitto drops to its own user: let it write its database here.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
+        }
+        let persistence = if persistent {
+            format!("persistence true\npersistence_location {}/\n", dir.display())
+        } else {
+            "persistence false\n".to_string()
+        };
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"))
             .map_err(|e| e.to_string())?;
-        let child = Command::new(&exe)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-        let mut broker = Broker { port, child, dir };
+        let child = spawn(&exe, &conf)?;
+        let mut broker = Broker { port, child, dir, exe };
+        broker.wait_listening()?;
+        Ok(broker)
+    }
+
+    /// Stop gracefully (SIGTERM: a persistent broker saves its state), as a planned outage would.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
+    /// Whether a persistent broker wrote its database (after [`Broker::stop`]).
+    pub fn has_saved_state(&self) -> bool {
+        self.dir.join("mosquitto.db").is_file()
+    }
+
+    /// Start again on the same port with the same configuration.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.child = spawn(&self.exe, &self.dir.join("mosquitto.conf"))?;
+        self.wait_listening()
+    }
+
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
                 return Err(format!("mosquitto did not listen on port {port} within 5 s"));
             }
-            if let Ok(Some(status)) = broker.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("mosquitto exited at start: {status}"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(broker)
+        Ok(())
     }
 
     /// Stop the broker (as a broker outage would).
@@ -64,6 +108,17 @@ impl Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(exe: &std::path::Path, conf: &std::path::Path) -> Result<Child, String> {
+    Command::new(exe)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))
 }
 
 impl Drop for Broker {

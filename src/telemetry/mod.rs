@@ -7,6 +7,7 @@
 //! the demo's status line are both views of it.
 
 pub mod commands;
+pub mod durable;
 pub mod mqtt;
 pub mod points;
 pub mod stats;

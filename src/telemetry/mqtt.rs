@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::durable::Durable;
 use crate::config::{MqttConfig, NodeIdentity};
 
 /// Topic names, all under `<prefix>/<group_id>/<node_id>`.
@@ -56,7 +57,17 @@ pub struct Incoming {
 }
 
 enum Msg {
-    Publish { topic: String, payload: Vec<u8>, qos: QoS, retain: bool },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: QoS,
+        retain: bool,
+    },
+    /// Through the disk queue (when configured): results and alarms.
+    Durable {
+        topic: String,
+        payload: Vec<u8>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -77,6 +88,7 @@ impl Mqtt {
         cfg: &MqttConfig,
         node: &NodeIdentity,
         subscriptions: Vec<String>,
+        durable: Option<Durable>,
     ) -> (Mqtt, tokio::task::JoinHandle<()>, mpsc::Receiver<Incoming>) {
         let topics = Topics::new(&cfg.prefix, node);
         let client_id =
@@ -93,13 +105,20 @@ impl Mqtt {
         let (tx, rx) = mpsc::channel(BUFFER);
         let broker = format!("{}:{}", cfg.host, cfg.port);
         let (in_tx, in_rx) = mpsc::channel(256);
-        let task = tokio::spawn(run(client, eventloop, rx, topics.clone(), broker, subscriptions, in_tx));
+        let task = tokio::spawn(run(client, eventloop, rx, topics.clone(), broker, subscriptions, in_tx, durable));
         (Mqtt { tx, topics }, task, in_rx)
     }
 
     /// Queue a message. Returns false when the buffer is full (the caller counts it).
     pub fn publish(&self, topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> bool {
         self.tx.try_send(Msg::Publish { topic, payload, qos, retain }).is_ok()
+    }
+
+    /// Queue a message that must not be lost: on disk first when the queue is
+    /// configured (sent with `msg_id`, and `historical` when it could not go
+    /// out live), else like [`Mqtt::publish`] with QoS 1.
+    pub fn publish_durable(&self, topic: String, payload: Vec<u8>) -> bool {
+        self.tx.try_send(Msg::Durable { topic, payload }).is_ok()
     }
 
     /// Publish `offline`, wait (bounded) until everything queued is acknowledged, disconnect.
@@ -111,6 +130,8 @@ impl Mqtt {
     }
 }
 
+// The task's whole world is handed over once, at start.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
@@ -119,7 +140,10 @@ async fn run(
     broker: String,
     subscriptions: Vec<String>,
     incoming: mpsc::Sender<Incoming>,
+    mut durable: Option<Durable>,
 ) {
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::from_millis(250);
     let mut connected = false;
     let mut queued: u64 = 0;
@@ -127,7 +151,8 @@ async fn run(
     let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
     loop {
         if let Some((_, deadline)) = &stopping {
-            let flushed = sent >= queued && eventloop.state.inflight() == 0;
+            let drained = durable.as_ref().map_or(true, |d| d.waiting() == 0 || !connected);
+            let flushed = sent >= queued && eventloop.state.inflight() == 0 && drained;
             if flushed || Instant::now() >= *deadline {
                 if !flushed {
                     tracing::warn!(%broker, "MQTT stop: not every message was acknowledged before the deadline");
@@ -143,24 +168,61 @@ async fn run(
                     }
                 })
                 .await;
+                if let Some(d) = &mut durable {
+                    d.flush();
+                    if d.waiting() > 0 {
+                        tracing::info!(%broker, waiting = d.waiting(), "MQTT queue keeps undelivered messages for the next start");
+                    }
+                }
                 if let Some((done, _)) = stopping.take() {
                     let _ = done.send(());
                 }
                 return;
             }
         }
+        if connected {
+            if let Some(d) = &mut durable {
+                queued += d.pump(&client);
+            }
+        }
         tokio::select! {
+            _ = flush_tick.tick() => {
+                // The fsync policy (the loss window) is the store's; this only gives it a chance.
+                if let Some(d) = &mut durable {
+                    d.tick();
+                }
+            }
             msg = rx.recv(), if stopping.is_none() => match msg {
                 Some(Msg::Publish { topic, payload, qos, retain }) => {
                     if client.try_publish(topic, qos, retain, payload).is_ok() {
                         queued += 1;
+                        if let Some(d) = &mut durable {
+                            d.note_plain();
+                        }
                     } else {
                         tracing::warn!(%broker, "MQTT request queue full; message dropped");
                     }
                 }
+                Some(Msg::Durable { topic, payload }) => match &mut durable {
+                    Some(d) => {
+                        if !d.push(&topic, &payload, connected) {
+                            tracing::warn!(%broker, %topic, "message not stored: the MQTT queue refused it");
+                        }
+                    }
+                    None => {
+                        if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok() {
+                            queued += 1;
+                        } else {
+                            tracing::warn!(%broker, "MQTT request queue full; message dropped");
+                        }
+                    }
+                },
                 Some(Msg::Stop(done)) => {
                     if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "offline").is_ok() {
                         queued += 1;
+                        if let Some(d) = &mut durable {
+                            d.note_plain();
+                        }
                     }
                     let wait = if connected { Duration::from_secs(3) } else { Duration::from_millis(300) };
                     stopping = Some((done, Instant::now() + wait));
@@ -172,8 +234,14 @@ async fn run(
                     connected = true;
                     backoff = Duration::from_millis(250);
                     tracing::info!(%broker, session_present = ack.session_present, "MQTT connected");
+                    if let Some(d) = &mut durable {
+                        d.on_connected();
+                    }
                     if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
                         queued += 1;
+                        if let Some(d) = &mut durable {
+                            d.note_plain();
+                        }
                     }
                     for t in &subscriptions {
                         if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
@@ -193,9 +261,22 @@ async fn run(
                         tracing::error!(%broker, "the broker refused a subscription (ACL?); remote commands will not arrive");
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(_))) => sent += 1,
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    sent += 1;
+                    if let Some(d) = &mut durable {
+                        d.outgoing(pkid);
+                    }
+                }
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                    if let Some(d) = &mut durable {
+                        d.puback(ack.pkid);
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
+                    if let (true, Some(d)) = (connected, &mut durable) {
+                        d.on_disconnected();
+                    }
                     if connected {
                         tracing::warn!(%broker, error = %e, "MQTT connection lost; reconnecting");
                     } else {

@@ -1,0 +1,221 @@
+//! Store-and-forward for the messages that must not be lost (results,
+//! alarms): written to the disk queue ([`crate::store`]) before anything
+//! else, sent from there in order, and removed only when the broker has
+//! acknowledged them (PUBACK, QoS 1).
+//!
+//! Delivery is at-least-once: after a reconnect everything not yet
+//! acknowledged is sent again, so every message carries `msg_id` (the queue's
+//! sequence number) for de-duplication. A message that could not go out live
+//! (stored while the broker was unreachable, or recovered from disk after a
+//! restart) is sent with `"historical": true`.
+//!
+//! The MQTT task owns this state; rumqttc reports each outgoing PUBLISH with
+//! its packet id in the order the publishes were requested, which is how a
+//! PUBACK is tied back to a queue sequence number.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use rumqttc::{AsyncClient, QoS};
+
+use crate::config::{QueueConfig, QueueFull};
+use crate::store::{Store, StoreConfig, WhenFull};
+
+/// Unacknowledged durable messages in flight at once.
+const WINDOW: usize = 64;
+
+pub struct Durable {
+    store: Store,
+    /// One entry per publish requested from rumqttc, in order: the queue
+    /// sequence number of a durable one, None for the others.
+    requested: VecDeque<Option<u64>>,
+    pkid_seq: HashMap<u16, u64>,
+    acked: BTreeSet<u64>,
+    /// Next sequence number to send on this connection.
+    next_to_send: u64,
+    in_flight: usize,
+    /// Sequence numbers up to here were recovered from disk at start, or
+    /// sent on a connection that dropped before they were acknowledged.
+    historical_upto: u64,
+    /// Runs of sequence numbers stored while the broker was unreachable
+    /// (runs, not a set: an hour's outage is one entry).
+    offline: Vec<(u64, u64)>,
+}
+
+impl Durable {
+    pub fn open(cfg: &QueueConfig) -> Result<Durable, String> {
+        let store_cfg = StoreConfig {
+            dir: cfg.dir.clone(),
+            max_bytes: cfg.max_mb.saturating_mul(1 << 20),
+            segment_bytes: (cfg.max_mb.saturating_mul(1 << 20) / 16).clamp(64 << 10, 64 << 20),
+            fsync_every: cfg.fsync_every.get(),
+            when_full: match cfg.when_full {
+                QueueFull::DropOldest => WhenFull::DropOldest,
+                QueueFull::DropNewest => WhenFull::DropNewest,
+            },
+        };
+        let (store, recovery) =
+            Store::open(store_cfg).map_err(|e| format!("MQTT queue in {} cannot be opened: {e}", cfg.dir.display()))?;
+        tracing::info!(dir = %cfg.dir.display(), ?recovery, waiting = store.len(), "MQTT queue opened");
+        let historical_upto = store.last_seq();
+        Ok(Durable {
+            store,
+            requested: VecDeque::new(),
+            pkid_seq: HashMap::new(),
+            acked: BTreeSet::new(),
+            next_to_send: 0,
+            in_flight: 0,
+            historical_upto,
+            offline: Vec::new(),
+        })
+    }
+
+    /// Store a message. False when the queue refused it (full with
+    /// `drop-newest`, or a disk error), which the caller counts.
+    pub fn push(&mut self, topic: &str, payload: &[u8], connected: bool) -> bool {
+        match self.store.push(topic, payload, 1, false) {
+            Ok(seq) => {
+                if !connected {
+                    match self.offline.last_mut() {
+                        Some(run) if run.1 + 1 == seq => run.1 = seq,
+                        _ => self.offline.push((seq, seq)),
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT queue refused a message");
+                false
+            }
+        }
+    }
+
+    /// A new connection: the broker forgot what was in flight (clean
+    /// session), so everything unacknowledged goes again.
+    pub fn on_connected(&mut self) {
+        self.requested.clear();
+        self.pkid_seq.clear();
+        self.acked.clear();
+        self.next_to_send = 0;
+        self.in_flight = 0;
+    }
+
+    /// The connection dropped: what was sent but not acknowledged is
+    /// historical when it goes again.
+    pub fn on_disconnected(&mut self) {
+        self.historical_upto = self.historical_upto.max(self.next_to_send.saturating_sub(1));
+    }
+
+    fn historical(&self, seq: u64) -> bool {
+        seq <= self.historical_upto || self.offline.iter().any(|&(a, b)| (a..=b).contains(&seq))
+    }
+
+    /// A publish that does not come from the queue was requested.
+    pub fn note_plain(&mut self) {
+        self.requested.push_back(None);
+    }
+
+    /// Send from the queue, up to the window. Returns how many were requested.
+    pub fn pump(&mut self, client: &AsyncClient) -> u64 {
+        if self.in_flight >= WINDOW {
+            return 0;
+        }
+        let mut n = 0;
+        for r in self.store.peek(self.in_flight + WINDOW) {
+            if r.seq < self.next_to_send {
+                continue;
+            }
+            if self.in_flight >= WINDOW {
+                break;
+            }
+            let historical = self.historical(r.seq);
+            let payload = stamp(&r.payload, r.seq, historical);
+            if client.try_publish(r.topic.clone(), QoS::AtLeastOnce, false, payload).is_err() {
+                break; // rumqttc's request queue is full: try again on the next turn
+            }
+            self.requested.push_back(Some(r.seq));
+            self.next_to_send = r.seq + 1;
+            self.in_flight += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// rumqttc sent a PUBLISH with this packet id (in request order).
+    pub fn outgoing(&mut self, pkid: u16) {
+        if let Some(Some(seq)) = self.requested.pop_front() {
+            self.pkid_seq.insert(pkid, seq);
+        }
+    }
+
+    /// The broker acknowledged a packet id.
+    pub fn puback(&mut self, pkid: u16) {
+        let Some(seq) = self.pkid_seq.remove(&pkid) else { return };
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.acked.insert(seq);
+        // Acknowledge the queue up to the first gap (PUBACKs may come out of order).
+        let mut upto = None;
+        for r in self.store.peek(self.acked.len()) {
+            if self.acked.remove(&r.seq) {
+                upto = Some(r.seq);
+            } else {
+                break;
+            }
+        }
+        if let Some(seq) = upto {
+            if let Err(e) = self.store.ack(seq) {
+                tracing::error!(error = %e, "MQTT queue acknowledgement could not be written");
+            }
+            self.offline.retain(|run| run.1 > seq);
+        }
+    }
+
+    pub fn tick(&mut self) {
+        if let Err(e) = self.store.maybe_flush() {
+            tracing::error!(error = %e, "MQTT queue could not be flushed to disk");
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "MQTT queue could not be flushed to disk");
+        }
+    }
+
+    /// Messages waiting (stored, not yet acknowledged).
+    pub fn waiting(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Messages the full queue dropped.
+    pub fn dropped(&self) -> u64 {
+        self.store.dropped()
+    }
+}
+
+/// The payload with its queue id and the historical flag (JSON objects only).
+fn stamp(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("msg_id".into(), seq.into());
+            if historical {
+                m.insert("historical".into(), true.into());
+            }
+            serde_json::to_vec(&m).unwrap_or_else(|_| payload.to_vec())
+        }
+        _ => payload.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_json_objects_only() {
+        let v: serde_json::Value = serde_json::from_slice(&stamp(br#"{"a":1}"#, 7, true)).unwrap();
+        assert_eq!(v, serde_json::json!({"a": 1, "msg_id": 7, "historical": true}));
+        let v: serde_json::Value = serde_json::from_slice(&stamp(br#"{"a":1}"#, 8, false)).unwrap();
+        assert_eq!(v, serde_json::json!({"a": 1, "msg_id": 8}));
+        assert_eq!(stamp(b"offline", 9, true), b"offline".to_vec());
+    }
+}
