@@ -121,3 +121,84 @@ fn results_survive_a_broker_outage_in_order_and_flagged_historical() {
     assert!(by_id.values().next().unwrap().get("historical").is_none(), "the first results went out live");
     assert!(logs().contains("MQTT queue opened"), "{}", logs());
 }
+
+#[test]
+fn results_queued_when_the_daemon_is_killed_during_an_outage_are_sent_after_restart() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let mut broker = Broker::start_persistent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-c", "-i", "crash-test", "-q", "1"])
+        .args(["-t", "linesight/+/+/tasks/+/result", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let l2 = lines.clone();
+    let out = sub.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some((_, p)) = line.split_once(' ') {
+                if let Ok(v) = serde_json::from_str(p) {
+                    l2.lock().unwrap().push(v);
+                }
+            }
+        }
+    });
+    let queue = dir.path().join("queue");
+    let yaml = node_yaml(&plc.addr.to_string(), broker.port, "", 10.0).replace(
+        "stats_interval: 1s, keep_alive: 5s }",
+        &format!("stats_interval: 1s, keep_alive: 2s, queue: {{ dir: {}, fsync_every: 0ms }} }}", queue.display()),
+    );
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let start = || {
+        Command::new(bin())
+            .args(["run", "--log-format", "text", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let mut first = start();
+    assert!(wait_until(Duration::from_secs(60), || lines.lock().unwrap().len() >= 3), "{}", logs());
+    broker.stop();
+    // Results pile up on disk while the broker is away; then the daemon dies without warning.
+    std::thread::sleep(Duration::from_secs(2));
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let before: Vec<u64> = lines.lock().unwrap().iter().map(|v| v["msg_id"].as_u64().unwrap()).collect();
+    broker.restart().unwrap();
+
+    // The next start sends the queue first, then inspects the video again (60 new results).
+    let mut second = start();
+    assert!(wait_exit(&mut second, Duration::from_secs(120)).success(), "{}", logs());
+    let n = labels().len();
+    let ids = || {
+        let mut ids: Vec<u64> = lines.lock().unwrap().iter().map(|v| v["msg_id"].as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    assert!(wait_until(Duration::from_secs(30), || ids().len() > n + before.len()), "{:?}\n{}", ids(), logs());
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let ids = ids();
+    // The first run's ids are one unbroken run from 1: nothing it stored was lost.
+    let first_run: Vec<u64> = ids.iter().copied().take_while(|id| *id < ids[ids.len() - n]).collect();
+    assert_eq!(first_run, (1..=first_run.len() as u64).collect::<Vec<_>>(), "no gap in what the killed daemon stored");
+    assert!(first_run.len() > before.len(), "results stored during the outage were delivered after the restart");
+    let all = lines.lock().unwrap().clone();
+    for v in all.iter().filter(|v| {
+        let id = v["msg_id"].as_u64().unwrap();
+        first_run.contains(&id) && !before.contains(&id)
+    }) {
+        assert_eq!(v["historical"], true, "{v}");
+    }
+    assert_eq!(ids.len() - first_run.len(), n, "the second run's results, all of them");
+}
