@@ -132,6 +132,14 @@ else
     log "sysroot: unpacked ${n} packages ($(du -sh "${SYSROOT}" | cut -f1))"
 fi
 [ -e "${SYSROOT}/usr/lib/${MULTIARCH}/libopencv_core.so" ] || die "sysroot has no libopencv_core.so"
+# dpkg-deb -x does not run maintainer scripts, so the alternatives Debian sets up for BLAS and
+# LAPACK (libblas.so.3 -> blas/libblas.so.3, needed by OpenCV's core through armadillo/arpack)
+# are missing: make them, idempotently.
+for alt in blas/libblas.so.3 lapack/liblapack.so.3; do
+    if [ -e "${SYSROOT}/usr/lib/${MULTIARCH}/${alt}" ] && [ ! -e "${SYSROOT}/usr/lib/${MULTIARCH}/${alt#*/}" ]; then
+        ln -s "${alt}" "${SYSROOT}/usr/lib/${MULTIARCH}/${alt#*/}"
+    fi
+done
 
 # --- 3. cross environment ---------------------------------------------------------------------
 SYSLIB="${SYSROOT}/usr/lib/${MULTIARCH}"
@@ -153,7 +161,7 @@ export OPENCV_DISABLE_PROBES="pkg_config,cmake,vcpkg_cmake,vcpkg"
 # The linker resolves the OpenCV libraries' own dependencies (FFmpeg, GStreamer, GDAL...) in the
 # sysroot; the runtime search path is the target's default one.
 # Some Debian arm64 libraries (armadillo, ogdi, hdf4 under GDAL) live in /usr/lib, not the multiarch dir.
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,${SYSLIB} -C link-arg=-Wl,-rpath-link,${SYSROOT}/lib/${MULTIARCH} -C link-arg=-Wl,-rpath-link,${SYSROOT}/usr/lib"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,-rpath-link,${SYSLIB} -C link-arg=-Wl,-rpath-link,${SYSROOT}/lib/${MULTIARCH} -C link-arg=-Wl,-rpath-link,${SYSROOT}/usr/lib -C link-arg=--sysroot=${SYSROOT}"
 # qemu for `cargo run/test --target aarch64-...` on this host.
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L ${SYSROOT} -E LD_LIBRARY_PATH=/lib/${MULTIARCH}:/usr/lib/${MULTIARCH}:/usr/lib"
 

@@ -109,6 +109,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             devices: outputs.devices.clone(),
             faults: faults.clone(),
             heartbeats: None,
+            mqtt_queue: None,
         }),
         stop: stop.clone(),
         cameras: Vec::new(),
@@ -296,6 +297,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         devices: outputs.devices.clone(),
         faults: faults.clone(),
         heartbeats,
+        mqtt_queue: mqtt.as_ref().map(|(m, _)| m.queue.clone()),
     });
     // Plain outputs (not a gate, not a lamp) are held safe during a fault.
     let lamps: Vec<&str> = [
@@ -318,6 +320,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         config.stack_light.clone(),
         outputs.clone(),
         watched,
+        mqtt.as_ref().map(|(m, _)| m.queue.clone()),
         reject_window.unwrap_or_else(|| Arc::new(RejectWindow::new(1))),
         faults,
         plain,

@@ -73,6 +73,9 @@ pub struct WatchedTask {
     pub stats: Arc<crate::telemetry::stats::TaskStats>,
 }
 
+/// How long a loss in the MQTT queue stays an active alarm.
+pub const QUEUE_ALARM: Duration = Duration::from_secs(60);
+
 /// How long a missing gate confirmation stays an active alarm.
 pub const CONFIRM_ALARM: Duration = Duration::from_secs(10);
 
@@ -137,6 +140,7 @@ pub async fn supervise(
     lights: StackLightConfig,
     outputs: Outputs,
     tasks: Vec<WatchedTask>,
+    queue: Option<Arc<crate::telemetry::mqtt::QueueStats>>,
     rejects: Arc<RejectWindow>,
     faults_out: Arc<Faults>,
     // Outputs that are not gates or lamps: held in their safe state on fault.
@@ -148,22 +152,38 @@ pub async fn supervise(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stalls = BTreeMap::new();
     let mut confirms = BTreeMap::new();
+    let mut queue_seen: (u64, Option<Instant>) = (0, None);
     let mut shown: BTreeMap<String, bool> = BTreeMap::new();
     let mut last_assert = Instant::now();
     let mut was_faulted = false;
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let faults = current_faults(&tasks, &outputs.devices, now - started, &mut stalls, &mut confirms, now);
+        let mut faults = current_faults(&tasks, &outputs.devices, now - started, &mut stalls, &mut confirms, now);
+        // Line faults drive the lamps and the safe state; a telemetry loss is
+        // an alarm only (it does not make the line unsafe).
         let faulted = !faults.is_empty();
+        // A full MQTT queue drops telemetry that was meant to survive: an alarm for a minute after each drop.
+        if let Some(q) = &queue {
+            let dropped = q.dropped.load(Ordering::Relaxed) + q.lost.load(Ordering::Relaxed);
+            if dropped != queue_seen.0 {
+                queue_seen = (dropped, Some(now));
+            }
+            if queue_seen.1.is_some_and(|t| now - t < QUEUE_ALARM) {
+                faults.push(format!("MQTT queue full or damaged: {dropped} messages lost so far"));
+            }
+        }
         if faults != faults_out.list() {
             if faulted {
                 tracing::error!(faults = ?faults, "ALARM: fault; outputs to their safe state");
+            } else if !faults.is_empty() {
+                tracing::error!(alarms = ?faults, "ALARM");
             } else {
                 tracing::info!("fault cleared");
             }
+            let active = !faults.is_empty();
             on_change(
-                json!({"active": faulted, "faults": faults, "ts": crate::telemetry::rfc3339(std::time::SystemTime::now())}),
+                json!({"active": active, "faults": faults, "ts": crate::telemetry::rfc3339(std::time::SystemTime::now())}),
             );
             *faults_out.active.lock().unwrap_or_else(|e| e.into_inner()) = faults;
         }

@@ -190,6 +190,11 @@ impl Durable {
     pub fn dropped(&self) -> u64 {
         self.store.dropped()
     }
+
+    /// Messages lost to damage on disk.
+    pub fn lost(&self) -> u64 {
+        self.store.lost()
+    }
 }
 
 /// The payload with its queue id and the historical flag (JSON objects only).

@@ -43,6 +43,8 @@ pub struct NodeStats {
     pub faults: Arc<Faults>,
     /// Heartbeat writes acknowledged, when a heartbeat is configured.
     pub heartbeats: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The MQTT disk queue, when MQTT is configured.
+    pub mqtt_queue: Option<Arc<mqtt::QueueStats>>,
 }
 
 impl NodeStats {
@@ -120,6 +122,13 @@ impl NodeStats {
             "faults": self.faults.list(),
             "heartbeats": self.heartbeats.as_ref().map(|h| h.load(Ordering::Relaxed)),
         });
+        if let Some(q) = self.mqtt_queue.as_ref().filter(|q| q.configured.load(Ordering::Relaxed)) {
+            v["mqtt_queue"] = json!({
+                "waiting": q.waiting.load(Ordering::Relaxed),
+                "dropped": q.dropped.load(Ordering::Relaxed),
+                "lost": q.lost.load(Ordering::Relaxed),
+            });
+        }
         if last {
             v["final"] = json!(true);
         }

@@ -6,6 +6,8 @@
 //! vanish; we publish `online` (retained) after every connect and `offline`
 //! ourselves on a clean stop.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
@@ -76,6 +78,20 @@ enum Msg {
 pub struct Mqtt {
     tx: mpsc::Sender<Msg>,
     pub topics: Topics,
+    /// The disk queue's figures (zero without a queue).
+    pub queue: Arc<QueueStats>,
+}
+
+/// The disk queue as telemetry sees it; the MQTT task owns the queue and updates these.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub configured: AtomicBool,
+    /// Messages stored and not yet acknowledged by the broker.
+    pub waiting: AtomicU64,
+    /// Messages the full queue dropped.
+    pub dropped: AtomicU64,
+    /// Messages lost to damage found on disk at start or while reading.
+    pub lost: AtomicU64,
 }
 
 /// Messages buffered between the pipeline and the MQTT task.
@@ -105,8 +121,12 @@ impl Mqtt {
         let (tx, rx) = mpsc::channel(BUFFER);
         let broker = format!("{}:{}", cfg.host, cfg.port);
         let (in_tx, in_rx) = mpsc::channel(256);
-        let task = tokio::spawn(run(client, eventloop, rx, topics.clone(), broker, subscriptions, in_tx, durable));
-        (Mqtt { tx, topics }, task, in_rx)
+        let queue = Arc::new(QueueStats::default());
+        queue.configured.store(durable.is_some(), Ordering::Relaxed);
+        let stats = queue.clone();
+        let task =
+            tokio::spawn(run(client, eventloop, rx, topics.clone(), broker, subscriptions, in_tx, durable, stats));
+        (Mqtt { tx, topics, queue }, task, in_rx)
     }
 
     /// Queue a message. Returns false when the buffer is full (the caller counts it).
@@ -141,6 +161,7 @@ async fn run(
     subscriptions: Vec<String>,
     incoming: mpsc::Sender<Incoming>,
     mut durable: Option<Durable>,
+    queue_stats: Arc<QueueStats>,
 ) {
     let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -190,6 +211,9 @@ async fn run(
                 // The fsync policy (the loss window) is the store's; this only gives it a chance.
                 if let Some(d) = &mut durable {
                     d.tick();
+                    queue_stats.waiting.store(d.waiting() as u64, Ordering::Relaxed);
+                    queue_stats.dropped.store(d.dropped(), Ordering::Relaxed);
+                    queue_stats.lost.store(d.lost(), Ordering::Relaxed);
                 }
             }
             msg = rx.recv(), if stopping.is_none() => match msg {
