@@ -10,6 +10,7 @@
 //! (c) latency from capture to reject acknowledged;
 //! (d) CPU time per frame and peak RSS.
 
+pub mod queue;
 pub mod rejects;
 
 use std::path::{Path, PathBuf};
@@ -60,9 +61,23 @@ pub struct BenchArgs {
     /// With --rejects: parts per second.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
+    /// Measure the MQTT disk queue instead: write rate, QoS 1 rate to a local broker, replay time.
+    #[arg(long)]
+    pub queue: bool,
+    /// With --queue: messages in the backlog that is replayed.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u64,
 }
 
 pub async fn main(args: BenchArgs) -> Result<(), String> {
+    if args.queue {
+        let out = queue::run(args.backlog).await?;
+        println!(
+            "{}",
+            if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() }
+        );
+        return Ok(());
+    }
     if args.rejects {
         let out = rejects::run(args.parts, args.rate, args.json).await?;
         if args.json {

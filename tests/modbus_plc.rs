@@ -72,14 +72,16 @@ tasks:
     )
 }
 
-fn start_daemon(cfg: &Path, log: &Path) -> Child {
-    Command::new(bin())
-        .args(["run", "--log-format", "text", "--config"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+fn start_daemon(cfg: &Path, log: &Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(bin())
+            .args(["run", "--log-format", "text", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn sigterm(child: &Child) {

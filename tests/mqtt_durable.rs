@@ -63,12 +63,14 @@ fn results_survive_a_broker_outage_in_order_and_flagged_historical() {
     );
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
-    let mut child = Command::new(bin())
-        .args(["run", "--log-format", "text", "--config"])
-        .arg(&cfg)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(bin())
+            .args(["run", "--log-format", "text", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Some results arrive live; then the broker goes away for a while.
@@ -156,12 +158,14 @@ fn results_queued_when_the_daemon_is_killed_during_an_outage_are_sent_after_rest
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
     let start = || {
-        Command::new(bin())
-            .args(["run", "--log-format", "text", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            Command::new(bin())
+                .args(["run", "--log-format", "text", "--config"])
+                .arg(&cfg)
+                .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
     };
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 

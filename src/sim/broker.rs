@@ -23,9 +23,20 @@ pub fn mosquitto_path() -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-/// A free TCP port on loopback (bound and released: good enough for tests).
+/// A free TCP port on loopback (bound and released). The kernel may hand
+/// a released port out again at once, so this process never returns the
+/// same port twice: two tests starting brokers at the same moment must not
+/// end up sharing one (their daemons would take over each other's session).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 impl Broker {
@@ -40,6 +51,19 @@ impl Broker {
     }
 
     fn start_with(persistent: bool) -> Result<Broker, String> {
+        // The free port is only free when it is picked: another test may take
+        // it first, and then our mosquitto exits while theirs answers. Retry.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(persistent) {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn try_start(persistent: bool) -> Result<Broker, String> {
         let exe = mosquitto_path()
             .ok_or("mosquitto is not installed (apt-get install mosquitto; scripts/setup.sh does it)")?;
         let port = free_port().map_err(|e| e.to_string())?;
@@ -99,6 +123,11 @@ impl Broker {
                 return Err(format!("mosquitto exited at start: {status}"));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // Something listens: make sure it is ours.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("mosquitto exited at start ({status}): port {port} was taken"));
         }
         Ok(())
     }

@@ -29,7 +29,16 @@ pub struct Durable {
     /// sequence number of a durable one, None for the others.
     requested: VecDeque<Option<u64>>,
     pkid_seq: HashMap<u16, u64>,
+    /// Sent on this connection and not yet acknowledged in order.
+    sent_order: VecDeque<u64>,
+    /// Acknowledged by the broker out of order, waiting for the ones before.
     acked: BTreeSet<u64>,
+    /// Everything up to here is acknowledged by the broker...
+    ack_upto: u64,
+    /// ... of which this many are not yet recorded in the queue's ledger
+    /// (that costs two fsyncs, so it is done on the tick, not per PUBACK;
+    /// a crash in between only means those are sent again).
+    uncommitted: usize,
     /// Next sequence number to send on this connection.
     next_to_send: u64,
     in_flight: usize,
@@ -61,7 +70,10 @@ impl Durable {
             store,
             requested: VecDeque::new(),
             pkid_seq: HashMap::new(),
+            sent_order: VecDeque::new(),
             acked: BTreeSet::new(),
+            ack_upto: 0,
+            uncommitted: 0,
             next_to_send: 0,
             in_flight: 0,
             historical_upto,
@@ -94,8 +106,9 @@ impl Durable {
     pub fn on_connected(&mut self) {
         self.requested.clear();
         self.pkid_seq.clear();
+        self.sent_order.clear();
         self.acked.clear();
-        self.next_to_send = 0;
+        self.next_to_send = self.ack_upto + 1;
         self.in_flight = 0;
     }
 
@@ -116,11 +129,12 @@ impl Durable {
 
     /// Send from the queue, up to the window. Returns how many were requested.
     pub fn pump(&mut self, client: &AsyncClient) -> u64 {
-        if self.in_flight >= WINDOW {
+        // Reading back costs a disk read: refill in batches of half a window.
+        if self.in_flight > WINDOW / 2 || self.store.len() <= self.uncommitted + self.in_flight {
             return 0;
         }
         let mut n = 0;
-        for r in self.store.peek(self.in_flight + WINDOW) {
+        for r in self.store.peek(self.uncommitted + self.in_flight + WINDOW) {
             if r.seq < self.next_to_send {
                 continue;
             }
@@ -133,6 +147,7 @@ impl Durable {
                 break; // rumqttc's request queue is full: try again on the next turn
             }
             self.requested.push_back(Some(r.seq));
+            self.sent_order.push_back(r.seq);
             self.next_to_send = r.seq + 1;
             self.in_flight += 1;
             n += 1;
@@ -152,30 +167,41 @@ impl Durable {
         let Some(seq) = self.pkid_seq.remove(&pkid) else { return };
         self.in_flight = self.in_flight.saturating_sub(1);
         self.acked.insert(seq);
-        // Acknowledge the queue up to the first gap (PUBACKs may come out of order).
-        let mut upto = None;
-        for r in self.store.peek(self.acked.len()) {
-            if self.acked.remove(&r.seq) {
-                upto = Some(r.seq);
-            } else {
+        // Acknowledged up to the first gap (PUBACKs may come out of order).
+        while let Some(&front) = self.sent_order.front() {
+            if !self.acked.remove(&front) {
                 break;
             }
+            self.sent_order.pop_front();
+            self.ack_upto = front;
+            self.uncommitted += 1;
         }
-        if let Some(seq) = upto {
-            if let Err(e) = self.store.ack(seq) {
-                tracing::error!(error = %e, "MQTT queue acknowledgement could not be written");
+    }
+
+    /// Record the broker's acknowledgements in the queue's ledger.
+    fn commit(&mut self) {
+        if self.uncommitted == 0 {
+            return;
+        }
+        match self.store.ack(self.ack_upto) {
+            Ok(()) => {
+                self.uncommitted = 0;
+                let upto = self.ack_upto;
+                self.offline.retain(|run| run.1 > upto);
             }
-            self.offline.retain(|run| run.1 > seq);
+            Err(e) => tracing::error!(error = %e, "MQTT queue acknowledgement could not be written"),
         }
     }
 
     pub fn tick(&mut self) {
+        self.commit();
         if let Err(e) = self.store.maybe_flush() {
             tracing::error!(error = %e, "MQTT queue could not be flushed to disk");
         }
     }
 
     pub fn flush(&mut self) {
+        self.commit();
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "MQTT queue could not be flushed to disk");
         }
@@ -183,7 +209,7 @@ impl Durable {
 
     /// Messages waiting (stored, not yet acknowledged).
     pub fn waiting(&self) -> usize {
-        self.store.len()
+        self.store.len().saturating_sub(self.uncommitted)
     }
 
     /// Messages the full queue dropped.

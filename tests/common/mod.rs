@@ -109,7 +109,7 @@ pub fn node_yaml(plc: &str, port: u16, extra_camera: &str, fps: f64) -> String {
     format!(
         r#"
 node: {{ group_id: test-line, node_id: cell-1 }}
-mqtt: {{ host: 127.0.0.1, port: {port}, stats_interval: 1s, keep_alive: 5s }}
+mqtt: {{ host: 127.0.0.1, port: {port}, client_id: "test-{client}", stats_interval: 1s, keep_alive: 5s }}
 modbus:
   devices:
     plc: {{ tcp: "{plc}", timeout: 500ms }}
@@ -136,6 +136,10 @@ tasks:
 "#,
         video = repo.join("samples/line.avi").display(),
         model = repo.join("models/surface-classifier.onnx").display(),
+        // One client id per test (the PLC's port is unique): tests run in
+        // parallel, and two daemons with one id would take over each other's
+        // session on a shared broker, each takeover publishing a Last Will.
+        client = plc.replace(['.', ':'], "-"),
     )
 }
 
@@ -143,6 +147,30 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("node.yaml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A child process killed when dropped, so a failing test leaves no daemon behind
+/// (a stray daemon reconnects to a later test's broker with the same client id).
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Wait for a child with a deadline; kill it if it overruns.
