@@ -26,18 +26,12 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn results_survive_a_broker_outage_in_order_and_flagged_historical() {
-    require_ort();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
-    let mut broker = Broker::start_persistent().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-
-    // A persistent session (-c with a fixed id): the broker keeps the
-    // subscription and queues for it across the restart.
+/// mosquitto_sub with a persistent session (-c with a fixed id): the broker
+/// keeps the subscription and queues for it across a restart. Returns the
+/// process and the result payloads it prints.
+fn persistent_subscriber(port: u16, id: &str) -> (std::process::Child, Arc<Mutex<Vec<serde_json::Value>>>) {
     let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-c", "-i", "durable-test", "-q", "1"])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "-i", id, "-q", "1"])
         .args(["-t", "linesight/+/+/tasks/+/result", "-v"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -55,13 +49,29 @@ fn results_survive_a_broker_outage_in_order_and_flagged_historical() {
             }
         }
     });
+    (sub, lines)
+}
 
-    let queue = dir.path().join("queue");
-    let yaml = node_yaml(&plc.addr.to_string(), broker.port, "", 10.0).replace(
+/// The test node with its results going through a disk queue in `queue`, synced per message.
+fn queued_node_yaml(plc: &str, port: u16, queue: &std::path::Path) -> String {
+    node_yaml(plc, port, "", 10.0).replace(
         "stats_interval: 1s, keep_alive: 5s }",
         &format!("stats_interval: 1s, keep_alive: 2s, queue: {{ dir: {}, fsync_every: 0ms }} }}", queue.display()),
-    );
-    let cfg = write_config(dir.path(), &yaml);
+    )
+}
+
+#[test]
+fn results_survive_a_broker_outage_in_order_and_flagged_historical() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let mut broker = Broker::start_persistent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let (mut sub, lines) = persistent_subscriber(broker.port, "durable-test");
+
+    let queue = dir.path().join("queue");
+    let cfg = write_config(dir.path(), &queued_node_yaml(&plc.addr.to_string(), broker.port, &queue));
     let log = dir.path().join("daemon.log");
     let mut child = KillOnDrop(
         Command::new(bin())
@@ -131,31 +141,9 @@ fn results_queued_when_the_daemon_is_killed_during_an_outage_are_sent_after_rest
     let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
     let mut broker = Broker::start_persistent().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-c", "-i", "crash-test", "-q", "1"])
-        .args(["-t", "linesight/+/+/tasks/+/result", "-v"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let l2 = lines.clone();
-    let out = sub.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some((_, p)) = line.split_once(' ') {
-                if let Ok(v) = serde_json::from_str(p) {
-                    l2.lock().unwrap().push(v);
-                }
-            }
-        }
-    });
+    let (mut sub, lines) = persistent_subscriber(broker.port, "crash-test");
     let queue = dir.path().join("queue");
-    let yaml = node_yaml(&plc.addr.to_string(), broker.port, "", 10.0).replace(
-        "stats_interval: 1s, keep_alive: 5s }",
-        &format!("stats_interval: 1s, keep_alive: 2s, queue: {{ dir: {}, fsync_every: 0ms }} }}", queue.display()),
-    );
-    let cfg = write_config(dir.path(), &yaml);
+    let cfg = write_config(dir.path(), &queued_node_yaml(&plc.addr.to_string(), broker.port, &queue));
     let log = dir.path().join("daemon.log");
     let start = || {
         KillOnDrop(

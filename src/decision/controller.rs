@@ -284,9 +284,7 @@ fn round3(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use crate::modbus::outputs::testing::Recorder;
-    use crate::modbus::Outputs;
+    use crate::modbus::outputs::testing::{recorded, Recorder};
     use std::time::SystemTime;
     use tokio::sync::mpsc;
 
@@ -305,19 +303,9 @@ mod tests {
 
     /// A controller with a recording gate 100 ms downstream and a 50 ms inference timeout.
     fn controller() -> (Controller, Recorder, mpsc::UnboundedReceiver<Value>, Arc<TaskStats>) {
-        let yaml = r#"
-node: { group_id: g, node_id: n }
-modbus:
-  devices: { plc: { tcp: "127.0.0.1:502" } }
-  outputs: { gate: { device: plc, area: coil, address: 3, safe_state: off } }
-cameras: {}
-models: {}
-tasks: {}
-"#;
-        let cfg: config::Config = config::yaml::from_node(&config::yaml::parse(yaml).unwrap()).unwrap();
-        let rec = Recorder::default();
-        let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
+        let (rec, outputs) = recorded(
+            "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  outputs: { gate: { device: plc, area: coil, address: 3, safe_state: off } }",
+        );
         let stats = Arc::new(TaskStats::default());
         let (gate, _task) = Gate::start(
             outputs.get("gate").unwrap().clone(),

@@ -430,30 +430,13 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{self, Config};
-    use crate::modbus::outputs::testing::Recorder;
-    use crate::modbus::Outputs;
+    use crate::modbus::outputs::testing::{recorded, Recorder};
     use std::time::SystemTime;
 
-    fn config() -> Config {
-        let yaml = r#"
-node: { group_id: g, node_id: n }
-modbus:
-  devices: { plc: { tcp: "127.0.0.1:502" } }
-  outputs: { gate: { device: plc, area: coil, address: 10, safe_state: off } }
-cameras: {}
-models: {}
-tasks: {}
-"#;
-        // Only the Modbus part matters here; build the struct without file checks.
-        let root = config::yaml::parse(yaml).unwrap();
-        config::yaml::from_node(&root).unwrap()
-    }
-
     fn setup(settings: GateSettings) -> (Recorder, Gate, tokio::task::JoinHandle<()>, Arc<TaskStats>) {
-        let rec = Recorder::default();
-        let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&config(), move |_, _, _| rec2.clone());
+        let (rec, outputs) = recorded(
+            "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  outputs: { gate: { device: plc, area: coil, address: 10, safe_state: off } }",
+        );
         let stats = Arc::new(TaskStats::default());
         let (gate, task) = Gate::start(outputs.get("gate").unwrap().clone(), settings, stats.clone());
         (rec, gate, task, stats)

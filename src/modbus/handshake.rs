@@ -144,24 +144,12 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use crate::modbus::outputs::testing::Recorder;
-    use crate::modbus::Outputs;
+    use crate::modbus::outputs::testing::{recorded, Recorder};
 
     fn setup() -> (Recorder, RegisterHandle) {
-        let yaml = r#"
-node: { group_id: g, node_id: n }
-modbus:
-  devices: { plc: { tcp: "127.0.0.1:502" } }
-  result_blocks: { cell: { device: plc, address: 200 } }
-cameras: {}
-models: {}
-tasks: {}
-"#;
-        let cfg: config::Config = config::yaml::from_node(&config::yaml::parse(yaml).unwrap()).unwrap();
-        let rec = Recorder::default();
-        let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
+        let (rec, outputs) = recorded(
+            "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  result_blocks: { cell: { device: plc, address: 200 } }",
+        );
         (rec, outputs.result_block("cell").unwrap().clone())
     }
 

@@ -56,9 +56,7 @@ pub async fn run(register: RegisterHandle, period: Duration, beats: Arc<AtomicU6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
-    use crate::modbus::outputs::testing::Recorder;
-    use crate::modbus::Outputs;
+    use crate::modbus::outputs::testing::recorded;
 
     #[test]
     fn counter_wraps_past_zero() {
@@ -69,19 +67,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn counter_increments_every_period() {
-        let yaml = r#"
-node: { group_id: g, node_id: n }
-modbus:
-  devices: { plc: { tcp: "127.0.0.1:502" } }
-  heartbeat: { device: plc, address: 100, period: 500ms }
-cameras: {}
-models: {}
-tasks: {}
-"#;
-        let cfg: config::Config = config::yaml::from_node(&config::yaml::parse(yaml).unwrap()).unwrap();
-        let rec = Recorder::default();
-        let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
+        let (rec, outputs) = recorded(
+            "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  heartbeat: { device: plc, address: 100, period: 500ms }",
+        );
         let beats = Arc::new(AtomicU64::new(0));
         let t0 = tokio::time::Instant::now();
         let task = tokio::spawn(run(outputs.heartbeat().unwrap().clone(), Duration::from_millis(500), beats.clone()));

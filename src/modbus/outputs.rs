@@ -323,6 +323,21 @@ pub(crate) mod testing {
         pub fail: Arc<AtomicBool>,
     }
 
+    /// The outputs a `modbus:` section declares, every device behind one
+    /// shared recorder. `modbus` is the section's body, indented two spaces.
+    pub fn recorded(modbus: &str) -> (Recorder, Outputs) {
+        let yaml = format!(
+            "node: {{ group_id: g, node_id: n }}\nmodbus:\n{modbus}\ncameras: {{}}\nmodels: {{}}\ntasks: {{}}\n"
+        );
+        // Only the Modbus part matters here: build the struct without file checks.
+        let cfg: crate::config::Config =
+            crate::config::yaml::from_node(&crate::config::yaml::parse(&yaml).unwrap()).unwrap();
+        let rec = Recorder::default();
+        let rec2 = rec.clone();
+        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
+        (rec, outputs)
+    }
+
     impl Recorder {
         /// Coil writes as (time, address, on).
         pub fn coil_writes(&self) -> Vec<(tokio::time::Instant, u16, bool)> {
