@@ -149,7 +149,7 @@ struct Entry {
 
 /// How long before an arrival the precise wait leaves tokio's timer (which
 /// may fire up to about 1 ms late, more on a busy machine).
-const SPIN_AHEAD: Duration = Duration::from_micros(2_000);
+const TIMER_LEAD: Duration = Duration::from_micros(2_000);
 const OFF_RETRY_MIN: Duration = Duration::from_millis(50);
 
 struct State {
@@ -212,7 +212,7 @@ async fn run(
         }
         let next = st.next_event();
         let wake = match next {
-            Some(t) if st.s.precise => Some(t.checked_sub(SPIN_AHEAD).unwrap_or(t)),
+            Some(t) if st.s.precise => Some(t.checked_sub(TIMER_LEAD).unwrap_or(t)),
             other => other,
         };
         tokio::select! {
