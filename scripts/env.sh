@@ -6,7 +6,8 @@
 #
 #   ORT_VERSION        pinned ONNX Runtime version (PyPI wheel `onnxruntime`)
 #   ORT_DYLIB_PATH     absolute path of libonnxruntime.so.$ORT_VERSION for this host (ort `load-dynamic`)
-#   LINESIGHT_PYTHON   python interpreter with the test dependencies (pymodbus, paho-mqtt)
+#   LINESIGHT_PYTHON   python interpreter with the test dependencies (pymodbus, paho-mqtt,
+#                      grpcio-tools/protobuf, cryptography)
 #   LINESIGHT_MOSQUITTO mosquitto broker binary; tests start their own broker on a free port
 #   PATH               .cache/venv/bin is put first, so `python3` is the venv's interpreter
 #
@@ -21,6 +22,12 @@ export ORT_VERSION="${ORT_VERSION:-1.32.0}"
 export LINESIGHT_PYMODBUS_VERSION="${LINESIGHT_PYMODBUS_VERSION:-3.16.1}"
 export LINESIGHT_PAHO_VERSION="${LINESIGHT_PAHO_VERSION:-2.2.0}"
 export LINESIGHT_PYSERIAL_VERSION="${LINESIGHT_PYSERIAL_VERSION:-3.5}"
+# Sparkplug B test decoder (tests/sparkplug/spdecode.py): grpcio-tools compiles sparkplug_b.proto
+# at test time; protobuf must be at least the version of the protoc inside grpcio-tools.
+export LINESIGHT_GRPCIO_TOOLS_VERSION="${LINESIGHT_GRPCIO_TOOLS_VERSION:-1.85.1}"
+export LINESIGHT_PROTOBUF_VERSION="${LINESIGHT_PROTOBUF_VERSION:-7.36.2}"
+# Test certificates (tests/common/certs.py).
+export LINESIGHT_CRYPTOGRAPHY_VERSION="${LINESIGHT_CRYPTOGRAPHY_VERSION:-50.0.2}"
 
 LINESIGHT_CACHE="${LINESIGHT_ROOT}/.cache"
 export LINESIGHT_CACHE

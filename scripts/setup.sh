@@ -13,7 +13,9 @@
 #      libopencv-dev clang libclang-dev mosquitto mosquitto-clients pkg-config python3-pip
 #      python3-venv, and systemd when systemd-analyze is missing (used by tools/check_systemd.py).
 #      The mosquitto *service* is not needed: tests start their own broker on a free port.
-#   2. A project-local venv .cache/venv with pinned pymodbus, paho-mqtt, pyserial
+#   2. A project-local venv .cache/venv with pinned pymodbus, paho-mqtt, pyserial, grpcio-tools and
+#      protobuf (tests/sparkplug/spdecode.py compiles the Sparkplug B .proto), cryptography
+#      (tests/common/certs.py makes the TLS test certificates)
 #      (a venv, not `pip install --user`: Debian 12's python is "externally managed", PEP 668).
 #   3. ONNX Runtime $ORT_VERSION: libonnxruntime.so.$ORT_VERSION taken from PyPI's `onnxruntime`
 #      wheel into .cache/onnxruntime/$ORT_VERSION/ and checked to load.
@@ -104,8 +106,14 @@ python_requirements() {
     printf '%s\n' \
         "pymodbus==${LINESIGHT_PYMODBUS_VERSION}" \
         "paho-mqtt==${LINESIGHT_PAHO_VERSION}" \
-        "pyserial==${LINESIGHT_PYSERIAL_VERSION}"
+        "pyserial==${LINESIGHT_PYSERIAL_VERSION}" \
+        "grpcio-tools==${LINESIGHT_GRPCIO_TOOLS_VERSION}" \
+        "protobuf==${LINESIGHT_PROTOBUF_VERSION}" \
+        "cryptography==${LINESIGHT_CRYPTOGRAPHY_VERSION}"
 }
+
+# What the tests import from the venv: when one of these fails, setup_venv installs again.
+VENV_IMPORTS='import pymodbus, paho.mqtt.client, serial, grpc_tools.protoc, google.protobuf, cryptography.x509'
 
 setup_venv() {
     local base stamp want
@@ -114,19 +122,26 @@ setup_venv() {
     want="$(printf 'base=%s\n' "${base}"; python_requirements)"
     if [ -x "${LINESIGHT_VENV}/bin/python3" ] && [ -f "${stamp}" ] \
         && [ "$(cat "${stamp}")" = "${want}" ] \
-        && "${LINESIGHT_VENV}/bin/python3" -c 'import pymodbus, paho.mqtt.client, serial' >/dev/null 2>&1; then
+        && "${LINESIGHT_VENV}/bin/python3" -c "${VENV_IMPORTS}" >/dev/null 2>&1; then
         log "python venv: ok (${LINESIGHT_VENV}: $(python_requirements | tr '\n' ' '))"
         return 0
     fi
-    log "python venv: creating ${LINESIGHT_VENV} from ${base}"
-    rm -rf "${LINESIGHT_VENV}"
-    mkdir -p "${LINESIGHT_CACHE}"
-    "${base}" -m venv "${LINESIGHT_VENV}" \
-        || die "'${base} -m venv' failed (on Debian/Ubuntu install python3-venv)"
+    # Same base python: pip installs into the existing venv only what is missing or pinned
+    # differently. Otherwise (no venv, no stamp, another base) the venv is made anew.
+    if [ -x "${LINESIGHT_VENV}/bin/python3" ] && [ -f "${stamp}" ] \
+        && [ "$(head -n1 "${stamp}")" = "base=${base}" ]; then
+        log "python venv: updating ${LINESIGHT_VENV} (a pin changed or a module is missing)"
+    else
+        log "python venv: creating ${LINESIGHT_VENV} from ${base}"
+        rm -rf "${LINESIGHT_VENV}"
+        mkdir -p "${LINESIGHT_CACHE}"
+        "${base}" -m venv "${LINESIGHT_VENV}" \
+            || die "'${base} -m venv' failed (on Debian/Ubuntu install python3-venv)"
+    fi
     # shellcheck disable=SC2046
     "${LINESIGHT_VENV}/bin/python3" -m pip install -q $(python_requirements) \
         || die "pip install of the test dependencies failed"
-    "${LINESIGHT_VENV}/bin/python3" -c 'import pymodbus, paho.mqtt.client, serial' \
+    "${LINESIGHT_VENV}/bin/python3" -c "${VENV_IMPORTS}" \
         || die "venv created but the test dependencies do not import"
     printf '%s\n' "${want}" >"${stamp}"
     log "python venv: ready ($(python_requirements | tr '\n' ' '))"

@@ -38,9 +38,13 @@ use crate::modbus::heartbeat;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
 use crate::service::notify;
+use crate::decision::control::TaskControl;
+use crate::telemetry::commands::Commander;
+use crate::telemetry::durable::{AckBy, Durable};
 use crate::telemetry::mqtt::Mqtt;
+use crate::telemetry::sparkplug::Sparkplug;
 use crate::telemetry::stats::TaskStats;
-use crate::telemetry::{NodeStats, TaskEntry};
+use crate::telemetry::{NodeStats, TaskEntry, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -69,6 +73,7 @@ pub struct Running {
     gates: Vec<JoinHandle<()>>,
     outputs: Outputs,
     mqtt: Option<(Mqtt, JoinHandle<()>)>,
+    sparkplug: Option<(Sparkplug, JoinHandle<()>)>,
     background: Vec<JoinHandle<()>>,
     /// Trigger tasks: stopped first at shutdown, like the cameras (they
     /// announce parts, and hold the controllers' event channels open).
@@ -88,17 +93,26 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         config.runtime.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
     let (mqtt, incoming) = match &config.mqtt {
-        Some(m) => {
+        Some(m) if m.dialect.json() => {
             let commands = crate::telemetry::mqtt::Topics::new(&m.prefix, &config.node).commands();
             let durable = match &m.queue {
-                Some(q) => Some(crate::telemetry::durable::Durable::open(q).map_err(StartError::Other)?),
+                Some(q) => Some(Durable::open(q, AckBy::PubAck).map_err(StartError::Other)?),
                 None => None,
             };
-            let (client, task, incoming) = Mqtt::start(m, &config.node, vec![commands], durable);
+            let (client, task, incoming) =
+                Mqtt::start(m, &config.node, vec![commands], durable).map_err(StartError::Other)?;
             (Some((client, task)), Some(incoming))
         }
-        None => (None, None),
+        _ => (None, None),
     };
+    let (sparkplug, sparkplug_pending) = match &config.mqtt {
+        Some(m) if m.dialect.sparkplug() => {
+            let (handle, pending) = Sparkplug::channel();
+            (Some(handle), Some(pending))
+        }
+        _ => (None, None),
+    };
+    let telemetry = Telemetry { json: mqtt.as_ref().map(|(m, _)| m.clone()), sparkplug: sparkplug.clone() };
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
     let faults = Arc::new(Faults::default());
@@ -118,6 +132,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         gates: Vec::new(),
         outputs: outputs.clone(),
         mqtt: None,
+        sparkplug: None,
         background: Vec::new(),
         triggers: Vec::new(),
     };
@@ -166,6 +181,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         let cam_stats = Arc::new(CameraStats::default());
         let task_progress = Arc::new(AtomicU64::new(0));
         let handshake_stats = task.handshake.as_ref().map(|_| Arc::new(HandshakeStats::default()));
+        let control = Arc::new(TaskControl::new(threshold));
         entries.insert(
             task_name.clone(),
             TaskEntry {
@@ -174,6 +190,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                 stats: stats.clone(),
                 provider: model.provider.to_string(),
                 handshake: handshake_stats.clone(),
+                control: control.clone(),
                 model: json!({
                     "name": model.contract.name,
                     "version": model.contract.version,
@@ -234,7 +251,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             inference_timeout: task.inference_timeout.get(),
             part_per_frame: cam_cfg.mode != CameraMode::FreeRunning,
             reject,
-            mqtt: mqtt.as_ref().map(|(m, _)| m.clone()),
+            telemetry: telemetry.clone(),
             stats: stats.clone(),
             model_label: format!("{}@{}", model.contract.name, model.contract.version),
             observer: opts.observer.clone(),
@@ -253,6 +270,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             max_age: task.inference_timeout.get(),
             progress: progress.clone(),
             task_progress: task_progress.clone(),
+            control,
         };
         let waiting: Option<trigger::Waiting> = task.trigger.as_ref().map(|_| Default::default());
         if let (Some(t), Some(w)) = (&task.trigger, &waiting) {
@@ -315,7 +333,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         })
         .map(str::to_string)
         .collect();
-    let alarm_mqtt = mqtt.as_ref().map(|(m, _)| m.clone());
+    let alarm_telemetry = telemetry.clone();
     running.background.push(tokio::spawn(health::supervise(
         config.stack_light.clone(),
         outputs.clone(),
@@ -324,26 +342,40 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         reject_window.unwrap_or_else(|| Arc::new(RejectWindow::new(1))),
         faults,
         plain,
-        move |doc| {
-            if let Some(m) = &alarm_mqtt {
-                // Retained, so a dashboard that connects later sees the state; not
-                // through the disk queue, which does not keep the retain flag.
-                m.publish(m.topics.alarms(), serde_json::to_vec(&doc).unwrap_or_default(), QoS::AtLeastOnce, true);
-            }
-        },
+        move |doc| alarm_telemetry.alarms(&doc),
     )));
+    let commander = Commander {
+        points: points.clone(),
+        outputs: outputs.clone(),
+        tasks: Arc::new(running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect()),
+        rebirth: sparkplug.as_ref().map(|s| s.rebirth.clone()),
+    };
     if let Some((m, _)) = &mqtt {
         for p in points.points.values() {
             running.background.push(tokio::spawn(crate::telemetry::points::publish(p.clone(), m.clone())));
         }
         if let Some(incoming) = incoming {
-            running.background.push(tokio::spawn(crate::telemetry::commands::serve(
+            running.background.push(tokio::spawn(crate::telemetry::commands::serve_json(
                 incoming,
                 m.clone(),
-                points.clone(),
-                outputs.clone(),
+                commander.clone(),
             )));
         }
+    }
+    if let (Some(pending), Some(handle), Some(m)) = (sparkplug_pending, sparkplug, &config.mqtt) {
+        let durable = match &m.queue {
+            Some(q) => {
+                // Its own queue beside the JSON one: the two sessions acknowledge differently.
+                let q = crate::config::QueueConfig { dir: q.dir.join("sparkplug"), ..q.clone() };
+                let barrier = crate::telemetry::sparkplug::Topics::new(&config.node).barrier();
+                Some(Durable::open(&q, AckBy::Barrier(barrier)).map_err(StartError::Other)?)
+            }
+            None => None,
+        };
+        let (task, _counts) = pending
+            .start(m, &config.node, running.stats.clone(), points.clone(), commander, durable)
+            .map_err(StartError::Other)?;
+        running.sparkplug = Some((handle, task));
     }
     for (worker, camera) in to_start {
         running.workers.push(worker.spawn().map_err(|e| StartError::Other(format!("cannot start a thread: {e}")))?);
@@ -454,13 +486,24 @@ impl Running {
             tracing::warn!("a camera or inference thread did not finish within 2 s; leaving it behind");
         }
         let final_stats = self.stats.to_json(true);
-        if let Some((m, task)) = self.mqtt.take() {
-            let payload = serde_json::to_vec(&final_stats).unwrap_or_default();
-            m.publish(m.topics.stats(), payload, QoS::AtLeastOnce, false);
-            m.stop().await;
-            drop(m);
-            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-        }
+        let (json_session, sparkplug_session) = (self.mqtt.take(), self.sparkplug.take());
+        let json = async {
+            if let Some((m, task)) = json_session {
+                let payload = serde_json::to_vec(&final_stats).unwrap_or_default();
+                m.publish(m.topics.stats(), payload, QoS::AtLeastOnce, false);
+                m.stop().await;
+                drop(m);
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        };
+        let sparkplug = async {
+            if let Some((sp, task)) = sparkplug_session {
+                sp.stop().await;
+                drop(sp);
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        };
+        tokio::join!(json, sparkplug);
         final_stats
     }
 }

@@ -363,17 +363,8 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
     };
     Config {
         node: NodeIdentity { group_id: "bench".into(), node_id: "bench".into() },
-        mqtt: broker_port.map(|port| MqttConfig {
-            host: "127.0.0.1".into(),
-            port,
-            client_id: None,
-            prefix: "linesight".into(),
-            keep_alive: Dur::from_secs(5),
-            stats_interval: Dur::from_secs(1),
-            username: None,
-            password: None,
-            queue: None,
-        }),
+        mqtt: broker_port
+            .map(|port| MqttConfig { stats_interval: Dur::from_secs(1), ..MqttConfig::new("127.0.0.1", port) }),
         modbus: ModbusConfig { devices, outputs, ..Default::default() },
         line: Default::default(),
         stack_light: Default::default(),

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::config::{Dur, MqttConfig, NodeIdentity, QueueConfig, QueueFull};
 use crate::sim::broker::Broker;
 use crate::store::{Store, StoreConfig, WhenFull};
-use crate::telemetry::durable::Durable;
+use crate::telemetry::durable::{AckBy, Durable};
 use crate::telemetry::mqtt::Mqtt;
 
 fn message(i: u64) -> Vec<u8> {
@@ -86,17 +86,7 @@ fn mqtt_config(port: u16, dir: &std::path::Path) -> (MqttConfig, QueueConfig) {
         fsync_every: Dur::from_millis(200),
         when_full: QueueFull::DropNewest,
     };
-    let m = MqttConfig {
-        host: "127.0.0.1".into(),
-        port,
-        client_id: None,
-        prefix: "linesight".into(),
-        keep_alive: Dur::from_secs(5),
-        stats_interval: Dur::from_secs(5),
-        username: None,
-        password: None,
-        queue: Some(q.clone()),
-    };
+    let m = MqttConfig { queue: Some(q.clone()), ..MqttConfig::new("127.0.0.1", port) };
     (m, q)
 }
 
@@ -131,12 +121,12 @@ pub async fn run(backlog: u64) -> Result<Value, String> {
     let live = 100_000u64;
     let dir = Scratch::new()?;
     let (cfg, q) = mqtt_config(broker.port, dir.path());
-    let (mqtt, task, _in) = Mqtt::start(&cfg, &node, Vec::new(), Some(Durable::open(&q)?));
+    let (mqtt, task, _in) = Mqtt::start(&cfg, &node, Vec::new(), Some(Durable::open(&q, AckBy::PubAck)?))?;
     tokio::time::sleep(Duration::from_millis(300)).await; // connected
     let payload = message(1);
     let t = Instant::now();
     for _ in 0..live {
-        while !mqtt.publish_durable(TOPIC.into(), payload.clone()) {
+        while !mqtt.publish_durable(TOPIC.into(), payload.clone(), false) {
             tokio::task::yield_now().await; // the task's channel is full: wait for it
         }
     }
@@ -163,7 +153,7 @@ pub async fn run(backlog: u64) -> Result<Value, String> {
     }
     let (cfg, q) = mqtt_config(broker.port, dir.path());
     let t = Instant::now();
-    let (mqtt, task, _in) = Mqtt::start(&cfg, &node, Vec::new(), Some(Durable::open(&q)?));
+    let (mqtt, task, _in) = Mqtt::start(&cfg, &node, Vec::new(), Some(Durable::open(&q, AckBy::PubAck)?))?;
     let replay = drain(&mqtt, t, Duration::from_secs(3600)).await?;
     mqtt.stop().await;
     let _ = task.await;

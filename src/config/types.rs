@@ -89,6 +89,117 @@ pub struct MqttConfig {
     /// cut (see docs/mqtt.md). Without it they wait in memory only.
     #[serde(default)]
     pub queue: Option<QueueConfig>,
+    /// More brokers, tried in order after `host`/`port` when it cannot be reached (or, in Sparkplug,
+    /// when the primary host goes offline). linesight is connected to one broker at a time.
+    #[serde(default)]
+    pub failover: Vec<BrokerAddr>,
+    /// TLS to the broker: a private CA, and a client certificate for mutual TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `json` (plain JSON for dashboards, the default), `sparkplug` (Sparkplug B for SCADA hosts), or
+    /// `both` (two MQTT sessions, each with its own Last Will).
+    #[serde(default)]
+    pub dialect: Dialect,
+    /// Sparkplug B settings, used when `dialect` is `sparkplug` or `both`.
+    #[serde(default)]
+    pub sparkplug: SparkplugConfig,
+}
+
+impl MqttConfig {
+    /// A plain JSON session to `host:port` with every other setting at its default.
+    pub fn new(host: &str, port: u16) -> Self {
+        MqttConfig {
+            host: host.into(),
+            port,
+            client_id: None,
+            prefix: default_prefix(),
+            keep_alive: default_keep_alive(),
+            stats_interval: default_stats_interval(),
+            username: None,
+            password: None,
+            queue: None,
+            failover: Vec::new(),
+            tls: None,
+            dialect: Dialect::Json,
+            sparkplug: SparkplugConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerAddr {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA (or CAs) that signed the broker's certificate, e.g. the plant's private CA.
+    pub ca: PathBuf,
+    /// PEM client certificate (chain) for mutual TLS; needs `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    #[default]
+    Json,
+    Sparkplug,
+    Both,
+}
+
+impl Dialect {
+    pub fn json(self) -> bool {
+        matches!(self, Dialect::Json | Dialect::Both)
+    }
+    pub fn sparkplug(self) -> bool {
+        matches!(self, Dialect::Sparkplug | Dialect::Both)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SparkplugConfig {
+    /// The SCADA primary host's id (`spBv1.0/STATE/<id>`): births wait until it is online, and when it
+    /// goes offline linesight publishes its death and moves to the next broker. Without it, births go
+    /// out right after connecting.
+    #[serde(default)]
+    pub primary_host: Option<String>,
+    /// Where the birth/death sequence number (bdSeq) is kept across restarts; in the service's StateDirectory.
+    #[serde(default = "default_bdseq_file")]
+    pub bdseq_file: PathBuf,
+    /// MQTT client id of the Sparkplug session; defaults to `linesight-sp-<group_id>-<node_id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// How often changed metrics are checked and reported (report by exception).
+    #[serde(default = "default_report_every")]
+    pub report_every: Dur,
+}
+
+impl Default for SparkplugConfig {
+    fn default() -> Self {
+        SparkplugConfig {
+            primary_host: None,
+            bdseq_file: default_bdseq_file(),
+            client_id: None,
+            report_every: default_report_every(),
+        }
+    }
+}
+
+fn default_bdseq_file() -> PathBuf {
+    PathBuf::from("/var/lib/linesight/sparkplug-bdseq")
+}
+fn default_report_every() -> Dur {
+    Dur::from_secs(1)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -24,7 +24,7 @@ use super::reject::{Arrival, Gate, GateOutcome};
 use super::Verdict;
 use super::{Judgement, PartEvent, PartInfo};
 use crate::line::encoder::Position;
-use crate::telemetry::mqtt::Mqtt;
+use crate::telemetry::Telemetry;
 use crate::telemetry::rfc3339;
 use crate::telemetry::stats::TaskStats;
 
@@ -36,7 +36,7 @@ pub struct Controller {
     /// Frames stand for parts (registered with a deadline) rather than being free-running samples.
     pub part_per_frame: bool,
     pub reject: Option<RejectPlan>,
-    pub mqtt: Option<Mqtt>,
+    pub telemetry: Telemetry,
     pub stats: Arc<TaskStats>,
     pub model_label: String,
     /// Every finished part's result document, for in-process observers.
@@ -261,11 +261,8 @@ impl Controller {
     }
 
     fn emit(&self, doc: Value) {
-        if let Some(mqtt) = &self.mqtt {
-            let payload = serde_json::to_vec(&doc).unwrap_or_default();
-            if !mqtt.publish_durable(mqtt.topics.result(&self.task), payload) {
-                self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if !self.telemetry.result(&self.task, &doc) {
+            self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(obs) = &self.observer {
             let _ = obs.send(doc);
@@ -326,7 +323,7 @@ mod tests {
             }),
             handshake: None,
             reject_window: None,
-            mqtt: None,
+            telemetry: Default::default(),
             stats: stats.clone(),
             model_label: "m@1".into(),
             observer: Some(obs),

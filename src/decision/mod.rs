@@ -4,7 +4,9 @@
 //! - [`controller`]: one task's part tracker: every part gets exactly one
 //!   verdict, and a part whose verdict does not come in time gets ERROR.
 //! - [`reject`]: the timed reject-gate pulses.
+//! - [`control`]: what commands may change in a running task (enabled, threshold).
 
+pub mod control;
 pub mod controller;
 pub mod reject;
 pub mod rules;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::camera::queue::FrameQueue;
 use crate::camera::Frame;
 use crate::decision::rules::ClassifierRule;
+use crate::decision::control::TaskControl;
 use crate::decision::{Judgement, PartEvent, Verdict};
 use classifier::Classifier;
 
@@ -32,6 +33,8 @@ pub struct Worker {
     pub progress: Arc<AtomicU64>,
     /// Frames judged by this worker alone (the fault supervisor watches it).
     pub task_progress: Arc<AtomicU64>,
+    /// Enabled and threshold, as commands set them; read per frame.
+    pub control: Arc<TaskControl>,
 }
 
 impl Worker {
@@ -63,6 +66,11 @@ impl Worker {
             j.error = Some(format!("frame was {} ms old when inference could start", age.as_millis()));
             return j;
         }
+        if !self.control.enabled() {
+            j.error = Some("task disabled by command: parts are not inspected, so they are rejected".into());
+            return j;
+        }
+        self.rule.ng_threshold = self.control.threshold();
         match self.model.classify(&frame.image) {
             Ok((probs, timing)) => {
                 let (verdict, ng) = self.rule.judge(&probs);

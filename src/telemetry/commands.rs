@@ -1,12 +1,17 @@
-//! Remote commands (plain JSON dialect) on `<base>/commands`; the answer, with
-//! the same id, on `<base>/commands/response`.
+//! Remote commands: one set, reached through two doors.
+//!
+//! - Plain JSON on `<base>/commands`, answered with the same id on
+//!   `<base>/commands/response` ([`serve_json`]).
+//! - Sparkplug NCMD/DCMD metrics (see [`super::sparkplug`]), which map onto
+//!   the same [`Command`]s.
 //!
 //! Commands are never a way in: retained messages are ignored (a command
 //! left on the broker must not fire again at every restart), payloads are
-//! size-limited, every command is validated and logged with its result
-//! (target `linesight::audit`), and the only write a command can cause is to
-//! a point the config marks `writable`, through the same guarded, rate-limited
-//! path as every other write.
+//! size-limited, every command is parsed against its schema (unknown
+//! commands and unknown or missing fields are refused with the reason), and
+//! logged with its source and result under `linesight::audit`. The only
+//! write a command can cause is to a point the config marks `writable`,
+//! through the same guarded, rate-limited path as every other write.
 //!
 //! ```json
 //! {"id": "42", "command": "set-point", "point": "speed_setpoint", "value": 12.5}
@@ -14,19 +19,135 @@
 //! {"id": "43", "ok": false, "error": "point `oven_temp` is not writable: the config does not mark it `writable`"}
 //! ```
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use rumqttc::QoS;
+use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::mqtt::{Incoming, Mqtt};
+use crate::decision::control::TaskControl;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
 
 /// Larger command payloads are refused unread.
 pub const MAX_COMMAND_BYTES: usize = 4096;
 
-/// Answer commands until the MQTT task stops.
-pub async fn serve(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, points: Points, outputs: Outputs) {
+/// Every command there is. The JSON form is this with `command` as the tag
+/// and an `id` beside it; unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Command {
+    /// Write a point the config marks `writable`.
+    SetPoint { point: String, value: Value },
+    /// Inspect again after `disable-task`.
+    EnableTask { task: String },
+    /// Stop trusting a task's model: its parts get ERROR and are rejected.
+    DisableTask { task: String },
+    /// A task's NG threshold (a probability in (0, 1]); lasts until restart.
+    SetThreshold { task: String, threshold: f64 },
+    /// Sparkplug: publish NBIRTH and every DBIRTH again.
+    Rebirth,
+}
+
+pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth";
+
+/// What commands can act on. Cheap to clone.
+#[derive(Clone)]
+pub struct Commander {
+    pub points: Points,
+    pub outputs: Outputs,
+    pub tasks: Arc<BTreeMap<String, Arc<TaskControl>>>,
+    /// Wakes the Sparkplug session for a rebirth; None without Sparkplug.
+    pub rebirth: Option<Arc<Notify>>,
+}
+
+impl Commander {
+    /// Execute one validated command; `source` (a topic) goes into the audit log.
+    pub async fn execute(&self, cmd: &Command, source: &str) -> Result<(), String> {
+        let result = self.run(cmd).await;
+        match &result {
+            Ok(()) => tracing::info!(target: "linesight::audit", %source, command = ?cmd, "command executed"),
+            Err(e) => tracing::warn!(target: "linesight::audit", %source, command = ?cmd, error = %e, "command refused"),
+        }
+        result
+    }
+
+    async fn run(&self, cmd: &Command) -> Result<(), String> {
+        match cmd {
+            Command::SetPoint { point, value } => {
+                let p = self.points.get(point).ok_or_else(|| format!("no point `{point}` in the config"))?;
+                if !p.config.writable {
+                    return Err(format!("point `{point}` is not writable: the config does not mark it `writable`"));
+                }
+                self.outputs.write_point(point, &p.spec, value).await
+            }
+            Command::EnableTask { task } => {
+                self.task(task)?.set_enabled(true);
+                Ok(())
+            }
+            Command::DisableTask { task } => {
+                self.task(task)?.set_enabled(false);
+                Ok(())
+            }
+            Command::SetThreshold { task, threshold } => self.task(task)?.set_threshold(*threshold),
+            Command::Rebirth => match &self.rebirth {
+                Some(n) => {
+                    n.notify_one();
+                    Ok(())
+                }
+                None => Err("rebirth needs the Sparkplug dialect (mqtt.dialect: sparkplug or both)".into()),
+            },
+        }
+    }
+
+    fn task(&self, name: &str) -> Result<&TaskControl, String> {
+        self.tasks.get(name).map(|c| &**c).ok_or_else(|| {
+            let known: Vec<&str> = self.tasks.keys().map(String::as_str).collect();
+            format!("no task `{name}`; tasks: {}", known.join(", "))
+        })
+    }
+}
+
+/// Parse a JSON command. Returns its id (null when unreadable) and the
+/// command, or why it was refused.
+pub fn parse_json(payload: &[u8]) -> (Value, Result<Command, String>) {
+    if payload.len() > MAX_COMMAND_BYTES {
+        return (
+            Value::Null,
+            Err(format!("command of {} bytes refused: the limit is {MAX_COMMAND_BYTES}", payload.len())),
+        );
+    }
+    let mut doc: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return (Value::Null, Err(format!("not JSON: {e}"))),
+    };
+    let Some(obj) = doc.as_object_mut() else {
+        return (Value::Null, Err("a command is a JSON object".into()));
+    };
+    let id = obj.remove("id").unwrap_or(Value::Null);
+    if !(id.is_string() || id.is_number()) {
+        return (id, Err("every command needs an `id` (a string or a number) to answer to".into()));
+    }
+    let cmd = match obj.get("command") {
+        None => Err(format!("missing `command`; known: {KNOWN}")),
+        Some(Value::String(_)) => serde_json::from_value::<Command>(doc).map_err(|e| {
+            let e = e.to_string();
+            if e.starts_with("unknown variant") {
+                format!("{e} (known: {KNOWN})")
+            } else {
+                e
+            }
+        }),
+        Some(_) => Err("`command` must be a string".into()),
+    };
+    (id, cmd)
+}
+
+/// Answer JSON commands until the MQTT task stops.
+pub async fn serve_json(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, commander: Commander) {
     while let Some(msg) = incoming.recv().await {
         if msg.topic != mqtt.topics.commands() {
             continue;
@@ -35,11 +156,14 @@ pub async fn serve(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, points: P
             tracing::warn!(target: "linesight::audit", topic = %msg.topic, "retained command ignored (clear it from the broker)");
             continue;
         }
-        let (id, result) = handle(&msg.payload, &points, &outputs).await;
-        match &result {
-            Ok(()) => tracing::info!(target: "linesight::audit", id = %id, "command executed"),
-            Err(e) => tracing::warn!(target: "linesight::audit", id = %id, error = %e, "command refused"),
-        }
+        let (id, parsed) = parse_json(&msg.payload);
+        let result = match parsed {
+            Ok(cmd) => commander.execute(&cmd, &msg.topic).await,
+            Err(e) => {
+                tracing::warn!(target: "linesight::audit", topic = %msg.topic, id = %id, error = %e, "command refused");
+                Err(e)
+            }
+        };
         let reply = match result {
             Ok(()) => json!({"id": id, "ok": true}),
             Err(e) => json!({"id": id, "ok": false, "error": e}),
@@ -53,41 +177,44 @@ pub async fn serve(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, points: P
     }
 }
 
-/// Validate and execute one command; returns its id (null when unreadable).
-pub async fn handle(payload: &[u8], points: &Points, outputs: &Outputs) -> (Value, Result<(), String>) {
-    if payload.len() > MAX_COMMAND_BYTES {
-        return (
-            Value::Null,
-            Err(format!("command of {} bytes refused: the limit is {MAX_COMMAND_BYTES}", payload.len())),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> (Value, Result<Command, String>) {
+        parse_json(s.as_bytes())
+    }
+
+    #[test]
+    fn every_command_parses_with_its_fields() {
+        let (id, c) = parse(r#"{"id": 7, "command": "set-threshold", "task": "t", "threshold": 0.7}"#);
+        assert_eq!(id, json!(7));
+        assert_eq!(c.unwrap(), Command::SetThreshold { task: "t".into(), threshold: 0.7 });
+        assert_eq!(parse(r#"{"id":"a","command":"rebirth"}"#).1.unwrap(), Command::Rebirth);
+        assert_eq!(
+            parse(r#"{"id":"a","command":"disable-task","task":"x"}"#).1.unwrap(),
+            Command::DisableTask { task: "x".into() }
+        );
+        assert_eq!(
+            parse(r#"{"id":"a","command":"set-point","point":"p","value":true}"#).1.unwrap(),
+            Command::SetPoint { point: "p".into(), value: json!(true) }
         );
     }
-    let doc: Value = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        Err(e) => return (Value::Null, Err(format!("not JSON: {e}"))),
-    };
-    let id = doc.get("id").cloned().unwrap_or(Value::Null);
-    if !(id.is_string() || id.is_number()) {
-        return (id, Err("every command needs an `id` (a string or a number) to answer to".into()));
-    }
-    let result = match doc.get("command").and_then(Value::as_str) {
-        Some("set-point") => set_point(&doc, points, outputs).await,
-        Some(other) => Err(format!("unknown command `{other}`; known: set-point")),
-        None => Err("missing `command`".into()),
-    };
-    (id, result)
-}
 
-async fn set_point(doc: &Value, points: &Points, outputs: &Outputs) -> Result<(), String> {
-    if let Some(obj) = doc.as_object() {
-        if let Some(k) = obj.keys().find(|k| !["id", "command", "point", "value"].contains(&k.as_str())) {
-            return Err(format!("unknown key `{k}` in set-point; it takes `point` and `value`"));
-        }
+    #[test]
+    fn schema_violations_are_refused_with_the_reason() {
+        let e = parse(r#"{"id":1,"command":"set-threshold","task":"t","threshold":0.7,"force":true}"#).1.unwrap_err();
+        assert!(e.contains("unknown field `force`"), "{e}");
+        let e = parse(r#"{"id":1,"command":"set-threshold","task":"t"}"#).1.unwrap_err();
+        assert!(e.contains("missing field `threshold`"), "{e}");
+        let e = parse(r#"{"id":1,"command":"set-threshold","task":"t","threshold":"high"}"#).1.unwrap_err();
+        assert!(e.contains("invalid type"), "{e}");
+        let e = parse(r#"{"id":1,"command":"format-disk"}"#).1.unwrap_err();
+        assert!(e.contains("unknown variant `format-disk`") && e.contains("set-point"), "{e}");
+        assert!(parse(r#"{"command":"rebirth"}"#).1.unwrap_err().contains("`id`"));
+        assert!(parse(r#"[1,2]"#).1.unwrap_err().contains("JSON object"));
+        assert!(parse("{not json").1.unwrap_err().starts_with("not JSON"));
+        let big = format!(r#"{{"id":1,"command":"rebirth","pad":"{}"}}"#, "x".repeat(MAX_COMMAND_BYTES));
+        assert!(parse(&big).1.unwrap_err().contains("limit"));
     }
-    let name = doc.get("point").and_then(Value::as_str).ok_or("set-point needs `point` (a name)")?;
-    let value = doc.get("value").ok_or("set-point needs `value`")?;
-    let point = points.get(name).ok_or_else(|| format!("no point `{name}` in the config"))?;
-    if !point.config.writable {
-        return Err(format!("point `{name}` is not writable: the config does not mark it `writable`"));
-    }
-    outputs.write_point(name, &point.spec, value).await
 }

@@ -12,6 +12,11 @@
 //! The MQTT task owns this state; rumqttc reports each outgoing PUBLISH with
 //! its packet id in the order the publishes were requested, which is how a
 //! PUBACK is tied back to a queue sequence number.
+//!
+//! Sparkplug requires NDATA at QoS 0, which has no acknowledgement. There
+//! the queue sends a batch, then an UNSUBSCRIBE of a topic nobody uses: the
+//! broker answers it (UNSUBACK) only after it has read everything sent
+//! before it on the same connection, so the UNSUBACK acknowledges the batch.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -23,8 +28,22 @@ use crate::store::{Store, StoreConfig, WhenFull};
 /// Unacknowledged durable messages in flight at once.
 const WINDOW: usize = 64;
 
+/// How the broker's receipt of a queued message is known.
+#[derive(Debug, Clone)]
+pub enum AckBy {
+    /// QoS 1: each message's PUBACK.
+    PubAck,
+    /// QoS 0: the UNSUBACK of an UNSUBSCRIBE (of this topic) sent after the batch.
+    Barrier(String),
+}
+
 pub struct Durable {
     store: Store,
+    ack_by: AckBy,
+    /// Barriers requested and not yet sent: the last sequence number before each.
+    barriers: VecDeque<u64>,
+    /// Barriers sent, by packet id.
+    barrier_pkid: HashMap<u16, u64>,
     /// One entry per publish requested from rumqttc, in order: the queue
     /// sequence number of a durable one, None for the others.
     requested: VecDeque<Option<u64>>,
@@ -51,7 +70,7 @@ pub struct Durable {
 }
 
 impl Durable {
-    pub fn open(cfg: &QueueConfig) -> Result<Durable, String> {
+    pub fn open(cfg: &QueueConfig, ack_by: AckBy) -> Result<Durable, String> {
         let store_cfg = StoreConfig {
             dir: cfg.dir.clone(),
             max_bytes: cfg.max_mb.saturating_mul(1 << 20),
@@ -68,6 +87,9 @@ impl Durable {
         let historical_upto = store.last_seq();
         Ok(Durable {
             store,
+            ack_by,
+            barriers: VecDeque::new(),
+            barrier_pkid: HashMap::new(),
             requested: VecDeque::new(),
             pkid_seq: HashMap::new(),
             sent_order: VecDeque::new(),
@@ -83,8 +105,8 @@ impl Durable {
 
     /// Store a message. False when the queue refused it (full with
     /// `drop-newest`, or a disk error), which the caller counts.
-    pub fn push(&mut self, topic: &str, payload: &[u8], connected: bool) -> bool {
-        match self.store.push(topic, payload, 1, false) {
+    pub fn push(&mut self, topic: &str, payload: &[u8], retain: bool, connected: bool) -> bool {
+        match self.store.push(topic, payload, 1, retain) {
             Ok(seq) => {
                 if !connected {
                     match self.offline.last_mut() {
@@ -106,6 +128,8 @@ impl Durable {
     pub fn on_connected(&mut self) {
         self.requested.clear();
         self.pkid_seq.clear();
+        self.barriers.clear();
+        self.barrier_pkid.clear();
         self.sent_order.clear();
         self.acked.clear();
         self.next_to_send = self.ack_upto + 1;
@@ -127,12 +151,18 @@ impl Durable {
         self.requested.push_back(None);
     }
 
-    /// Send from the queue, up to the window. Returns how many were requested.
-    pub fn pump(&mut self, client: &AsyncClient) -> u64 {
+    /// Send from the queue, up to the window, with `stamp` making the
+    /// payload that goes out (queue id, historical flag, a session's sequence
+    /// number). Returns how many were requested.
+    pub fn pump(&mut self, client: &AsyncClient, stamp: &mut dyn Stamp) -> u64 {
         // Reading back costs a disk read: refill in batches of half a window.
         if self.in_flight > WINDOW / 2 || self.store.len() <= self.uncommitted + self.in_flight {
             return 0;
         }
+        let qos = match self.ack_by {
+            AckBy::PubAck => QoS::AtLeastOnce,
+            AckBy::Barrier(_) => QoS::AtMostOnce,
+        };
         let mut n = 0;
         for r in self.store.peek(self.uncommitted + self.in_flight + WINDOW) {
             if r.seq < self.next_to_send {
@@ -142,17 +172,45 @@ impl Durable {
                 break;
             }
             let historical = self.historical(r.seq);
-            let payload = stamp(&r.payload, r.seq, historical);
-            if client.try_publish(r.topic.clone(), QoS::AtLeastOnce, false, payload).is_err() {
+            let payload = stamp.stamp(&r.payload, r.seq, historical);
+            if client.try_publish(r.topic.clone(), qos, r.retain, payload).is_err() {
+                stamp.unsent();
                 break; // rumqttc's request queue is full: try again on the next turn
             }
-            self.requested.push_back(Some(r.seq));
+            if matches!(self.ack_by, AckBy::PubAck) {
+                self.requested.push_back(Some(r.seq));
+            }
             self.sent_order.push_back(r.seq);
             self.next_to_send = r.seq + 1;
             self.in_flight += 1;
             n += 1;
         }
+        if let (AckBy::Barrier(topic), true) = (&self.ack_by, n > 0) {
+            if client.try_unsubscribe(topic.clone()).is_ok() {
+                self.barriers.push_back(self.next_to_send - 1);
+            }
+            // Else the next batch's barrier covers this one too.
+        }
         n
+    }
+
+    /// rumqttc sent an UNSUBSCRIBE (a barrier) with this packet id.
+    pub fn outgoing_barrier(&mut self, pkid: u16) {
+        if let Some(seq) = self.barriers.pop_front() {
+            self.barrier_pkid.insert(pkid, seq);
+        }
+    }
+
+    /// The broker answered a barrier: it has everything sent before it.
+    pub fn barrier_ack(&mut self, pkid: u16) {
+        let Some(upto) = self.barrier_pkid.remove(&pkid) else { return };
+        while self.sent_order.front().is_some_and(|&s| s <= upto) {
+            if let Some(s) = self.sent_order.pop_front() {
+                self.ack_upto = s;
+                self.uncommitted += 1;
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
     }
 
     /// rumqttc sent a PUBLISH with this packet id (in request order).
@@ -220,6 +278,23 @@ impl Durable {
     /// Messages lost to damage on disk.
     pub fn lost(&self) -> u64 {
         self.store.lost()
+    }
+}
+
+/// Makes the payload that goes out from the one stored.
+pub trait Stamp {
+    /// `id` is the queue's sequence number, unique across restarts.
+    fn stamp(&mut self, payload: &[u8], id: u64, historical: bool) -> Vec<u8>;
+    /// The last stamped payload could not be handed to rumqttc after all.
+    fn unsent(&mut self) {}
+}
+
+/// The JSON dialect's stamp: `msg_id` and `historical` added to the object.
+pub struct JsonStamp;
+
+impl Stamp for JsonStamp {
+    fn stamp(&mut self, payload: &[u8], id: u64, historical: bool) -> Vec<u8> {
+        stamp(payload, id, historical)
     }
 }
 

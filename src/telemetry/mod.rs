@@ -1,15 +1,21 @@
 //! Telemetry: figures the pipeline keeps, and how they reach MQTT.
 //!
 //! - [`stats`]: counters and latency windows.
-//! - [`mqtt`]: the broker connection (plain JSON dialect; topics in docs/mqtt.md).
+//! - [`mqtt`]: the plain JSON session (topics in docs/mqtt.md).
+//! - [`sparkplug`]: the Sparkplug B edge node session.
+//! - [`connection`]: what both sessions share: brokers, TLS, backoff, refusal reasons.
+//! - [`durable`]: store-and-forward through the disk queue ([`crate::store`]).
+//! - [`commands`]: the remote command set, and the JSON door to it.
 //!
 //! [`NodeStats`] is the one registry of every figure; the stats message and
 //! the demo's status line are both views of it.
 
 pub mod commands;
+pub mod connection;
 pub mod durable;
 pub mod mqtt;
 pub mod points;
+pub mod sparkplug;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -20,6 +26,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::camera::CameraStats;
+use crate::decision::control::TaskControl;
 use crate::line::health::Faults;
 use crate::modbus::handshake::HandshakeStats;
 use crate::modbus::Device;
@@ -33,6 +40,46 @@ pub struct TaskEntry {
     pub provider: String,
     pub model: Value,
     pub handshake: Option<Arc<HandshakeStats>>,
+    /// Enabled and threshold, as commands set them.
+    pub control: Arc<TaskControl>,
+}
+
+/// Where results and alarms go: either dialect, or both. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    pub json: Option<mqtt::Mqtt>,
+    pub sparkplug: Option<sparkplug::Sparkplug>,
+}
+
+impl Telemetry {
+    /// One part's result, through the disk queue where configured. False
+    /// when a dialect's buffer was full (the caller counts it).
+    pub fn result(&self, task: &str, doc: &Value) -> bool {
+        let mut ok = true;
+        if let Some(m) = &self.json {
+            ok &= m.publish_durable(m.topics.result(task), serde_json::to_vec(doc).unwrap_or_default(), false);
+        }
+        if let Some(sp) = &self.sparkplug {
+            ok &= sp.result(task, doc);
+        }
+        ok
+    }
+
+    /// The alarm list changed. JSON: retained (a dashboard that connects
+    /// later sees the state) and through the disk queue; Sparkplug: NDATA
+    /// through its queue.
+    pub fn alarms(&self, doc: &Value) {
+        if let Some(m) = &self.json {
+            m.publish_durable(m.topics.alarms(), serde_json::to_vec(doc).unwrap_or_default(), true);
+        }
+        if let Some(sp) = &self.sparkplug {
+            sp.alarms(doc);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json.is_none() && self.sparkplug.is_none()
+    }
 }
 
 /// Every figure of the node.
@@ -91,6 +138,8 @@ impl NodeStats {
                         "capture_to_reject_ack_ms": s.capture_to_reject_ack_ms.percentiles(),
                         "provider": t.provider,
                         "model": t.model,
+                        "enabled": t.control.enabled(),
+                        "ng_threshold": (f64::from(t.control.threshold()) * 1e4).round() / 1e4,
                     }),
                 )
             })

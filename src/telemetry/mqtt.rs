@@ -1,20 +1,23 @@
-//! The MQTT connection: one task owns the rumqttc event loop.
+//! The plain JSON MQTT session: one task owns the connection.
 //!
-//! rumqttc reconnects by itself but without any pause, so a dead broker makes
-//! it spin; this task sleeps with exponential backoff and jitter between
-//! attempts. The broker publishes `offline` (retained) as our Last Will if we
-//! vanish; we publish `online` (retained) after every connect and `offline`
-//! ourselves on a clean stop.
+//! Each attempt connects to the next broker of the list (`host`, then
+//! `failover`) with a fresh rumqttc client, after an exponential backoff with
+//! jitter (rumqttc alone would retry at once and spin). The broker publishes
+//! `offline` (retained) as our Last Will if we vanish; we publish `online`
+//! (retained) after every connect and `offline` ourselves on a clean stop.
+//! While no broker is reachable, messages for the disk queue are stored and
+//! everything else is dropped (a stats message is replaced by the next one).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::durable::Durable;
+use super::connection::{self, Backoff, Server};
+use super::durable::{self, Durable};
 use crate::config::{MqttConfig, NodeIdentity};
 
 /// Topic names, all under `<prefix>/<group_id>/<node_id>`.
@@ -69,6 +72,7 @@ enum Msg {
     Durable {
         topic: String,
         payload: Vec<u8>,
+        retain: bool,
     },
     Stop(oneshot::Sender<()>),
 }
@@ -99,34 +103,36 @@ const BUFFER: usize = 8192;
 
 impl Mqtt {
     /// Connect, and subscribe to `subscriptions` (QoS 1) after every connect;
-    /// what arrives on them comes out of the returned receiver.
+    /// what arrives on them comes out of the returned receiver. Fails only
+    /// when the TLS files cannot be used.
     pub fn start(
         cfg: &MqttConfig,
         node: &NodeIdentity,
         subscriptions: Vec<String>,
         durable: Option<Durable>,
-    ) -> (Mqtt, tokio::task::JoinHandle<()>, mpsc::Receiver<Incoming>) {
+    ) -> Result<(Mqtt, tokio::task::JoinHandle<()>, mpsc::Receiver<Incoming>), String> {
         let topics = Topics::new(&cfg.prefix, node);
         let client_id =
             cfg.client_id.clone().unwrap_or_else(|| format!("linesight-{}-{}", node.group_id, node.node_id));
-        let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
-        opts.set_keep_alive(cfg.keep_alive.get());
-        opts.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
-        // The 10 KiB default is too small for a stats message with many tasks.
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-            opts.set_credentials(u.clone(), p.clone());
-        }
-        let (client, eventloop) = AsyncClient::new(opts, 4096);
+        let tls = cfg.tls.as_ref().map(connection::tls_client_config).transpose()?;
         let (tx, rx) = mpsc::channel(BUFFER);
-        let broker = format!("{}:{}", cfg.host, cfg.port);
         let (in_tx, in_rx) = mpsc::channel(256);
         let queue = Arc::new(QueueStats::default());
         queue.configured.store(durable.is_some(), Ordering::Relaxed);
-        let stats = queue.clone();
-        let task =
-            tokio::spawn(run(client, eventloop, rx, topics.clone(), broker, subscriptions, in_tx, durable, stats));
-        (Mqtt { tx, topics, queue }, task, in_rx)
+        let session = Session {
+            cfg: cfg.clone(),
+            client_id,
+            tls,
+            topics: topics.clone(),
+            subscriptions,
+            incoming: in_tx,
+            durable,
+            queue_stats: queue.clone(),
+            rx,
+            stopping: None,
+        };
+        let task = tokio::spawn(session.run());
+        Ok((Mqtt { tx, topics, queue }, task, in_rx))
     }
 
     /// Queue a message. Returns false when the buffer is full (the caller counts it).
@@ -137,8 +143,8 @@ impl Mqtt {
     /// Queue a message that must not be lost: on disk first when the queue is
     /// configured (sent with `msg_id`, and `historical` when it could not go
     /// out live), else like [`Mqtt::publish`] with QoS 1.
-    pub fn publish_durable(&self, topic: String, payload: Vec<u8>) -> bool {
-        self.tx.try_send(Msg::Durable { topic, payload }).is_ok()
+    pub fn publish_durable(&self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        self.tx.try_send(Msg::Durable { topic, payload, retain }).is_ok()
     }
 
     /// Publish `offline`, wait (bounded) until everything queued is acknowledged, disconnect.
@@ -150,181 +156,250 @@ impl Mqtt {
     }
 }
 
-// The task's whole world is handed over once, at start.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    client: AsyncClient,
-    mut eventloop: EventLoop,
-    mut rx: mpsc::Receiver<Msg>,
+/// The task's whole world.
+struct Session {
+    cfg: MqttConfig,
+    client_id: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
     topics: Topics,
-    broker: String,
     subscriptions: Vec<String>,
     incoming: mpsc::Sender<Incoming>,
-    mut durable: Option<Durable>,
+    durable: Option<Durable>,
     queue_stats: Arc<QueueStats>,
-) {
-    let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
-    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Duration::from_millis(250);
-    let mut connected = false;
-    let mut queued: u64 = 0;
-    let mut sent: u64 = 0;
-    let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
-    loop {
-        if let Some((_, deadline)) = &stopping {
-            let drained = durable.as_ref().map_or(true, |d| d.waiting() == 0 || !connected);
-            let flushed = sent >= queued && eventloop.state.inflight() == 0 && drained;
-            if flushed || Instant::now() >= *deadline {
-                if !flushed {
-                    tracing::warn!(%broker, "MQTT stop: not every message was acknowledged before the deadline");
-                }
-                let _ = client.try_disconnect();
-                // Let the DISCONNECT go out.
-                let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                    loop {
-                        match eventloop.poll().await {
-                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                            _ => {}
-                        }
-                    }
-                })
-                .await;
-                if let Some(d) = &mut durable {
-                    d.flush();
-                    if d.waiting() > 0 {
-                        tracing::info!(%broker, waiting = d.waiting(), "MQTT queue keeps undelivered messages for the next start");
-                    }
-                }
-                if let Some((done, _)) = stopping.take() {
-                    let _ = done.send(());
-                }
-                return;
-            }
-        }
-        if connected {
-            if let Some(d) = &mut durable {
-                queued += d.pump(&client);
-            }
-        }
-        tokio::select! {
-            _ = flush_tick.tick() => {
-                // The fsync policy (the loss window) is the store's; this only gives it a chance.
-                if let Some(d) = &mut durable {
-                    d.tick();
-                    queue_stats.waiting.store(d.waiting() as u64, Ordering::Relaxed);
-                    queue_stats.dropped.store(d.dropped(), Ordering::Relaxed);
-                    queue_stats.lost.store(d.lost(), Ordering::Relaxed);
-                }
-            }
-            msg = rx.recv(), if stopping.is_none() => match msg {
-                Some(Msg::Publish { topic, payload, qos, retain }) => {
-                    if client.try_publish(topic, qos, retain, payload).is_ok() {
-                        queued += 1;
-                        if let Some(d) = &mut durable {
-                            d.note_plain();
-                        }
-                    } else {
-                        tracing::warn!(%broker, "MQTT request queue full; message dropped");
-                    }
-                }
-                Some(Msg::Durable { topic, payload }) => match &mut durable {
-                    Some(d) => {
-                        if !d.push(&topic, &payload, connected) {
-                            tracing::warn!(%broker, %topic, "message not stored: the MQTT queue refused it");
-                        }
-                    }
-                    None => {
-                        if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok() {
-                            queued += 1;
-                        } else {
-                            tracing::warn!(%broker, "MQTT request queue full; message dropped");
-                        }
-                    }
-                },
-                Some(Msg::Stop(done)) => {
-                    if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "offline").is_ok() {
-                        queued += 1;
-                        if let Some(d) = &mut durable {
-                            d.note_plain();
-                        }
-                    }
-                    let wait = if connected { Duration::from_secs(3) } else { Duration::from_millis(300) };
-                    stopping = Some((done, Instant::now() + wait));
-                }
-                None => return,
-            },
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    connected = true;
-                    backoff = Duration::from_millis(250);
-                    tracing::info!(%broker, session_present = ack.session_present, "MQTT connected");
-                    if let Some(d) = &mut durable {
-                        d.on_connected();
-                    }
-                    if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
-                        queued += 1;
-                        if let Some(d) = &mut durable {
-                            d.note_plain();
-                        }
-                    }
-                    for t in &subscriptions {
-                        if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
-                            tracing::error!(%broker, topic = %t, error = %e, "cannot subscribe");
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
-                    // Never block the event loop on a slow consumer: a flood is dropped and logged.
-                    if incoming.try_send(msg).is_err() {
-                        tracing::warn!(%broker, topic = %p.topic, "incoming message dropped: too many waiting");
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
-                        tracing::error!(%broker, "the broker refused a subscription (ACL?); remote commands will not arrive");
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    sent += 1;
-                    if let Some(d) = &mut durable {
-                        d.outgoing(pkid);
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(d) = &mut durable {
-                        d.puback(ack.pkid);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if let (true, Some(d)) = (connected, &mut durable) {
-                        d.on_disconnected();
-                    }
-                    if connected {
-                        tracing::warn!(%broker, error = %e, "MQTT connection lost; reconnecting");
-                    } else {
-                        tracing::warn!(%broker, error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT broker unreachable; retrying (check mqtt.host/port and that the broker runs)");
-                    }
-                    connected = false;
-                    if stopping.is_some() {
-                        // No broker to flush to; give up at the deadline.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            },
-        }
-    }
+    rx: mpsc::Receiver<Msg>,
+    stopping: Option<(oneshot::Sender<()>, Instant)>,
 }
 
-/// Up to +/-25 % of `d`, so that many nodes do not reconnect in lockstep
-/// after a broker restart. Randomness from the clock's nanoseconds is enough here.
-fn jitter(d: Duration) -> Duration {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
-    let frac = (nanos % 1000) as f64 / 1000.0; // 0..1
-    d.mul_f64(0.75 + 0.5 * frac)
+/// How one connection ended.
+enum Ended {
+    /// The stop is complete.
+    Stopped,
+    /// The link failed (or never came up); try the next broker.
+    Failed { was_connected: bool },
+}
+
+impl Session {
+    async fn run(mut self) {
+        let servers = connection::servers(&self.cfg);
+        let mut backoff = Backoff::default();
+        let mut at = 0;
+        let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let server = &servers[at % servers.len()];
+            match self.connection(server, &mut flush_tick).await {
+                Ended::Stopped => return,
+                Ended::Failed { was_connected } => {
+                    if was_connected {
+                        backoff.reset();
+                    }
+                    if self.stopping.is_some() {
+                        self.finish(None).await;
+                        return;
+                    }
+                    at += 1;
+                    let wait = backoff.delay();
+                    if self.wait_offline(wait, &mut flush_tick).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serve the pipeline while no broker is connected: store what must
+    /// not be lost, drop the rest. True when a stop completed meanwhile.
+    async fn wait_offline(&mut self, wait: Duration, flush_tick: &mut tokio::time::Interval) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return false,
+                _ = flush_tick.tick() => self.tick(),
+                msg = self.rx.recv() => match msg {
+                    Some(Msg::Durable { topic, payload, retain }) => self.store(&topic, &payload, retain, false),
+                    Some(Msg::Publish { .. }) => {}
+                    Some(Msg::Stop(done)) => {
+                        self.stopping = Some((done, Instant::now()));
+                        self.finish(None).await;
+                        return true;
+                    }
+                    None => return true,
+                },
+            }
+        }
+    }
+
+    fn store(&mut self, topic: &str, payload: &[u8], retain: bool, connected: bool) {
+        if let Some(d) = &mut self.durable {
+            if !d.push(topic, payload, retain, connected) {
+                tracing::warn!(%topic, "message not stored: the MQTT queue refused it");
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        // The fsync policy (the loss window) is the store's; this only gives it a chance.
+        if let Some(d) = &mut self.durable {
+            d.tick();
+            self.queue_stats.waiting.store(d.waiting() as u64, Ordering::Relaxed);
+            self.queue_stats.dropped.store(d.dropped(), Ordering::Relaxed);
+            self.queue_stats.lost.store(d.lost(), Ordering::Relaxed);
+        }
+    }
+
+    /// One connection to `server`, from CONNECT until it fails or we stop.
+    async fn connection(&mut self, server: &Server, flush_tick: &mut tokio::time::Interval) -> Ended {
+        let mut opts = connection::options(&self.cfg, server, &self.client_id, self.tls.as_ref());
+        opts.set_last_will(LastWill::new(self.topics.availability(), "offline", QoS::AtLeastOnce, true));
+        let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+        let mut connected = false;
+        let mut queued: u64 = 0;
+        let mut sent: u64 = 0;
+        loop {
+            if let Some((_, deadline)) = &self.stopping {
+                let drained = self.durable.as_ref().map_or(true, |d| d.waiting() == 0);
+                let flushed = sent >= queued && eventloop.state.inflight() == 0 && drained;
+                if flushed || Instant::now() >= *deadline {
+                    if !flushed {
+                        tracing::warn!(%server, "MQTT stop: not every message was acknowledged before the deadline");
+                    }
+                    self.finish(Some((&client, &mut eventloop))).await;
+                    return Ended::Stopped;
+                }
+            }
+            if connected {
+                if let Some(d) = &mut self.durable {
+                    queued += d.pump(&client, &mut durable::JsonStamp);
+                }
+            }
+            tokio::select! {
+                _ = flush_tick.tick() => self.tick(),
+                msg = self.rx.recv(), if self.stopping.is_none() => match msg {
+                    Some(Msg::Publish { topic, payload, qos, retain }) => {
+                        if !connected {
+                            continue; // not worth keeping: see the module doc
+                        }
+                        if client.try_publish(topic, qos, retain, payload).is_ok() {
+                            queued += 1;
+                            if let Some(d) = &mut self.durable {
+                                d.note_plain();
+                            }
+                        } else {
+                            tracing::warn!(%server, "MQTT request queue full; message dropped");
+                        }
+                    }
+                    Some(Msg::Durable { topic, payload, retain }) => {
+                        if self.durable.is_some() {
+                            self.store(&topic, &payload, retain, connected);
+                        } else if client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
+                            queued += 1;
+                        } else {
+                            tracing::warn!(%server, "MQTT request queue full; message dropped");
+                        }
+                    }
+                    Some(Msg::Stop(done)) => {
+                        if connected && client.try_publish(self.topics.availability(), QoS::AtLeastOnce, true, "offline").is_ok() {
+                            queued += 1;
+                            if let Some(d) = &mut self.durable {
+                                d.note_plain();
+                            }
+                        }
+                        let wait = if connected { Duration::from_secs(3) } else { Duration::ZERO };
+                        self.stopping = Some((done, Instant::now() + wait));
+                    }
+                    None => return Ended::Stopped,
+                },
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        connected = true;
+                        tracing::info!(%server, session_present = ack.session_present, "MQTT connected");
+                        if let Some(d) = &mut self.durable {
+                            d.on_connected();
+                        }
+                        // Subscriptions before anything else, so a command sent
+                        // in answer to `online` is not missed.
+                        for t in &self.subscriptions {
+                            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                                tracing::error!(%server, topic = %t, error = %e, "cannot subscribe");
+                            }
+                        }
+                        if client.try_publish(self.topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
+                            queued += 1;
+                            if let Some(d) = &mut self.durable {
+                                d.note_plain();
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                        // Never block the event loop on a slow consumer: a flood is dropped and logged.
+                        if self.incoming.try_send(msg).is_err() {
+                            tracing::warn!(%server, topic = %p.topic, "incoming message dropped: too many waiting");
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                            tracing::error!(%server, "the broker refused a subscription (its ACL does not allow this client to read the command topic); remote commands will not arrive");
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        sent += 1;
+                        if let Some(d) = &mut self.durable {
+                            d.outgoing(pkid);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(d) = &mut self.durable {
+                            d.puback(ack.pkid);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let (true, Some(d)) = (connected, &mut self.durable) {
+                            d.on_disconnected();
+                        }
+                        let why = connection::explain(&e, server);
+                        if connected {
+                            tracing::warn!(%server, error = %why, "MQTT connection lost; reconnecting");
+                        } else {
+                            tracing::warn!(%server, error = %why, "MQTT broker unreachable; trying the next");
+                        }
+                        return Ended::Failed { was_connected: connected };
+                    }
+                },
+            }
+        }
+    }
+
+    /// Disconnect (when connected), flush the queue, and report the stop done.
+    async fn finish(&mut self, link: Option<(&AsyncClient, &mut EventLoop)>) {
+        if let Some((client, eventloop)) = link {
+            let _ = client.try_disconnect();
+            // Let the DISCONNECT go out.
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                        _ => {}
+                    }
+                }
+            })
+            .await;
+        }
+        // Whatever is still in the channel and must not be lost goes to disk.
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Durable { topic, payload, retain } = msg {
+                self.store(&topic, &payload, retain, false);
+            }
+        }
+        if let Some(d) = &mut self.durable {
+            d.flush();
+            if d.waiting() > 0 {
+                tracing::info!(waiting = d.waiting(), "MQTT queue keeps undelivered messages for the next start");
+            }
+        }
+        if let Some((done, _)) = self.stopping.take() {
+            let _ = done.send(());
+        }
+    }
 }

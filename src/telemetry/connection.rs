@@ -1,0 +1,284 @@
+//! What both MQTT sessions (the JSON one and the Sparkplug one) share: the
+//! broker list and failover order, connection options (TLS, credentials,
+//! packet size), reconnect backoff, and an explanation of why a broker
+//! refused us that a technician can act on.
+//!
+//! Every connection attempt gets a fresh rumqttc client and event loop.
+//! Requests still sitting in an old client's channel would otherwise be sent
+//! on the next connection: stale births with old sequence numbers, or queue
+//! messages whose packet ids the queue no longer expects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, TlsConfiguration, Transport};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
+
+use crate::config::{MqttConfig, TlsConfig};
+
+/// Largest packet we send or accept. The 10 KiB default does not hold a
+/// Sparkplug birth or a stats message of a node with many tasks. Incoming
+/// commands have their own, much smaller limit.
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// One broker of the configured list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// `host`/`port` first, then the `failover` list, in order.
+pub fn servers(cfg: &MqttConfig) -> Vec<Server> {
+    std::iter::once(Server { host: cfg.host.clone(), port: cfg.port })
+        .chain(cfg.failover.iter().map(|b| Server { host: b.host.clone(), port: b.port }))
+        .collect()
+}
+
+/// Options for one connection attempt to `server`. TLS material is read
+/// when the session starts (see [`tls_client_config`]), not per attempt.
+pub fn options(
+    cfg: &MqttConfig,
+    server: &Server,
+    client_id: &str,
+    tls: Option<&Arc<ClientConfig>>,
+) -> MqttOptions {
+    let mut opts = MqttOptions::new(client_id, server.host.clone(), server.port);
+    opts.set_keep_alive(cfg.keep_alive.get());
+    opts.set_clean_session(true);
+    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        opts.set_credentials(u.clone(), p.clone());
+    }
+    if let Some(tls) = tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    }
+    opts
+}
+
+/// The rustls client configuration for `mqtt.tls`: the CA file as the only
+/// trust anchor (a plant's private CA, not the public web's), and the
+/// client certificate for mutual TLS. Errors name the file and what is wrong.
+pub fn tls_client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    let cas = read_certs(&tls.ca)?;
+    if cas.is_empty() {
+        return Err(format!("{}: no PEM certificate in the file (mqtt.tls.ca must be the CA's certificate)", tls.ca.display()));
+    }
+    for ca in cas {
+        roots.add(ca).map_err(|e| format!("{}: not a usable CA certificate: {e}", tls.ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .with_root_certificates(roots);
+    let config = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            if chain.is_empty() {
+                return Err(format!("{}: no PEM certificate in the file (mqtt.tls.cert)", cert.display()));
+            }
+            let key_der = read_key(key)?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                format!("{} and {}: the key does not fit the certificate: {e}", cert.display(), key.display())
+            })?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("mqtt.tls: `cert` and `key` go together (both for mutual TLS, or neither)".into()),
+    };
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))
+}
+
+fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))?
+        .ok_or_else(|| format!("{}: no private key in the file (PKCS#8, PKCS#1 or SEC1 PEM expected)", path.display()))
+}
+
+/// Why a connection to `server` failed, said so that it can be fixed.
+pub fn explain(e: &ConnectionError, server: &Server) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(code) => match code {
+            ConnectReturnCode::BadUserNamePassword => format!(
+                "broker {server} refused the user name or password (check mqtt.username / mqtt.password)"
+            ),
+            ConnectReturnCode::NotAuthorized => format!(
+                "broker {server} refused the connection: not authorised (its ACL or authentication does not admit this client)"
+            ),
+            ConnectReturnCode::BadClientId => {
+                format!("broker {server} refused the client id (check mqtt.client_id)")
+            }
+            ConnectReturnCode::ServiceUnavailable => format!("broker {server} is unavailable (it refused with 3)"),
+            other => format!("broker {server} refused the connection: {other:?}"),
+        },
+        ConnectionError::Tls(rumqttc::TlsError::TLS(t)) => explain_tls(t, server),
+        ConnectionError::Tls(other) => format!("TLS to {server} failed: {other}"),
+        ConnectionError::Io(io) => explain_io(io, server),
+        ConnectionError::MqttState(rumqttc::StateError::Io(io)) => explain_io(io, server),
+        ConnectionError::NetworkTimeout => {
+            format!("broker {server} did not answer in time (network down, or a firewall drops the packets)")
+        }
+        other => format!("connection to {server} failed: {other}"),
+    }
+}
+
+fn explain_io(io: &std::io::Error, server: &Server) -> String {
+    if let Some(t) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        return explain_tls(t, server);
+    }
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            format!("nothing accepts connections at {server} (check mqtt.host/port and that the broker runs)")
+        }
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => format!(
+            "broker {server} closed the connection ({io}); if it expects TLS, configure mqtt.tls; if it requires a client certificate, configure mqtt.tls.cert and key"
+        ),
+        _ => format!("connection to {server} failed: {io}"),
+    }
+}
+
+fn explain_tls(t: &rustls::Error, server: &Server) -> String {
+    match t {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => format!(
+                "the certificate of broker {server} is not signed by the CA in mqtt.tls.ca (unknown CA)"
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                format!("the certificate of broker {server} has expired: renew it on the broker")
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+                "the certificate of broker {server} is not valid yet (check this device's clock)"
+            ),
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => format!(
+                "the certificate of broker {server} is not issued for `{}` (use the name in its certificate as mqtt.host)",
+                server.host
+            ),
+            CertificateError::Revoked => format!("the certificate of broker {server} is revoked"),
+            other => format!("the certificate of broker {server} is refused: {other:?}"),
+        },
+        rustls::Error::AlertReceived(alert) => match alert {
+            AlertDescription::CertificateExpired => {
+                format!("broker {server} refused our client certificate: it has expired (renew mqtt.tls.cert)")
+            }
+            AlertDescription::UnknownCA => format!(
+                "broker {server} refused our client certificate: it does not know the CA that signed it"
+            ),
+            AlertDescription::CertificateRequired => format!(
+                "broker {server} requires a client certificate: configure mqtt.tls.cert and mqtt.tls.key"
+            ),
+            AlertDescription::BadCertificate | AlertDescription::CertificateUnknown => {
+                format!("broker {server} refused our client certificate ({alert:?})")
+            }
+            AlertDescription::CertificateRevoked => {
+                format!("broker {server} refused our client certificate: it is revoked")
+            }
+            other => format!("broker {server} ended the TLS handshake: {other:?}"),
+        },
+        other => format!("TLS to {server} failed: {other}"),
+    }
+}
+
+/// Reconnect delays: exponential from 250 ms to 30 s with jitter, reset by
+/// a successful connection. rumqttc retries at once otherwise, and a dead
+/// broker would make it spin.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(30);
+
+    /// The delay before the next attempt.
+    pub fn delay(&mut self) -> Duration {
+        let d = jitter(self.next);
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// Up to +/-25 % of `d`, so that many nodes do not reconnect in lockstep
+/// after a broker restart. Randomness from the clock's nanoseconds is enough here.
+fn jitter(d: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let frac = (nanos % 1000) as f64 / 1000.0; // 0..1
+    d.mul_f64(0.75 + 0.5 * frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::default();
+        let first = b.delay();
+        assert!(first >= Duration::from_millis(187) && first <= Duration::from_millis(313), "{first:?}");
+        for _ in 0..20 {
+            let d = b.delay();
+            assert!(d <= Duration::from_millis(37_500), "{d:?}");
+        }
+        let capped = b.delay();
+        assert!(capped >= Duration::from_millis(22_500), "{capped:?}");
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(313));
+    }
+
+    #[test]
+    fn refusals_are_explained() {
+        let s = Server { host: "broker".into(), port: 8883 };
+        let bad = ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword);
+        assert!(explain(&bad, &s).contains("mqtt.username"));
+        let unknown = ConnectionError::Tls(rumqttc::TlsError::TLS(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        )));
+        assert!(explain(&unknown, &s).contains("unknown CA"));
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::CertificateExpired),
+        );
+        assert!(explain(&ConnectionError::Io(alert), &s).contains("expired"));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(explain(&ConnectionError::Io(refused), &s).contains("broker runs"));
+    }
+
+    #[test]
+    fn tls_files_are_named_in_errors() {
+        let missing = TlsConfig { ca: "/nonexistent/ca.pem".into(), cert: None, key: None };
+        let e = tls_client_config(&missing).unwrap_err();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate").unwrap();
+        let e = tls_client_config(&TlsConfig { ca: empty, cert: None, key: None }).unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+}

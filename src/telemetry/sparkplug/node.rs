@@ -1,0 +1,641 @@
+//! The Sparkplug session task: one owner for the connection, the sequence
+//! numbers, what each host has been told (births), and the disk queue.
+//!
+//! Per connection: a new bdSeq goes into the Will (NDEATH) of a fresh
+//! client; after CONNACK the node subscribes to NCMD, DCMD and the primary
+//! host's STATE, then (once the primary host is online, or at once without
+//! one) publishes NBIRTH (seq 0) and a DBIRTH per live device. From then on
+//! it reports changed metrics every `report_every`, sends queued results and
+//! alarms, and answers commands. A primary host going offline, or a broken
+//! link, ends the connection and the next broker of the list is tried.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use super::bdseq::BdSeq;
+use super::metrics::{self, MValue, Metric};
+use super::proto::{self, DataType, Payload};
+use super::{CommandCounts, Msg, Pending, Topics};
+use crate::config::{MqttConfig, NodeIdentity, SparkplugConfig};
+use crate::modbus::points::Points;
+use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
+use crate::telemetry::connection::{self, Backoff, Server};
+use crate::telemetry::durable::{Durable, Stamp};
+use crate::telemetry::NodeStats;
+
+impl Pending {
+    /// Start the session. Fails only when the TLS files cannot be used.
+    pub fn start(
+        self,
+        cfg: &MqttConfig,
+        node: &NodeIdentity,
+        stats: Arc<NodeStats>,
+        points: Points,
+        commander: Commander,
+        durable: Option<Durable>,
+    ) -> Result<(tokio::task::JoinHandle<()>, Arc<CommandCounts>), String> {
+        let tls = cfg.tls.as_ref().map(connection::tls_client_config).transpose()?;
+        let sp = cfg.sparkplug.clone();
+        let client_id =
+            sp.client_id.clone().unwrap_or_else(|| format!("linesight-sp-{}-{}", node.group_id, node.node_id));
+        let counts = Arc::new(CommandCounts::default());
+        let mut events = BTreeMap::new();
+        for task in stats.tasks.keys() {
+            for m in metrics::result_unset(task) {
+                events.insert(m.name.clone(), m);
+            }
+        }
+        for m in metrics::alarms(&serde_json::json!({"faults": stats.faults.list()})) {
+            events.insert(m.name.clone(), m);
+        }
+        if durable.is_some() {
+            events.insert(ID_METRIC.into(), Metric::new(ID_METRIC, DataType::UInt64, MValue::Null));
+        }
+        let session = Session {
+            bdseq: BdSeq::open(&sp.bdseq_file),
+            cfg: cfg.clone(),
+            sp,
+            topics: Topics::new(node),
+            client_id,
+            tls,
+            rx: self.rx,
+            rebirth: self.rebirth,
+            stats,
+            points,
+            commander,
+            counts: counts.clone(),
+            durable,
+            seq: 0,
+            events,
+            last_node: BTreeMap::new(),
+            last_dev: BTreeMap::new(),
+            born: BTreeSet::new(),
+            rates: BTreeMap::new(),
+            host_ts: 0,
+            stopping: None,
+        };
+        Ok((tokio::spawn(session.run()), counts))
+    }
+}
+
+/// Each queued NDATA carries its queue id, for de-duplication after an at-least-once replay.
+const ID_METRIC: &str = "Queue/Message Id";
+
+struct Session {
+    cfg: MqttConfig,
+    sp: SparkplugConfig,
+    topics: Topics,
+    client_id: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    rx: mpsc::Receiver<Msg>,
+    rebirth: Arc<Notify>,
+    stats: Arc<NodeStats>,
+    points: Points,
+    commander: Commander,
+    counts: Arc<CommandCounts>,
+    durable: Option<Durable>,
+    bdseq: BdSeq,
+    /// The next message's sequence number (0 to 255, then 0 again).
+    seq: u8,
+    /// The latest result and alarm metrics: births carry them.
+    events: BTreeMap<String, Metric>,
+    /// What the host was last told, per node metric and per device metric.
+    last_node: BTreeMap<String, MValue>,
+    last_dev: BTreeMap<String, BTreeMap<String, MValue>>,
+    /// Devices with a DBIRTH and no DDEATH since.
+    born: BTreeSet<String>,
+    /// Parts processed per task at the last report, for parts/s.
+    rates: BTreeMap<String, (u64, Instant)>,
+    /// The newest primary-host STATE timestamp seen: older ones are stale.
+    host_ts: u64,
+    stopping: Option<(oneshot::Sender<()>, Instant)>,
+}
+
+enum Ended {
+    Stopped,
+    Failed { was_connected: bool },
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// CONNECT sent, no CONNACK yet.
+    Connecting,
+    /// Connected, waiting for the primary host to be online.
+    WaitingForHost,
+    /// Births published: data flows.
+    Online,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// NDEATH: only bdSeq, no seq (the Will and the deliberate death alike).
+fn death(bd: u8) -> Vec<u8> {
+    Payload {
+        timestamp: Some(now_ms()),
+        metrics: vec![Metric::new("bdSeq", DataType::Int64, MValue::Int(i64::from(bd))).to_proto(now_ms())],
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The stamp of queued NDATA: the session's seq, the queue id, and
+/// `is_historical` on every metric when it could not go out live.
+struct SeqStamp<'a> {
+    seq: &'a mut u8,
+}
+
+impl Stamp for SeqStamp<'_> {
+    fn stamp(&mut self, payload: &[u8], id: u64, historical: bool) -> Vec<u8> {
+        let Ok(mut p) = Payload::decode(payload) else {
+            // Cannot happen for what this session stored; sent as it is rather than lost.
+            return payload.to_vec();
+        };
+        let ts = p.timestamp.unwrap_or_else(now_ms);
+        p.metrics.push(Metric::uint(ID_METRIC, id).to_proto(ts));
+        if historical {
+            for m in &mut p.metrics {
+                m.is_historical = Some(true);
+            }
+        }
+        p.seq = Some(u64::from(*self.seq));
+        *self.seq = self.seq.wrapping_add(1);
+        p.encode_to_vec()
+    }
+
+    fn unsent(&mut self) {
+        *self.seq = self.seq.wrapping_sub(1);
+    }
+}
+
+impl Session {
+    async fn run(mut self) {
+        let servers = connection::servers(&self.cfg);
+        let mut backoff = Backoff::default();
+        let mut at = 0;
+        let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let server = servers[at % servers.len()].clone();
+            match self.connection(&server, &mut flush_tick).await {
+                Ended::Stopped => return,
+                Ended::Failed { was_connected } => {
+                    if was_connected {
+                        backoff.reset();
+                    }
+                    if self.stopping.is_some() {
+                        self.finish();
+                        return;
+                    }
+                    at += 1;
+                    if self.wait_offline(backoff.delay(), &mut flush_tick).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Between connections: store what must not be lost. True when stopped meanwhile.
+    async fn wait_offline(&mut self, wait: Duration, flush_tick: &mut tokio::time::Interval) -> bool {
+        let until = Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return false,
+                _ = flush_tick.tick() => self.tick(),
+                msg = self.rx.recv() => match msg {
+                    Some(Msg::Data(m)) => self.data(None, m, false),
+                    Some(Msg::Stop(done)) => {
+                        self.stopping = Some((done, Instant::now()));
+                        self.finish();
+                        return true;
+                    }
+                    None => return true,
+                },
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some(d) = &mut self.durable {
+            d.tick();
+            if let Some(q) = &self.stats.mqtt_queue {
+                // With both dialects, the JSON session's queue figures are the ones in the stats.
+                if !q.configured.load(Ordering::Relaxed) || self.cfg.dialect == crate::config::Dialect::Sparkplug {
+                    q.configured.store(true, Ordering::Relaxed);
+                    q.waiting.store(d.waiting() as u64, Ordering::Relaxed);
+                    q.dropped.store(d.dropped(), Ordering::Relaxed);
+                    q.lost.store(d.lost(), Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        u64::from(s)
+    }
+
+    /// Publish a Sparkplug payload with the next seq. False (and the seq
+    /// not used) when rumqttc's request queue is full.
+    fn publish(&mut self, client: &AsyncClient, topic: String, metrics: &[Metric], qos: QoS) -> bool {
+        let ts = now_ms();
+        let payload = Payload {
+            timestamp: Some(ts),
+            metrics: metrics.iter().map(|m| m.to_proto(ts)).collect(),
+            seq: Some(self.next_seq()),
+            ..Default::default()
+        };
+        if client.try_publish(topic.clone(), qos, false, payload.encode_to_vec()).is_err() {
+            self.seq = self.seq.wrapping_sub(1);
+            tracing::warn!(%topic, "Sparkplug message dropped: MQTT request queue full");
+            return false;
+        }
+        true
+    }
+
+    /// Results and alarms: remembered for births, then stored (or sent live without a queue).
+    fn data(&mut self, client: Option<&AsyncClient>, metrics: Vec<Metric>, online: bool) {
+        for m in &metrics {
+            self.events.insert(m.name.clone(), m.clone());
+        }
+        let topic = self.topics.ndata();
+        match (&mut self.durable, client) {
+            (Some(d), _) => {
+                let ts = now_ms();
+                let payload = Payload {
+                    timestamp: Some(ts),
+                    metrics: metrics.iter().map(|m| m.to_proto(ts)).collect(),
+                    ..Default::default()
+                };
+                if !d.push(&topic, &payload.encode_to_vec(), false, online) {
+                    tracing::warn!(%topic, "Sparkplug data not stored: the MQTT queue refused it");
+                }
+            }
+            (None, Some(client)) if online => {
+                self.publish(client, topic, &metrics, QoS::AtMostOnce);
+            }
+            (None, _) => tracing::debug!("Sparkplug data dropped: not online and no mqtt.queue configured"),
+        }
+    }
+
+    /// The devices now: (id, alive, metrics).
+    fn devices(&mut self) -> Vec<(String, bool, Vec<Metric>)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (name, t) in &self.stats.tasks {
+            let processed = t.stats.processed.load(Ordering::Relaxed);
+            let rate = match self.rates.insert(name.clone(), (processed, now)) {
+                Some((before, at)) if now > at => {
+                    Some(processed.saturating_sub(before) as f64 / (now - at).as_secs_f64())
+                }
+                _ => None,
+            };
+            let alive = t.camera_stats.status() != crate::camera::CameraStatus::Offline;
+            out.push((name.clone(), alive, metrics::task(t, rate)));
+        }
+        for (name, d) in &self.stats.devices {
+            // The same criterion as the fault supervisor: a link seen down.
+            let down = d.stats.state() == "down" && d.stats.failures.load(Ordering::Relaxed) > 0;
+            out.push((name.clone(), !down, metrics::modbus(d, &self.points.points)));
+        }
+        out
+    }
+
+    /// NBIRTH (seq 0) with every node metric, then a DBIRTH per live device.
+    fn births(&mut self, client: &AsyncClient, bd: u8) {
+        self.seq = 0;
+        let node = metrics::node(&self.stats, &self.counts);
+        let mut all = vec![
+            Metric::new("bdSeq", DataType::Int64, MValue::Int(i64::from(bd))),
+            Metric::boolean("Node Control/Rebirth", false),
+        ];
+        all.extend(node.iter().cloned());
+        all.extend(self.events.values().cloned());
+        self.publish(client, self.topics.nbirth(), &all, QoS::AtMostOnce);
+        self.last_node = node.into_iter().map(|m| (m.name, m.value)).collect();
+        self.born.clear();
+        self.last_dev.clear();
+        for (id, alive, metrics) in self.devices() {
+            if alive {
+                self.birth(client, &id, metrics);
+            }
+        }
+        tracing::info!(bd_seq = bd, devices = self.born.len(), "Sparkplug births published");
+    }
+
+    fn birth(&mut self, client: &AsyncClient, id: &str, metrics: Vec<Metric>) {
+        self.publish(client, self.topics.dbirth(id), &metrics, QoS::AtMostOnce);
+        self.born.insert(id.to_string());
+        self.last_dev.insert(id.to_string(), metrics.into_iter().map(|m| (m.name, m.value)).collect());
+    }
+
+    /// Report by exception: what changed since the host was last told.
+    fn report(&mut self, client: &AsyncClient) {
+        let node = metrics::node(&self.stats, &self.counts);
+        let changed: Vec<Metric> =
+            node.into_iter().filter(|m| self.last_node.get(&m.name) != Some(&m.value)).collect();
+        if !changed.is_empty() && self.publish(client, self.topics.ndata(), &changed, QoS::AtMostOnce) {
+            for m in changed {
+                self.last_node.insert(m.name, m.value);
+            }
+        }
+        for (id, alive, metrics) in self.devices() {
+            match (self.born.contains(&id), alive) {
+                (true, false) => {
+                    if self.publish(client, self.topics.ddeath(&id), &[], QoS::AtMostOnce) {
+                        tracing::warn!(device = %id, "Sparkplug DDEATH: device lost");
+                        self.born.remove(&id);
+                        self.last_dev.remove(&id);
+                    }
+                }
+                (false, true) => {
+                    tracing::info!(device = %id, "Sparkplug DBIRTH: device back");
+                    self.birth(client, &id, metrics);
+                }
+                (true, true) => {
+                    let last = self.last_dev.get(&id);
+                    let changed: Vec<Metric> =
+                        metrics.into_iter().filter(|m| last.and_then(|l| l.get(&m.name)) != Some(&m.value)).collect();
+                    if !changed.is_empty() && self.publish(client, self.topics.ddata(&id), &changed, QoS::AtMostOnce) {
+                        let last = self.last_dev.entry(id).or_default();
+                        for m in changed {
+                            last.insert(m.name, m.value);
+                        }
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+    }
+
+    /// NCMD or DCMD: checked here, executed in its own task (a Modbus write must not hold the session).
+    fn command(&self, p: &Publish) {
+        let refuse = |why: String| {
+            tracing::warn!(target: "linesight::audit", topic = %p.topic, error = %why, "Sparkplug command refused");
+            self.counts.refuse(why);
+        };
+        if p.retain {
+            return refuse("retained command ignored (clear it from the broker)".into());
+        }
+        if p.payload.len() > MAX_COMMAND_BYTES {
+            return refuse(format!("command of {} bytes: the limit is {MAX_COMMAND_BYTES}", p.payload.len()));
+        }
+        let payload = match Payload::decode(p.payload.as_ref()) {
+            Ok(v) => v,
+            Err(e) => return refuse(format!("not a Sparkplug B payload: {e}")),
+        };
+        let device = self.topics.dcmd_device(&p.topic);
+        let mut commands = Vec::new();
+        for m in &payload.metrics {
+            match self.to_command(device, m) {
+                Ok(Some(c)) => commands.push(c),
+                Ok(None) => {}
+                Err(e) => refuse(e),
+            }
+        }
+        let commander = self.commander.clone();
+        let counts = self.counts.clone();
+        let source = p.topic.clone();
+        tokio::spawn(async move {
+            for c in commands {
+                match commander.execute(&c, &source).await {
+                    Ok(()) => {
+                        counts.executed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => counts.refuse(e),
+                }
+            }
+        });
+    }
+
+    /// One command metric as a [`Command`]; Ok(None) for a no-op (Rebirth = false).
+    fn to_command(&self, device: Option<&str>, m: &proto::Metric) -> Result<Option<Command>, String> {
+        let Some(name) = m.name.as_deref() else {
+            return Err("command metric without a name (linesight uses no aliases)".into());
+        };
+        let value = metrics::command_value(m)?;
+        let as_bool = || value.as_bool().ok_or_else(|| format!("`{name}` takes a Boolean"));
+        match device {
+            None => match name {
+                "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
+                _ => Err(format!("unknown node command metric `{name}`; the node takes `Node Control/Rebirth`")),
+            },
+            Some(dev) if self.stats.tasks.contains_key(dev) => match name {
+                "Inspection/Enabled" => Ok(Some(if as_bool()? {
+                    Command::EnableTask { task: dev.into() }
+                } else {
+                    Command::DisableTask { task: dev.into() }
+                })),
+                "Inspection/NG Threshold" => {
+                    let threshold = value.as_f64().ok_or_else(|| format!("`{name}` takes a number"))?;
+                    Ok(Some(Command::SetThreshold { task: dev.into(), threshold }))
+                }
+                _ => Err(format!(
+                    "task device `{dev}` has no writable metric `{name}`; it takes `Inspection/Enabled` and `Inspection/NG Threshold`"
+                )),
+            },
+            Some(dev) if self.stats.devices.contains_key(dev) => {
+                let point = name
+                    .strip_prefix("Points/")
+                    .filter(|p| self.points.get(p).is_some_and(|p| p.config.device == dev))
+                    .ok_or_else(|| format!("Modbus device `{dev}` has no point metric `{name}`"))?;
+                Ok(Some(Command::SetPoint { point: point.into(), value }))
+            }
+            Some(dev) => Err(format!("no device `{dev}` on this node")),
+        }
+    }
+
+    /// One connection to `server`, from CONNECT until it fails or we stop.
+    async fn connection(&mut self, server: &Server, flush_tick: &mut tokio::time::Interval) -> Ended {
+        let bd = self.bdseq.take();
+        let mut opts = connection::options(&self.cfg, server, &self.client_id, self.tls.as_ref());
+        opts.set_last_will(LastWill::new(self.topics.ndeath(), death(bd), QoS::AtLeastOnce, false));
+        let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+        let host = self.sp.primary_host.clone();
+        let state_topic = host.as_deref().map(Topics::state);
+        let mut phase = Phase::Connecting;
+        let mut report = tokio::time::interval(self.sp.report_every.get());
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let online = phase == Phase::Online;
+            if let Some((_, deadline)) = &self.stopping {
+                let drained = self.durable.as_ref().map_or(true, |d| d.waiting() == 0);
+                if !online || drained || Instant::now() >= *deadline {
+                    if phase != Phase::Connecting {
+                        self.die(&client, &mut eventloop, bd).await;
+                    }
+                    self.finish();
+                    return Ended::Stopped;
+                }
+            }
+            if online {
+                if let Some(d) = &mut self.durable {
+                    d.pump(&client, &mut SeqStamp { seq: &mut self.seq });
+                }
+            }
+            tokio::select! {
+                _ = flush_tick.tick() => self.tick(),
+                _ = report.tick(), if online => self.report(&client),
+                _ = self.rebirth.notified(), if online => {
+                    tracing::info!("Sparkplug rebirth requested");
+                    self.births(&client, bd);
+                }
+                msg = self.rx.recv(), if self.stopping.is_none() => match msg {
+                    Some(Msg::Data(m)) => self.data(Some(&client), m, online),
+                    Some(Msg::Stop(done)) => {
+                        self.stopping = Some((done, Instant::now() + Duration::from_secs(3)));
+                    }
+                    None => return Ended::Stopped,
+                },
+                ev = eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!(%server, bd_seq = bd, "Sparkplug session connected");
+                        if let Some(d) = &mut self.durable {
+                            d.on_connected();
+                        }
+                        // Subscriptions before the births (5.4, 5.6).
+                        let mut subs = vec![self.topics.ncmd(), self.topics.dcmd_all()];
+                        subs.extend(state_topic.clone());
+                        for t in subs {
+                            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                                tracing::error!(%server, topic = %t, error = %e, "cannot subscribe");
+                            }
+                        }
+                        if host.is_some() {
+                            phase = Phase::WaitingForHost;
+                            tracing::info!(%server, host = ?host, "waiting for the primary host to be online before the births");
+                        } else {
+                            self.births(&client, bd);
+                            phase = Phase::Online;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if Some(&p.topic) == state_topic.as_ref() {
+                            match self.host_state(&p) {
+                                Some(true) if phase == Phase::WaitingForHost => {
+                                    tracing::info!(%server, host = ?host, "primary host online");
+                                    self.births(&client, bd);
+                                    phase = Phase::Online;
+                                }
+                                Some(false) => {
+                                    tracing::warn!(%server, host = ?host, "primary host offline: death, and on to the next broker");
+                                    if let Some(d) = &mut self.durable {
+                                        d.on_disconnected();
+                                    }
+                                    self.die(&client, &mut eventloop, bd).await;
+                                    return Ended::Failed { was_connected: false };
+                                }
+                                _ => {}
+                            }
+                        } else if !online {
+                            self.counts.refuse(format!("command on {} before the births: ignored", p.topic));
+                        } else {
+                            self.command(&p);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                            tracing::error!(%server, "the broker refused a Sparkplug subscription (its ACL does not allow NCMD/DCMD/STATE for this client); commands or the primary host will not be seen");
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Unsubscribe(pkid))) => {
+                        if let Some(d) = &mut self.durable {
+                            d.outgoing_barrier(pkid);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::UnsubAck(ack))) => {
+                        if let Some(d) = &mut self.durable {
+                            d.barrier_ack(ack.pkid);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let connected = phase != Phase::Connecting;
+                        if let (true, Some(d)) = (connected, &mut self.durable) {
+                            d.on_disconnected();
+                        }
+                        let why = connection::explain(&e, server);
+                        if connected {
+                            tracing::warn!(%server, error = %why, "Sparkplug connection lost; the broker publishes our NDEATH");
+                        } else {
+                            tracing::warn!(%server, error = %why, "Sparkplug broker unreachable; trying the next");
+                        }
+                        return Ended::Failed { was_connected: connected };
+                    }
+                },
+            }
+        }
+    }
+
+    /// Parse a primary host STATE: Some(online) when it is current, None
+    /// when stale (older timestamp) or unreadable.
+    fn host_state(&mut self, p: &Publish) -> Option<bool> {
+        let doc: serde_json::Value = match serde_json::from_slice(&p.payload) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(topic = %p.topic, error = %e, "primary host STATE is not JSON; ignored");
+                return None;
+            }
+        };
+        let online = doc.get("online").and_then(serde_json::Value::as_bool)?;
+        let ts = doc.get("timestamp").and_then(serde_json::Value::as_u64)?;
+        if ts < self.host_ts {
+            tracing::info!(topic = %p.topic, ts, newest = self.host_ts, "stale primary host STATE ignored");
+            return None;
+        }
+        self.host_ts = ts;
+        Some(online)
+    }
+
+    /// A deliberate death: NDEATH (acknowledged, bounded), then DISCONNECT (14).
+    async fn die(&mut self, client: &AsyncClient, eventloop: &mut EventLoop, bd: u8) {
+        if client.try_publish(self.topics.ndeath(), QoS::AtLeastOnce, false, death(bd)).is_err() {
+            tracing::warn!("NDEATH could not be queued; the broker publishes the Will instead");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) | Err(_) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        tracing::info!(bd_seq = bd, "Sparkplug NDEATH published; disconnected");
+    }
+
+    fn finish(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Data(m) = msg {
+                self.data(None, m, false);
+            }
+        }
+        if let Some(d) = &mut self.durable {
+            d.flush();
+        }
+        if let Some((done, _)) = self.stopping.take() {
+            let _ = done.send(());
+        }
+    }
+}
