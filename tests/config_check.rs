@@ -352,3 +352,235 @@ fn triggers_gates_and_lights_are_cross_checked() {
     // A gate that is also a lamp has two owners.
     errors_contain(&with_line_io().replace("  fault: lamp_red", "  fault: reject_gate"), &[&["also a stack light"]]);
 }
+
+/// Every error of `text`, in file order, at `(line, col)` and containing the fragments.
+fn errors_at(text: &str, expected: &[(usize, usize, &[&str])]) {
+    let errs = errors(text);
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errs.len(), expected.len(), "{shown:#?}");
+    for (e, (line, col, words)) in errs.iter().zip(expected) {
+        let s = e.to_string();
+        assert_eq!((e.line, e.col), (*line, *col), "{s}");
+        for w in *words {
+            assert!(s.contains(w), "`{w}` missing from: {s}");
+        }
+        assert!(s.contains(" — "), "every error says how to fix it: {s}");
+    }
+}
+
+/// The valid file with `extra` lines in its mqtt section, right after `port: 1883` (line 6):
+/// the first extra line is line 7.
+fn with_mqtt(extra: &str) -> String {
+    valid().replace("  port: 1883\n", &format!("  port: 1883\n{extra}"))
+}
+
+fn loads(text: &str) {
+    if let Err(e) = config::load_str(text, "node.yaml", Path::new("/")) {
+        panic!("expected a valid config, got:\n{e}\nfor:\n{text}");
+    }
+}
+
+/// Fresh test certificates in `dir` (tests/common/certs.py): ca.pem, client.pem/.key,
+/// server.pem/.key and more, all PEM.
+fn test_certs(dir: &Path) {
+    let python = std::env::var("LINESIGHT_PYTHON")
+        .unwrap_or_else(|_| repo().join(".cache/venv/bin/python3").display().to_string());
+    let out = Command::new(&python)
+        .arg(repo().join("tests/common/certs.py"))
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run scripts/setup.sh for the test venv)"));
+    assert!(out.status.success(), "certs.py failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn failover_brokers_are_usable_and_listed_once() {
+    loads(&with_mqtt("  failover:\n    - { host: broker-b }\n    - { host: broker-b, port: 8883 }\n"));
+    one_error(&with_mqtt("  failover:\n    - host: \"\"\n"), 8, 13, &["failover broker 0 has an empty host"]);
+    one_error(
+        &with_mqtt("  failover:\n    - { host: broker-b, port: 0 }\n"),
+        8,
+        31,
+        &["port 0 of failover broker 0", "1883"],
+    );
+    // The primary again (the port defaults to 1883, the primary's).
+    one_error(
+        &with_mqtt("  failover:\n    - { host: broker-b }\n    - { host: 127.0.0.1 }\n"),
+        9,
+        7,
+        &["failover broker 127.0.0.1:1883 is the primary broker", "remove it"],
+    );
+    // Host names ignore case.
+    one_error(
+        &with_mqtt("  failover:\n    - { host: broker-b, port: 1884 }\n    - { host: Broker-B, port: 1884 }\n"),
+        9,
+        7,
+        &["failover broker Broker-B:1884 is listed twice (entries 0 and 1)", "remove the second entry"],
+    );
+}
+
+#[test]
+fn tls_files_that_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    one_error(
+        &with_mqtt("  tls:\n    ca: /nonexistent/ca.pem\n"),
+        8,
+        9,
+        &["TLS: /nonexistent/ca.pem: cannot read", "point `ca` at", "must also exist where check-config runs"],
+    );
+    one_error(
+        &with_mqtt(&format!("  tls:\n    ca: {}\n", junk.display())),
+        8,
+        9,
+        &["junk.pem: no PEM certificate in the file", "point `ca` at"],
+    );
+    // `cert` and `key` go together; the CA is checked all the same.
+    errors_at(
+        &with_mqtt("  tls:\n    ca: /nonexistent/ca.pem\n    cert: /nonexistent/cell.pem\n"),
+        &[
+            (8, 9, &["/nonexistent/ca.pem: cannot read"]),
+            (9, 11, &["`mqtt.tls.cert` is given without `key`", "add `key:`"]),
+        ],
+    );
+}
+
+#[test]
+fn tls_client_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    test_certs(dir.path());
+    let d = dir.path().display();
+    let tls = |cert: &str, key: &str| {
+        with_mqtt(&format!("  port: 8883\n  tls:\n    ca: {d}/ca.pem\n    cert: {d}/{cert}\n    key: {d}/{key}\n"))
+            .replace("  port: 1883\n", "")
+    };
+    loads(&with_mqtt(&format!("  tls:\n    ca: {d}/ca.pem\n")));
+    loads(&tls("client.pem", "client.key"));
+    // Lines: 6 port, 7 tls, 8 ca, 9 cert, 10 key.
+    one_error(&tls("client.pem", "server.key"), 10, 10, &["the key does not fit the certificate", "belongs to `cert`"]);
+    one_error(&tls("client.pem", "nothing.key"), 10, 10, &["nothing.key: cannot read", "point `key` at"]);
+    one_error(&tls("client.key", "client.key"), 9, 11, &["client.key: no PEM certificate", "point `cert` at"]);
+    one_error(&tls("client.pem", "client.pem"), 10, 10, &["client.pem: no private key", "point `key` at"]);
+    one_error(
+        &with_mqtt(&format!("  tls:\n    ca: {d}/ca.pem\n    key: {d}/client.key\n")),
+        9,
+        10,
+        &["`mqtt.tls.key` is given without `cert`", "add `cert:`"],
+    );
+}
+
+#[test]
+fn sparkplug_host_id_and_report_interval() {
+    loads(&with_mqtt("  dialect: sparkplug\n  sparkplug:\n    primary_host: scada-01\n    report_every: 100ms\n"));
+    one_error(
+        &with_mqtt("  dialect: sparkplug\n  sparkplug:\n    primary_host: scada/1\n"),
+        9,
+        19,
+        &["`scada/1` cannot be a Sparkplug host id", "no `/`, `+` or `#`", "1.4.1.8"],
+    );
+    one_error(
+        &with_mqtt("  dialect: both\n  sparkplug:\n    primary_host: \"\"\n"),
+        9,
+        19,
+        &["the Sparkplug primary host id is empty", "not empty"],
+    );
+    // Plain JSON does not use the Sparkplug ids.
+    loads(&with_mqtt("  sparkplug:\n    primary_host: \"scada/#\"\n"));
+    one_error(
+        &with_mqtt("  dialect: sparkplug\n  sparkplug:\n    report_every: 50ms\n"),
+        9,
+        19,
+        &["report interval 50ms is below 100ms", "use 1s"],
+    );
+}
+
+#[test]
+fn sparkplug_device_ids_differ_in_more_than_case() {
+    let sparkplug = |text: String| text.replace("  port: 1883\n", "  port: 1883\n  dialect: sparkplug\n");
+    let second_device = |name: &str| {
+        valid().replace(
+            "      addressing: one-based\n",
+            &format!("      addressing: one-based\n    {name}:\n      tcp: \"192.168.10.6:502\"\n"),
+        )
+    };
+    // Lines with the dialect: 10 `plc:`, 13 the second device's name, 14 its settings.
+    loads(&sparkplug(second_device("plc-2")));
+    loads(&second_device("PLC"));
+    one_error(
+        &sparkplug(second_device("PLC")),
+        14,
+        7,
+        &["Modbus device `PLC` and Modbus device `plc` would be the same Sparkplug device id", "rename one"],
+    );
+    // A Modbus device named like a task: reported at the second in the file, the task (line 30).
+    one_error(
+        &sparkplug(second_device("Inspect")),
+        30,
+        5,
+        &["task `inspect` and Modbus device `Inspect` would be the same Sparkplug device id"],
+    );
+    one_error(&sparkplug(second_device("inspect")), 30, 5, &["task `inspect` and Modbus device `inspect`"]);
+}
+
+#[test]
+fn json_and_sparkplug_sessions_need_their_own_client_ids() {
+    let text = "  client_id: cell-07\n  dialect: both\n  sparkplug:\n    client_id: cell-07\n";
+    one_error(
+        &with_mqtt(text),
+        10,
+        16,
+        &["both use client id `cell-07`", "give `mqtt.sparkplug.client_id` an id of its own"],
+    );
+    // One session only: the same id is no clash.
+    loads(&with_mqtt(&text.replace("dialect: both", "dialect: sparkplug")));
+    loads(&with_mqtt("  client_id: cell-07\n  dialect: both\n"));
+}
+
+#[test]
+fn check_config_refuses_broker_errors_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = with_mqtt(
+        "  dialect: sparkplug\n  failover:\n    - { host: 127.0.0.1, port: 1883 }\n  tls:\n    ca: /nonexistent/ca.pem\n  sparkplug:\n    report_every: 10ms\n",
+    );
+    let bad = write_config(dir.path(), &text);
+    let out = Command::new(bin()).arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(linesight::EXIT_CONFIG));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let f = bad.display();
+    for expected in [
+        format!("{f}:9:7: failover broker 127.0.0.1:1883 is the primary broker"),
+        format!("{f}:11:9: TLS: /nonexistent/ca.pem: cannot read"),
+        format!("{f}:13:19: report interval 10ms is below 100ms"),
+    ] {
+        assert!(err.contains(&expected), "`{expected}` missing from:\n{err}");
+    }
+}
+
+#[test]
+fn the_sparkplug_and_tls_example_is_valid_when_uncommented() {
+    let file = repo().join("firmware-config/line-3-cell-07.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text.find("  # >>> example: sparkplug").expect("the commented example in line-3-cell-07.yaml");
+    let end = text.find("  # <<< end of example").expect("the end of the example");
+    let mut uncommented = String::new();
+    for line in text[start..end].lines().skip(1) {
+        let l = line.strip_prefix("  # ").unwrap_or_else(|| panic!("`{line}`: the example is commented as `  # `"));
+        uncommented += &format!("  {l}\n");
+    }
+    let certs = tempfile::tempdir().unwrap();
+    test_certs(certs.path());
+    let d = certs.path().display();
+    let uncommented = uncommented
+        .replace("/etc/linesight/tls/plant-ca.pem", &format!("{d}/ca.pem"))
+        .replace("/etc/linesight/tls/cell-07.pem", &format!("{d}/client.pem"))
+        .replace("/etc/linesight/tls/cell-07.key", &format!("{d}/client.key"));
+    let text = format!("{}{uncommented}{}", &text[..start], &text[end..]);
+    let config = config::load_str(&text, "line-3-cell-07.yaml", &repo().join("firmware-config"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mqtt = config.mqtt.unwrap();
+    assert_eq!(mqtt.dialect, config::Dialect::Both);
+    assert_eq!(mqtt.sparkplug.primary_host.as_deref(), Some("scada-01"));
+    assert_eq!(mqtt.failover.len(), 1);
+    assert!(mqtt.tls.is_some_and(|t| t.cert.is_some() && t.key.is_some()));
+}
