@@ -355,8 +355,17 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             *p = base.join(&*p);
         }
     };
-    if let Some(q) = config.mqtt.as_mut().and_then(|m| m.queue.as_mut()) {
-        fix(&mut q.dir);
+    if let Some(m) = config.mqtt.as_mut() {
+        if let Some(q) = m.queue.as_mut() {
+            fix(&mut q.dir);
+        }
+        if let Some(tls) = m.tls.as_mut() {
+            fix(&mut tls.ca);
+            for p in [&mut tls.cert, &mut tls.key].into_iter().flatten() {
+                fix(p);
+            }
+        }
+        fix(&mut m.sparkplug.bdseq_file);
     }
     for cam in config.cameras.values_mut() {
         match &mut cam.source {

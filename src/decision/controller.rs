@@ -24,9 +24,9 @@ use super::reject::{Arrival, Gate, GateOutcome};
 use super::Verdict;
 use super::{Judgement, PartEvent, PartInfo};
 use crate::line::encoder::Position;
-use crate::telemetry::Telemetry;
 use crate::telemetry::rfc3339;
 use crate::telemetry::stats::TaskStats;
+use crate::telemetry::Telemetry;
 
 /// Where a finished part goes: the gate, MQTT, and a local observer (the demo and tests).
 pub struct Controller {

@@ -15,8 +15,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::camera::queue::FrameQueue;
 use crate::camera::Frame;
-use crate::decision::rules::ClassifierRule;
 use crate::decision::control::TaskControl;
+use crate::decision::rules::ClassifierRule;
 use crate::decision::{Judgement, PartEvent, Verdict};
 use classifier::Classifier;
 

@@ -41,21 +41,29 @@ pub fn free_port() -> std::io::Result<u16> {
 
 impl Broker {
     pub fn start() -> Result<Broker, String> {
-        Self::start_with(false)
+        Self::start_with(false, "")
+    }
+
+    /// A broker whose listener takes extra mosquitto options, e.g. TLS
+    /// (`cafile`, `certfile`, `keyfile`, `require_certificate`), a password
+    /// file or an ACL file. Started as root, mosquitto reads them as its own
+    /// user: the files and their folders must be readable by others.
+    pub fn start_configured(listener_options: &str) -> Result<Broker, String> {
+        Self::start_with(false, listener_options)
     }
 
     /// A broker that keeps sessions and queued messages across [`Broker::restart`]
     /// (persistence on, saved when it is stopped gracefully).
     pub fn start_persistent() -> Result<Broker, String> {
-        Self::start_with(true)
+        Self::start_with(true, "")
     }
 
-    fn start_with(persistent: bool) -> Result<Broker, String> {
+    fn start_with(persistent: bool, options: &str) -> Result<Broker, String> {
         // The free port is only free when it is picked: another test may take
         // it first, and then our mosquitto exits while theirs answers. Retry.
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start(persistent) {
+            match Self::try_start(persistent, options) {
                 Ok(b) => return Ok(b),
                 Err(e) => last = e,
             }
@@ -63,7 +71,7 @@ impl Broker {
         Err(last)
     }
 
-    fn try_start(persistent: bool) -> Result<Broker, String> {
+    fn try_start(persistent: bool, options: &str) -> Result<Broker, String> {
         let exe = mosquitto_path()
             .ok_or("mosquitto is not installed (apt-get install mosquitto; scripts/setup.sh does it)")?;
         let port = free_port().map_err(|e| e.to_string())?;
@@ -80,7 +88,8 @@ impl Broker {
         } else {
             "persistence false\n".to_string()
         };
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"))
+        let anonymous = if options.contains("allow_anonymous") { "" } else { "allow_anonymous true\n" };
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{anonymous}{persistence}{options}\n"))
             .map_err(|e| e.to_string())?;
         let child = spawn(&exe, &conf)?;
         let mut broker = Broker { port, child, dir, exe };

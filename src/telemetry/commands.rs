@@ -70,7 +70,9 @@ impl Commander {
         let result = self.run(cmd).await;
         match &result {
             Ok(()) => tracing::info!(target: "linesight::audit", %source, command = ?cmd, "command executed"),
-            Err(e) => tracing::warn!(target: "linesight::audit", %source, command = ?cmd, error = %e, "command refused"),
+            Err(e) => {
+                tracing::warn!(target: "linesight::audit", %source, command = ?cmd, error = %e, "command refused")
+            }
         }
         result
     }

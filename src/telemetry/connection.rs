@@ -44,12 +44,7 @@ pub fn servers(cfg: &MqttConfig) -> Vec<Server> {
 
 /// Options for one connection attempt to `server`. TLS material is read
 /// when the session starts (see [`tls_client_config`]), not per attempt.
-pub fn options(
-    cfg: &MqttConfig,
-    server: &Server,
-    client_id: &str,
-    tls: Option<&Arc<ClientConfig>>,
-) -> MqttOptions {
+pub fn options(cfg: &MqttConfig, server: &Server, client_id: &str, tls: Option<&Arc<ClientConfig>>) -> MqttOptions {
     let mut opts = MqttOptions::new(client_id, server.host.clone(), server.port);
     opts.set_keep_alive(cfg.keep_alive.get());
     opts.set_clean_session(true);
@@ -70,7 +65,10 @@ pub fn tls_client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     let cas = read_certs(&tls.ca)?;
     if cas.is_empty() {
-        return Err(format!("{}: no PEM certificate in the file (mqtt.tls.ca must be the CA's certificate)", tls.ca.display()));
+        return Err(format!(
+            "{}: no PEM certificate in the file (mqtt.tls.ca must be the CA's certificate)",
+            tls.ca.display()
+        ));
     }
     for ca in cas {
         roots.add(ca).map_err(|e| format!("{}: not a usable CA certificate: {e}", tls.ca.display()))?;

@@ -188,3 +188,4 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
     }
 }
 pub mod pyplc;
+pub mod sparkplug;

@@ -115,34 +115,32 @@ pub fn result(task: &str, doc: &Json) -> Vec<Metric> {
     let p = |k: &str| format!("Results/{task}/{k}");
     let s = |k: &str| doc.get(k).and_then(Json::as_str).unwrap_or("").to_string();
     vec![
-        Metric::new(p("Part Id"), DataType::UInt64, doc.get("part_id").and_then(Json::as_u64).map_or(MValue::Null, MValue::UInt)),
+        Metric::new(
+            p("Part Id"),
+            DataType::UInt64,
+            doc.get("part_id").and_then(Json::as_u64).map_or(MValue::Null, MValue::UInt),
+        ),
         Metric::text(p("Verdict"), s("verdict")),
         Metric::double(p("NG Score"), doc.get("ng_score").and_then(Json::as_f64)),
         Metric::text(p("Class"), s("class")),
-        Metric::text(
-            p("Reject"),
-            doc.pointer("/reject/status").and_then(Json::as_str).unwrap_or("none").to_string(),
-        ),
+        Metric::text(p("Reject"), doc.pointer("/reject/status").and_then(Json::as_str).unwrap_or("none").to_string()),
         Metric::text(p("Error"), s("error")),
     ]
 }
 
 /// The result metrics before any part: the same names and types, null values.
 pub fn result_unset(task: &str) -> Vec<Metric> {
-    result(task, &Json::Null)
-        .into_iter()
-        .map(|m| Metric { value: MValue::Null, ..m })
-        .collect()
+    result(task, &Json::Null).into_iter().map(|m| Metric { value: MValue::Null, ..m }).collect()
 }
 
 /// Alarm metrics from the supervisor's alarm document; through the disk queue as NDATA.
 pub fn alarms(doc: &Json) -> Vec<Metric> {
-    let faults: Vec<&str> =
-        doc.get("faults").and_then(Json::as_array).map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
-    vec![
-        Metric::uint("Alarms/Count", faults.len() as u64),
-        Metric::text("Alarms/Active", faults.join("\n")),
-    ]
+    let faults: Vec<&str> = doc
+        .get("faults")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    vec![Metric::uint("Alarms/Count", faults.len() as u64), Metric::text("Alarms/Active", faults.join("\n"))]
 }
 
 /// A task device's metrics; `parts_per_s` is measured by the session between reports.
@@ -193,14 +191,19 @@ pub fn modbus(device: &crate::modbus::Device, points: &BTreeMap<String, Point>) 
         Metric::uint("Link/Writes", s.writes.load(Ordering::Relaxed)),
         Metric::uint("Link/Failures", s.failures.load(Ordering::Relaxed)),
         Metric::uint("Link/Refusals", s.refusals.load(Ordering::Relaxed)),
-        Metric::text("Link/Last Error", s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()),
+        Metric::text(
+            "Link/Last Error",
+            s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default(),
+        ),
     ];
     for (name, p) in points.iter().filter(|(_, p)| p.config.device == *device.name) {
         let sample = p.rx.borrow().clone();
         let q = sample.quality_at(tokio::time::Instant::now(), p.config.poll.get());
         let datatype = point_type(p);
         let value = match (&sample.value, q) {
-            (_, crate::modbus::points::Quality::Bad | crate::modbus::points::Quality::Unknown) | (None, _) => MValue::Null,
+            (_, crate::modbus::points::Quality::Bad | crate::modbus::points::Quality::Unknown) | (None, _) => {
+                MValue::Null
+            }
             (Some(val), _) => convert(val, datatype),
         };
         v.push(Metric::new(format!("Points/{name}"), datatype, value));
@@ -253,14 +256,18 @@ mod tests {
 
     #[test]
     fn result_metrics_from_a_result_document() {
-        let doc = json!({"part_id": 7, "verdict": "NG", "ng_score": 0.93, "class": "scratch", "reject": {"status": "fired"}});
+        let doc =
+            json!({"part_id": 7, "verdict": "NG", "ng_score": 0.93, "class": "scratch", "reject": {"status": "fired"}});
         let m = result("top", &doc);
         assert_eq!(m[0], Metric::new("Results/top/Part Id", DataType::UInt64, MValue::UInt(7)));
         assert_eq!(m[1].value, MValue::Text("NG".into()));
         assert_eq!(m[4].value, MValue::Text("fired".into()));
         let unset = result_unset("top");
         assert!(unset.iter().all(|m| m.value == MValue::Null));
-        assert_eq!(unset.iter().map(|m| m.datatype).collect::<Vec<_>>(), m.iter().map(|m| m.datatype).collect::<Vec<_>>());
+        assert_eq!(
+            unset.iter().map(|m| m.datatype).collect::<Vec<_>>(),
+            m.iter().map(|m| m.datatype).collect::<Vec<_>>()
+        );
     }
 
     #[test]

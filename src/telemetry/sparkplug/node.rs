@@ -343,8 +343,7 @@ impl Session {
     /// Report by exception: what changed since the host was last told.
     fn report(&mut self, client: &AsyncClient) {
         let node = metrics::node(&self.stats, &self.counts);
-        let changed: Vec<Metric> =
-            node.into_iter().filter(|m| self.last_node.get(&m.name) != Some(&m.value)).collect();
+        let changed: Vec<Metric> = node.into_iter().filter(|m| self.last_node.get(&m.name) != Some(&m.value)).collect();
         if !changed.is_empty() && self.publish(client, self.topics.ndata(), &changed, QoS::AtMostOnce) {
             for m in changed {
                 self.last_node.insert(m.name, m.value);
