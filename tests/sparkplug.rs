@@ -78,7 +78,13 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
     // Births: NBIRTH first (seq 0, bdSeq, Rebirth = false, every metric typed), then a DBIRTH per device.
     assert!(d.wait(Duration::from_secs(30), |m| m.iter().filter(|m| kind(m) == "DBIRTH").count() >= 2), "no births");
     let all = d.all();
-    assert_eq!(kind(&all[0]), "NBIRTH", "the NBIRTH is the first message: {}", all[0]);
+    assert_eq!(
+        kind(&all[0]),
+        "NBIRTH",
+        "the NBIRTH is the first message: {}\n{}",
+        all[0],
+        std::fs::read_to_string(&log).unwrap()
+    );
     let nbirth = &all[0];
     assert_eq!(nbirth["payload"]["seq"], 0);
     assert!(nbirth["payload"]["timestamp"].is_u64());
@@ -96,7 +102,8 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
     assert!(dbirths.contains(&*format!("{}/inspect", topic("DBIRTH"))), "{dbirths:?}");
     assert!(dbirths.contains(&*format!("{}/plc", topic("DBIRTH"))), "{dbirths:?}");
     let task_birth = all.iter().find(|m| m["topic"].as_str().unwrap().ends_with("DBIRTH/cell-1/inspect")).unwrap();
-    assert_eq!(value(task_birth, "Camera/Status"), Some(&json!("online")));
+    let status = value(task_birth, "Camera/Status").and_then(Value::as_str);
+    assert!(matches!(status, Some("connecting" | "online")), "{status:?}");
     assert_eq!(value(task_birth, "Inspection/Enabled"), Some(&json!(true)));
     assert!(value(task_birth, "Model/SHA256").and_then(Value::as_str).is_some_and(|s| s.len() == 64));
 
@@ -106,6 +113,10 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
         .any(|m| kind(m) == "NDATA" && value(m, "Results/inspect/Verdict").is_some())));
     let ddata: Vec<Value> = d.of("DDATA");
     assert!(!ddata.is_empty());
+    assert!(
+        d.wait(Duration::from_secs(10), |m| m.iter().any(|m| value(m, "Camera/Status") == Some(&json!("online")))),
+        "the camera's status change is reported"
+    );
     assert!(
         ddata.iter().all(|m| m["payload"]["metrics"].as_array().unwrap().len() < 22),
         "DDATA repeats unchanged metrics"
@@ -179,7 +190,7 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
     assert_eq!(reborn["payload"]["seq"], 0);
 
     // Run until seq has wrapped at least once, then check it over the whole run.
-    assert!(d.wait(Duration::from_secs(40), |m| m.len() > 300), "fewer than 300 messages");
+    assert!(d.wait(Duration::from_secs(40), |m| m.len() > mark + 280), "fewer than 280 messages after the rebirth");
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(20)).success(), "{}", std::fs::read_to_string(&log).unwrap());
     assert!(d.wait(Duration::from_secs(5), |m| m.iter().any(|m| kind(m) == "NDEATH")), "no NDEATH on a clean stop");

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, TlsConfiguration, Transport};
+use rumqttc::{
+    ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, TlsConfiguration, Transport,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 
@@ -107,6 +109,22 @@ fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))?
         .ok_or_else(|| format!("{}: no private key in the file (PKCS#8, PKCS#1 or SEC1 PEM expected)", path.display()))
+}
+
+/// Drive a fresh event loop through CONNECT/CONNACK, and nothing else.
+///
+/// `EventLoop::poll` is not cancel-safe while it connects: polled inside a
+/// `select!` whose other branch wins half-way, it drops the socket after the
+/// CONNECT went out, the broker publishes our Will (`offline`, or NDEATH),
+/// and the next poll connects again. Subscribers then saw a death right
+/// before the birth. Connecting alone, then selecting, avoids it; rumqttc's
+/// own connection timeout (5 s) bounds the wait.
+pub async fn connect(eventloop: &mut EventLoop) -> Result<ConnAck, ConnectionError> {
+    loop {
+        if let Event::Incoming(Packet::ConnAck(ack)) = eventloop.poll().await? {
+            return Ok(ack);
+        }
+    }
 }
 
 /// Why a connection to `server` failed, said so that it can be fixed.

@@ -252,9 +252,33 @@ impl Session {
         let mut opts = connection::options(&self.cfg, server, &self.client_id, self.tls.as_ref());
         opts.set_last_will(LastWill::new(self.topics.availability(), "offline", QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(opts, 4096);
-        let mut connected = false;
+        let ack = match connection::connect(&mut eventloop).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                let why = connection::explain(&e, server);
+                tracing::warn!(%server, error = %why, "MQTT broker unreachable; trying the next");
+                return Ended::Failed { was_connected: false };
+            }
+        };
+        tracing::info!(%server, session_present = ack.session_present, "MQTT connected");
         let mut queued: u64 = 0;
         let mut sent: u64 = 0;
+        if let Some(d) = &mut self.durable {
+            d.on_connected();
+        }
+        // Subscriptions before anything else, so a command sent in answer to
+        // `online` is not missed.
+        for t in &self.subscriptions {
+            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                tracing::error!(%server, topic = %t, error = %e, "cannot subscribe");
+            }
+        }
+        if client.try_publish(self.topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
+            queued += 1;
+            if let Some(d) = &mut self.durable {
+                d.note_plain();
+            }
+        }
         loop {
             if let Some((_, deadline)) = &self.stopping {
                 let drained = self.durable.as_ref().map_or(true, |d| d.waiting() == 0);
@@ -267,18 +291,13 @@ impl Session {
                     return Ended::Stopped;
                 }
             }
-            if connected {
-                if let Some(d) = &mut self.durable {
-                    queued += d.pump(&client, &mut durable::JsonStamp);
-                }
+            if let Some(d) = &mut self.durable {
+                queued += d.pump(&client, &mut durable::JsonStamp);
             }
             tokio::select! {
                 _ = flush_tick.tick() => self.tick(),
                 msg = self.rx.recv(), if self.stopping.is_none() => match msg {
                     Some(Msg::Publish { topic, payload, qos, retain }) => {
-                        if !connected {
-                            continue; // not worth keeping: see the module doc
-                        }
                         if client.try_publish(topic, qos, retain, payload).is_ok() {
                             queued += 1;
                             if let Some(d) = &mut self.durable {
@@ -290,7 +309,7 @@ impl Session {
                     }
                     Some(Msg::Durable { topic, payload, retain }) => {
                         if self.durable.is_some() {
-                            self.store(&topic, &payload, retain, connected);
+                            self.store(&topic, &payload, retain, true);
                         } else if client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
                             queued += 1;
                         } else {
@@ -298,38 +317,17 @@ impl Session {
                         }
                     }
                     Some(Msg::Stop(done)) => {
-                        if connected && client.try_publish(self.topics.availability(), QoS::AtLeastOnce, true, "offline").is_ok() {
+                        if client.try_publish(self.topics.availability(), QoS::AtLeastOnce, true, "offline").is_ok() {
                             queued += 1;
                             if let Some(d) = &mut self.durable {
                                 d.note_plain();
                             }
                         }
-                        let wait = if connected { Duration::from_secs(3) } else { Duration::ZERO };
-                        self.stopping = Some((done, Instant::now() + wait));
+                        self.stopping = Some((done, Instant::now() + Duration::from_secs(3)));
                     }
                     None => return Ended::Stopped,
                 },
                 ev = eventloop.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        connected = true;
-                        tracing::info!(%server, session_present = ack.session_present, "MQTT connected");
-                        if let Some(d) = &mut self.durable {
-                            d.on_connected();
-                        }
-                        // Subscriptions before anything else, so a command sent
-                        // in answer to `online` is not missed.
-                        for t in &self.subscriptions {
-                            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
-                                tracing::error!(%server, topic = %t, error = %e, "cannot subscribe");
-                            }
-                        }
-                        if client.try_publish(self.topics.availability(), QoS::AtLeastOnce, true, "online").is_ok() {
-                            queued += 1;
-                            if let Some(d) = &mut self.durable {
-                                d.note_plain();
-                            }
-                        }
-                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
                         // Never block the event loop on a slow consumer: a flood is dropped and logged.
@@ -355,16 +353,12 @@ impl Session {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        if let (true, Some(d)) = (connected, &mut self.durable) {
+                        if let Some(d) = &mut self.durable {
                             d.on_disconnected();
                         }
                         let why = connection::explain(&e, server);
-                        if connected {
-                            tracing::warn!(%server, error = %why, "MQTT connection lost; reconnecting");
-                        } else {
-                            tracing::warn!(%server, error = %why, "MQTT broker unreachable; trying the next");
-                        }
-                        return Ended::Failed { was_connected: connected };
+                        tracing::warn!(%server, error = %why, "MQTT connection lost; reconnecting");
+                        return Ended::Failed { was_connected: true };
                     }
                 },
             }

@@ -126,8 +126,6 @@ enum Ended {
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// CONNECT sent, no CONNACK yet.
-    Connecting,
     /// Connected, waiting for the primary host to be online.
     WaitingForHost,
     /// Births published: data flows.
@@ -463,7 +461,30 @@ impl Session {
         let (client, mut eventloop) = AsyncClient::new(opts, 4096);
         let host = self.sp.primary_host.clone();
         let state_topic = host.as_deref().map(Topics::state);
-        let mut phase = Phase::Connecting;
+        if let Err(e) = connection::connect(&mut eventloop).await {
+            let why = connection::explain(&e, server);
+            tracing::warn!(%server, error = %why, "Sparkplug broker unreachable; trying the next");
+            return Ended::Failed { was_connected: false };
+        }
+        tracing::info!(%server, bd_seq = bd, "Sparkplug session connected");
+        if let Some(d) = &mut self.durable {
+            d.on_connected();
+        }
+        // Subscriptions before the births (5.4, 5.6).
+        let mut subs = vec![self.topics.ncmd(), self.topics.dcmd_all()];
+        subs.extend(state_topic.clone());
+        for t in subs {
+            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
+                tracing::error!(%server, topic = %t, error = %e, "cannot subscribe");
+            }
+        }
+        let mut phase = if host.is_some() {
+            tracing::info!(%server, host = ?host, "waiting for the primary host to be online before the births");
+            Phase::WaitingForHost
+        } else {
+            self.births(&client, bd);
+            Phase::Online
+        };
         let mut report = tokio::time::interval(self.sp.report_every.get());
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -471,9 +492,7 @@ impl Session {
             if let Some((_, deadline)) = &self.stopping {
                 let drained = self.durable.as_ref().map_or(true, |d| d.waiting() == 0);
                 if !online || drained || Instant::now() >= *deadline {
-                    if phase != Phase::Connecting {
-                        self.die(&client, &mut eventloop, bd).await;
-                    }
+                    self.die(&client, &mut eventloop, bd).await;
                     self.finish();
                     return Ended::Stopped;
                 }
@@ -498,27 +517,6 @@ impl Session {
                     None => return Ended::Stopped,
                 },
                 ev = eventloop.poll() => match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!(%server, bd_seq = bd, "Sparkplug session connected");
-                        if let Some(d) = &mut self.durable {
-                            d.on_connected();
-                        }
-                        // Subscriptions before the births (5.4, 5.6).
-                        let mut subs = vec![self.topics.ncmd(), self.topics.dcmd_all()];
-                        subs.extend(state_topic.clone());
-                        for t in subs {
-                            if let Err(e) = client.try_subscribe(t.clone(), QoS::AtLeastOnce) {
-                                tracing::error!(%server, topic = %t, error = %e, "cannot subscribe");
-                            }
-                        }
-                        if host.is_some() {
-                            phase = Phase::WaitingForHost;
-                            tracing::info!(%server, host = ?host, "waiting for the primary host to be online before the births");
-                        } else {
-                            self.births(&client, bd);
-                            phase = Phase::Online;
-                        }
-                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if Some(&p.topic) == state_topic.as_ref() {
                             match self.host_state(&p) {
@@ -560,17 +558,12 @@ impl Session {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let connected = phase != Phase::Connecting;
-                        if let (true, Some(d)) = (connected, &mut self.durable) {
+                        if let Some(d) = &mut self.durable {
                             d.on_disconnected();
                         }
                         let why = connection::explain(&e, server);
-                        if connected {
-                            tracing::warn!(%server, error = %why, "Sparkplug connection lost; the broker publishes our NDEATH");
-                        } else {
-                            tracing::warn!(%server, error = %why, "Sparkplug broker unreachable; trying the next");
-                        }
-                        return Ended::Failed { was_connected: connected };
+                        tracing::warn!(%server, error = %why, "Sparkplug connection lost; the broker publishes our NDEATH");
+                        return Ended::Failed { was_connected: true };
                     }
                 },
             }
