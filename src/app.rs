@@ -315,7 +315,11 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         devices: outputs.devices.clone(),
         faults: faults.clone(),
         heartbeats,
-        mqtt_queue: mqtt.as_ref().map(|(m, _)| m.queue.clone()),
+        // The JSON session's queue figures; with Sparkplug alone, its session fills them in.
+        mqtt_queue: mqtt
+            .as_ref()
+            .map(|(m, _)| m.queue.clone())
+            .or_else(|| sparkplug.as_ref().map(|_| Arc::new(crate::telemetry::mqtt::QueueStats::default()))),
     });
     // Plain outputs (not a gate, not a lamp) are held safe during a fault.
     let lamps: Vec<&str> = [
@@ -338,7 +342,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         config.stack_light.clone(),
         outputs.clone(),
         watched,
-        mqtt.as_ref().map(|(m, _)| m.queue.clone()),
+        running.stats.mqtt_queue.clone(),
         reject_window.unwrap_or_else(|| Arc::new(RejectWindow::new(1))),
         faults,
         plain,
@@ -351,6 +355,13 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         rebirth: sparkplug.as_ref().map(|s| s.rebirth.clone()),
     };
     if let Some((m, _)) = &mqtt {
+        let mut cameras: BTreeMap<&str, Arc<CameraStats>> = BTreeMap::new();
+        for t in running.stats.tasks.values() {
+            cameras.entry(t.camera.as_str()).or_insert_with(|| t.camera_stats.clone());
+        }
+        for (name, stats) in cameras {
+            running.background.push(tokio::spawn(crate::telemetry::cameras::publish(name.into(), stats, m.clone())));
+        }
         for p in points.points.values() {
             running.background.push(tokio::spawn(crate::telemetry::points::publish(p.clone(), m.clone())));
         }

@@ -380,19 +380,6 @@ fn loads(text: &str) {
     }
 }
 
-/// Fresh test certificates in `dir` (tests/common/certs.py): ca.pem, client.pem/.key,
-/// server.pem/.key and more, all PEM.
-fn test_certs(dir: &Path) {
-    let python = std::env::var("LINESIGHT_PYTHON")
-        .unwrap_or_else(|_| repo().join(".cache/venv/bin/python3").display().to_string());
-    let out = Command::new(&python)
-        .arg(repo().join("tests/common/certs.py"))
-        .arg(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{python}: {e} (run scripts/setup.sh for the test venv)"));
-    assert!(out.status.success(), "certs.py failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[test]
 fn failover_brokers_are_usable_and_listed_once() {
     loads(&with_mqtt("  failover:\n    - { host: broker-b }\n    - { host: broker-b, port: 8883 }\n"));

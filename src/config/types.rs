@@ -86,7 +86,7 @@ pub struct MqttConfig {
     #[serde(default)]
     pub password: Option<String>,
     /// A disk queue for results and alarms, so that they survive a broker outage, a crash and a power
-    /// cut (see docs/mqtt.md). Without it they wait in memory only.
+    /// cut (see docs/mqtt.md). Without it, what cannot be sent while no broker is connected is lost.
     #[serde(default)]
     pub queue: Option<QueueConfig>,
     /// More brokers, tried in order after `host`/`port` when it cannot be reached (or, in Sparkplug,

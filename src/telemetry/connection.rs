@@ -143,14 +143,25 @@ pub fn explain(e: &ConnectionError, server: &Server) -> String {
             ConnectReturnCode::ServiceUnavailable => format!("broker {server} is unavailable (it refused with 3)"),
             other => format!("broker {server} refused the connection: {other:?}"),
         },
-        ConnectionError::Tls(rumqttc::TlsError::TLS(t)) => explain_tls(t, server),
-        ConnectionError::Tls(other) => format!("TLS to {server} failed: {other}"),
-        ConnectionError::Io(io) => explain_io(io, server),
-        ConnectionError::MqttState(rumqttc::StateError::Io(io)) => explain_io(io, server),
         ConnectionError::NetworkTimeout => {
             format!("broker {server} did not answer in time (network down, or a firewall drops the packets)")
         }
-        other => format!("connection to {server} failed: {other}"),
+        other => {
+            // TLS and socket errors arrive wrapped at different depths
+            // (`Tls`, `Io`, `MqttState(Io)`, `MqttState(Deserialization(Io))`
+            // for an alert read while waiting for CONNACK): walk the chain.
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(other);
+            while let Some(e) = cause {
+                if let Some(t) = e.downcast_ref::<rustls::Error>() {
+                    return explain_tls(t, server);
+                }
+                if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                    return explain_io(io, server);
+                }
+                cause = e.source();
+            }
+            format!("connection to {server} failed: {other}")
+        }
     }
 }
 
@@ -269,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_explained() {
+    fn refusals_are_explained_however_deeply_wrapped() {
         let s = Server { host: "broker".into(), port: 8883 };
         let bad = ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword);
         assert!(explain(&bad, &s).contains("mqtt.username"));
@@ -282,6 +293,13 @@ mod tests {
             rustls::Error::AlertReceived(AlertDescription::CertificateExpired),
         );
         assert!(explain(&ConnectionError::Io(alert), &s).contains("expired"));
+        // How rumqttc reports an alert read while it waits for CONNACK.
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
+        let deep = ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::Io(alert)));
+        assert!(explain(&deep, &s).contains("does not know the CA"), "{}", explain(&deep, &s));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(explain(&ConnectionError::Io(refused), &s).contains("broker runs"));
     }

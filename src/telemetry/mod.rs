@@ -6,10 +6,12 @@
 //! - [`connection`]: what both sessions share: brokers, TLS, backoff, refusal reasons.
 //! - [`durable`]: store-and-forward through the disk queue ([`crate::store`]).
 //! - [`commands`]: the remote command set, and the JSON door to it.
+//! - [`cameras`]: retained camera status messages.
 //!
 //! [`NodeStats`] is the one registry of every figure; the stats message and
 //! the demo's status line are both views of it.
 
+pub mod cameras;
 pub mod commands;
 pub mod connection;
 pub mod durable;

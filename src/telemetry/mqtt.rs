@@ -42,6 +42,9 @@ impl Topics {
     pub fn point(&self, point: &str) -> String {
         format!("{}/points/{point}", self.base)
     }
+    pub fn camera_status(&self, camera: &str) -> String {
+        format!("{}/cameras/{camera}/status", self.base)
+    }
     pub fn alarms(&self) -> String {
         format!("{}/alarms", self.base)
     }
@@ -256,7 +259,7 @@ impl Session {
             Ok(ack) => ack,
             Err(e) => {
                 let why = connection::explain(&e, server);
-                tracing::warn!(%server, error = %why, "MQTT broker unreachable; trying the next");
+                tracing::warn!(%server, error = %why, "MQTT connection refused or failed; trying again (the next broker, if several are configured)");
                 return Ended::Failed { was_connected: false };
             }
         };

@@ -187,5 +187,18 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+/// Fresh test certificates in `dir` (tests/common/certs.py): ca.pem, client.pem/.key,
+/// server.pem/.key, expired and wrong-CA variants, all PEM, readable by
+/// mosquitto's own user (so `dir` and its parents must be searchable).
+pub fn test_certs(dir: &Path) {
+    let python = pyplc::venv_python();
+    let out = Command::new(&python)
+        .arg(repo().join("tests/common/certs.py"))
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup.sh for the test venv)", python.display()));
+    assert!(out.status.success(), "certs.py failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 pub mod pyplc;
 pub mod sparkplug;

@@ -463,7 +463,7 @@ impl Session {
         let state_topic = host.as_deref().map(Topics::state);
         if let Err(e) = connection::connect(&mut eventloop).await {
             let why = connection::explain(&e, server);
-            tracing::warn!(%server, error = %why, "Sparkplug broker unreachable; trying the next");
+            tracing::warn!(%server, error = %why, "Sparkplug connection refused or failed; trying again (the next broker, if several are configured)");
             return Ended::Failed { was_connected: false };
         }
         tracing::info!(%server, bd_seq = bd, "Sparkplug session connected");
