@@ -181,7 +181,11 @@ fn bad_credentials_and_acl_refusals_are_reported() {
     }
     // Subscribed by now (its SUBSCRIBE goes right after CONNACK): a command the ACL forbids it to read.
     std::thread::sleep(Duration::from_millis(500));
-    publish_as(broker.port, "linesight/test-line/cell-1/commands", r#"{"id":1,"command":"enable-task","task":"inspect"}"#);
+    publish_as(
+        broker.port,
+        "linesight/test-line/cell-1/commands",
+        r#"{"id":1,"command":"enable-task","task":"inspect"}"#,
+    );
     std::thread::sleep(Duration::from_secs(1));
     let acl_log = std::fs::read_to_string(&children[1].1).unwrap();
     assert!(!acl_log.contains("command executed"), "a command the ACL forbids reached the node: {acl_log}");

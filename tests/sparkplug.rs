@@ -191,8 +191,28 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
 
     // Run until seq has wrapped at least once, then check it over the whole run.
     assert!(d.wait(Duration::from_secs(40), |m| m.len() > mark + 280), "fewer than 280 messages after the rebirth");
+
+    // The PLC goes away (its runtime ends): the Modbus device dies (DDEATH), the task lives on.
+    rt.shutdown_background();
+    assert!(
+        d.wait(Duration::from_secs(30), |m| m
+            .iter()
+            .any(|m| m["topic"].as_str().unwrap().ends_with("DDEATH/cell-1/plc"))),
+        "no DDEATH for the lost PLC"
+    );
+    let death = d.all().into_iter().find(|m| kind(m) == "DDEATH").unwrap();
+    assert!(death["payload"]["seq"].is_u64(), "DDEATH carries seq");
+    let mark = d.count();
+    assert!(
+        d.wait(Duration::from_secs(10), |m| m[mark..].iter().any(|m| value(m, "Results/inspect/Verdict").is_some()))
+    );
+    assert!(
+        !d.all()[mark..].iter().any(|m| m["topic"].as_str().unwrap().ends_with("DDATA/cell-1/plc")),
+        "data of a dead device"
+    );
+
     sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(20)).success(), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success(), "{}", std::fs::read_to_string(&log).unwrap());
     assert!(d.wait(Duration::from_secs(5), |m| m.iter().any(|m| kind(m) == "NDEATH")), "no NDEATH on a clean stop");
     let all = d.all();
     let mut wrapped = false;
