@@ -212,7 +212,8 @@ fn a_long_outage_at_50_messages_per_second_loses_nothing() {
     let queue = dir.path().join("queue");
     let yaml = queued_node_yaml(&plc.addr.to_string(), broker.port, &queue)
         .replace("fps: 10", "fps: 50\n    loop: true")
-        .replace("min_part_interval: 100ms", "min_part_interval: 10ms");
+        .replace("min_part_interval: 100ms", "min_part_interval: 20ms")
+        .replace("pulse: 30ms", "pulse: 10ms");
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
     let mut child = KillOnDrop(
