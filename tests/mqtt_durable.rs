@@ -253,10 +253,10 @@ fn a_long_outage_at_50_messages_per_second_loses_nothing() {
     let mut last = 0;
     for v in &all {
         let id = v["msg_id"].as_u64().unwrap();
-        if !first.contains_key(&id) {
+        if let std::collections::btree_map::Entry::Vacant(e) = first.entry(id) {
             assert!(id > last, "first copies arrive in order: {id} after {last}");
             last = id;
-            first.insert(id, v.clone());
+            e.insert(v.clone());
         }
     }
     let (lo, hi) = (*first.keys().next().unwrap(), last);

@@ -315,6 +315,44 @@ fn stamp(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Dur;
+
+    fn queue(dir: &std::path::Path) -> QueueConfig {
+        QueueConfig { dir: dir.into(), max_mb: 1, fsync_every: Dur::from_millis(0), when_full: QueueFull::DropOldest }
+    }
+
+    #[test]
+    fn a_barrier_acknowledges_everything_sent_before_it_and_nothing_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Durable::open(&queue(dir.path()), AckBy::Barrier("barrier".into())).unwrap();
+        // A client whose event loop is never polled: requests just wait in its channel.
+        let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 256);
+        d.on_connected();
+        for i in 0..3 {
+            assert!(d.push("t", format!("{{\"n\":{i}}}").as_bytes(), false, true));
+        }
+        assert_eq!(d.pump(&client, &mut JsonStamp), 3);
+        d.outgoing_barrier(11);
+        for i in 3..5 {
+            assert!(d.push("t", format!("{{\"n\":{i}}}").as_bytes(), false, true));
+        }
+        assert_eq!(d.pump(&client, &mut JsonStamp), 2);
+        d.outgoing_barrier(12);
+        d.barrier_ack(99); // unknown packet id: nothing
+        d.tick();
+        assert_eq!(d.waiting(), 5);
+        d.barrier_ack(11);
+        d.tick();
+        assert_eq!(d.waiting(), 2, "the first barrier covers the first three");
+        // The connection drops before the second barrier's answer: the last two go again, historical.
+        d.on_disconnected();
+        d.on_connected();
+        assert_eq!(d.pump(&client, &mut JsonStamp), 2);
+        d.outgoing_barrier(1);
+        d.barrier_ack(1);
+        d.tick();
+        assert_eq!(d.waiting(), 0);
+    }
 
     #[test]
     fn stamps_json_objects_only() {
