@@ -169,21 +169,8 @@ impl Classifier {
     /// BGR (or grey, or BGRA) frame to the model's normalised NCHW tensor, appended to `out`.
     pub fn preprocess(&mut self, frame: &Mat, out: &mut Vec<f32>) -> Result<(), String> {
         let spec = &self.contract.input;
-        let bgr;
-        let src = match frame.channels() {
-            3 => frame,
-            1 | 4 => {
-                let code = if frame.channels() == 1 { imgproc::COLOR_GRAY2BGR } else { imgproc::COLOR_BGRA2BGR };
-                let mut m = Mat::default();
-                imgproc::cvt_color_def(frame, &mut m, code).map_err(|e| e.message.clone())?;
-                bgr = m;
-                &bgr
-            }
-            n => return Err(format!("frame has {n} channels; expected 1, 3 or 4")),
-        };
-        if src.depth() != opencv::core::CV_8U {
-            return Err("frame is not 8-bit; configure the camera for 8-bit output".into());
-        }
+        let bgr = super::to_bgr(frame)?;
+        let src = &*bgr;
         imgproc::resize(
             src,
             &mut self.resized,
@@ -310,7 +297,7 @@ fn check_io(session: &Session, c: &Contract) -> Result<(), String> {
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

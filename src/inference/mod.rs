@@ -5,7 +5,10 @@
 //! closed and empty, so a shutdown finishes the parts already captured.
 
 pub mod classifier;
+pub mod detector;
+pub mod pyliteral;
 pub mod runtime;
+pub mod yolo;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +22,26 @@ use crate::decision::control::TaskControl;
 use crate::decision::rules::ClassifierRule;
 use crate::decision::{Judgement, PartEvent, Verdict};
 use classifier::Classifier;
+
+/// A frame as 8-bit BGR: grey and BGRA frames converted, 3-channel frames borrowed.
+pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::core::Mat>, String> {
+    use opencv::prelude::*;
+    let bgr = match frame.channels() {
+        3 => std::borrow::Cow::Borrowed(frame),
+        1 | 4 => {
+            let code =
+                if frame.channels() == 1 { opencv::imgproc::COLOR_GRAY2BGR } else { opencv::imgproc::COLOR_BGRA2BGR };
+            let mut m = opencv::core::Mat::default();
+            opencv::imgproc::cvt_color_def(frame, &mut m, code).map_err(|e| e.message.clone())?;
+            std::borrow::Cow::Owned(m)
+        }
+        n => return Err(format!("frame has {n} channels; expected 1, 3 or 4")),
+    };
+    if bgr.depth() != opencv::core::CV_8U {
+        return Err("frame is not 8-bit; configure the camera for 8-bit output".into());
+    }
+    Ok(bgr)
+}
 
 pub struct Worker {
     pub task: Arc<str>,

@@ -1,0 +1,227 @@
+//! An Ultralytics YOLO detection model in an ONNX Runtime session: load,
+//! check its inputs and outputs against its metadata, letterbox a frame,
+//! run, decode (see [`super::yolo`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use opencv::core::{self as cv, Mat, Scalar, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+use ort::session::Session;
+use ort::value::{Tensor, TensorElementType};
+use serde::Serialize;
+use sha2::Digest;
+
+use super::classifier::Timing;
+use super::runtime::{build_session, ProviderReport, RuntimeError};
+use super::yolo::{decode_nms, decode_raw, Letterbox, YoloMeta};
+use crate::config::ModelConfig;
+
+/// One detection in image pixels.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Detection {
+    pub class: String,
+    pub class_id: usize,
+    pub score: f32,
+    /// `[x1, y1, x2, y2]`.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+/// What the output looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// `[1, 4+nc, n]`.
+    Raw { n: usize },
+    /// `[1, k, 6]`.
+    Nms { k: usize },
+}
+
+pub struct Detector {
+    session: Session,
+    pub meta: YoloMeta,
+    input: String,
+    output_name: String,
+    output: Output,
+    pub provider: &'static str,
+    pub providers: Vec<ProviderReport>,
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// The Ultralytics metadata keys linesight reads.
+const KEYS: [&str; 6] = ["task", "names", "imgsz", "stride", "args", "end2end"];
+
+/// Whether a session's model is an Ultralytics export (it carries `task` and `names`).
+pub fn is_ultralytics(session: &Session) -> bool {
+    session.metadata().ok().is_some_and(|m| m.custom("task").is_some() && m.custom("names").is_some())
+}
+
+impl Detector {
+    pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
+        let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
+        let bytes =
+            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
+        let sha256 = super::classifier::hex(&sha2::Sha256::digest(&bytes));
+        let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
+        drop(bytes);
+        let map: HashMap<String, String> = match built.session.metadata() {
+            Ok(m) => KEYS.iter().filter_map(|k| m.custom(k).map(|v| (k.to_string(), v))).collect(),
+            Err(e) => return Err(fail(format!("its metadata cannot be read: {e}"))),
+        };
+        let meta = YoloMeta::from_metadata(&map).map_err(fail)?;
+        if meta.task != "detect" {
+            return Err(fail(format!(
+                "it is an Ultralytics `{}` model; this build reads `detect` exports (segment, classify and obb are not supported yet)",
+                meta.task
+            )));
+        }
+        let (input, output_name, output) = check_io(&built.session, &meta).map_err(fail)?;
+        Ok(Detector {
+            session: built.session,
+            meta,
+            input,
+            output_name,
+            output,
+            provider: built.provider,
+            providers: built.reports,
+            sha256,
+            path: cfg.path.clone(),
+        })
+    }
+
+    /// Letterbox a BGR frame into the model's input tensor (appended to `out`).
+    pub fn preprocess(&self, frame: &Mat, out: &mut Vec<f32>) -> Result<Letterbox, String> {
+        let (in_h, in_w) = self.meta.imgsz;
+        let (w, h) = (frame.cols() as u32, frame.rows() as u32);
+        if w == 0 || h == 0 {
+            return Err("empty image".into());
+        }
+        let bgr = super::to_bgr(frame)?;
+        let lb = Letterbox::fit(w, h, in_w, in_h);
+        let mut resized = Mat::default();
+        imgproc::resize(
+            &*bgr,
+            &mut resized,
+            Size::new(lb.new_w as i32, lb.new_h as i32),
+            0.0,
+            0.0,
+            imgproc::INTER_LINEAR,
+        )
+        .map_err(|e| e.message)?;
+        let mut padded = Mat::default();
+        cv::copy_make_border(
+            &resized,
+            &mut padded,
+            lb.top as i32,
+            lb.bottom as i32,
+            lb.left as i32,
+            lb.right as i32,
+            cv::BORDER_CONSTANT,
+            Scalar::all(114.0),
+        )
+        .map_err(|e| e.message)?;
+        let data = padded.data_bytes().map_err(|e| e.message)?;
+        let plane = (in_w * in_h) as usize;
+        if data.len() != plane * 3 {
+            return Err(format!("letterboxed image is {}x{}, not {in_w}x{in_h}", padded.cols(), padded.rows()));
+        }
+        let start = out.len();
+        out.resize(start + 3 * plane, 0.0);
+        let dst = &mut out[start..];
+        // BGR interleaved to RGB planes, 0..1.
+        for (i, px) in data.chunks_exact(3).enumerate() {
+            dst[i] = f32::from(px[2]) / 255.0;
+            dst[plane + i] = f32::from(px[1]) / 255.0;
+            dst[2 * plane + i] = f32::from(px[0]) / 255.0;
+        }
+        Ok(lb)
+    }
+
+    /// Detect on one BGR frame: boxes in frame pixels, best first.
+    pub fn detect(&mut self, frame: &Mat, conf: f32, iou: f32) -> Result<(Vec<Detection>, Timing), String> {
+        let t0 = Instant::now();
+        let mut data = Vec::with_capacity(3 * (self.meta.imgsz.0 * self.meta.imgsz.1) as usize);
+        let lb = self.preprocess(frame, &mut data)?;
+        let t1 = Instant::now();
+        let (in_h, in_w) = self.meta.imgsz;
+        let tensor =
+            Tensor::from_array(([1usize, 3, in_h as usize, in_w as usize], data)).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(|e| format!("inference failed: {e}"))?;
+        let out = outputs
+            .get(&self.output_name)
+            .ok_or_else(|| format!("the model returned no output `{}`", self.output_name))?;
+        let (_, values) = out.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let nc = self.meta.names.len();
+        let raw = match self.output {
+            Output::Raw { n } => decode_raw(values, nc, n, conf, iou)?,
+            Output::Nms { k } => decode_nms(values, k, nc, conf)?,
+        };
+        let (w, h) = (frame.cols() as u32, frame.rows() as u32);
+        let dets = raw
+            .into_iter()
+            .map(|r| Detection {
+                class: self.meta.names[r.class].clone(),
+                class_id: r.class,
+                score: r.score,
+                bbox: lb.to_image(r.xyxy, w, h),
+            })
+            .collect();
+        let t2 = Instant::now();
+        Ok((dets, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
+    }
+}
+
+/// The session's input and output must be what the metadata declares.
+fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Output), String> {
+    let nc = meta.names.len();
+    let (in_h, in_w) = (i64::from(meta.imgsz.0), i64::from(meta.imgsz.1));
+    let describe = |name: &str, ty: &ort::value::ValueType| match (ty.tensor_type(), ty.tensor_shape()) {
+        (Some(t), Some(s)) => format!("`{name}` {t:?} {:?}", &s[..]),
+        _ => format!("`{name}` {ty:?}"),
+    };
+    let found = || {
+        let i: Vec<String> = session.inputs().iter().map(|i| describe(i.name(), i.dtype())).collect();
+        let o: Vec<String> = session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
+        format!("found inputs {} and outputs {}", i.join(", "), o.join(", "))
+    };
+    let [input] = session.inputs() else {
+        return Err(format!("a YOLO detector has one input; {}", found()));
+    };
+    let ok_in = input.dtype().tensor_type() == Some(TensorElementType::Float32)
+        && input
+            .dtype()
+            .tensor_shape()
+            .is_some_and(|s| s.len() == 4 && (s[0] == 1 || s[0] == -1) && s[1] == 3 && s[2] == in_h && s[3] == in_w);
+    if !ok_in {
+        return Err(format!(
+            "expected input Float32 [1, 3, {in_h}, {in_w}] (imgsz from its metadata; a half=True export is not supported), {}",
+            found()
+        ));
+    }
+    let Some(output) = session.outputs().first() else {
+        return Err(format!("it has no output; {}", found()));
+    };
+    let shape = output.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+    let out = match (meta.end2end, shape.as_slice()) {
+        (false, [1, c, n]) if *c == 4 + nc as i64 && *n > 0 => Output::Raw { n: *n as usize },
+        (true, [1, k, 6]) if *k > 0 => Output::Nms { k: *k as usize },
+        _ => {
+            let expected = if meta.end2end {
+                "[1, K, 6] (an nms=True export)".to_string()
+            } else {
+                format!("[1, {}, N] (4 box values and {nc} class scores per anchor)", 4 + nc)
+            };
+            return Err(format!("expected output {expected}, {}", found()));
+        }
+    };
+    if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
+        return Err(format!("expected a Float32 output, {}", found()));
+    }
+    Ok((input.name().to_string(), output.name().to_string(), out))
+}
