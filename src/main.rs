@@ -40,6 +40,8 @@ enum Command {
     Demo(linesight::demo::DemoArgs),
     /// Measure each stage alone and the whole pipeline on this machine.
     Bench(linesight::bench::BenchArgs),
+    /// Run a model on image files: verdict, detections or class scores; exits 1 if an image could not be read.
+    Infer(linesight::infer::InferArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,14 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Demo(args) => with_runtime(|| linesight::demo::main(args)),
         Command::Bench(args) => with_runtime(|| linesight::bench::main(args)),
+        Command::Infer(args) => match linesight::infer::main(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(66)
+            }
+        },
     }
 }
 

@@ -1,0 +1,195 @@
+//! `linesight infer`: run a model on image files and say what it sees.
+//!
+//! The model's kind is read from the file: an Ultralytics export carries
+//! `task` and `names` in its metadata; a linesight classifier carries its
+//! contract (metadata key `linesight`, or the `<model>.json` sidecar).
+//! Anything else is refused with what was looked for. An image that cannot
+//! be read is reported and skipped; the exit status says whether any was.
+
+use std::path::{Path, PathBuf};
+
+use opencv::core::{Mat, Point, Rect, Scalar};
+use opencv::imgcodecs;
+use opencv::imgproc;
+use opencv::prelude::*;
+use serde_json::{json, Value};
+
+use crate::config::{CpuProvider, ModelConfig, ProviderConfig, RuntimeConfig};
+use crate::inference::classifier::Classifier;
+use crate::inference::detector::{self, Detection, Detector};
+use crate::inference::runtime;
+
+#[derive(clap::Args, Debug)]
+pub struct InferArgs {
+    /// The ONNX model: an Ultralytics YOLO detection export, or a linesight classifier.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// One JSON document per image instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Detections below this confidence are dropped (Ultralytics' default).
+    #[arg(long, default_value_t = 0.25)]
+    pub conf: f32,
+    /// Overlap above which the weaker of two boxes of one class is dropped (Ultralytics' default).
+    #[arg(long, default_value_t = 0.7)]
+    pub iou: f32,
+    /// Write an annotated copy of each image into this folder.
+    #[arg(long)]
+    pub annotate: Option<PathBuf>,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// The images.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+enum Model {
+    Detector(Detector),
+    Classifier(Classifier),
+}
+
+/// Load `path` as whatever kind it is.
+fn load(path: &Path, threads: usize) -> Result<Model, String> {
+    let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
+    let cfg = ModelConfig {
+        path: path.to_path_buf(),
+        kind: None,
+        sidecar: None,
+        providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(threads) })],
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let probe = runtime::build_session(env, path, &bytes, &cfg.providers, 1).map_err(|e| e.to_string())?;
+    let ultralytics = detector::is_ultralytics(&probe.session);
+    let contract = probe.session.metadata().ok().and_then(|m| m.custom("linesight")).is_some()
+        || crate::inference::classifier::sidecar_for(path).is_file();
+    drop(probe);
+    match (ultralytics, contract) {
+        (true, _) => Detector::load(env, &cfg, threads).map(Model::Detector).map_err(|e| e.to_string()),
+        (false, true) => Classifier::load(env, &cfg, threads).map(Model::Classifier).map_err(|e| e.to_string()),
+        (false, false) => Err(format!(
+            "{}: cannot tell what kind of model this is: no Ultralytics metadata (`task`, `names`) and no linesight contract (metadata key `linesight`, or a sidecar `{}`)",
+            path.display(),
+            crate::inference::classifier::sidecar_for(path).display()
+        )),
+    }
+}
+
+pub fn main(args: InferArgs) -> Result<bool, String> {
+    let mut model = load(&args.model, args.threads)?;
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+    }
+    let mut all_read = true;
+    for image in &args.images {
+        let doc = match infer_one(&mut model, image, &args) {
+            Ok(doc) => doc,
+            Err(e) => {
+                all_read = false;
+                json!({"image": image.display().to_string(), "error": e})
+            }
+        };
+        if args.json {
+            println!("{doc}");
+        } else {
+            print_text(&doc);
+        }
+    }
+    Ok(all_read)
+}
+
+fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value, String> {
+    let frame = read_image(image)?;
+    let name = image.display().to_string();
+    match model {
+        Model::Detector(d) => {
+            let (dets, timing) = d.detect(&frame, args.conf, args.iou)?;
+            if let Some(dir) = &args.annotate {
+                annotate(&frame, &dets, &dir.join(file_name(image)))?;
+            }
+            Ok(json!({
+                "image": name,
+                "kind": "yolo-detect",
+                "verdict": if dets.is_empty() { "OK" } else { "NG" },
+                "detections": dets,
+                "provider": d.provider,
+                "inference_ms": round3(timing.inference_ms),
+            }))
+        }
+        Model::Classifier(c) => {
+            let (probs, timing) = c.classify(&frame)?;
+            let rule = crate::decision::rules::ClassifierRule {
+                ok: c.ok_mask().to_vec(),
+                ng_threshold: c.contract.ng_threshold.unwrap_or(0.5),
+            };
+            let (verdict, ng) = rule.judge(&probs);
+            let scores: serde_json::Map<String, Value> =
+                c.contract.classes.iter().zip(&probs).map(|(k, p)| (k.clone(), json!(round3(f64::from(*p))))).collect();
+            Ok(json!({
+                "image": name,
+                "kind": "classifier",
+                "verdict": verdict,
+                "ng_score": round3(f64::from(ng)),
+                "scores": scores,
+                "provider": c.provider,
+                "inference_ms": round3(timing.inference_ms),
+            }))
+        }
+    }
+}
+
+fn read_image(path: &Path) -> Result<Mat, String> {
+    if !path.is_file() {
+        return Err(format!("{}: no such file", path.display()));
+    }
+    let m = imgcodecs::imread(path, imgcodecs::IMREAD_COLOR).map_err(|e| e.message)?;
+    if m.empty() {
+        return Err(format!("{}: not an image OpenCV can decode (corrupt, truncated, or another format)", path.display()));
+    }
+    Ok(m)
+}
+
+fn file_name(p: &Path) -> PathBuf {
+    PathBuf::from(p.file_name().unwrap_or_default())
+}
+
+fn annotate(frame: &Mat, dets: &[Detection], out: &Path) -> Result<(), String> {
+    let mut img = frame.clone();
+    for d in dets {
+        let [x1, y1, x2, y2] = d.bbox;
+        let rect = Rect::new(x1 as i32, y1 as i32, (x2 - x1).max(1.0) as i32, (y2 - y1).max(1.0) as i32);
+        let colour = Scalar::new(0.0, 0.0, 255.0, 0.0);
+        imgproc::rectangle(&mut img, rect, colour, 2, imgproc::LINE_8, 0).map_err(|e| e.message)?;
+        let label = format!("{} {:.2}", d.class, d.score);
+        let at = Point::new(x1 as i32, (y1 as i32 - 4).max(10));
+        imgproc::put_text(&mut img, &label, at, imgproc::FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, imgproc::LINE_AA, false)
+            .map_err(|e| e.message)?;
+    }
+    let ok = imgcodecs::imwrite(out, &img, &opencv::core::Vector::new()).map_err(|e| e.message)?;
+    if !ok {
+        return Err(format!("{}: cannot write the annotated image", out.display()));
+    }
+    Ok(())
+}
+
+fn print_text(doc: &Value) {
+    let image = doc["image"].as_str().unwrap_or("?");
+    if let Some(e) = doc.get("error") {
+        println!("{image}: ERROR {}", e.as_str().unwrap_or(""));
+        return;
+    }
+    println!("{image}: {} ({})", doc["verdict"].as_str().unwrap_or("?"), doc["kind"].as_str().unwrap_or("?"));
+    if let Some(dets) = doc["detections"].as_array() {
+        for d in dets {
+            println!("  {} {:.3} {}", d["class"].as_str().unwrap_or("?"), d["score"].as_f64().unwrap_or(0.0), d["box"]);
+        }
+    }
+    if let Some(s) = doc.get("scores") {
+        println!("  ng_score {} scores {s}", doc["ng_score"]);
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
