@@ -44,13 +44,13 @@ pub struct InferArgs {
     pub images: Vec<PathBuf>,
 }
 
-enum Model {
+pub enum Model {
     Detector(Detector),
     Classifier(Classifier),
 }
 
 /// Load `path` as whatever kind it is.
-fn load(path: &Path, threads: usize) -> Result<Model, String> {
+pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
     let cfg = ModelConfig {
@@ -139,13 +139,16 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
     }
 }
 
-fn read_image(path: &Path) -> Result<Mat, String> {
+pub fn read_image(path: &Path) -> Result<Mat, String> {
     if !path.is_file() {
         return Err(format!("{}: no such file", path.display()));
     }
     let m = imgcodecs::imread(path, imgcodecs::IMREAD_COLOR).map_err(|e| e.message)?;
     if m.empty() {
-        return Err(format!("{}: not an image OpenCV can decode (corrupt, truncated, or another format)", path.display()));
+        return Err(format!(
+            "{}: not an image OpenCV can decode (corrupt, truncated, or another format)",
+            path.display()
+        ));
     }
     Ok(m)
 }

@@ -35,6 +35,7 @@ pub mod camera;
 pub mod config;
 pub mod decision;
 pub mod demo;
+pub mod eval;
 pub mod infer;
 pub mod inference;
 pub mod line;

@@ -42,6 +42,8 @@ enum Command {
     Bench(linesight::bench::BenchArgs),
     /// Run a model on image files: verdict, detections or class scores; exits 1 if an image could not be read.
     Infer(linesight::infer::InferArgs),
+    /// Measure a model on a labelled folder: NG recall, false-reject rate, the threshold for a target recall.
+    Eval(linesight::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,23 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Demo(args) => with_runtime(|| linesight::demo::main(args)),
         Command::Bench(args) => with_runtime(|| linesight::bench::main(args)),
+        Command::Eval(args) => {
+            let json = args.json;
+            match linesight::eval::main(args) {
+                Ok(report) => {
+                    if json {
+                        println!("{report}");
+                    } else {
+                        linesight::eval::print_text(&report);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(66)
+                }
+            }
+        }
         Command::Infer(args) => match linesight::infer::main(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -1,0 +1,447 @@
+//! `linesight eval`: how good is a model on a labelled folder, in the terms
+//! a plant decides with: how many defective parts it catches (NG recall) and
+//! how many good parts it throws away (false-reject rate), at the model's own
+//! threshold and at the threshold that reaches a target recall.
+//!
+//! Folders: a classifier reads `DIR/<class>/*.png|jpg` (class names as in
+//! its contract); a detector reads YOLO label files, `DIR/labels/<stem>.txt`
+//! beside `DIR/images/`, or `<stem>.txt` next to each image (an empty or
+//! missing file is a good part).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::inference::detector::Detection;
+use crate::telemetry::stats::percentiles;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// The ONNX model (a linesight classifier or an Ultralytics YOLO detection export).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The labelled folder.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// One JSON document instead of a report.
+    #[arg(long)]
+    pub json: bool,
+    /// The NG recall the suggested threshold must reach.
+    #[arg(long, default_value_t = 0.99)]
+    pub target_recall: f64,
+    /// Detectors: the confidence at which a detection counts (the operating point).
+    #[arg(long, default_value_t = 0.25)]
+    pub conf: f32,
+    /// Detectors: NMS overlap.
+    #[arg(long, default_value_t = 0.7)]
+    pub iou: f32,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// One labelled image.
+struct Sample {
+    path: PathBuf,
+    /// Classifier: the true class; detector: the labelled boxes (class, xyxy in pixels once read).
+    truth: Truth,
+}
+
+enum Truth {
+    Class(String),
+    Boxes(PathBuf),
+}
+
+fn images_in(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff")
+            })
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn classifier_samples(dir: &Path, classes: &[String]) -> Result<Vec<Sample>, String> {
+    let mut out = Vec::new();
+    for class in classes {
+        let d = dir.join(class);
+        if d.is_dir() {
+            out.extend(images_in(&d)?.into_iter().map(|path| Sample { path, truth: Truth::Class(class.clone()) }));
+        }
+    }
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() && !classes.contains(&name) {
+            return Err(format!(
+                "{}: folder `{name}` is not one of the model's classes {classes:?}; rename it or move it out",
+                dir.display()
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no images in class folders {classes:?}", dir.display()));
+    }
+    Ok(out)
+}
+
+fn detector_samples(dir: &Path) -> Result<Vec<Sample>, String> {
+    let (images, labels) = if dir.join("images").is_dir() {
+        (dir.join("images"), Some(dir.join("labels")))
+    } else {
+        (dir.to_path_buf(), None)
+    };
+    let out: Vec<Sample> = images_in(&images)?
+        .into_iter()
+        .map(|path| {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let label = match &labels {
+                Some(l) => l.join(format!("{stem}.txt")),
+                None => path.with_extension("txt"),
+            };
+            Sample { path, truth: Truth::Boxes(label) }
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(format!("{}: no images", images.display()));
+    }
+    Ok(out)
+}
+
+/// YOLO label lines `class cx cy w h` (normalised) to pixel boxes.
+fn read_labels(path: &Path, w: f32, h: f32, nc: usize) -> Result<Vec<(usize, [f32; 4])>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let f: Vec<f32> = l
+                .split_whitespace()
+                .map(|x| x.parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("{}:{}: expected `class cx cy w h` (numbers)", path.display(), i + 1))?;
+            if f.len() != 5 || f[0] < 0.0 || f[0] as usize >= nc {
+                return Err(format!("{}:{}: expected `class cx cy w h` with class below {nc}", path.display(), i + 1));
+            }
+            let (cx, cy, bw, bh) = (f[1] * w, f[2] * h, f[3] * w, f[4] * h);
+            Ok((f[0] as usize, [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0]))
+        })
+        .collect()
+}
+
+fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+/// Area under the ROC curve of `scores` for positives vs negatives (ties count half).
+pub fn auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
+    if pos.is_empty() || neg.is_empty() {
+        return None;
+    }
+    let mut wins = 0.0;
+    for p in pos {
+        for n in neg {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    Some(wins / (pos.len() * neg.len()) as f64)
+}
+
+/// The highest threshold whose recall (score >= threshold) reaches `target`, and the share of negatives at or above it.
+pub fn threshold_for_recall(pos: &[f64], neg: &[f64], target: f64) -> Option<(f64, f64, f64)> {
+    if pos.is_empty() {
+        return None;
+    }
+    let mut p = pos.to_vec();
+    p.sort_by(|a, b| b.total_cmp(a));
+    let need = ((target * p.len() as f64).ceil() as usize).clamp(1, p.len());
+    let t = p[need - 1];
+    let recall = p.iter().filter(|s| **s >= t).count() as f64 / p.len() as f64;
+    let frr = if neg.is_empty() { 0.0 } else { neg.iter().filter(|s| **s >= t).count() as f64 / neg.len() as f64 };
+    Some((t, recall, frr))
+}
+
+struct Progress {
+    on: bool,
+    total: usize,
+}
+
+impl Progress {
+    fn tick(&self, done: usize) {
+        if self.on {
+            let width = 30;
+            let filled = done * width / self.total.max(1);
+            eprint!("\r[{}{}] {done}/{}", "=".repeat(filled), " ".repeat(width - filled), self.total);
+            let _ = std::io::stderr().flush();
+            if done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+fn prf(tp: usize, fp: usize, fn_: usize) -> Value {
+    let p = if tp + fp > 0 { tp as f64 / (tp + fp) as f64 } else { 0.0 };
+    let r = if tp + fn_ > 0 { tp as f64 / (tp + fn_) as f64 } else { 0.0 };
+    let f1 = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+    json!({"tp": tp, "fp": fp, "fn": fn_, "precision": r4(p), "recall": r4(r), "f1": r4(f1)})
+}
+
+fn r4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+pub fn main(args: EvalArgs) -> Result<Value, String> {
+    let mut model = crate::infer::load(&args.model, args.threads)?;
+    let progress = |n| Progress { on: std::io::stderr().is_terminal() && !args.json, total: n };
+    let mut latency = Vec::new();
+    // Image-level NG scores, for AUROC and the threshold.
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let mut unreadable = Vec::new();
+    let report = match &mut model {
+        crate::infer::Model::Classifier(c) => {
+            let classes = c.contract.classes.clone();
+            let ok_mask = c.ok_mask().to_vec();
+            let threshold = c.contract.ng_threshold.unwrap_or(0.5);
+            let samples = classifier_samples(&args.data, &classes)?;
+            let bar = progress(samples.len());
+            let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
+            let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
+            for (i, s) in samples.iter().enumerate() {
+                bar.tick(i + 1);
+                let Truth::Class(truth) = &s.truth else { continue };
+                let frame = match crate::infer::read_image(&s.path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        unreadable.push(e);
+                        continue;
+                    }
+                };
+                let (probs, timing) = c.classify(&frame)?;
+                latency.push(timing.inference_ms);
+                let t = classes.iter().position(|k| k == truth).unwrap_or(0);
+                let p = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                confusion[t][p] += 1;
+                let ng: f64 =
+                    1.0 - probs.iter().zip(&ok_mask).filter(|(_, ok)| **ok).map(|(p, _)| f64::from(*p)).sum::<f64>();
+                let is_ng = !ok_mask[t];
+                let said_ng = ng >= f64::from(threshold);
+                match (is_ng, said_ng) {
+                    (true, true) => tp += 1,
+                    (true, false) => fn_ += 1,
+                    (false, true) => fp += 1,
+                    (false, false) => tn += 1,
+                }
+                if is_ng {
+                    pos.push(ng)
+                } else {
+                    neg.push(ng)
+                }
+            }
+            let per_class: serde_json::Map<String, Value> = classes
+                .iter()
+                .enumerate()
+                .map(|(k, name)| {
+                    let tp = confusion[k][k];
+                    let fp = (0..classes.len()).filter(|&t| t != k).map(|t| confusion[t][k]).sum();
+                    let fn_ = (0..classes.len()).filter(|&p| p != k).map(|p| confusion[k][p]).sum();
+                    (name.clone(), prf(tp, fp, fn_))
+                })
+                .collect();
+            json!({
+                "kind": "classifier",
+                "classes": classes,
+                "confusion": {"rows_true_columns_predicted": confusion},
+                "per_class": per_class,
+                "operating_point": {"ng_threshold": threshold, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
+                    "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
+                    "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
+            })
+        }
+        crate::infer::Model::Detector(d) => {
+            let names = d.meta.names.clone();
+            let nc = names.len();
+            let samples = detector_samples(&args.data)?;
+            let bar = progress(samples.len());
+            let mut counts = vec![(0usize, 0usize, 0usize); nc];
+            let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
+            for (i, s) in samples.iter().enumerate() {
+                bar.tick(i + 1);
+                let Truth::Boxes(label) = &s.truth else { continue };
+                let frame = match crate::infer::read_image(&s.path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        unreadable.push(e);
+                        continue;
+                    }
+                };
+                use opencv::prelude::MatTraitConst;
+                let truth = read_labels(label, frame.cols() as f32, frame.rows() as f32, nc)?;
+                // Low confidence, so that the image score covers the whole range; the operating point filters.
+                let (all, timing) = d.detect(&frame, 0.001, args.iou)?;
+                latency.push(timing.inference_ms);
+                let score = all.first().map_or(0.0, |x| f64::from(x.score));
+                let dets: Vec<&Detection> = all.iter().filter(|x| x.score > args.conf).collect();
+                let mut matched = vec![false; truth.len()];
+                for det in &dets {
+                    let best = truth
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, (c, _))| !matched[*j] && *c == det.class_id)
+                        .map(|(j, (_, b))| (j, iou(b, &det.bbox)))
+                        .filter(|(_, o)| *o >= 0.5)
+                        .max_by(|a, b| a.1.total_cmp(&b.1));
+                    match best {
+                        Some((j, _)) => {
+                            matched[j] = true;
+                            counts[det.class_id].0 += 1;
+                        }
+                        None => counts[det.class_id].1 += 1,
+                    }
+                }
+                for (j, (c, _)) in truth.iter().enumerate() {
+                    if !matched[j] {
+                        counts[*c].2 += 1;
+                    }
+                }
+                let is_ng = !truth.is_empty();
+                match (is_ng, !dets.is_empty()) {
+                    (true, true) => tp += 1,
+                    (true, false) => fn_ += 1,
+                    (false, true) => fp += 1,
+                    (false, false) => tn += 1,
+                }
+                if is_ng {
+                    pos.push(score)
+                } else {
+                    neg.push(score)
+                }
+            }
+            let per_class: serde_json::Map<String, Value> =
+                names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect();
+            json!({
+                "kind": "yolo-detect",
+                "classes": names,
+                "per_class_boxes_iou_0_5": per_class,
+                "operating_point": {"conf": args.conf, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
+                    "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
+                    "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
+            })
+        }
+    };
+    if pos.is_empty() && neg.is_empty() {
+        return Err(format!(
+            "{}: no image could be read ({} tried; first: {})",
+            args.data.display(),
+            unreadable.len(),
+            unreadable.first().map_or("-", String::as_str)
+        ));
+    }
+    let mut report = report;
+    let lat = percentiles(&mut latency);
+    report["images"] = json!({"ng": pos.len(), "ok": neg.len(), "unreadable": unreadable});
+    report["auroc_ng_score"] = json!(auroc(&pos, &neg).map(r4));
+    report["for_target_recall"] = match threshold_for_recall(&pos, &neg, args.target_recall) {
+        Some((t, recall, frr)) => {
+            json!({"target": args.target_recall, "threshold": r4(t), "ng_recall": r4(recall), "false_reject_rate": r4(frr)})
+        }
+        None => Value::Null,
+    };
+    report["inference_ms"] = json!({"p50": lat.p50, "p99": lat.p99, "n": lat.n});
+    report["model"] = json!(args.model.display().to_string());
+    report["data"] = json!(args.data.display().to_string());
+    Ok(report)
+}
+
+/// The report as text.
+pub fn print_text(r: &Value) {
+    println!("model {}  data {}  ({})", r["model"], r["data"], r["kind"]);
+    println!(
+        "images: {} NG, {} OK, {} unreadable",
+        r["images"]["ng"],
+        r["images"]["ok"],
+        r["images"]["unreadable"].as_array().map_or(0, Vec::len)
+    );
+    let op = &r["operating_point"];
+    println!(
+        "at the model's operating point: NG recall {}  false-reject rate {}  (tp {} fn {} fp {} tn {})",
+        op["ng_recall"], op["false_reject_rate"], op["tp"], op["fn"], op["fp"], op["tn"]
+    );
+    if let Some(t) = r["for_target_recall"].as_object() {
+        println!(
+            "for NG recall >= {}: threshold {} gives recall {} at a false-reject rate of {}",
+            t["target"], t["threshold"], t["ng_recall"], t["false_reject_rate"]
+        );
+    }
+    println!("AUROC of the NG score: {}", r["auroc_ng_score"]);
+    let per = r.get("per_class").or_else(|| r.get("per_class_boxes_iou_0_5"));
+    if let Some(per) = per.and_then(Value::as_object) {
+        for (k, v) in per {
+            println!("  {k:<12} precision {}  recall {}  f1 {}", v["precision"], v["recall"], v["f1"]);
+        }
+    }
+    if let Some(c) = r.pointer("/confusion/rows_true_columns_predicted").and_then(Value::as_array) {
+        println!("confusion (rows: true, columns: predicted, order {}):", r["classes"]);
+        for row in c {
+            println!("  {row}");
+        }
+    }
+    println!(
+        "inference ms p50 {} p99 {} (n {})",
+        r["inference_ms"]["p50"], r["inference_ms"]["p99"], r["inference_ms"]["n"]
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auroc_and_threshold() {
+        assert_eq!(auroc(&[0.9, 0.8], &[0.1, 0.2]), Some(1.0));
+        assert_eq!(auroc(&[0.5], &[0.5]), Some(0.5));
+        assert_eq!(auroc(&[], &[0.5]), None);
+        let pos: Vec<f64> = (1..=100).map(|i| f64::from(i) / 100.0).collect();
+        let neg = [0.0, 0.005, 0.02, 0.5];
+        let (t, recall, frr) = threshold_for_recall(&pos, &neg, 0.99).unwrap();
+        assert_eq!(t, 0.02);
+        assert!(recall >= 0.99);
+        assert_eq!(frr, 0.5, "0.02 and 0.5 of four good parts are at or above it");
+    }
+
+    #[test]
+    fn yolo_labels_are_read_in_pixels_and_bad_lines_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "1 0.5 0.5 0.2 0.4\n\n").unwrap();
+        assert_eq!(read_labels(&p, 100.0, 50.0, 2).unwrap(), vec![(1, [40.0, 15.0, 60.0, 35.0])]);
+        std::fs::write(&p, "0 0.5 0.5\n").unwrap();
+        assert!(read_labels(&p, 100.0, 50.0, 2).unwrap_err().contains("a.txt:1"));
+        std::fs::write(&p, "5 0.5 0.5 0.1 0.1\n").unwrap();
+        assert!(read_labels(&p, 100.0, 50.0, 2).is_err());
+        assert!(read_labels(&dir.path().join("none.txt"), 1.0, 1.0, 2).unwrap().is_empty());
+    }
+}
