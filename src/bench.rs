@@ -333,6 +333,7 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
         fps: None,
         looping: false,
         queue: 4,
+        stall_frames: 3,
     };
     let model = ModelConfig {
         path: args.model.clone(),

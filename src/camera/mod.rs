@@ -10,7 +10,7 @@ pub mod queue;
 pub mod source;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use opencv::core::Mat;
@@ -38,6 +38,9 @@ pub enum CameraStatus {
     Offline = 2,
     /// A file or folder reached its end.
     Ended = 3,
+    /// Connected, but no new frame for `stall_frames` frame intervals, or the
+    /// same frame `stall_frames` times in a row (a frozen stream).
+    Stalled = 4,
 }
 
 impl CameraStatus {
@@ -47,6 +50,7 @@ impl CameraStatus {
             CameraStatus::Online => "online",
             CameraStatus::Offline => "offline",
             CameraStatus::Ended => "ended",
+            CameraStatus::Stalled => "stalled",
         }
     }
 }
@@ -60,21 +64,62 @@ pub struct CameraStats {
     /// Part frames that found the queue full (their parts got ERROR).
     pub refused: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Frames identical to the one before (not inspected: not a fresh image).
+    pub repeated: AtomicU64,
     status: AtomicU8,
+    /// When the last new (not repeated) frame arrived, in ms since [`clock`].
+    last_new_ms: AtomicU64,
+    /// No new frame for longer than this is a stall; 0 when the frame interval is unknown.
+    stall_after_ms: AtomicU64,
+    /// The same frame came `stall_frames` times in a row.
+    frozen: AtomicBool,
+}
+
+/// Milliseconds on a monotonic clock shared by every camera.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl CameraStats {
+    /// The state now. `Stalled` is computed here, on every read, so that a
+    /// capture thread stuck inside a driver call is still seen as stalled.
     pub fn status(&self) -> CameraStatus {
         match self.status.load(Ordering::Relaxed) {
-            1 => CameraStatus::Online,
+            1 => {
+                let limit = self.stall_after_ms.load(Ordering::Relaxed);
+                let silent = clock().saturating_sub(self.last_new_ms.load(Ordering::Relaxed));
+                if self.frozen.load(Ordering::Relaxed) || (limit > 0 && silent > limit) {
+                    CameraStatus::Stalled
+                } else {
+                    CameraStatus::Online
+                }
+            }
             2 => CameraStatus::Offline,
             3 => CameraStatus::Ended,
             _ => CameraStatus::Connecting,
         }
     }
     fn set_status(&self, s: CameraStatus) {
+        if s == CameraStatus::Online {
+            self.last_new_ms.store(clock(), Ordering::Relaxed);
+            self.frozen.store(false, Ordering::Relaxed);
+        }
         self.status.store(s as u8, Ordering::Relaxed);
     }
+}
+
+/// A cheap fingerprint of a frame: a hash of every 61st byte (a frozen
+/// stream repeats frames exactly; a live sensor never does, its noise alone
+/// changes them).
+fn fingerprint(image: &Mat) -> Option<u64> {
+    use opencv::prelude::MatTraitConstManual;
+    let bytes = image.data_bytes().ok()?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes.iter().step_by(61) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Some(h ^ bytes.len() as u64)
 }
 
 /// Opens sources; a closure so the demo and tests can hand the camera thread another source.
@@ -111,6 +156,12 @@ impl Camera {
         let mut backoff = Duration::from_millis(200);
         let mut seq: u64 = 0;
         let interval = self.config.fps.map(|f| Duration::from_secs_f64(1.0 / f));
+        let stall_frames = u64::from(self.config.stall_frames.max(1));
+        if let Some(iv) = interval {
+            self.stats.stall_after_ms.store(iv.as_millis() as u64 * stall_frames, Ordering::Relaxed);
+        }
+        let mut last_print: Option<u64> = None;
+        let mut same_in_a_row: u64 = 0;
         let when_full = match (self.config.mode, self.config.fps, &self.config.source) {
             (CameraMode::FreeRunning, _, _) => WhenFull::DropOldest,
             // A file read as fast as inspection goes: nothing moves, so wait.
@@ -153,6 +204,22 @@ impl Camera {
                 match src.next_frame() {
                     Ok(Some(image)) => {
                         backoff = Duration::from_millis(200);
+                        let print = fingerprint(&image);
+                        if print.is_some() && print == last_print {
+                            // Not a fresh image: never inspected as one.
+                            self.stats.repeated.fetch_add(1, Ordering::Relaxed);
+                            same_in_a_row += 1;
+                            if same_in_a_row + 1 >= stall_frames && !self.stats.frozen.swap(true, Ordering::Relaxed) {
+                                tracing::error!(camera = %self.name, frames = same_in_a_row + 1, "camera stalled: the same frame again and again");
+                            }
+                            continue;
+                        }
+                        if self.stats.frozen.swap(false, Ordering::Relaxed) {
+                            tracing::info!(camera = %self.name, "camera delivers new frames again");
+                        }
+                        same_in_a_row = 0;
+                        last_print = print;
+                        self.stats.last_new_ms.store(clock(), Ordering::Relaxed);
                         seq += 1;
                         if self.waiting.is_some() {
                             self.deliver_triggered(grab_started, image);
@@ -162,6 +229,8 @@ impl Camera {
                     }
                     Ok(None) => {
                         if self.config.looping {
+                            // A looped file starts over with the frame it started with: not a repeat.
+                            last_print = None;
                             continue 'outer;
                         }
                         self.stats.set_status(CameraStatus::Ended);

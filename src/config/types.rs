@@ -264,6 +264,14 @@ pub struct CameraConfig {
     /// Frames that may wait for inspection. Small is better: a late verdict is a useless verdict.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// The camera is `stalled` (a fault) after this many frame intervals (`fps`) without a new
+    /// frame, or this many identical frames in a row. Identical frames are never inspected.
+    #[serde(default = "default_stall_frames")]
+    pub stall_frames: u32,
+}
+
+fn default_stall_frames() -> u32 {
+    3
 }
 
 fn default_queue() -> usize {

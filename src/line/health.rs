@@ -112,6 +112,9 @@ pub fn current_faults(
         }
         match t.camera_stats.status() {
             CameraStatus::Offline => faults.push(format!("camera `{}` offline", t.camera)),
+            CameraStatus::Stalled => {
+                faults.push(format!("camera `{}` stalled: no new frame (or the same frame repeated)", t.camera))
+            }
             CameraStatus::Connecting if since_start > CONNECT_GRACE => {
                 faults.push(format!("camera `{}` not connected", t.camera))
             }
