@@ -84,11 +84,64 @@ pub fn provider_name(p: &ProviderConfig) -> &'static str {
     }
 }
 
-fn dispatch(p: &ProviderConfig) -> ExecutionProviderDispatch {
+/// The TensorRT version installed, from the library's file name
+/// (`libnvinfer.so.10.3.0` gives `10.3.0`), or `none`.
+fn tensorrt_version() -> String {
+    let dirs = ["/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/usr/local/cuda/lib64", "/usr/lib"];
+    let mut best: Option<String> = None;
+    for d in dirs {
+        let Ok(rd) = std::fs::read_dir(d) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(v) = name.strip_prefix("libnvinfer.so.") {
+                if best.as_ref().map_or(true, |b| v.len() > b.len()) {
+                    best = Some(v.to_string());
+                }
+            }
+        }
+    }
+    best.unwrap_or_else(|| "none".into())
+}
+
+/// The GPU's name: the NVIDIA driver's report on a PC, the board on a Jetson, or `unknown`.
+fn gpu_name(device: u32) -> String {
+    let from_driver = std::fs::read_dir("/proc/driver/nvidia/gpus").ok().and_then(|rd| {
+        let mut gpus: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+        gpus.sort();
+        let info = std::fs::read_to_string(gpus.get(device as usize)?.join("information")).ok()?;
+        info.lines().find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
+    });
+    from_driver
+        .or_else(|| {
+            std::fs::read_to_string("/proc/device-tree/model").ok().map(|m| m.trim_end_matches('\0').trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The engine cache folder for one model: built engines are only valid for
+/// the model, the TensorRT version, the GPU and the precision they were built
+/// for, so each combination gets its own folder and a change of any of them
+/// builds afresh instead of loading an engine that does not fit.
+pub fn engine_cache_dir(root: &Path, model_sha256: &str, fp16: bool, device: u32) -> PathBuf {
+    let key = format!(
+        "{}-trt{}-{}-{}",
+        &model_sha256[..model_sha256.len().min(16)],
+        tensorrt_version(),
+        gpu_name(device),
+        if fp16 { "fp16" } else { "fp32" }
+    );
+    let key: String =
+        key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    root.join(key)
+}
+
+fn dispatch(p: &ProviderConfig, model_sha256: &str) -> ExecutionProviderDispatch {
     match p {
         ProviderConfig::Tensorrt(t) => {
             let mut trt = ep::TensorRT::default().with_device_id(t.device as i32).with_fp16(t.fp16);
-            if let Some(dir) = &t.engine_cache {
+            if let Some(root) = &t.engine_cache {
+                let dir = engine_cache_dir(root, model_sha256, t.fp16, t.device);
+                tracing::info!(dir = %dir.display(), "TensorRT engine cache (a first start builds the engine: minutes, not READY until done)");
                 let dir = dir.to_string_lossy().to_string();
                 trt = trt
                     .with_engine_cache(true)
@@ -116,6 +169,10 @@ pub fn build_session(
     threads: usize,
 ) -> Result<BuiltSession, RuntimeError> {
     let fail = |why: String| RuntimeError::Model { path: model.to_path_buf(), why };
+    let model_sha256: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    };
     let cpu_threads = providers
         .iter()
         .find_map(|p| match p {
@@ -134,7 +191,7 @@ pub fn build_session(
     let mut provider = None;
     for p in providers {
         let name = provider_name(p);
-        match dispatch(p).register(&mut builder) {
+        match dispatch(p, &model_sha256).register(&mut builder) {
             Ok(()) => {
                 tracing::info!(model = %model.display(), provider = name, "execution provider registered");
                 provider.get_or_insert(name);
@@ -157,4 +214,20 @@ pub fn build_session(
         fail(format!("ONNX Runtime refuses it: {e} (is it a complete ONNX file? re-export it or copy it again)"))
     })?;
     Ok(BuiltSession { session, provider, reports })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_cache_is_keyed_by_model_tensorrt_gpu_and_precision() {
+        let a = engine_cache_dir(Path::new("/cache"), "0123456789abcdef0123", true, 0);
+        let b = engine_cache_dir(Path::new("/cache"), "0123456789abcdef0123", false, 0);
+        let c = engine_cache_dir(Path::new("/cache"), "fedcba9876543210aaaa", true, 0);
+        assert!(a.starts_with("/cache") && a != b && a != c);
+        let name = a.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("0123456789abcdef-trt") && name.ends_with("-fp16"), "{name}");
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)), "{name}");
+    }
 }
