@@ -138,18 +138,6 @@ fn read_labels(path: &Path, w: f32, h: f32, nc: usize) -> Result<Vec<(usize, [f3
         .collect()
 }
 
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = iw * ih;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
-    }
-}
-
 /// Area under the ROC curve of `scores` for positives vs negatives (ties count half).
 pub fn auroc(pos: &[f64], neg: &[f64]) -> Option<f64> {
     if pos.is_empty() || neg.is_empty() {
@@ -311,7 +299,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                         .iter()
                         .enumerate()
                         .filter(|(j, (c, _))| !matched[*j] && *c == det.class_id)
-                        .map(|(j, (_, b))| (j, iou(b, &det.bbox)))
+                        .map(|(j, (_, b))| (j, crate::inference::yolo::iou_of(b, &det.bbox)))
                         .filter(|(_, o)| *o >= 0.5)
                         .max_by(|a, b| a.1.total_cmp(&b.1));
                     match best {

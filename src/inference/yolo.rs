@@ -185,7 +185,8 @@ pub fn decode_nms(out: &[f32], k: usize, nc: usize, conf: f32) -> Result<Vec<Raw
     Ok(v)
 }
 
-fn iou_of(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+/// Intersection over union of two `[x1, y1, x2, y2]` boxes.
+pub fn iou_of(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
     let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let inter = iw * ih;
