@@ -29,9 +29,8 @@ use crate::config::{CameraMode, Config};
 use crate::decision::control::TaskControl;
 use crate::decision::controller::{Controller, GateDistance, RejectPlan};
 use crate::decision::reject::{Gate, GateSettings};
-use crate::decision::rules::ClassifierRule;
-use crate::inference::classifier::Classifier;
-use crate::inference::{runtime, Worker};
+use crate::decision::rules::{ClassifierRule, DetectionRule};
+use crate::inference::{runtime, Judge, Worker};
 use crate::line::health::{self, Faults, RejectWindow, WatchedTask};
 use crate::line::{encoder, trigger};
 use crate::modbus::handshake::{self, HandshakeStats};
@@ -162,20 +161,22 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         let cam_cfg = &config.cameras[&task.camera];
         let model_cfg = &config.models[&task.model];
         let model_cfg_owned = model_cfg.clone();
-        let mut model = tokio::task::spawn_blocking(move || Classifier::load(env, &model_cfg_owned, threads))
+        let loaded = tokio::task::spawn_blocking(move || crate::inference::load_model(env, &model_cfg_owned, threads))
             .await
             .map_err(|e| StartError::Other(e.to_string()))?
             .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
-        let warm = warm_up(&mut model).map_err(|e| {
+        let (mut judge, info) = judge_for(loaded, &task.rules, &model_cfg.path)
+            .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
+        let warm = warm_up(&mut judge).map_err(|e| {
             StartError::Model(format!(
                 "task `{task_name}`: model `{}` fails on a blank frame: {e}",
                 model_cfg.path.display()
             ))
         })?;
-        let threshold = task.rules.ng_threshold.map(|t| t as f32).or(model.contract.ng_threshold).unwrap_or(0.5);
+        let threshold = info.threshold;
         tracing::info!(
-            task = %task_name, model = %model.contract.name, version = %model.contract.version,
-            provider = model.provider, ng_threshold = %format!("{threshold:.3}"), warm_up_ms = %format!("{warm:.1}"), "model loaded"
+            task = %task_name, model = %info.name, version = %info.version, kind = info.kind,
+            provider = judge.provider(), ng_threshold = %format!("{threshold:.3}"), warm_up_ms = %format!("{warm:.1}"), "model loaded"
         );
         let stats = Arc::new(TaskStats::default());
         let cam_stats = Arc::new(CameraStats::default());
@@ -188,14 +189,15 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                 camera: task.camera.clone(),
                 camera_stats: cam_stats.clone(),
                 stats: stats.clone(),
-                provider: model.provider.to_string(),
+                provider: judge.provider().to_string(),
                 handshake: handshake_stats.clone(),
                 control: control.clone(),
                 model: json!({
-                    "name": model.contract.name,
-                    "version": model.contract.version,
-                    "sha256": model.sha256,
-                    "providers": model.providers,
+                    "name": info.name,
+                    "version": info.version,
+                    "kind": info.kind,
+                    "sha256": info.sha256,
+                    "providers": info.providers,
                 }),
             },
         );
@@ -247,24 +249,22 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         let task_arc: Arc<str> = task_name.as_str().into();
         let controller = Controller {
             task: task_arc.clone(),
-            classes: model.contract.classes.clone().into(),
+            classes: info.classes.clone().into(),
             inference_timeout: task.inference_timeout.get(),
             part_per_frame: cam_cfg.mode != CameraMode::FreeRunning,
             reject,
             telemetry: telemetry.clone(),
             stats: stats.clone(),
-            model_label: format!("{}@{}", model.contract.name, model.contract.version),
+            model_label: format!("{}@{}", info.name, info.version),
             observer: opts.observer.clone(),
             handshake: handshake_tx,
             reject_window: reject_window.clone(),
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
         let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
-        let rule = ClassifierRule { ok: model.ok_mask().to_vec(), ng_threshold: threshold };
         let worker = Worker {
             task: task_arc,
-            model,
-            rule,
+            judge,
             queue: queue.clone(),
             events: events_tx.clone(),
             max_age: task.inference_timeout.get(),
@@ -407,14 +407,88 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     Ok(running)
 }
 
+/// What the rest of the node needs to know about a task's model.
+struct ModelInfo {
+    name: String,
+    version: String,
+    kind: &'static str,
+    sha256: String,
+    providers: Vec<crate::inference::runtime::ProviderReport>,
+    classes: Vec<String>,
+    /// The task's NG threshold: a probability for classifiers, the minimum confidence for detectors.
+    threshold: f32,
+}
+
+/// The model with its verdict rule, from the task's `rules`.
+fn judge_for(
+    loaded: crate::inference::Loaded,
+    rules: &crate::config::RulesConfig,
+    path: &std::path::Path,
+) -> Result<(Judge, ModelInfo), String> {
+    use crate::inference::Loaded;
+    match loaded {
+        Loaded::Classifier(model) => {
+            if !rules.class_min_confidence.is_empty() || rules.min_area > 0.0 || rules.roi.is_some() {
+                return Err(
+                    "`class_min_confidence`, `min_area` and `roi` are for detectors; this model is a classifier".into(),
+                );
+            }
+            let threshold = rules.ng_threshold.map(|t| t as f32).or(model.contract.ng_threshold).unwrap_or(0.5);
+            let info = ModelInfo {
+                name: model.contract.name.clone(),
+                version: model.contract.version.clone(),
+                kind: "classifier",
+                sha256: model.sha256.clone(),
+                providers: model.providers.clone(),
+                classes: model.contract.classes.clone(),
+                threshold,
+            };
+            let rule = ClassifierRule { ok: model.ok_mask().to_vec(), ng_threshold: threshold };
+            Ok((Judge::Classifier { model, rule }, info))
+        }
+        Loaded::Detector(model) => {
+            let names = model.meta.names.clone();
+            let mut class_min = vec![0.0_f32; names.len()];
+            for (class, min) in &rules.class_min_confidence {
+                let i = names.iter().position(|n| n == class).ok_or_else(|| {
+                    format!("rules.class_min_confidence names `{class}`, which the model does not have (its classes: {names:?})")
+                })?;
+                class_min[i] = *min as f32;
+            }
+            let threshold = rules.ng_threshold.map_or(0.25, |t| t as f32);
+            let info = ModelInfo {
+                name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+                version: format!("yolo-{}", &model.sha256[..12]),
+                kind: "yolo-detect",
+                sha256: model.sha256.clone(),
+                providers: model.providers.clone(),
+                classes: names,
+                threshold,
+            };
+            let rule = DetectionRule {
+                class_min,
+                min_area: rules.min_area as f32,
+                roi: rules.roi.map(|r| r.map(|v| v as f32)),
+            };
+            Ok((Judge::Detector { model, rule, iou: 0.7 }, info))
+        }
+    }
+}
+
 /// One inference on a blank frame, so the first part is not slowed by lazy
 /// initialisation, and so a model that cannot run is found before READY.
-fn warm_up(model: &mut Classifier) -> Result<f64, String> {
-    let spec = &model.contract.input;
-    let blank = Mat::new_rows_cols_with_default(spec.height as i32, spec.width as i32, CV_8UC3, Scalar::all(128.0))
+fn warm_up(judge: &mut Judge) -> Result<f64, String> {
+    let (w, h) = match judge {
+        Judge::Classifier { model, .. } => (model.contract.input.width, model.contract.input.height),
+        Judge::Detector { model, .. } => (model.meta.imgsz.1, model.meta.imgsz.0),
+    };
+    let blank = Mat::new_rows_cols_with_default(h as i32, w as i32, CV_8UC3, Scalar::all(128.0))
         .map_err(|e| e.message.clone())?;
     let t = Instant::now();
-    model.classify(&blank)?;
+    match judge {
+        Judge::Classifier { model, .. } => model.classify(&blank).map(|_| ())?,
+        Judge::Detector { model, iou, .. } => model.detect(&blank, 0.25, *iou).map(|_| ())?,
+    }
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 

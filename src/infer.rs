@@ -15,8 +15,7 @@ use opencv::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::{CpuProvider, ModelConfig, ProviderConfig, RuntimeConfig};
-use crate::inference::classifier::Classifier;
-use crate::inference::detector::{self, Detection, Detector};
+use crate::inference::detector::Detection;
 use crate::inference::runtime;
 
 #[derive(clap::Args, Debug)]
@@ -44,12 +43,9 @@ pub struct InferArgs {
     pub images: Vec<PathBuf>,
 }
 
-pub enum Model {
-    Detector(Detector),
-    Classifier(Classifier),
-}
+pub use crate::inference::Loaded as Model;
 
-/// Load `path` as whatever kind it is.
+/// Load `path` as whatever kind it is (on the CPU).
 pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
@@ -59,21 +55,7 @@ pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
         sidecar: None,
         providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(threads) })],
     };
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let probe = runtime::build_session(env, path, &bytes, &cfg.providers, 1).map_err(|e| e.to_string())?;
-    let ultralytics = detector::is_ultralytics(&probe.session);
-    let contract = probe.session.metadata().ok().and_then(|m| m.custom("linesight")).is_some()
-        || crate::inference::classifier::sidecar_for(path).is_file();
-    drop(probe);
-    match (ultralytics, contract) {
-        (true, _) => Detector::load(env, &cfg, threads).map(Model::Detector).map_err(|e| e.to_string()),
-        (false, true) => Classifier::load(env, &cfg, threads).map(Model::Classifier).map_err(|e| e.to_string()),
-        (false, false) => Err(format!(
-            "{}: cannot tell what kind of model this is: no Ultralytics metadata (`task`, `names`) and no linesight contract (metadata key `linesight`, or a sidecar `{}`)",
-            path.display(),
-            crate::inference::classifier::sidecar_for(path).display()
-        )),
-    }
+    crate::inference::load_model(env, &cfg, threads).map_err(|e| e.to_string())
 }
 
 pub fn main(args: InferArgs) -> Result<bool, String> {

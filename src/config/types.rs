@@ -351,8 +351,10 @@ fn default_providers() -> Vec<ProviderConfig> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
-    /// N-class image classifier (softmax or logits output).
+    /// N-class image classifier (softmax or logits output) with a linesight contract.
     Classifier,
+    /// Ultralytics YOLO detection export (raw or `nms=True`).
+    YoloDetect,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -434,6 +436,16 @@ pub struct RulesConfig {
     /// Defaults to the threshold the training script wrote into the model.
     #[serde(default)]
     pub ng_threshold: Option<f64>,
+    /// Detectors: a class's own minimum confidence, above `ng_threshold` (which defaults to 0.25 for
+    /// detectors), e.g. `{ scratch: 0.6 }`.
+    #[serde(default)]
+    pub class_min_confidence: std::collections::BTreeMap<String, f64>,
+    /// Detectors: boxes smaller than this many square pixels do not count.
+    #[serde(default)]
+    pub min_area: f64,
+    /// Detectors: only boxes whose centre lies in `[x1, y1, x2, y2]` (image pixels) count.
+    #[serde(default)]
+    pub roi: Option<[f64; 4]>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -253,6 +253,13 @@ impl Controller {
             doc["scores"] = Value::Object(scores);
             doc["ng_score"] = json!(round3(f64::from(j.ng_score)));
             doc["class"] = json!(self.classes.get(j.top_class));
+        } else if j.error.is_none() {
+            // A detector: the detections that count (none for a good part), boxes in image pixels.
+            doc["detections"] = json!(j.detections);
+            doc["ng_score"] = json!(round3(f64::from(j.ng_score)));
+            if let Some(d) = j.detections.first() {
+                doc["class"] = json!(d.class);
+            }
         }
         if let Some(e) = &j.error {
             doc["error"] = json!(e);

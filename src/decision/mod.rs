@@ -71,6 +71,8 @@ pub struct Judgement {
     pub inference_ms: f64,
     /// Why the verdict is ERROR, when it is.
     pub error: Option<String>,
+    /// Detectors: the detections that count for the verdict (see [`rules::DetectionRule`]).
+    pub detections: Vec<crate::inference::detector::Detection>,
 }
 
 impl Judgement {
@@ -85,6 +87,7 @@ impl Judgement {
             preprocess_ms: 0.0,
             inference_ms: 0.0,
             error: Some(why),
+            detections: Vec::new(),
         }
     }
 }

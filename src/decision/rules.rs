@@ -26,6 +26,52 @@ impl ClassifierRule {
     }
 }
 
+/// The verdict rule for detectors: a part is NG when one detection counts.
+/// A detection counts when its score reaches its class's minimum confidence,
+/// its box is at least `min_area` square pixels, and its centre lies in the
+/// region of interest (when one is set): what the plant agreed is a defect.
+#[derive(Debug, Clone)]
+pub struct DetectionRule {
+    /// Minimum confidence per class (class id order).
+    pub class_min: Vec<f32>,
+    pub min_area: f32,
+    /// `[x1, y1, x2, y2]` in image pixels.
+    pub roi: Option<[f32; 4]>,
+}
+
+impl DetectionRule {
+    /// Whether one detection counts.
+    pub fn counts(&self, class: usize, score: f32, b: &[f32; 4]) -> bool {
+        let min = self.class_min.get(class).copied().unwrap_or(f32::INFINITY);
+        let area = (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0);
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        let inside = self.roi.is_none_or_inside(cx, cy);
+        score.is_finite() && score >= min && area >= self.min_area && inside
+    }
+
+    /// The verdict, the NG score (the best counting detection's score, 0 for none) and the
+    /// indices of the detections that count.
+    pub fn judge(&self, dets: &[(usize, f32, [f32; 4])]) -> (Verdict, f32, Vec<usize>) {
+        let kept: Vec<usize> =
+            dets.iter().enumerate().filter(|(_, (c, s, b))| self.counts(*c, *s, b)).map(|(i, _)| i).collect();
+        let ng = kept.iter().map(|&i| dets[i].1).fold(0.0_f32, f32::max);
+        (if kept.is_empty() { Verdict::Ok } else { Verdict::Ng }, ng, kept)
+    }
+}
+
+trait Roi {
+    fn is_none_or_inside(&self, x: f32, y: f32) -> bool;
+}
+
+impl Roi for Option<[f32; 4]> {
+    fn is_none_or_inside(&self, x: f32, y: f32) -> bool {
+        match self {
+            None => true,
+            Some(r) => x >= r[0] && x <= r[2] && y >= r[1] && y <= r[3],
+        }
+    }
+}
+
 /// Numerically stable softmax.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -55,6 +101,24 @@ mod tests {
         assert_eq!(rule(0.5).judge(&[f32::NAN, 0.0, 0.0]).0, Verdict::Error);
         assert_eq!(rule(0.5).judge(&[1.0, 0.0]).0, Verdict::Error);
         assert_eq!(rule(0.5).judge(&[3.0, 0.0, 0.0]).0, Verdict::Error);
+    }
+
+    #[test]
+    fn a_detection_counts_by_class_confidence_area_and_region() {
+        let rule = DetectionRule { class_min: vec![0.5, 0.8], min_area: 100.0, roi: Some([0.0, 0.0, 200.0, 200.0]) };
+        let d = |c, s, b| (c, s, b);
+        assert_eq!(rule.judge(&[]).0, Verdict::Ok);
+        let (v, ng, kept) = rule.judge(&[d(0, 0.6, [10.0, 10.0, 30.0, 30.0]), d(1, 0.7, [10.0, 10.0, 30.0, 30.0])]);
+        assert_eq!((v, kept), (Verdict::Ng, vec![0]), "class 1 needs 0.8");
+        assert_eq!(ng, 0.6);
+        assert_eq!(
+            rule.judge(&[d(0, 0.9, [10.0, 10.0, 15.0, 15.0])]).0,
+            Verdict::Ok,
+            "25 px² is below the minimum area"
+        );
+        assert_eq!(rule.judge(&[d(0, 0.9, [300.0, 10.0, 330.0, 40.0])]).0, Verdict::Ok, "outside the region");
+        assert_eq!(rule.judge(&[d(5, 0.99, [10.0, 10.0, 30.0, 30.0])]).0, Verdict::Ok, "unknown class never counts");
+        assert_eq!(rule.judge(&[d(0, f32::NAN, [10.0, 10.0, 30.0, 30.0])]).0, Verdict::Ok);
     }
 
     #[test]

@@ -19,9 +19,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::camera::queue::FrameQueue;
 use crate::camera::Frame;
 use crate::decision::control::TaskControl;
-use crate::decision::rules::ClassifierRule;
+use crate::decision::rules::{ClassifierRule, DetectionRule};
 use crate::decision::{Judgement, PartEvent, Verdict};
 use classifier::Classifier;
+use detector::Detector;
 
 /// A frame as 8-bit BGR: grey and BGRA frames converted, 3-channel frames borrowed.
 pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::core::Mat>, String> {
@@ -43,10 +44,69 @@ pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::
     Ok(bgr)
 }
 
+/// A model of either kind.
+pub enum Loaded {
+    Classifier(Classifier),
+    Detector(Detector),
+}
+
+/// Load a model as the kind the config names, or, without `kind`, as the
+/// kind the file says it is: Ultralytics exports carry `task` and `names` in
+/// their metadata, linesight classifiers their contract.
+pub fn load_model(
+    env: &ort::environment::Environment,
+    cfg: &crate::config::ModelConfig,
+    threads: usize,
+) -> Result<Loaded, runtime::RuntimeError> {
+    use crate::config::ModelKind;
+    let kind = match cfg.kind {
+        Some(k) => k,
+        None => {
+            let fail = |why: String| runtime::RuntimeError::Model { path: cfg.path.clone(), why };
+            let bytes = std::fs::read(&cfg.path)
+                .map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
+            let cpu = [crate::config::ProviderConfig::Cpu(Default::default())];
+            let probe = runtime::build_session(env, &cfg.path, &bytes, &cpu, 1)?;
+            let ultralytics = detector::is_ultralytics(&probe.session);
+            let contract = probe.session.metadata().ok().and_then(|m| m.custom("linesight")).is_some()
+                || cfg.sidecar.as_ref().is_some_and(|p| p.is_file())
+                || classifier::sidecar_for(&cfg.path).is_file();
+            match (ultralytics, contract) {
+                (true, _) => ModelKind::YoloDetect,
+                (false, true) => ModelKind::Classifier,
+                (false, false) => {
+                    return Err(fail(format!(
+                        "cannot tell what kind of model this is: no Ultralytics metadata (`task`, `names`) and no linesight contract (metadata key `linesight`, or a sidecar `{}`); set `kind` in the config",
+                        classifier::sidecar_for(&cfg.path).display()
+                    )))
+                }
+            }
+        }
+    };
+    match kind {
+        ModelKind::Classifier => Classifier::load(env, cfg, threads).map(Loaded::Classifier),
+        ModelKind::YoloDetect => Detector::load(env, cfg, threads).map(Loaded::Detector),
+    }
+}
+
+/// A loaded model with the rule that turns its output into a verdict.
+pub enum Judge {
+    Classifier { model: Classifier, rule: ClassifierRule },
+    Detector { model: Detector, rule: DetectionRule, iou: f32 },
+}
+
+impl Judge {
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Judge::Classifier { model, .. } => model.provider,
+            Judge::Detector { model, .. } => model.provider,
+        }
+    }
+}
+
 pub struct Worker {
     pub task: Arc<str>,
-    pub model: Classifier,
-    pub rule: ClassifierRule,
+    pub judge: Judge,
     pub queue: Arc<FrameQueue<Frame>>,
     pub events: UnboundedSender<PartEvent>,
     /// A frame older than this when its turn comes is not worth inferring:
@@ -93,23 +153,51 @@ impl Worker {
             j.error = Some("task disabled by command: parts are not inspected, so they are rejected".into());
             return j;
         }
-        self.rule.ng_threshold = self.control.threshold();
-        match self.model.classify(&frame.image) {
-            Ok((probs, timing)) => {
-                let (verdict, ng) = self.rule.judge(&probs);
-                j.error = None;
-                j.verdict = verdict;
-                j.ng_score = ng;
-                j.top_class = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-                if verdict == Verdict::Error {
-                    j.error = Some(format!("the model returned unusable scores {probs:?}"));
-                }
-                j.scores = probs;
+        let threshold = self.control.threshold();
+        let result = match &mut self.judge {
+            Judge::Classifier { model, rule } => {
+                rule.ng_threshold = threshold;
+                model.classify(&frame.image).map(|(probs, timing)| {
+                    let (verdict, ng) = rule.judge(&probs);
+                    j.verdict = verdict;
+                    j.ng_score = ng;
+                    j.top_class =
+                        probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                    if verdict == Verdict::Error {
+                        j.error = Some(format!("the model returned unusable scores {probs:?}"));
+                    } else {
+                        j.error = None;
+                    }
+                    j.scores = probs;
+                    timing
+                })
+            }
+            Judge::Detector { model, rule, iou } => {
+                // The task's threshold is every class's floor; per-class minimums above it stay.
+                model.detect(&frame.image, threshold * 0.999, *iou).map(|(dets, timing)| {
+                    let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
+                    let mut effective = rule.clone();
+                    for m in &mut effective.class_min {
+                        *m = m.max(threshold);
+                    }
+                    let (verdict, ng, kept) = effective.judge(&raw);
+                    j.verdict = verdict;
+                    j.ng_score = ng;
+                    j.error = None;
+                    j.top_class = kept.first().map_or(0, |&i| dets[i].class_id);
+                    j.detections = kept.into_iter().map(|i| dets[i].clone()).collect();
+                    timing
+                })
+            }
+        };
+        match result {
+            Ok(timing) => {
                 j.preprocess_ms = timing.preprocess_ms;
                 j.inference_ms = timing.inference_ms;
             }
             Err(e) => {
                 tracing::error!(task = %self.task, part = j.part.part_id, error = %e, "inference failed; part gets ERROR");
+                j.verdict = Verdict::Error;
                 j.error = Some(e);
             }
         }

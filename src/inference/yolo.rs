@@ -144,6 +144,10 @@ pub fn decode_raw(out: &[f32], nc: usize, n: usize, conf: f32, iou: f32) -> Resu
     if out.len() != (4 + nc) * n {
         return Err(format!("output has {} values, [1, {}, {n}] needs {}", out.len(), 4 + nc, (4 + nc) * n));
     }
+    // A model that emits NaN must not pass parts as "nothing found".
+    if out.iter().any(|v| !v.is_finite()) {
+        return Err("the model returned non-finite values".into());
+    }
     let mut cands = Vec::new();
     for i in 0..n {
         let (mut best, mut class) = (f32::NEG_INFINITY, 0);
@@ -169,6 +173,9 @@ pub fn decode_raw(out: &[f32], nc: usize, n: usize, conf: f32, iou: f32) -> Resu
 pub fn decode_nms(out: &[f32], k: usize, nc: usize, conf: f32) -> Result<Vec<Raw>, String> {
     if out.len() != k * 6 {
         return Err(format!("output has {} values, [1, {k}, 6] needs {}", out.len(), k * 6));
+    }
+    if out.iter().any(|v| !v.is_finite()) {
+        return Err("the model returned non-finite values".into());
     }
     let mut v = Vec::new();
     for row in out.chunks_exact(6) {
@@ -272,6 +279,9 @@ mod tests {
         assert_eq!(d[0].xyxy, [40.0, 40.0, 60.0, 60.0]);
         assert_eq!((d[1].class, d[1].score), (1, 0.7));
         assert!(decode_raw(&out, 3, n, 0.25, 0.7).is_err(), "shape mismatch is an error");
+        let mut nan = out.clone();
+        nan[17] = f32::NAN;
+        assert!(decode_raw(&nan, 2, n, 0.25, 0.7).unwrap_err().contains("non-finite"), "NaN is never 'nothing found'");
     }
 
     #[test]
