@@ -4,9 +4,9 @@
 //! threshold and at the threshold that reaches a target recall.
 //!
 //! Folders: a classifier reads `DIR/<class>/*.png|jpg` (class names as in
-//! its contract); a detector reads YOLO label files, `DIR/labels/<stem>.txt`
-//! beside `DIR/images/`, or `<stem>.txt` next to each image (an empty or
-//! missing file is a good part).
+//! its contract); a detector reads YOLO label files where Ultralytics looks
+//! for them (`…/images/…/x.png` → `…/labels/…/x.txt`), or `x.txt` next to
+//! the image outside an `images` folder (an empty or missing file is a good part).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -91,26 +91,23 @@ fn classifier_samples(dir: &Path, classes: &[String]) -> Result<Vec<Sample>, Str
 }
 
 fn detector_samples(dir: &Path) -> Result<Vec<Sample>, String> {
-    let (images, labels) = if dir.join("images").is_dir() {
-        (dir.join("images"), Some(dir.join("labels")))
-    } else {
-        (dir.to_path_buf(), None)
-    };
-    let out: Vec<Sample> = images_in(&images)?
-        .into_iter()
-        .map(|path| {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
-            let label = match &labels {
-                Some(l) => l.join(format!("{stem}.txt")),
-                None => path.with_extension("txt"),
-            };
-            Sample { path, truth: Truth::Boxes(label) }
-        })
-        .collect();
+    let images = if dir.join("images").is_dir() { dir.join("images") } else { dir.to_path_buf() };
+    let out: Vec<Sample> =
+        images_in(&images)?.into_iter().map(|path| Sample { truth: Truth::Boxes(label_path(&path)), path }).collect();
     if out.is_empty() {
         return Err(format!("{}: no images", images.display()));
     }
     Ok(out)
+}
+
+/// Ultralytics' rule: the last `/images/` of the path becomes `/labels/`, the
+/// extension `.txt`; without an `images` folder the label sits beside the image.
+fn label_path(image: &Path) -> PathBuf {
+    let s = image.to_string_lossy();
+    match s.rfind("/images/") {
+        Some(i) => PathBuf::from(format!("{}/labels/{}", &s[..i], &s[i + "/images/".len()..])).with_extension("txt"),
+        None => image.with_extension("txt"),
+    }
 }
 
 /// YOLO label lines `class cx cy w h` (normalised) to pixel boxes.
@@ -418,6 +415,13 @@ mod tests {
         assert_eq!(t, 0.02);
         assert!(recall >= 0.99);
         assert_eq!(frr, 0.5, "0.02 and 0.5 of four good parts are at or above it");
+    }
+
+    #[test]
+    fn label_paths_follow_ultralytics() {
+        assert_eq!(label_path(Path::new("/d/images/test/a.png")), PathBuf::from("/d/labels/test/a.txt"));
+        assert_eq!(label_path(Path::new("/d/images/a.jpg")), PathBuf::from("/d/labels/a.txt"));
+        assert_eq!(label_path(Path::new("/d/x/a.png")), PathBuf::from("/d/x/a.txt"));
     }
 
     #[test]
