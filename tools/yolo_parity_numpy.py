@@ -4,8 +4,8 @@ does with an exported YOLO detection ONNX (letterbox, decode, NMS, scale back),
 checked against tools/yolo_reference.py. It is the written-out contract the
 Rust implementation follows; no Ultralytics import here.
 
-    python tools/check_yolo_parity.py models/surface-detector.onnx IMAGE... [--conf 0.25] [--iou 0.7]
-    python tools/check_yolo_parity.py MODEL.onnx IMAGE... --reference REF.jsonl   # compare with a saved run
+    python tools/yolo_parity_numpy.py models/surface-detector.onnx IMAGE... [--conf 0.25] [--iou 0.7]
+    python tools/yolo_parity_numpy.py MODEL.onnx IMAGE... --reference REF.jsonl   # compare with a saved run
 
 Without --reference it runs tools/yolo_reference.py itself. Exits 1 on any
 mismatch (count, class, |score diff| > 1e-4, |box diff| > 0.05 px).
