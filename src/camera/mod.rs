@@ -162,6 +162,10 @@ impl Camera {
         }
         let mut last_print: Option<u64> = None;
         let mut same_in_a_row: u64 = 0;
+        // Live streams set their own rate: learn the frame interval from the
+        // stream (a smoothed average), so that a stream that stops sending is
+        // seen as stalled after `stall_frames` of its own intervals.
+        let mut learned: Option<(Instant, f64, u32)> = None;
         let when_full = match (self.config.mode, self.config.fps, &self.config.source) {
             (CameraMode::FreeRunning, _, _) => WhenFull::DropOldest,
             // A file read as fast as inspection goes: nothing moves, so wait.
@@ -220,6 +224,21 @@ impl Camera {
                         same_in_a_row = 0;
                         last_print = print;
                         self.stats.last_new_ms.store(clock(), Ordering::Relaxed);
+                        if interval.is_none() && self.is_live() {
+                            let now = Instant::now();
+                            learned = Some(match learned {
+                                None => (now, 0.0, 0),
+                                Some((at, avg, n)) => {
+                                    let dt = (now - at).as_secs_f64() * 1e3;
+                                    let avg = if n == 0 { dt } else { 0.8 * avg + 0.2 * dt };
+                                    if n >= 5 {
+                                        let limit = (avg.max(10.0) * stall_frames as f64) as u64;
+                                        self.stats.stall_after_ms.store(limit, Ordering::Relaxed);
+                                    }
+                                    (now, avg, n + 1)
+                                }
+                            });
+                        }
                         seq += 1;
                         if self.waiting.is_some() {
                             self.deliver_triggered(grab_started, image);
@@ -314,6 +333,10 @@ impl Camera {
                     .send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
             }
         }
+    }
+
+    fn is_live(&self) -> bool {
+        !matches!(self.config.source, SourceConfig::File(_) | SourceConfig::Directory(_))
     }
 
     /// Sleep in small steps so a stop request is honoured quickly.
