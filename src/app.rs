@@ -469,6 +469,7 @@ fn judge_for(
                 class_min,
                 min_area: rules.min_area as f32,
                 roi: rules.roi.map(|r| r.map(|v| v as f32)),
+                zones: rules.zones.iter().map(|z| z.iter().map(|p| p.map(|v| v as f32)).collect()).collect(),
             };
             Ok((Judge::Detector { model, rule, iou: 0.7 }, info))
         }

@@ -133,6 +133,22 @@ fn modbus_addresses_out_of_range() {
 }
 
 #[test]
+fn detector_zones_need_three_corners_and_regions_must_not_be_empty() {
+    let text = valid().replace(
+        "      ng_threshold: 0.5\n",
+        "      ng_threshold: 0.5\n      zones: [[[0, 0], [10, 0]]]\n      roi: [50, 50, 10, 60]\n",
+    );
+    let errs = errors(&text);
+    assert!(errs.iter().any(|e| e.message.contains("zone 0 has 2 corner(s)")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.message.contains("region [50, 50, 10, 60] is empty")), "{errs:#?}");
+    let fine = valid().replace(
+        "      ng_threshold: 0.5\n",
+        "      ng_threshold: 0.5\n      zones: [[[0, 0], [10, 0], [10, 10]]]\n      roi: [0, 0, 640, 480]\n",
+    );
+    loads(&fine);
+}
+
+#[test]
 fn thresholds_outside_zero_to_one() {
     one_error(&valid().replace("ng_threshold: 0.5", "ng_threshold: 1.5"), 32, 21, &["1.5 is outside 0..1"]);
 }

@@ -446,6 +446,10 @@ pub struct RulesConfig {
     /// Detectors: only boxes whose centre lies in `[x1, y1, x2, y2]` (image pixels) count.
     #[serde(default)]
     pub roi: Option<[f64; 4]>,
+    /// Detectors: polygon zones, each a list of `[x, y]` corners in image pixels (at least three); when
+    /// given, only boxes whose centre lies in one of them count.
+    #[serde(default)]
+    pub zones: Vec<Vec<[f64; 2]>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

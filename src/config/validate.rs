@@ -777,6 +777,25 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
                 );
             }
         }
+        for (i, zone) in task.rules.zones.iter().enumerate() {
+            let bad = zone.len() < 3 || zone.iter().flatten().any(|v| !v.is_finite());
+            if bad {
+                c.at(
+                    &[&path[..], &["rules", "zones"]].concat(),
+                    format!("zone {i} has {} corner(s) or a value that is not a number", zone.len()),
+                    "give each zone at least three [x, y] corners in image pixels",
+                );
+            }
+        }
+        if let Some([x1, y1, x2, y2]) = task.rules.roi {
+            if !(x2 > x1 && y2 > y1) {
+                c.at(
+                    &[&path[..], &["rules", "roi"]].concat(),
+                    format!("region [{x1}, {y1}, {x2}, {y2}] is empty"),
+                    "write it as [x1, y1, x2, y2] with x2 > x1 and y2 > y1 (image pixels)",
+                );
+            }
+        }
         if task.inference_timeout.get().is_zero() {
             c.at(
                 &[&path[..], &["inference_timeout"]].concat(),

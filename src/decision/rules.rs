@@ -37,6 +37,22 @@ pub struct DetectionRule {
     pub min_area: f32,
     /// `[x1, y1, x2, y2]` in image pixels.
     pub roi: Option<[f32; 4]>,
+    /// Polygons in image pixels; when any, a box counts only with its centre in one of them.
+    pub zones: Vec<Vec<[f32; 2]>>,
+}
+
+/// Even-odd rule: whether `(x, y)` lies inside the polygon.
+fn in_polygon(poly: &[[f32; 2]], x: f32, y: f32) -> bool {
+    let mut inside = false;
+    let mut j = poly.len().wrapping_sub(1);
+    for i in 0..poly.len() {
+        let ([xi, yi], [xj, yj]) = (poly[i], poly[j]);
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
 }
 
 impl DetectionRule {
@@ -45,7 +61,8 @@ impl DetectionRule {
         let min = self.class_min.get(class).copied().unwrap_or(f32::INFINITY);
         let area = (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0);
         let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
-        let inside = self.roi.is_none_or_inside(cx, cy);
+        let inside = self.roi.is_none_or_inside(cx, cy)
+            && (self.zones.is_empty() || self.zones.iter().any(|z| in_polygon(z, cx, cy)));
         score.is_finite() && score >= min && area >= self.min_area && inside
     }
 
@@ -105,7 +122,12 @@ mod tests {
 
     #[test]
     fn a_detection_counts_by_class_confidence_area_and_region() {
-        let rule = DetectionRule { class_min: vec![0.5, 0.8], min_area: 100.0, roi: Some([0.0, 0.0, 200.0, 200.0]) };
+        let rule = DetectionRule {
+            class_min: vec![0.5, 0.8],
+            min_area: 100.0,
+            roi: Some([0.0, 0.0, 200.0, 200.0]),
+            zones: vec![],
+        };
         let d = |c, s, b| (c, s, b);
         assert_eq!(rule.judge(&[]).0, Verdict::Ok);
         let (v, ng, kept) = rule.judge(&[d(0, 0.6, [10.0, 10.0, 30.0, 30.0]), d(1, 0.7, [10.0, 10.0, 30.0, 30.0])]);
@@ -119,6 +141,17 @@ mod tests {
         assert_eq!(rule.judge(&[d(0, 0.9, [300.0, 10.0, 330.0, 40.0])]).0, Verdict::Ok, "outside the region");
         assert_eq!(rule.judge(&[d(5, 0.99, [10.0, 10.0, 30.0, 30.0])]).0, Verdict::Ok, "unknown class never counts");
         assert_eq!(rule.judge(&[d(0, f32::NAN, [10.0, 10.0, 30.0, 30.0])]).0, Verdict::Ok);
+    }
+
+    #[test]
+    fn zones_are_polygons_and_a_box_counts_by_its_centre() {
+        // An L-shaped zone: the square 0..100 without its top-right quarter.
+        let l = vec![[0.0, 0.0], [50.0, 0.0], [50.0, 50.0], [100.0, 50.0], [100.0, 100.0], [0.0, 100.0]];
+        let rule = DetectionRule { class_min: vec![0.5], min_area: 0.0, roi: None, zones: vec![l] };
+        assert_eq!(rule.judge(&[(0, 0.9, [10.0, 10.0, 20.0, 20.0])]).0, Verdict::Ng);
+        assert_eq!(rule.judge(&[(0, 0.9, [70.0, 10.0, 80.0, 20.0])]).0, Verdict::Ok, "the cut-out corner");
+        assert_eq!(rule.judge(&[(0, 0.9, [70.0, 70.0, 80.0, 80.0])]).0, Verdict::Ng);
+        assert_eq!(rule.judge(&[(0, 0.9, [170.0, 70.0, 180.0, 80.0])]).0, Verdict::Ok);
     }
 
     #[test]
