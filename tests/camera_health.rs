@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,14 +40,7 @@ fn a_frozen_stream_is_reported_stalled_and_its_repeats_are_not_inspected() {
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
     let started = Instant::now();
-    let mut child = KillOnDrop(
-        Command::new(bin())
-            .args(["run", "--log-format", "text", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run_daemon(&cfg, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     // Five fresh frames, then repeats: stalled after three in a row (stall_frames defaults to 3).
     assert!(

@@ -73,14 +73,7 @@ fn results_survive_a_broker_outage_in_order_and_flagged_historical() {
     let queue = dir.path().join("queue");
     let cfg = write_config(dir.path(), &queued_node_yaml(&plc.addr.to_string(), broker.port, &queue));
     let log = dir.path().join("daemon.log");
-    let mut child = KillOnDrop(
-        Command::new(bin())
-            .args(["run", "--log-format", "text", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run_daemon(&cfg, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Some results arrive live; then the broker goes away for a while.
@@ -216,14 +209,7 @@ fn a_long_outage_at_50_messages_per_second_loses_nothing() {
         .replace("pulse: 30ms", "pulse: 10ms");
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
-    let mut child = KillOnDrop(
-        Command::new(bin())
-            .args(["run", "--log-format", "text", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run_daemon(&cfg, &log);
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(wait_until(Duration::from_secs(60), || lines.lock().unwrap().len() >= 50), "{}", logs());
     broker.stop();

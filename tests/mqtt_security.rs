@@ -17,17 +17,6 @@ use common::*;
 use linesight::sim::plc::SimPlc;
 use serde_json::{json, Value};
 
-fn daemon(cfg: &Path, log: &Path) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(bin())
-            .args(["run", "--log-format", "text", "--config"])
-            .arg(cfg)
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 fn wait_log(log: &Path, timeout: Duration, f: impl Fn(&str) -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -114,7 +103,7 @@ fn tls_and_mutual_tls_connect_and_every_refusal_says_why() {
         std::fs::create_dir_all(&d).unwrap();
         let cfg = write_config(&d, &node(&plc, *port, &format!("tls-{name}"), keys));
         let log = d.join("daemon.log");
-        running.push((daemon(&cfg, &log), log));
+        running.push((run_daemon(&cfg, &log), log));
     }
     for ((_, _, _, expect), (_child, log)) in cases.iter().zip(&running) {
         assert!(
@@ -170,7 +159,7 @@ fn bad_credentials_and_acl_refusals_are_reported() {
         let extra = format!(", username: cell, password: {password}");
         let cfg = write_config(&d, &node(&plc, broker.port, &format!("cred-{name}"), &extra));
         let log = d.join("daemon.log");
-        children.push((daemon(&cfg, &log), log, expect));
+        children.push((run_daemon(&cfg, &log), log, expect));
     }
     for (child, log, expect) in &mut children {
         let found = wait_log(log, Duration::from_secs(20), |l| {
@@ -227,7 +216,7 @@ fn json_commands_are_answered_by_id_and_refused_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
     let log = dir.path().join("daemon.log");
-    let mut child = daemon(&cfg, &log);
+    let mut child = run_daemon(&cfg, &log);
     assert!(
         sub.wait_for(|t, p| t.ends_with("/cameras/top/status") && p.contains("\"online\""), Duration::from_secs(30))
     );

@@ -36,17 +36,6 @@ fn sp_yaml(plc: &str, port: u16, dir: &Path, mqtt_extra: &str, sp_extra: &str) -
         )
 }
 
-fn daemon(cfg: &Path, log: &Path) -> KillOnDrop {
-    KillOnDrop(
-        Command::new(bin())
-            .args(["run", "--log-format", "text", "--config"])
-            .arg(cfg)
-            .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 fn bd_seq(msg: &Value) -> u64 {
     value(msg, "bdSeq").and_then(Value::as_u64).unwrap_or_else(|| panic!("no bdSeq in {msg}"))
 }
@@ -73,7 +62,7 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
     let d = Decoder::start(broker.port, &["spBv1.0/#"], &[]);
     let cfg = write_config(dir.path(), &sp_yaml(&plc.addr.to_string(), broker.port, dir.path(), "", ""));
     let log = dir.path().join("daemon.log");
-    let mut child = daemon(&cfg, &log);
+    let mut child = run_daemon(&cfg, &log);
 
     // Births: NBIRTH first (seq 0, bdSeq, Rebirth = false, every metric typed), then a DBIRTH per device.
     assert!(d.wait(Duration::from_secs(30), |m| m.iter().filter(|m| kind(m) == "DBIRTH").count() >= 2), "no births");
@@ -246,7 +235,7 @@ fn sigkill_publishes_the_will_and_bdseq_moves_on_across_restarts() {
     let d = Decoder::start(broker.port, &[&topic("NBIRTH"), &topic("NDEATH")], &[]);
     let cfg = write_config(dir.path(), &sp_yaml(&plc.addr.to_string(), broker.port, dir.path(), "", ""));
     let log = dir.path().join("daemon.log");
-    let mut child = daemon(&cfg, &log);
+    let mut child = run_daemon(&cfg, &log);
     assert!(d.wait(Duration::from_secs(30), |m| !m.is_empty()), "no NBIRTH");
     let first = bd_seq(&d.of("NBIRTH")[0]);
 
@@ -259,7 +248,7 @@ fn sigkill_publishes_the_will_and_bdseq_moves_on_across_restarts() {
     assert_eq!(bd_seq(&will), first, "the Will's bdSeq is the NBIRTH's");
     eprintln!("Will published {:?} after SIGKILL", killed.elapsed());
 
-    let _again = daemon(&cfg, &log);
+    let _again = run_daemon(&cfg, &log);
     assert!(d.wait(Duration::from_secs(30), |m| m.iter().filter(|m| kind(m) == "NBIRTH").count() >= 2));
     let second = bd_seq(&d.of("NBIRTH")[1]);
     assert_eq!(second, (first + 1) % 256, "bdSeq increases across a restart");
@@ -286,7 +275,7 @@ fn primary_host_gates_births_and_failover_replays_the_queue_flagged_historical()
         &sp_yaml(&plc.addr.to_string(), a.port, dir.path(), &mqtt_extra, ", primary_host: scada"),
     );
     let log = dir.path().join("daemon.log");
-    let _child = daemon(&cfg, &log);
+    let _child = run_daemon(&cfg, &log);
 
     // Connected to A, but no births until the primary host is online.
     std::thread::sleep(Duration::from_secs(4));

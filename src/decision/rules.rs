@@ -56,9 +56,9 @@ fn in_polygon(poly: &[[f32; 2]], x: f32, y: f32) -> bool {
 }
 
 impl DetectionRule {
-    /// Whether one detection counts.
-    pub fn counts(&self, class: usize, score: f32, b: &[f32; 4]) -> bool {
-        let min = self.class_min.get(class).copied().unwrap_or(f32::INFINITY);
+    /// Whether one detection counts; `floor` raises every class's minimum (the task's threshold).
+    pub fn counts(&self, class: usize, score: f32, b: &[f32; 4], floor: f32) -> bool {
+        let min = self.class_min.get(class).map_or(f32::INFINITY, |m| m.max(floor));
         let area = (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0);
         let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
         let inside = self.roi.is_none_or_inside(cx, cy)
@@ -68,9 +68,9 @@ impl DetectionRule {
 
     /// The verdict, the NG score (the best counting detection's score, 0 for none) and the
     /// indices of the detections that count.
-    pub fn judge(&self, dets: &[(usize, f32, [f32; 4])]) -> (Verdict, f32, Vec<usize>) {
+    pub fn judge(&self, dets: &[(usize, f32, [f32; 4])], floor: f32) -> (Verdict, f32, Vec<usize>) {
         let kept: Vec<usize> =
-            dets.iter().enumerate().filter(|(_, (c, s, b))| self.counts(*c, *s, b)).map(|(i, _)| i).collect();
+            dets.iter().enumerate().filter(|(_, (c, s, b))| self.counts(*c, *s, b, floor)).map(|(i, _)| i).collect();
         let ng = kept.iter().map(|&i| dets[i].1).fold(0.0_f32, f32::max);
         (if kept.is_empty() { Verdict::Ok } else { Verdict::Ng }, ng, kept)
     }
@@ -129,18 +129,23 @@ mod tests {
             zones: vec![],
         };
         let d = |c, s, b| (c, s, b);
-        assert_eq!(rule.judge(&[]).0, Verdict::Ok);
-        let (v, ng, kept) = rule.judge(&[d(0, 0.6, [10.0, 10.0, 30.0, 30.0]), d(1, 0.7, [10.0, 10.0, 30.0, 30.0])]);
+        assert_eq!(rule.judge(&[], 0.0).0, Verdict::Ok);
+        let (v, ng, kept) =
+            rule.judge(&[d(0, 0.6, [10.0, 10.0, 30.0, 30.0]), d(1, 0.7, [10.0, 10.0, 30.0, 30.0])], 0.0);
         assert_eq!((v, kept), (Verdict::Ng, vec![0]), "class 1 needs 0.8");
         assert_eq!(ng, 0.6);
         assert_eq!(
-            rule.judge(&[d(0, 0.9, [10.0, 10.0, 15.0, 15.0])]).0,
+            rule.judge(&[d(0, 0.9, [10.0, 10.0, 15.0, 15.0])], 0.0).0,
             Verdict::Ok,
             "25 px² is below the minimum area"
         );
-        assert_eq!(rule.judge(&[d(0, 0.9, [300.0, 10.0, 330.0, 40.0])]).0, Verdict::Ok, "outside the region");
-        assert_eq!(rule.judge(&[d(5, 0.99, [10.0, 10.0, 30.0, 30.0])]).0, Verdict::Ok, "unknown class never counts");
-        assert_eq!(rule.judge(&[d(0, f32::NAN, [10.0, 10.0, 30.0, 30.0])]).0, Verdict::Ok);
+        assert_eq!(rule.judge(&[d(0, 0.9, [300.0, 10.0, 330.0, 40.0])], 0.0).0, Verdict::Ok, "outside the region");
+        assert_eq!(
+            rule.judge(&[d(5, 0.99, [10.0, 10.0, 30.0, 30.0])], 0.0).0,
+            Verdict::Ok,
+            "unknown class never counts"
+        );
+        assert_eq!(rule.judge(&[d(0, f32::NAN, [10.0, 10.0, 30.0, 30.0])], 0.0).0, Verdict::Ok);
     }
 
     #[test]
@@ -148,10 +153,10 @@ mod tests {
         // An L-shaped zone: the square 0..100 without its top-right quarter.
         let l = vec![[0.0, 0.0], [50.0, 0.0], [50.0, 50.0], [100.0, 50.0], [100.0, 100.0], [0.0, 100.0]];
         let rule = DetectionRule { class_min: vec![0.5], min_area: 0.0, roi: None, zones: vec![l] };
-        assert_eq!(rule.judge(&[(0, 0.9, [10.0, 10.0, 20.0, 20.0])]).0, Verdict::Ng);
-        assert_eq!(rule.judge(&[(0, 0.9, [70.0, 10.0, 80.0, 20.0])]).0, Verdict::Ok, "the cut-out corner");
-        assert_eq!(rule.judge(&[(0, 0.9, [70.0, 70.0, 80.0, 80.0])]).0, Verdict::Ng);
-        assert_eq!(rule.judge(&[(0, 0.9, [170.0, 70.0, 180.0, 80.0])]).0, Verdict::Ok);
+        assert_eq!(rule.judge(&[(0, 0.9, [10.0, 10.0, 20.0, 20.0])], 0.0).0, Verdict::Ng);
+        assert_eq!(rule.judge(&[(0, 0.9, [70.0, 10.0, 80.0, 20.0])], 0.0).0, Verdict::Ok, "the cut-out corner");
+        assert_eq!(rule.judge(&[(0, 0.9, [70.0, 70.0, 80.0, 80.0])], 0.0).0, Verdict::Ng);
+        assert_eq!(rule.judge(&[(0, 0.9, [170.0, 70.0, 180.0, 80.0])], 0.0).0, Verdict::Ok);
     }
 
     #[test]

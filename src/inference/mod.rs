@@ -176,11 +176,7 @@ impl Worker {
                 // The task's threshold is every class's floor; per-class minimums above it stay.
                 model.detect(&frame.image, threshold * 0.999, *iou).map(|(dets, timing)| {
                     let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
-                    let mut effective = rule.clone();
-                    for m in &mut effective.class_min {
-                        *m = m.max(threshold);
-                    }
-                    let (verdict, ng, kept) = effective.judge(&raw);
+                    let (verdict, ng, kept) = rule.judge(&raw, threshold);
                     j.verdict = verdict;
                     j.ng_score = ng;
                     j.error = None;

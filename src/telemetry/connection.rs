@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, TlsConfiguration, Transport,
+    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, SubAck,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
@@ -125,6 +126,33 @@ pub async fn connect(eventloop: &mut EventLoop) -> Result<ConnAck, ConnectionErr
             return Ok(ack);
         }
     }
+}
+
+/// How one connection of a session ended.
+pub enum Ended {
+    /// The stop is complete.
+    Stopped,
+    /// The link failed (or never came up); try the next broker.
+    Failed { was_connected: bool },
+}
+
+/// Request DISCONNECT and poll (at most 500 ms) until it has gone out.
+pub async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether the broker refused one of the topics of a SUBSCRIBE (its ACL).
+pub fn refused(ack: &SubAck) -> bool {
+    ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure))
 }
 
 /// Why a connection to `server` failed, said so that it can be fixed.

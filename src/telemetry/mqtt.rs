@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::connection::{self, Backoff, Server};
+use super::connection::{self, Backoff, Ended, Server};
 use super::durable::{self, Durable};
 use crate::config::{MqttConfig, NodeIdentity};
 
@@ -171,14 +171,6 @@ struct Session {
     queue_stats: Arc<QueueStats>,
     rx: mpsc::Receiver<Msg>,
     stopping: Option<(oneshot::Sender<()>, Instant)>,
-}
-
-/// How one connection ended.
-enum Ended {
-    /// The stop is complete.
-    Stopped,
-    /// The link failed (or never came up); try the next broker.
-    Failed { was_connected: bool },
 }
 
 impl Session {
@@ -339,7 +331,7 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                        if connection::refused(&ack) {
                             tracing::error!(%server, "the broker refused a subscription (its ACL does not allow this client to read the command topic); remote commands will not arrive");
                         }
                     }
@@ -371,17 +363,7 @@ impl Session {
     /// Disconnect (when connected), flush the queue, and report the stop done.
     async fn finish(&mut self, link: Option<(&AsyncClient, &mut EventLoop)>) {
         if let Some((client, eventloop)) = link {
-            let _ = client.try_disconnect();
-            // Let the DISCONNECT go out.
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                loop {
-                    match eventloop.poll().await {
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                        _ => {}
-                    }
-                }
-            })
-            .await;
+            connection::disconnect(client, eventloop).await;
         }
         // Whatever is still in the channel and must not be lost goes to disk.
         while let Ok(msg) = self.rx.try_recv() {

@@ -173,6 +173,18 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `linesight run --config CFG`, its log appended to `log`, killed when dropped.
+pub fn run_daemon(cfg: &Path, log: &Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(bin())
+            .args(["run", "--log-format", "text", "--config"])
+            .arg(cfg)
+            .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// Wait for a child with a deadline; kill it if it overruns.
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;

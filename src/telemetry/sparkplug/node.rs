@@ -26,7 +26,7 @@ use super::{CommandCounts, Msg, Pending, Topics};
 use crate::config::{MqttConfig, NodeIdentity, SparkplugConfig};
 use crate::modbus::points::Points;
 use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
-use crate::telemetry::connection::{self, Backoff, Server};
+use crate::telemetry::connection::{self, Backoff, Ended, Server};
 use crate::telemetry::durable::{Durable, Stamp};
 use crate::telemetry::NodeStats;
 
@@ -116,11 +116,6 @@ struct Session {
     /// The newest primary-host STATE timestamp seen: older ones are stale.
     host_ts: u64,
     stopping: Option<(oneshot::Sender<()>, Instant)>,
-}
-
-enum Ended {
-    Stopped,
-    Failed { was_connected: bool },
 }
 
 /// Where a connection stands.
@@ -542,7 +537,7 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                        if connection::refused(&ack) {
                             tracing::error!(%server, "the broker refused a Sparkplug subscription (its ACL does not allow NCMD/DCMD/STATE for this client); commands or the primary host will not be seen");
                         }
                     }
@@ -604,16 +599,7 @@ impl Session {
             }
         })
         .await;
-        let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    _ => {}
-                }
-            }
-        })
-        .await;
+        connection::disconnect(client, eventloop).await;
         tracing::info!(bd_seq = bd, "Sparkplug NDEATH published; disconnected");
     }
 
