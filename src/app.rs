@@ -30,6 +30,7 @@ use crate::decision::control::TaskControl;
 use crate::decision::controller::{Controller, GateDistance, RejectPlan};
 use crate::decision::reject::{Gate, GateSettings};
 use crate::decision::rules::{ClassifierRule, DetectionRule};
+use crate::decision::Band;
 use crate::inference::{runtime, Judge, Worker};
 use crate::line::health::{self, Faults, RejectWindow, WatchedTask};
 use crate::line::{encoder, trigger};
@@ -259,6 +260,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             observer: opts.observer.clone(),
             handshake: handshake_tx,
             reject_window: reject_window.clone(),
+            uncertain: task.rules.uncertain.as_ref().map(|u| u.action).unwrap_or_default(),
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
         let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
@@ -426,6 +428,16 @@ fn judge_for(
     path: &std::path::Path,
 ) -> Result<(Judge, ModelInfo), String> {
     use crate::inference::Loaded;
+    let band = |threshold: f32| -> Result<Option<Band>, String> {
+        match &rules.uncertain {
+            Some(u) if u.from as f32 >= threshold => Err(format!(
+                "rules.uncertain.from {} is not below the NG threshold {threshold}: the band would be empty; lower `from` or raise `ng_threshold`",
+                u.from
+            )),
+            Some(u) => Ok(Some(Band { from: u.from as f32 })),
+            None => Ok(None),
+        }
+    };
     match loaded {
         Loaded::Classifier(model) => {
             if !rules.class_min_confidence.is_empty() || rules.min_area > 0.0 || rules.roi.is_some() {
@@ -443,7 +455,7 @@ fn judge_for(
                 classes: model.contract.classes.clone(),
                 threshold,
             };
-            let rule = ClassifierRule { ok: model.ok_mask().to_vec(), ng_threshold: threshold };
+            let rule = ClassifierRule { ok: model.ok_mask().to_vec(), ng_threshold: threshold, band: band(threshold)? };
             Ok((Judge::Classifier { model, rule }, info))
         }
         Loaded::Detector(model) => {
@@ -470,6 +482,7 @@ fn judge_for(
                 min_area: rules.min_area as f32,
                 roi: rules.roi.map(|r| r.map(|v| v as f32)),
                 zones: rules.zones.iter().map(|z| z.iter().map(|p| p.map(|v| v as f32)).collect()).collect(),
+                band: band(threshold)?,
             };
             Ok((Judge::Detector { model, rule, iou: 0.7 }, info))
         }

@@ -104,6 +104,7 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
             let rule = crate::decision::rules::ClassifierRule {
                 ok: c.ok_mask().to_vec(),
                 ng_threshold: c.contract.ng_threshold.unwrap_or(0.5),
+                band: None,
             };
             let (verdict, ng) = rule.judge(&probs);
             let scores: serde_json::Map<String, Value> =

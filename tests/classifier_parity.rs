@@ -36,7 +36,7 @@ const TOLERANCE: f64 = 0.05;
 #[test]
 fn video_scores_match_the_python_pipeline() {
     let mut m = model();
-    let rule = ClassifierRule { ok: m.ok_mask().to_vec(), ng_threshold: m.contract.ng_threshold.unwrap() };
+    let rule = ClassifierRule { ok: m.ok_mask().to_vec(), ng_threshold: m.contract.ng_threshold.unwrap(), band: None };
     let expected: Vec<(bool, f64)> = std::fs::read_to_string(repo().join("samples/line.scores.csv"))
         .unwrap()
         .lines()
@@ -69,7 +69,7 @@ fn video_scores_match_the_python_pipeline() {
 #[test]
 fn still_images_get_their_labelled_verdicts() {
     let mut m = model();
-    let rule = ClassifierRule { ok: m.ok_mask().to_vec(), ng_threshold: m.contract.ng_threshold.unwrap() };
+    let rule = ClassifierRule { ok: m.ok_mask().to_vec(), ng_threshold: m.contract.ng_threshold.unwrap(), band: None };
     let mut n = 0;
     for entry in std::fs::read_dir(repo().join("samples/parts")).unwrap() {
         let path = entry.unwrap().path();

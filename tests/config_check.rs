@@ -149,6 +149,19 @@ fn detector_zones_need_three_corners_and_regions_must_not_be_empty() {
 }
 
 #[test]
+fn the_uncertain_band_lies_below_the_threshold_with_a_known_action() {
+    let with = |band: &str| {
+        valid().replace("      ng_threshold: 0.5\n", &format!("      ng_threshold: 0.5\n      uncertain: {band}\n"))
+    };
+    one_error(&with("{ from: 0.6, action: flag }"), 33, 26, &["`from` 0.6 is not below ng_threshold 0.5"]);
+    one_error(&with("{ from: -0.1 }"), 33, 26, &["`from` -0.1 is outside 0..1"]);
+    let errs = errors(&with("{ from: 0.3, action: divert }"));
+    assert!(errs.iter().any(|e| e.message.contains("divert") && e.message.contains("flag")), "{errs:#?}");
+    loads(&with("{ from: 0.3, action: pass }"));
+    loads(&with("{ from: 0.3 }"));
+}
+
+#[test]
 fn thresholds_outside_zero_to_one() {
     one_error(&valid().replace("ng_threshold: 0.5", "ng_threshold: 1.5"), 32, 21, &["1.5 is outside 0..1"]);
 }

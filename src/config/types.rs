@@ -450,6 +450,20 @@ pub struct RulesConfig {
     /// given, only boxes whose centre lies in one of them count.
     #[serde(default)]
     pub zones: Vec<Vec<[f64; 2]>>,
+    /// A band of scores just below `ng_threshold` where the verdict is UNCERTAIN instead of OK, and
+    /// what happens to such a part. Without it, every part is OK or NG.
+    #[serde(default)]
+    pub uncertain: Option<UncertainConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UncertainConfig {
+    /// Scores from this value up to (not including) the NG threshold are UNCERTAIN; in 0..1, below the threshold.
+    pub from: f64,
+    /// `reject` (default), `pass`, or `flag` (pass, marked for review, verdict code 4 in a result block).
+    #[serde(default)]
+    pub action: crate::decision::UncertainAction,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

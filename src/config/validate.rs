@@ -777,6 +777,26 @@ fn tasks(config: &Config, broken: &Broken, c: &mut Collector) {
                 );
             }
         }
+        if let Some(u) = &task.rules.uncertain {
+            let at = [&path[..], &["rules", "uncertain", "from"]].concat();
+            if !(u.from > 0.0 && u.from < 1.0) {
+                c.at(
+                    &at,
+                    format!("`from` {} is outside 0..1", u.from),
+                    "use a score between 0 and the NG threshold, e.g. 0.3",
+                );
+            } else if task.rules.ng_threshold.is_some_and(|t| u.from >= t) {
+                c.at(
+                    &at,
+                    format!(
+                        "`from` {} is not below ng_threshold {}: the band would be empty",
+                        u.from,
+                        task.rules.ng_threshold.unwrap_or(0.0)
+                    ),
+                    "set `from` below the NG threshold; scores from `from` up to the threshold are UNCERTAIN",
+                );
+            }
+        }
         for (i, zone) in task.rules.zones.iter().enumerate() {
             let bad = zone.len() < 3 || zone.iter().flatten().any(|v| !v.is_finite());
             if bad {

@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use tokio::sync::{oneshot, watch};
 
 use super::reject::{Arrival, Gate, GateOutcome};
-use super::Verdict;
 use super::{Judgement, PartEvent, PartInfo};
+use super::{UncertainAction, Verdict};
 use crate::line::encoder::Position;
 use crate::telemetry::rfc3339;
 use crate::telemetry::stats::TaskStats;
@@ -45,6 +45,8 @@ pub struct Controller {
     pub handshake: Option<tokio::sync::mpsc::UnboundedSender<(u64, Verdict)>>,
     /// The recent reject share the stack light shows.
     pub reject_window: Option<Arc<crate::line::health::RejectWindow>>,
+    /// What happens to an UNCERTAIN part.
+    pub uncertain: UncertainAction,
 }
 
 pub struct RejectPlan {
@@ -166,22 +168,29 @@ impl Controller {
             self.stats.inference_ms.record(j.inference_ms);
         }
         self.stats.capture_to_decision_ms.record(ms(to_decision));
+        let rejects = j.verdict.rejects(self.uncertain);
         if let Some(w) = &self.reject_window {
-            w.record(j.verdict.rejects());
+            w.record(rejects);
         }
         if let Some(h) = &self.handshake {
             let _ = h.send((j.part.part_id, j.verdict));
         }
         let mut doc = self.result_doc(&j, to_decision);
+        if j.verdict == Verdict::Uncertain {
+            doc["uncertain_action"] = json!(self.uncertain);
+            if self.uncertain == UncertainAction::Flag {
+                self.stats.flagged.fetch_add(1, Ordering::Relaxed);
+                doc["flagged"] = json!(true);
+            }
+        }
         let Some(plan) = &self.reject else {
-            if j.verdict.rejects() {
+            if rejects {
                 doc["reject"] = json!({"status": "not-configured"});
             }
             self.emit(doc);
             return;
         };
         let id = j.part.part_id;
-        let rejects = j.verdict.rejects();
         // Part frames entered the gate at capture; a free-running frame
         // enters now, and only if it must be thrown out.
         let outcome = match at_gate.remove(&id) {
@@ -330,6 +339,7 @@ mod tests {
             }),
             handshake: None,
             reject_window: None,
+            uncertain: UncertainAction::Reject,
             telemetry: Default::default(),
             stats: stats.clone(),
             model_label: "m@1".into(),
@@ -384,5 +394,29 @@ mod tests {
         run.await.unwrap();
         assert!(results.recv().await.is_none(), "one result per part, no second one from the deadline");
         assert_eq!(rec.coil_writes().iter().filter(|w| w.2).count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncertain_part_follows_its_tasks_action() {
+        use super::super::Verdict::Uncertain;
+        for (action, fires) in
+            [(UncertainAction::Reject, true), (UncertainAction::Pass, false), (UncertainAction::Flag, false)]
+        {
+            let (mut c, rec, mut results, stats) = controller();
+            c.uncertain = action;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let run = tokio::spawn(c.run(rx));
+            tx.send(PartEvent::Captured(part(1))).unwrap();
+            tx.send(PartEvent::Judged(judged(part(1), Uncertain))).unwrap();
+            drop(tx);
+            let doc = results.recv().await.unwrap();
+            run.await.unwrap();
+            assert_eq!(doc["verdict"], "UNCERTAIN", "{action:?}");
+            assert_eq!(doc["uncertain_action"], json!(action));
+            assert_eq!(doc["flagged"] == json!(true), action == UncertainAction::Flag);
+            assert_eq!(rec.coil_writes().iter().any(|w| w.2), fires, "{action:?}: gate fired?");
+            assert_eq!(stats.uncertain.load(Ordering::Relaxed), 1);
+            assert_eq!(stats.flagged.load(Ordering::Relaxed), u64::from(action == UncertainAction::Flag));
+        }
     }
 }

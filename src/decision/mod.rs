@@ -24,6 +24,9 @@ pub enum Verdict {
     Ok,
     /// Inspected and defective: reject.
     Ng,
+    /// Inspected, and the score fell in the task's uncertain band (between
+    /// OK and NG): what happens to the part is the task's `uncertain.action`.
+    Uncertain,
     /// Could not be judged (no fresh frame, no inference result, a broken
     /// output). Treated as NG by the reject gate: nothing passes uninspected.
     Error,
@@ -34,13 +37,56 @@ impl Verdict {
         match self {
             Verdict::Ok => "OK",
             Verdict::Ng => "NG",
+            Verdict::Uncertain => "UNCERTAIN",
             Verdict::Error => "ERROR",
         }
     }
 
-    /// Whether this part must be thrown out.
-    pub fn rejects(self) -> bool {
-        self != Verdict::Ok
+    /// Whether this part must be thrown out; an UNCERTAIN part as its task's action says.
+    pub fn rejects(self, uncertain: UncertainAction) -> bool {
+        match self {
+            Verdict::Ok => false,
+            Verdict::Ng | Verdict::Error => true,
+            Verdict::Uncertain => uncertain == UncertainAction::Reject,
+        }
+    }
+}
+
+/// What a task does with a part whose verdict is UNCERTAIN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UncertainAction {
+    /// Throw it out like an NG part (the default: nothing doubtful passes).
+    #[default]
+    Reject,
+    /// Let it pass the reject gate; it is counted and reported as UNCERTAIN.
+    Pass,
+    /// Let it pass the reject gate and mark it for review: the result says `"flagged": true`
+    /// and a result block gives the PLC verdict code 4, so the line can divert it.
+    Flag,
+}
+
+/// The band below the NG threshold where a part is UNCERTAIN rather than OK.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    /// Scores from here up to (not including) the NG threshold are UNCERTAIN.
+    /// At or above the threshold, no band exists.
+    pub from: f32,
+}
+
+impl Band {
+    /// The verdict for a score against the NG `threshold` and an optional band.
+    /// Not-finite scores are ERROR: a model that emits NaN must not pass parts.
+    pub fn verdict(band: Option<Band>, score: f32, threshold: f32) -> Verdict {
+        if !score.is_finite() {
+            Verdict::Error
+        } else if score >= threshold {
+            Verdict::Ng
+        } else if band.is_some_and(|b| score >= b.from) {
+            Verdict::Uncertain
+        } else {
+            Verdict::Ok
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The verdict rule for classifiers: pure, so it is tested without a model.
 
-use super::Verdict;
+use super::{Band, Verdict};
 
 /// Turns class probabilities into a verdict.
 #[derive(Debug, Clone)]
@@ -9,6 +9,8 @@ pub struct ClassifierRule {
     pub ok: Vec<bool>,
     /// NG when the NG probability reaches this.
     pub ng_threshold: f32,
+    /// UNCERTAIN between `band.from` and the threshold.
+    pub band: Option<Band>,
 }
 
 impl ClassifierRule {
@@ -21,8 +23,7 @@ impl ClassifierRule {
         }
         let ok: f32 = probs.iter().zip(&self.ok).filter(|(_, ok)| **ok).map(|(p, _)| *p).sum();
         let ng = (1.0 - ok).clamp(0.0, 1.0);
-        let verdict = if ng >= self.ng_threshold { Verdict::Ng } else { Verdict::Ok };
-        (verdict, ng)
+        (Band::verdict(self.band, ng, self.ng_threshold), ng)
     }
 }
 
@@ -39,6 +40,8 @@ pub struct DetectionRule {
     pub roi: Option<[f32; 4]>,
     /// Polygons in image pixels; when any, a box counts only with its centre in one of them.
     pub zones: Vec<Vec<[f32; 2]>>,
+    /// UNCERTAIN when no detection counts at the threshold but one counts from `band.from` on.
+    pub band: Option<Band>,
 }
 
 /// Even-odd rule: whether `(x, y)` lies inside the polygon.
@@ -67,12 +70,21 @@ impl DetectionRule {
     }
 
     /// The verdict, the NG score (the best counting detection's score, 0 for none) and the
-    /// indices of the detections that count.
+    /// indices of the detections that count. With a band, a part with no detection that counts
+    /// at `floor` but one that would count at `band.from` is UNCERTAIN, and those are returned.
     pub fn judge(&self, dets: &[(usize, f32, [f32; 4])], floor: f32) -> (Verdict, f32, Vec<usize>) {
-        let kept: Vec<usize> =
-            dets.iter().enumerate().filter(|(_, (c, s, b))| self.counts(*c, *s, b, floor)).map(|(i, _)| i).collect();
-        let ng = kept.iter().map(|&i| dets[i].1).fold(0.0_f32, f32::max);
-        (if kept.is_empty() { Verdict::Ok } else { Verdict::Ng }, ng, kept)
+        let kept_at = |floor: f32| -> Vec<usize> {
+            dets.iter().enumerate().filter(|(_, (c, s, b))| self.counts(*c, *s, b, floor)).map(|(i, _)| i).collect()
+        };
+        let best = |kept: &[usize]| kept.iter().map(|&i| dets[i].1).fold(0.0_f32, f32::max);
+        let kept = kept_at(floor);
+        if !kept.is_empty() {
+            return (Verdict::Ng, best(&kept), kept);
+        }
+        match self.band.map(|b| kept_at(b.from.min(floor))) {
+            Some(doubtful) if !doubtful.is_empty() => (Verdict::Uncertain, best(&doubtful), doubtful),
+            _ => (Verdict::Ok, 0.0, kept),
+        }
     }
 }
 
@@ -102,7 +114,7 @@ mod tests {
     use super::*;
 
     fn rule(t: f32) -> ClassifierRule {
-        ClassifierRule { ok: vec![true, false, false], ng_threshold: t }
+        ClassifierRule { ok: vec![true, false, false], ng_threshold: t, band: None }
     }
 
     #[test]
@@ -127,6 +139,7 @@ mod tests {
             min_area: 100.0,
             roi: Some([0.0, 0.0, 200.0, 200.0]),
             zones: vec![],
+            band: None,
         };
         let d = |c, s, b| (c, s, b);
         assert_eq!(rule.judge(&[], 0.0).0, Verdict::Ok);
@@ -152,11 +165,36 @@ mod tests {
     fn zones_are_polygons_and_a_box_counts_by_its_centre() {
         // An L-shaped zone: the square 0..100 without its top-right quarter.
         let l = vec![[0.0, 0.0], [50.0, 0.0], [50.0, 50.0], [100.0, 50.0], [100.0, 100.0], [0.0, 100.0]];
-        let rule = DetectionRule { class_min: vec![0.5], min_area: 0.0, roi: None, zones: vec![l] };
+        let rule = DetectionRule { class_min: vec![0.5], min_area: 0.0, roi: None, zones: vec![l], band: None };
         assert_eq!(rule.judge(&[(0, 0.9, [10.0, 10.0, 20.0, 20.0])], 0.0).0, Verdict::Ng);
         assert_eq!(rule.judge(&[(0, 0.9, [70.0, 10.0, 80.0, 20.0])], 0.0).0, Verdict::Ok, "the cut-out corner");
         assert_eq!(rule.judge(&[(0, 0.9, [70.0, 70.0, 80.0, 80.0])], 0.0).0, Verdict::Ng);
         assert_eq!(rule.judge(&[(0, 0.9, [170.0, 70.0, 180.0, 80.0])], 0.0).0, Verdict::Ok);
+    }
+
+    #[test]
+    fn the_uncertain_band_lies_below_the_threshold() {
+        let band = Some(Band { from: 0.3 });
+        let r = ClassifierRule { band, ..rule(0.6) };
+        assert_eq!(r.judge(&[0.75, 0.25, 0.0]).0, Verdict::Ok);
+        assert_eq!(r.judge(&[0.7, 0.3, 0.0]).0, Verdict::Uncertain, "the band's lower edge is inclusive");
+        assert_eq!(r.judge(&[0.41, 0.59, 0.0]).0, Verdict::Uncertain);
+        assert_eq!(r.judge(&[0.4, 0.3, 0.3]).0, Verdict::Ng, "the threshold wins over the band");
+        assert_eq!(r.judge(&[f32::NAN, 0.5, 0.0]).0, Verdict::Error);
+        // A band that starts at or above the threshold is empty.
+        assert_eq!(
+            ClassifierRule { band: Some(Band { from: 0.7 }), ..rule(0.6) }.judge(&[0.35, 0.65, 0.0]).0,
+            Verdict::Ng
+        );
+
+        let d = DetectionRule { class_min: vec![0.0, 0.8], min_area: 0.0, roi: None, zones: vec![], band };
+        let b = [10.0, 10.0, 30.0, 30.0];
+        let (v, ng, kept) = d.judge(&[(0, 0.35, b), (0, 0.2, b)], 0.5);
+        assert_eq!((v, ng, kept), (Verdict::Uncertain, 0.35, vec![0]));
+        assert_eq!(d.judge(&[(0, 0.35, b), (0, 0.55, b)], 0.5).0, Verdict::Ng);
+        assert_eq!(d.judge(&[(0, 0.25, b)], 0.5).0, Verdict::Ok);
+        assert_eq!(d.judge(&[(1, 0.7, b)], 0.5).0, Verdict::Ok, "a class minimum above the band still holds");
+        assert_eq!(DetectionRule { band: None, ..d }.judge(&[(0, 0.35, b)], 0.5).0, Verdict::Ok);
     }
 
     #[test]

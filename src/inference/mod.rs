@@ -174,7 +174,9 @@ impl Worker {
             }
             Judge::Detector { model, rule, iou } => {
                 // The task's threshold is every class's floor; per-class minimums above it stay.
-                model.detect(&frame.image, threshold * 0.999, *iou).map(|(dets, timing)| {
+                // With an uncertain band, detections from the band's lower edge are needed too.
+                let conf = rule.band.map_or(threshold, |b| b.from.min(threshold));
+                model.detect(&frame.image, conf * 0.999, *iou).map(|(dets, timing)| {
                     let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
                     let (verdict, ng, kept) = rule.judge(&raw, threshold);
                     j.verdict = verdict;

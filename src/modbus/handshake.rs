@@ -42,6 +42,7 @@ pub fn verdict_code(v: Verdict) -> u16 {
         Verdict::Ok => 1,
         Verdict::Ng => 2,
         Verdict::Error => 3,
+        Verdict::Uncertain => 4,
     }
 }
 

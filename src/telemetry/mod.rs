@@ -131,6 +131,8 @@ impl NodeStats {
                         "ok": get(&s.ok),
                         "ng": get(&s.ng),
                         "error": get(&s.error),
+                        "uncertain": get(&s.uncertain),
+                        "flagged": get(&s.flagged),
                         "late_verdicts": get(&s.late_verdicts),
                         "rejects_fired": get(&s.rejects_fired),
                         "rejects_failed": get(&s.rejects_failed),

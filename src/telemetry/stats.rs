@@ -70,6 +70,9 @@ pub struct TaskStats {
     pub ok: AtomicU64,
     pub ng: AtomicU64,
     pub error: AtomicU64,
+    pub uncertain: AtomicU64,
+    /// UNCERTAIN parts passed and marked for review (`uncertain.action: flag`).
+    pub flagged: AtomicU64,
     /// Verdicts that came after their part had been given ERROR.
     pub late_verdicts: AtomicU64,
     pub rejects_fired: AtomicU64,
@@ -93,6 +96,7 @@ impl TaskStats {
         let c = match v {
             Verdict::Ok => &self.ok,
             Verdict::Ng => &self.ng,
+            Verdict::Uncertain => &self.uncertain,
             Verdict::Error => &self.error,
         };
         c.fetch_add(1, Ordering::Relaxed);

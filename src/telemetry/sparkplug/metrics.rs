@@ -163,6 +163,8 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
         Metric::uint("Counts/OK", get(&s.ok)),
         Metric::uint("Counts/NG", get(&s.ng)),
         Metric::uint("Counts/Error", get(&s.error)),
+        Metric::uint("Counts/Uncertain", get(&s.uncertain)),
+        Metric::uint("Counts/Flagged", get(&s.flagged)),
         Metric::double("Counts/Parts per Second", parts_per_s.map(|r| (r * 10.0).round() / 10.0)),
         Metric::double("Latency/Capture to Decision p50 ms", pct(c2d.p50, c2d.n)),
         Metric::double("Latency/Capture to Decision p99 ms", pct(c2d.p99, c2d.n)),
