@@ -334,6 +334,8 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
         looping: false,
         queue: 4,
         stall_frames: 3,
+        rotate: Default::default(),
+        crop: None,
     };
     let model = ModelConfig {
         path: args.model.clone(),

@@ -8,6 +8,7 @@
 
 pub mod queue;
 pub mod source;
+pub mod transform;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -160,6 +161,7 @@ impl Camera {
         if let Some(iv) = interval {
             self.stats.stall_after_ms.store(iv.as_millis() as u64 * stall_frames, Ordering::Relaxed);
         }
+        let transform = transform::Transform::of(&self.config);
         let mut last_print: Option<u64> = None;
         let mut same_in_a_row: u64 = 0;
         // Live streams set their own rate: learn the frame interval from the
@@ -205,7 +207,14 @@ impl Camera {
                     next_due = (next_due + iv).max(Instant::now());
                 }
                 let grab_started = Instant::now();
-                match src.next_frame() {
+                let next = src.next_frame().and_then(|f| match f {
+                    Some(image) if !transform.is_identity() => transform
+                        .apply(image)
+                        .map(Some)
+                        .map_err(|why| source::SourceError::Read { what: format!("camera `{}`", self.name), why }),
+                    other => Ok(other),
+                });
+                match next {
                     Ok(Some(image)) => {
                         backoff = Duration::from_millis(200);
                         let print = fingerprint(&image);

@@ -268,6 +268,76 @@ pub struct CameraConfig {
     /// frame, or this many identical frames in a row. Identical frames are never inspected.
     #[serde(default = "default_stall_frames")]
     pub stall_frames: u32,
+    /// Turn every frame clockwise by 0, 90, 180 or 270 degrees (a camera mounted on its side).
+    #[serde(default)]
+    pub rotate: Rotation,
+    /// Keep only `[x, y, width, height]` of each frame, in pixels of the rotated image.
+    #[serde(default)]
+    pub crop: Option<[u32; 4]>,
+}
+
+/// A clockwise quarter-turn of the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(into = "u16")]
+pub enum Rotation {
+    #[default]
+    R0,
+    R90,
+    R180,
+    R270,
+}
+
+impl Rotation {
+    pub fn degrees(self) -> u16 {
+        match self {
+            Rotation::R0 => 0,
+            Rotation::R90 => 90,
+            Rotation::R180 => 180,
+            Rotation::R270 => 270,
+        }
+    }
+
+    /// OpenCV's `rotate` code; `None` for no turn.
+    pub fn opencv_code(self) -> Option<i32> {
+        match self {
+            Rotation::R0 => None,
+            Rotation::R90 => Some(opencv::core::ROTATE_90_CLOCKWISE),
+            Rotation::R180 => Some(opencv::core::ROTATE_180),
+            Rotation::R270 => Some(opencv::core::ROTATE_90_COUNTERCLOCKWISE),
+        }
+    }
+}
+
+impl From<Rotation> for u16 {
+    fn from(r: Rotation) -> u16 {
+        r.degrees()
+    }
+}
+
+impl JsonSchema for Rotation {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Rotation".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A clockwise turn in degrees.",
+            "type": "integer",
+            "enum": [0, 90, 180, 270]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Rotation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u16::deserialize(d)? {
+            0 => Ok(Rotation::R0),
+            90 => Ok(Rotation::R90),
+            180 => Ok(Rotation::R180),
+            270 => Ok(Rotation::R270),
+            n => Err(serde::de::Error::custom(format!("rotate {n} is not a quarter turn: use 0, 90, 180 or 270"))),
+        }
+    }
 }
 
 fn default_stall_frames() -> u32 {

@@ -655,6 +655,15 @@ fn cameras(config: &Config, c: &mut Collector) {
                 "remove it for a live camera",
             );
         }
+        if let Some([x, y, w, h]) = cam.crop {
+            if w == 0 || h == 0 {
+                c.at(
+                    &[&path[..], &["crop"]].concat(),
+                    format!("crop [{x}, {y}, {w}, {h}] is empty"),
+                    "write it as [x, y, width, height] in pixels of the (rotated) frame, width and height above 0",
+                );
+            }
+        }
         if let Some(fps) = cam.fps {
             if !(fps > 0.0 && fps <= 1000.0) {
                 c.at(
