@@ -161,19 +161,28 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     for (task_name, task) in &config.tasks {
         let cam_cfg = &config.cameras[&task.camera];
         let model_cfg = &config.models[&task.model];
+        let warming = Warming::begin(&telemetry, task_name, model_cfg);
         let model_cfg_owned = model_cfg.clone();
         let loaded = tokio::task::spawn_blocking(move || crate::inference::load_model(env, &model_cfg_owned, threads))
             .await
             .map_err(|e| StartError::Other(e.to_string()))?
             .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
-        let (mut judge, info) = judge_for(loaded, &task.rules, &model_cfg.path)
+        let (judge, info) = judge_for(loaded, &task.rules, &model_cfg.path)
             .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
-        let warm = warm_up(&mut judge).map_err(|e| {
+        // The first run is where lazy providers (TensorRT with dynamic shapes) build their engine.
+        let (judge, warm) = tokio::task::spawn_blocking(move || {
+            let mut judge = judge;
+            warm_up(&mut judge).map(|ms| (judge, ms))
+        })
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?
+        .map_err(|e| {
             StartError::Model(format!(
                 "task `{task_name}`: model `{}` fails on a blank frame: {e}",
                 model_cfg.path.display()
             ))
         })?;
+        warming.done(judge.provider(), warm);
         let threshold = info.threshold;
         tracing::info!(
             task = %task_name, model = %info.name, version = %info.version, kind = info.kind,
@@ -407,6 +416,54 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     running.mqtt = mqtt;
     notify::notify("READY=1\nSTATUS=inspecting");
     Ok(running)
+}
+
+/// A task whose model is loading: `warming` on MQTT (retained) and in systemd's
+/// status, with the start timeout extended while it lasts, because the first
+/// TensorRT engine build for a model can take many minutes on a Jetson and
+/// systemd would otherwise kill a start that is only slow. READY comes after
+/// every task has warmed up.
+struct Warming {
+    telemetry: Telemetry,
+    task: String,
+    started: Instant,
+    extender: tokio::task::JoinHandle<()>,
+}
+
+impl Warming {
+    fn begin(telemetry: &Telemetry, task: &str, model: &crate::config::ModelConfig) -> Self {
+        let providers: Vec<&str> = model.providers.iter().map(crate::inference::runtime::provider_name).collect();
+        tracing::info!(task, model = %model.path.display(), ?providers, "warming: loading the model (a TensorRT engine build can take minutes)");
+        telemetry.task_state(
+            task,
+            &json!({"state": "warming", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()),
+                    "model": model.path.display().to_string(), "providers": providers}),
+        );
+        notify::notify(&format!("STATUS=warming: task {task} loads model {}", model.path.display()));
+        let extender = tokio::spawn(async {
+            loop {
+                notify::notify("EXTEND_TIMEOUT_USEC=60000000");
+                tokio::time::sleep(Duration::from_secs(20)).await;
+            }
+        });
+        Warming { telemetry: telemetry.clone(), task: task.to_string(), started: Instant::now(), extender }
+    }
+
+    fn done(self, provider: &str, warm_up_ms: f64) {
+        let took = self.started.elapsed().as_secs_f64();
+        tracing::info!(task = %self.task, provider, seconds = %format!("{took:.1}"), "warmed up");
+        self.telemetry.task_state(
+            &self.task,
+            &json!({"state": "inspecting", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()),
+                    "provider": provider, "warming_s": (took * 10.0).round() / 10.0, "warm_up_ms": (warm_up_ms * 10.0).round() / 10.0}),
+        );
+    }
+}
+
+impl Drop for Warming {
+    fn drop(&mut self) {
+        self.extender.abort();
+    }
 }
 
 /// What the rest of the node needs to know about a task's model.

@@ -151,6 +151,15 @@ fn sigterm_finishes_parts_in_flight_and_goes_safe() {
     let notes = notes.lock().unwrap().clone();
     let pos = |k: &str| notes.iter().position(|n| n.contains(k));
     let ready = pos("READY=1").expect("READY=1 sent");
+    // The model loads before READY, and says so: systemd's status and a longer start timeout
+    // (an engine build can take minutes), and the task's retained state on MQTT.
+    let warming = pos("STATUS=warming: task inspect").expect("warming status sent");
+    let extend = pos("EXTEND_TIMEOUT_USEC=").expect("start timeout extended while warming");
+    assert!(warming < ready && extend < ready, "{notes:?}");
+    let states: Vec<String> =
+        sub.messages("/tasks/inspect/state").iter().map(|s| s["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["warming", "inspecting"]);
+    assert_eq!(sub.messages("/tasks/inspect/state")[1]["provider"], "cpu");
     let watchdog = pos("WATCHDOG=1").expect("WATCHDOG=1 sent while frames are judged");
     let stopping = pos("STOPPING=1").expect("STOPPING=1 sent");
     assert!(ready < watchdog && watchdog < stopping, "{notes:?}");

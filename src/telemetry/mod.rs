@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use rumqttc::QoS;
 use serde_json::{json, Value};
 
 use crate::camera::CameraStats;
@@ -65,6 +66,14 @@ impl Telemetry {
             ok &= sp.result(task, doc);
         }
         ok
+    }
+
+    /// A task's life: `warming` while its model loads (a TensorRT engine build can take
+    /// minutes), then `inspecting`. Retained, so a dashboard that connects later knows.
+    pub fn task_state(&self, task: &str, doc: &Value) {
+        if let Some(m) = &self.json {
+            m.publish(m.topics.task_state(task), serde_json::to_vec(doc).unwrap_or_default(), QoS::AtLeastOnce, true);
+        }
     }
 
     /// The alarm list changed. JSON: retained (a dashboard that connects

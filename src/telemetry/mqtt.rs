@@ -39,6 +39,9 @@ impl Topics {
     pub fn result(&self, task: &str) -> String {
         format!("{}/tasks/{task}/result", self.base)
     }
+    pub fn task_state(&self, task: &str) -> String {
+        format!("{}/tasks/{task}/state", self.base)
+    }
     pub fn point(&self, point: &str) -> String {
         format!("{}/points/{point}", self.base)
     }
