@@ -31,7 +31,8 @@ use crate::decision::controller::{Controller, GateDistance, RejectPlan};
 use crate::decision::reject::{Gate, GateSettings};
 use crate::decision::rules::{ClassifierRule, DetectionRule};
 use crate::decision::Band;
-use crate::inference::{runtime, Judge, Worker};
+use crate::camera::queue::Doorbell;
+use crate::inference::{runtime, Member, Rule, Worker};
 use crate::line::health::{self, Faults, RejectWindow, WatchedTask};
 use crate::line::{encoder, trigger};
 use crate::modbus::handshake::{self, HandshakeStats};
@@ -124,6 +125,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             faults: faults.clone(),
             heartbeats: None,
             mqtt_queue: None,
+            models: BTreeMap::new(),
         }),
         stop: stop.clone(),
         cameras: Vec::new(),
@@ -158,35 +160,54 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     let mut watched = Vec::new();
     let mut entries = BTreeMap::new();
     let mut to_start = Vec::new();
-    for (task_name, task) in &config.tasks {
-        let cam_cfg = &config.cameras[&task.camera];
-        let model_cfg = &config.models[&task.model];
-        let warming = Warming::begin(&telemetry, task_name, model_cfg);
+    // One session per model, shared by every task that uses it (frames batched
+    // across their cameras). Loaded in turn: each may build a TensorRT engine.
+    let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
+    let budget = thread_budget(config, threads);
+    for (model_name, users) in models_in_use(config) {
+        let model_cfg = &config.models[model_name];
+        let warming = Warming::begin(&telemetry, &users, model_cfg);
         let model_cfg_owned = model_cfg.clone();
-        let loaded = tokio::task::spawn_blocking(move || crate::inference::load_model(env, &model_cfg_owned, threads))
-            .await
-            .map_err(|e| StartError::Other(e.to_string()))?
-            .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
-        let (judge, info) = judge_for(loaded, &task.rules, &model_cfg.path)
-            .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
+        let model_threads = budget[model_name];
+        let loaded =
+            tokio::task::spawn_blocking(move || crate::inference::load_model(env, &model_cfg_owned, model_threads))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?
+                .map_err(|e| StartError::Model(format!("model `{model_name}` (tasks {}): {e}", users.join(", "))))?;
+        if let Some(max) = loaded.max_batch().filter(|max| model_cfg.batch > *max) {
+            return Err(StartError::Model(format!(
+                "model `{model_name}`: `batch: {}` but `{}` takes at most {max} frame(s) per call; export it with a dynamic batch (Ultralytics: `dynamic=True`) or set `batch: {max}`",
+                model_cfg.batch,
+                model_cfg.path.display()
+            )));
+        }
         // The first run is where lazy providers (TensorRT with dynamic shapes) build their engine.
-        let (judge, warm) = tokio::task::spawn_blocking(move || {
-            let mut judge = judge;
-            warm_up(&mut judge).map(|ms| (judge, ms))
+        let (loaded, warm) = tokio::task::spawn_blocking(move || {
+            let mut loaded = loaded;
+            warm_up(&mut loaded).map(|ms| (loaded, ms))
         })
         .await
         .map_err(|e| StartError::Other(e.to_string()))?
         .map_err(|e| {
-            StartError::Model(format!(
-                "task `{task_name}`: model `{}` fails on a blank frame: {e}",
-                model_cfg.path.display()
-            ))
+            StartError::Model(format!("model `{model_name}` (`{}`) fails on a blank frame: {e}", model_cfg.path.display()))
         })?;
-        warming.done(judge.provider(), warm);
+        warming.done(loaded.provider(), warm);
+        tracing::info!(model = model_name, threads = model_threads, batch = model_cfg.batch, tasks = ?users, "model shared by its tasks");
+        let stats = Arc::new(crate::telemetry::ModelStats::default());
+        let _ = stats.provider.set(loaded.provider());
+        stats.threads.store(model_threads as u64, Ordering::Relaxed);
+        groups.insert(model_name, Group { loaded, bell: Arc::new(Doorbell::default()), members: Vec::new(), stats });
+    }
+    for (task_name, task) in &config.tasks {
+        let cam_cfg = &config.cameras[&task.camera];
+        let model_cfg = &config.models[&task.model];
+        let group = groups.get_mut(task.model.as_str()).expect("every used model was loaded");
+        let (rule, info) = rule_for(&group.loaded, &task.rules, &model_cfg.path)
+            .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
         let threshold = info.threshold;
         tracing::info!(
             task = %task_name, model = %info.name, version = %info.version, kind = info.kind,
-            provider = judge.provider(), ng_threshold = %format!("{threshold:.3}"), warm_up_ms = %format!("{warm:.1}"), "model loaded"
+            provider = group.loaded.provider(), ng_threshold = %format!("{threshold:.3}"), "task ready"
         );
         let stats = Arc::new(TaskStats::default());
         let cam_stats = Arc::new(CameraStats::default());
@@ -199,7 +220,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                 camera: task.camera.clone(),
                 camera_stats: cam_stats.clone(),
                 stats: stats.clone(),
-                provider: judge.provider().to_string(),
+                provider: group.loaded.provider().to_string(),
                 handshake: handshake_stats.clone(),
                 control: control.clone(),
                 model: json!({
@@ -272,17 +293,16 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             uncertain: task.rules.uncertain.as_ref().map(|u| u.action).unwrap_or_default(),
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
-        let queue = Arc::new(FrameQueue::new(cam_cfg.queue));
-        let worker = Worker {
+        let queue = Arc::new(FrameQueue::with_doorbell(cam_cfg.queue, group.bell.clone()));
+        group.members.push(Member {
             task: task_arc,
-            judge,
+            rule,
             queue: queue.clone(),
             events: events_tx.clone(),
             max_age: task.inference_timeout.get(),
-            progress: progress.clone(),
             task_progress: task_progress.clone(),
             control,
-        };
+        });
         let waiting: Option<trigger::Waiting> = task.trigger.as_ref().map(|_| Default::default());
         if let (Some(t), Some(w)) = (&task.trigger, &waiting) {
             let point = points
@@ -318,11 +338,12 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             waiting,
             max_age: task.inference_timeout.get(),
         };
-        to_start.push((worker, camera));
+        to_start.push(camera);
     }
     running.stats = Arc::new(NodeStats {
         started: Instant::now(),
         tasks: entries,
+        models: groups.iter().map(|(k, g)| (k.to_string(), g.stats.clone())).collect(),
         devices: outputs.devices.clone(),
         faults: faults.clone(),
         heartbeats,
@@ -399,8 +420,22 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             .map_err(StartError::Other)?;
         running.sparkplug = Some((handle, task));
     }
-    for (worker, camera) in to_start {
+    for (model_name, g) in groups {
+        let cfg = &config.models[model_name];
+        let worker = Worker {
+            model: model_name.into(),
+            loaded: g.loaded,
+            members: g.members,
+            batch: cfg.batch,
+            batch_wait: cfg.batch_wait.get(),
+            bell: g.bell,
+            iou: 0.7,
+            progress: progress.clone(),
+            stats: g.stats,
+        };
         running.workers.push(worker.spawn().map_err(|e| StartError::Other(format!("cannot start a thread: {e}")))?);
+    }
+    for camera in to_start {
         running.cameras.push(camera.spawn().map_err(|e| StartError::Other(format!("cannot start a thread: {e}")))?);
     }
     if let (Some((m, _)), Some(cfg)) = (&mqtt, &config.mqtt) {
@@ -418,45 +453,49 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
     Ok(running)
 }
 
-/// A task whose model is loading: `warming` on MQTT (retained) and in systemd's
-/// status, with the start timeout extended while it lasts, because the first
-/// TensorRT engine build for a model can take many minutes on a Jetson and
-/// systemd would otherwise kill a start that is only slow. READY comes after
-/// every task has warmed up.
+/// The tasks whose model is loading: `warming` on MQTT (retained) and in
+/// systemd's status, with the start timeout extended while it lasts, because
+/// the first TensorRT engine build for a model can take many minutes on a
+/// Jetson and systemd would otherwise kill a start that is only slow. READY
+/// comes after every model has warmed up.
 struct Warming {
     telemetry: Telemetry,
-    task: String,
+    tasks: Vec<String>,
     started: Instant,
     extender: tokio::task::JoinHandle<()>,
 }
 
 impl Warming {
-    fn begin(telemetry: &Telemetry, task: &str, model: &crate::config::ModelConfig) -> Self {
+    fn begin(telemetry: &Telemetry, tasks: &[String], model: &crate::config::ModelConfig) -> Self {
         let providers: Vec<&str> = model.providers.iter().map(crate::inference::runtime::provider_name).collect();
-        tracing::info!(task, model = %model.path.display(), ?providers, "warming: loading the model (a TensorRT engine build can take minutes)");
-        telemetry.task_state(
-            task,
-            &json!({"state": "warming", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()),
-                    "model": model.path.display().to_string(), "providers": providers}),
-        );
-        notify::notify(&format!("STATUS=warming: task {task} loads model {}", model.path.display()));
+        tracing::info!(?tasks, model = %model.path.display(), ?providers, "warming: loading the model (a TensorRT engine build can take minutes)");
+        for task in tasks {
+            telemetry.task_state(
+                task,
+                &json!({"state": "warming", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()),
+                        "model": model.path.display().to_string(), "providers": providers}),
+            );
+        }
+        notify::notify(&format!("STATUS=warming: task {} loads model {}", tasks.join(", "), model.path.display()));
         let extender = tokio::spawn(async {
             loop {
                 notify::notify("EXTEND_TIMEOUT_USEC=60000000");
                 tokio::time::sleep(Duration::from_secs(20)).await;
             }
         });
-        Warming { telemetry: telemetry.clone(), task: task.to_string(), started: Instant::now(), extender }
+        Warming { telemetry: telemetry.clone(), tasks: tasks.to_vec(), started: Instant::now(), extender }
     }
 
     fn done(self, provider: &str, warm_up_ms: f64) {
         let took = self.started.elapsed().as_secs_f64();
-        tracing::info!(task = %self.task, provider, seconds = %format!("{took:.1}"), "warmed up");
-        self.telemetry.task_state(
-            &self.task,
-            &json!({"state": "inspecting", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()),
-                    "provider": provider, "warming_s": (took * 10.0).round() / 10.0, "warm_up_ms": (warm_up_ms * 10.0).round() / 10.0}),
-        );
+        tracing::info!(tasks = ?self.tasks, provider, seconds = %format!("{took:.1}"), "warmed up");
+        for task in &self.tasks {
+            self.telemetry.task_state(
+                task,
+                &json!({"state": "inspecting", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()),
+                        "provider": provider, "warming_s": (took * 10.0).round() / 10.0, "warm_up_ms": (warm_up_ms * 10.0).round() / 10.0}),
+            );
+        }
     }
 }
 
@@ -464,6 +503,40 @@ impl Drop for Warming {
     fn drop(&mut self) {
         self.extender.abort();
     }
+}
+
+/// A loaded model and the tasks it serves, until its worker starts.
+struct Group {
+    loaded: crate::inference::Loaded,
+    bell: Arc<Doorbell>,
+    members: Vec<Member>,
+    stats: Arc<crate::telemetry::ModelStats>,
+}
+
+/// Each model the tasks use, with its tasks.
+fn models_in_use(config: &Config) -> BTreeMap<&str, Vec<String>> {
+    let mut used: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, task) in &config.tasks {
+        used.entry(task.model.as_str()).or_default().push(name.clone());
+    }
+    used
+}
+
+/// Inference threads per model: a model's own `cpu: {threads}` if set, else an
+/// equal share of `runtime.threads` (at least one), so that several models on
+/// one device do not each take every core and fight over them.
+fn thread_budget(config: &Config, threads: usize) -> BTreeMap<&str, usize> {
+    let used = models_in_use(config);
+    let share = (threads / used.len().max(1)).max(1);
+    used.keys()
+        .map(|name| {
+            let own = config.models[*name].providers.iter().find_map(|p| match p {
+                crate::config::ProviderConfig::Cpu(c) => c.threads,
+                _ => None,
+            });
+            (*name, own.unwrap_or(share))
+        })
+        .collect()
 }
 
 /// What the rest of the node needs to know about a task's model.
@@ -478,12 +551,12 @@ struct ModelInfo {
     threshold: f32,
 }
 
-/// The model with its verdict rule, from the task's `rules`.
-fn judge_for(
-    loaded: crate::inference::Loaded,
+/// A task's verdict rule for a loaded model, from the task's `rules`.
+fn rule_for(
+    loaded: &crate::inference::Loaded,
     rules: &crate::config::RulesConfig,
     path: &std::path::Path,
-) -> Result<(Judge, ModelInfo), String> {
+) -> Result<(Rule, ModelInfo), String> {
     use crate::inference::Loaded;
     let band = |threshold: f32| -> Result<Option<Band>, String> {
         match &rules.uncertain {
@@ -513,7 +586,7 @@ fn judge_for(
                 threshold,
             };
             let rule = ClassifierRule { ok: model.ok_mask().to_vec(), ng_threshold: threshold, band: band(threshold)? };
-            Ok((Judge::Classifier { model, rule }, info))
+            Ok((Rule::Classifier(rule), info))
         }
         Loaded::Detector(model) => {
             let names = model.meta.names.clone();
@@ -541,25 +614,19 @@ fn judge_for(
                 zones: rules.zones.iter().map(|z| z.iter().map(|p| p.map(|v| v as f32)).collect()).collect(),
                 band: band(threshold)?,
             };
-            Ok((Judge::Detector { model, rule, iou: 0.7 }, info))
+            Ok((Rule::Detector(rule), info))
         }
     }
 }
 
 /// One inference on a blank frame, so the first part is not slowed by lazy
 /// initialisation, and so a model that cannot run is found before READY.
-fn warm_up(judge: &mut Judge) -> Result<f64, String> {
-    let (w, h) = match judge {
-        Judge::Classifier { model, .. } => (model.contract.input.width, model.contract.input.height),
-        Judge::Detector { model, .. } => (model.meta.imgsz.1, model.meta.imgsz.0),
-    };
+fn warm_up(loaded: &mut crate::inference::Loaded) -> Result<f64, String> {
+    let (w, h) = loaded.input_size();
     let blank = Mat::new_rows_cols_with_default(h as i32, w as i32, CV_8UC3, Scalar::all(128.0))
         .map_err(|e| e.message.clone())?;
     let t = Instant::now();
-    match judge {
-        Judge::Classifier { model, .. } => model.classify(&blank).map(|_| ())?,
-        Judge::Detector { model, iou, .. } => model.detect(&blank, 0.25, *iou).map(|_| ())?,
-    }
+    loaded.infer(&[&blank], 0.25, 0.7)?;
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 

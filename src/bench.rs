@@ -118,6 +118,8 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
 
     // (a2) raw ONNX Runtime on tensors prepared in advance.
     let model_cfg = ModelConfig {
+        batch: 1,
+        batch_wait: crate::config::Dur::from_millis(2),
         path: args.model.clone(),
         kind: None,
         sidecar: None,
@@ -338,6 +340,8 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
         crop: None,
     };
     let model = ModelConfig {
+        batch: 1,
+        batch_wait: crate::config::Dur::from_millis(2),
         path: args.model.clone(),
         kind: None,
         sidecar: None,

@@ -50,6 +50,8 @@ pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
     let cfg = ModelConfig {
+        batch: 1,
+        batch_wait: crate::config::Dur::from_millis(2),
         path: path.to_path_buf(),
         kind: None,
         sidecar: None,

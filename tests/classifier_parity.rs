@@ -20,6 +20,8 @@ fn model() -> Classifier {
     let lib = runtime::library_path(&RuntimeConfig::default()).unwrap();
     let env = runtime::environment(&lib).unwrap();
     let cfg = ModelConfig {
+        batch: 1,
+        batch_wait: linesight::config::Dur::from_millis(2),
         path: repo().join("models/surface-classifier.onnx"),
         kind: None,
         sidecar: None,

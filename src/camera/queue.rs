@@ -7,8 +7,35 @@
 //! stands for a part is handed back so the part can be failed safely.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Rung on every push into any of the queues that share it, so that one
+/// inference worker serving several cameras can sleep until any of them has
+/// a frame, instead of polling each queue in turn.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    rings: Mutex<u64>,
+    rang: Condvar,
+}
+
+impl Doorbell {
+    /// How often it has rung so far; pass it to [`Doorbell::wait`].
+    pub fn count(&self) -> u64 {
+        *self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ring(&self) {
+        *self.rings.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.rang.notify_all();
+    }
+
+    /// Wait until it rings after `seen` was read, or the timeout passes.
+    pub fn wait(&self, seen: u64, timeout: Duration) {
+        let guard = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.rang.wait_timeout_while(guard, timeout, |n| *n == seen);
+    }
+}
 
 /// What to do when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +64,8 @@ pub struct FrameQueue<T> {
     state: Mutex<State<T>>,
     changed: Condvar,
     capacity: usize,
+    /// Rung after every push and at close, when a shared worker serves this queue.
+    bell: Option<Arc<Doorbell>>,
 }
 
 struct State<T> {
@@ -50,7 +79,24 @@ impl<T> FrameQueue<T> {
             state: Mutex::new(State { items: VecDeque::with_capacity(capacity), closed: false }),
             changed: Condvar::new(),
             capacity: capacity.max(1),
+            bell: None,
         }
+    }
+
+    /// A queue that rings `bell` whenever an item arrives or it closes.
+    pub fn with_doorbell(capacity: usize, bell: Arc<Doorbell>) -> Self {
+        FrameQueue { bell: Some(bell), ..Self::new(capacity) }
+    }
+
+    fn ring(&self) {
+        if let Some(b) = &self.bell {
+            b.ring();
+        }
+    }
+
+    /// Take the oldest item without waiting.
+    pub fn try_pop(&self) -> Result<Option<T>, Closed> {
+        self.pop(Duration::ZERO)
     }
 
     pub fn push(&self, item: T, when_full: WhenFull) -> Pushed<T> {
@@ -63,6 +109,7 @@ impl<T> FrameQueue<T> {
                 st.items.push_back(item);
                 drop(st);
                 self.changed.notify_all();
+                self.ring();
                 return Pushed::Queued;
             }
             match when_full {
@@ -74,6 +121,7 @@ impl<T> FrameQueue<T> {
                     st.items.push_back(item);
                     drop(st);
                     self.changed.notify_all();
+                    self.ring();
                     return Pushed::Displaced(old);
                 }
                 WhenFull::Refuse => return Pushed::Refused(item),
@@ -116,6 +164,7 @@ impl<T> FrameQueue<T> {
     pub fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_all();
+        self.ring();
     }
 
     /// Close and hand back whatever was waiting (for shutdown without draining).

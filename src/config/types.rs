@@ -412,6 +412,21 @@ pub struct ModelConfig {
     /// Execution providers in priority order. Each one either registers or is reported with the reason, then the next is tried.
     #[serde(default = "default_providers")]
     pub providers: Vec<ProviderConfig>,
+    /// Frames judged in one inference call. Tasks that share this model have their cameras' frames
+    /// batched together; above 1 the model needs a batch dimension that is dynamic or at least this big.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long a partial batch waits for frames from the other cameras before it runs anyway.
+    #[serde(default = "default_batch_wait")]
+    pub batch_wait: Dur,
+}
+
+fn default_batch() -> usize {
+    1
+}
+
+fn default_batch_wait() -> Dur {
+    Dur::from_millis(2)
 }
 
 fn default_providers() -> Vec<ProviderConfig> {

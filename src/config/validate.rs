@@ -722,6 +722,20 @@ fn models(config: &Config, c: &mut Collector) {
         if model.providers.is_empty() {
             c.at(&[&path[..], &["providers"]].concat(), "no execution provider listed", "list at least `- cpu: {}`");
         }
+        if !(1..=64).contains(&model.batch) {
+            c.at(
+                &[&path[..], &["batch"]].concat(),
+                format!("batch {} is out of range", model.batch),
+                "use 1 to 64 frames per inference call (about the number of cameras sharing the model)",
+            );
+        }
+        if model.batch_wait.get() > std::time::Duration::from_millis(50) {
+            c.at(
+                &[&path[..], &["batch_wait"]].concat(),
+                format!("batch_wait {} would hold every part that long", model.batch_wait),
+                "keep it at a few milliseconds (at most 50ms): a late verdict is a useless verdict",
+            );
+        }
         let mut kinds = Vec::new();
         for (i, p) in model.providers.iter().enumerate() {
             let kind = std::mem::discriminant(p);

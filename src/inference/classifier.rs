@@ -115,6 +115,8 @@ pub struct Classifier {
     interpolation: i32,
     /// Reused between frames to avoid a per-frame allocation.
     resized: Mat,
+    /// The batch dimension: `Some(n)` when fixed, `None` when dynamic.
+    batch: Option<usize>,
 }
 
 /// Timings of one inference, in milliseconds.
@@ -139,6 +141,12 @@ impl Classifier {
         }
         contract.check().map_err(|e| fail(format!("bad contract: {e}")))?;
         check_io(&built.session, &contract).map_err(fail)?;
+        let batch = built
+            .session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == contract.input.name)
+            .and_then(|i| i.dtype().tensor_shape().and_then(|s| usize::try_from(s[0]).ok()));
         let ok_mask = contract.classes.iter().map(|c| contract.ok_classes.contains(c)).collect();
         let interpolation = match contract.input.resize.as_str() {
             "area" => imgproc::INTER_AREA,
@@ -155,6 +163,7 @@ impl Classifier {
             ok_mask,
             interpolation,
             resized: Mat::default(),
+            batch,
         })
     }
 
@@ -222,16 +231,30 @@ impl Classifier {
 
     /// Preprocess and run one frame.
     pub fn classify(&mut self, frame: &Mat) -> Result<(Vec<f32>, Timing), String> {
+        let (mut probs, timing) = self.classify_many(&[frame])?;
+        Ok((probs.pop().unwrap_or_default(), timing))
+    }
+
+    /// The largest batch one call may hold: `None` when the batch dimension is dynamic.
+    pub fn max_batch(&self) -> Option<usize> {
+        self.batch
+    }
+
+    /// Class probabilities for several frames in one inference call.
+    pub fn classify_many(&mut self, frames: &[&Mat]) -> Result<(Vec<Vec<f32>>, Timing), String> {
+        let n = frames.len();
+        if n == 0 || self.batch.is_some_and(|b| n > b) {
+            return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
+        }
         let t0 = Instant::now();
-        let mut data = Vec::with_capacity(self.input_len());
-        self.preprocess(frame, &mut data)?;
+        let mut data = Vec::with_capacity(self.input_len() * n);
+        for f in frames {
+            self.preprocess(f, &mut data)?;
+        }
         let t1 = Instant::now();
-        let mut probs = self.run_prepared(1, data)?;
+        let probs = self.run_prepared(n, data)?;
         let t2 = Instant::now();
-        Ok((
-            probs.pop().unwrap_or_default(),
-            Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 },
-        ))
+        Ok((probs, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
     }
 }
 

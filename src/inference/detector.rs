@@ -33,10 +33,10 @@ pub struct Detection {
 /// What the output looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Output {
-    /// `[1, 4+nc, n]`.
-    Raw { n: usize },
-    /// `[1, k, 6]`.
-    Nms { k: usize },
+    /// `[N, 4+nc, anchors]`.
+    Raw,
+    /// `[N, k, 6]`.
+    Nms,
 }
 
 pub struct Detector {
@@ -45,6 +45,8 @@ pub struct Detector {
     input: String,
     output_name: String,
     output: Output,
+    /// The batch dimension: `Some(n)` when fixed, `None` when dynamic.
+    batch: Option<usize>,
     pub provider: &'static str,
     pub providers: Vec<ProviderReport>,
     pub sha256: String,
@@ -78,13 +80,14 @@ impl Detector {
                 meta.task
             )));
         }
-        let (input, output_name, output) = check_io(&built.session, &meta).map_err(fail)?;
+        let (input, output_name, output, batch) = check_io(&built.session, &meta).map_err(fail)?;
         Ok(Detector {
             session: built.session,
             meta,
             input,
             output_name,
             output,
+            batch,
             provider: built.provider,
             providers: built.reports,
             sha256,
@@ -142,13 +145,32 @@ impl Detector {
 
     /// Detect on one BGR frame: boxes in frame pixels, best first.
     pub fn detect(&mut self, frame: &Mat, conf: f32, iou: f32) -> Result<(Vec<Detection>, Timing), String> {
+        let (mut dets, timing) = self.detect_many(&[frame], conf, iou)?;
+        Ok((dets.pop().unwrap_or_default(), timing))
+    }
+
+    /// The largest batch one call may hold: `None` when the batch dimension is dynamic.
+    pub fn max_batch(&self) -> Option<usize> {
+        self.batch
+    }
+
+    /// Detect on several frames in one inference call (a batch), one list per frame.
+    /// The timing is the whole call's.
+    pub fn detect_many(&mut self, frames: &[&Mat], conf: f32, iou: f32) -> Result<(Vec<Vec<Detection>>, Timing), String> {
+        let n = frames.len();
+        if n == 0 || self.batch.is_some_and(|b| n > b) {
+            return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
+        }
         let t0 = Instant::now();
-        let mut data = Vec::with_capacity(3 * (self.meta.imgsz.0 * self.meta.imgsz.1) as usize);
-        let lb = self.preprocess(frame, &mut data)?;
-        let t1 = Instant::now();
         let (in_h, in_w) = self.meta.imgsz;
-        let tensor =
-            Tensor::from_array(([1usize, 3, in_h as usize, in_w as usize], data)).map_err(|e| e.to_string())?;
+        let per = 3 * (in_h * in_w) as usize;
+        let mut data = Vec::with_capacity(per * n);
+        let mut boxes = Vec::with_capacity(n);
+        for f in frames {
+            boxes.push(self.preprocess(f, &mut data)?);
+        }
+        let t1 = Instant::now();
+        let tensor = Tensor::from_array(([n, 3, in_h as usize, in_w as usize], data)).map_err(|e| e.to_string())?;
         let outputs = self
             .session
             .run(ort::inputs![self.input.as_str() => tensor])
@@ -156,29 +178,41 @@ impl Detector {
         let out = outputs
             .get(&self.output_name)
             .ok_or_else(|| format!("the model returned no output `{}`", self.output_name))?;
-        let (_, values) = out.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let (shape, values) = out.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
         let nc = self.meta.names.len();
-        let raw = match self.output {
-            Output::Raw { n } => decode_raw(values, nc, n, conf, iou)?,
-            Output::Nms { k } => decode_nms(values, k, nc, conf)?,
+        // Dynamic exports declare -1 for the anchor count: the real shape says it.
+        let dims: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
+        let (rows, cols) = match (self.output, dims.as_slice()) {
+            (Output::Raw, [b, c, k]) if *b == n && *c == 4 + nc => (*c, *k),
+            (Output::Nms, [b, k, 6]) if *b == n => (*k, 6),
+            _ => return Err(format!("output shape {dims:?} does not fit a batch of {n} with {nc} classes")),
         };
-        let (w, h) = (frame.cols() as u32, frame.rows() as u32);
-        let dets = raw
-            .into_iter()
-            .map(|r| Detection {
-                class: self.meta.names[r.class].clone(),
-                class_id: r.class,
-                score: r.score,
-                bbox: lb.to_image(r.xyxy, w, h),
-            })
-            .collect();
+        let mut all = Vec::with_capacity(n);
+        for (i, (frame, lb)) in frames.iter().zip(&boxes).enumerate() {
+            let one = &values[i * rows * cols..(i + 1) * rows * cols];
+            let raw = match self.output {
+                Output::Raw => decode_raw(one, nc, cols, conf, iou)?,
+                Output::Nms => decode_nms(one, rows, nc, conf)?,
+            };
+            let (w, h) = (frame.cols() as u32, frame.rows() as u32);
+            all.push(
+                raw.into_iter()
+                    .map(|r| Detection {
+                        class: self.meta.names[r.class].clone(),
+                        class_id: r.class,
+                        score: r.score,
+                        bbox: lb.to_image(r.xyxy, w, h),
+                    })
+                    .collect(),
+            );
+        }
         let t2 = Instant::now();
-        Ok((dets, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
+        Ok((all, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
     }
 }
 
 /// The session's input and output must be what the metadata declares.
-fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Output), String> {
+fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Output, Option<usize>), String> {
     let nc = meta.names.len();
     let (in_h, in_w) = (i64::from(meta.imgsz.0), i64::from(meta.imgsz.1));
     let describe = |name: &str, ty: &ort::value::ValueType| match (ty.tensor_type(), ty.tensor_shape()) {
@@ -197,10 +231,16 @@ fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Outpu
         && input
             .dtype()
             .tensor_shape()
-            .is_some_and(|s| s.len() == 4 && (s[0] == 1 || s[0] == -1) && s[1] == 3 && s[2] == in_h && s[3] == in_w);
+            .is_some_and(|s| {
+                s.len() == 4
+                    && (s[0] >= 1 || s[0] == -1)
+                    && s[1] == 3
+                    && (s[2] == in_h || s[2] == -1)
+                    && (s[3] == in_w || s[3] == -1)
+            });
     if !ok_in {
         return Err(format!(
-            "expected input Float32 [1, 3, {in_h}, {in_w}] (imgsz from its metadata; a half=True export is not supported), {}",
+            "expected input Float32 [N, 3, {in_h}, {in_w}] (imgsz from its metadata; a half=True export is not supported), {}",
             found()
         ));
     }
@@ -208,14 +248,15 @@ fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Outpu
         return Err(format!("it has no output; {}", found()));
     };
     let shape = output.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+    let batch = input.dtype().tensor_shape().and_then(|s| usize::try_from(s[0]).ok());
     let out = match (meta.end2end, shape.as_slice()) {
-        (false, [1, c, n]) if *c == 4 + nc as i64 && *n > 0 => Output::Raw { n: *n as usize },
-        (true, [1, k, 6]) if *k > 0 => Output::Nms { k: *k as usize },
+        (false, [b, c, n]) if (*b >= 1 || *b == -1) && *c == 4 + nc as i64 && (*n > 0 || *n == -1) => Output::Raw,
+        (true, [b, k, 6]) if (*b >= 1 || *b == -1) && (*k > 0 || *k == -1) => Output::Nms,
         _ => {
             let expected = if meta.end2end {
-                "[1, K, 6] (an nms=True export)".to_string()
+                "[N, K, 6] (an nms=True export)".to_string()
             } else {
-                format!("[1, {}, N] (4 box values and {nc} class scores per anchor)", 4 + nc)
+                format!("[N, {}, A] (4 box values and {nc} class scores per anchor)", 4 + nc)
             };
             return Err(format!("expected output {expected}, {}", found()));
         }
@@ -223,5 +264,5 @@ fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Outpu
     if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
         return Err(format!("expected a Float32 output, {}", found()));
     }
-    Ok((input.name().to_string(), output.name().to_string(), out))
+    Ok((input.name().to_string(), output.name().to_string(), out, batch))
 }

@@ -1,7 +1,8 @@
 //! Inference: ONNX Runtime sessions and the worker thread that judges frames.
 //!
-//! One worker thread per task owns its session (`Session::run` takes `&mut`
-//! and blocks). It takes frames from the camera queue until the queue is
+//! One worker thread per model owns its session (`Session::run` takes `&mut`
+//! and blocks) and serves every task that uses the model, batching frames
+//! from their cameras (see [`Worker`]). It takes frames until every queue is
 //! closed and empty, so a shutdown finishes the parts already captured.
 
 pub mod classifier;
@@ -12,17 +13,18 @@ pub mod yolo;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::camera::queue::FrameQueue;
+use crate::camera::queue::{Closed, Doorbell, FrameQueue};
 use crate::camera::Frame;
 use crate::decision::control::TaskControl;
 use crate::decision::rules::{ClassifierRule, DetectionRule};
 use crate::decision::{Judgement, PartEvent, Verdict};
-use classifier::Classifier;
+use classifier::{Classifier, Timing};
 use detector::Detector;
+use opencv::core::Mat;
 
 /// A frame as 8-bit BGR: grey and BGRA frames converted, 3-channel frames borrowed.
 pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::core::Mat>, String> {
@@ -45,6 +47,8 @@ pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::
 }
 
 /// A model of either kind.
+// One per model for the whole run, never moved in a hot path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     Classifier(Classifier),
     Detector(Detector),
@@ -89,116 +93,320 @@ pub fn load_model(
     }
 }
 
-/// A loaded model with the rule that turns its output into a verdict.
-pub enum Judge {
-    Classifier { model: Classifier, rule: ClassifierRule },
-    Detector { model: Detector, rule: DetectionRule, iou: f32 },
-}
-
-impl Judge {
+impl Loaded {
     pub fn provider(&self) -> &'static str {
         match self {
-            Judge::Classifier { model, .. } => model.provider,
-            Judge::Detector { model, .. } => model.provider,
+            Loaded::Classifier(m) => m.provider,
+            Loaded::Detector(m) => m.provider,
+        }
+    }
+
+    /// The largest batch one call may hold; `None` when the model's batch dimension is dynamic.
+    pub fn max_batch(&self) -> Option<usize> {
+        match self {
+            Loaded::Classifier(m) => m.max_batch(),
+            Loaded::Detector(m) => m.max_batch(),
+        }
+    }
+
+    /// The model's input as (width, height).
+    pub fn input_size(&self) -> (u32, u32) {
+        match self {
+            Loaded::Classifier(m) => (m.contract.input.width, m.contract.input.height),
+            Loaded::Detector(m) => (m.meta.imgsz.1, m.meta.imgsz.0),
+        }
+    }
+
+    /// One inference call on a batch of frames; detectors keep boxes from `conf` on.
+    pub fn infer(&mut self, frames: &[&Mat], conf: f32, iou: f32) -> Result<(Vec<Output>, Timing), String> {
+        match self {
+            Loaded::Classifier(m) => {
+                m.classify_many(frames).map(|(p, t)| (p.into_iter().map(Output::Probs).collect(), t))
+            }
+            Loaded::Detector(m) => {
+                m.detect_many(frames, conf, iou).map(|(d, t)| (d.into_iter().map(Output::Detections).collect(), t))
+            }
         }
     }
 }
 
-pub struct Worker {
+/// What a model said about one frame.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Class probabilities, in the model's class order.
+    Probs(Vec<f32>),
+    /// Boxes in frame pixels, best first.
+    Detections(Vec<detector::Detection>),
+}
+
+/// How one task turns a model's output into its verdict. Tasks that share a
+/// model each keep their own rule (zones, thresholds, uncertain band).
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Classifier(ClassifierRule),
+    Detector(DetectionRule),
+}
+
+impl Rule {
+    /// The lowest score this task needs the model to report (detectors filter by it).
+    fn needs_from(&self, threshold: f32) -> f32 {
+        match self {
+            Rule::Classifier(_) => 0.0,
+            Rule::Detector(r) => r.band.map_or(threshold, |b| b.from.min(threshold)),
+        }
+    }
+
+    /// Fill in `j` from the model's output, with the task's current threshold.
+    fn judge(&mut self, out: Output, threshold: f32, j: &mut Judgement) {
+        j.error = None;
+        match (self, out) {
+            (Rule::Classifier(rule), Output::Probs(probs)) => {
+                rule.ng_threshold = threshold;
+                let (verdict, ng) = rule.judge(&probs);
+                j.verdict = verdict;
+                j.ng_score = ng;
+                j.top_class = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                if verdict == Verdict::Error {
+                    j.error = Some(format!("the model returned unusable scores {probs:?}"));
+                }
+                j.scores = probs;
+            }
+            (Rule::Detector(rule), Output::Detections(dets)) => {
+                let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
+                let (verdict, ng, kept) = rule.judge(&raw, threshold);
+                j.verdict = verdict;
+                j.ng_score = ng;
+                j.top_class = kept.first().map_or(0, |&i| dets[i].class_id);
+                j.detections = kept.into_iter().map(|i| dets[i].clone()).collect();
+            }
+            (_, out) => {
+                j.verdict = Verdict::Error;
+                j.error = Some(format!("the model's output does not fit the task's rule: {out:?}"));
+            }
+        }
+    }
+}
+
+/// One task served by an inference worker.
+pub struct Member {
     pub task: Arc<str>,
-    pub judge: Judge,
+    pub rule: Rule,
+    /// The task's camera queue (rings the worker's doorbell).
     pub queue: Arc<FrameQueue<Frame>>,
     pub events: UnboundedSender<PartEvent>,
     /// A frame older than this when its turn comes is not worth inferring:
     /// its part has been given ERROR by the controller already.
     pub max_age: Duration,
-    /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
-    pub progress: Arc<AtomicU64>,
-    /// Frames judged by this worker alone (the fault supervisor watches it).
+    /// Frames judged for this task alone (the fault supervisor watches it).
     pub task_progress: Arc<AtomicU64>,
     /// Enabled and threshold, as commands set them; read per frame.
     pub control: Arc<TaskControl>,
 }
 
+/// The thread that owns one model's session and serves every task using
+/// that model. Frames from the tasks' cameras are gathered into one batch
+/// (up to `batch` frames, waiting at most `batch_wait` after the first one
+/// for more) and judged in one inference call.
+///
+/// Fairness: each gathering pass takes at most one frame per camera, and the
+/// camera that goes first moves on by one after every batch, so a busy camera
+/// cannot keep a quiet one out of the batch. What a camera cannot get into a
+/// batch waits in its own bounded queue, where it is counted when dropped.
+pub struct Worker {
+    /// The model's name in the config, for logs.
+    pub model: Arc<str>,
+    pub loaded: Loaded,
+    pub members: Vec<Member>,
+    pub batch: usize,
+    pub batch_wait: Duration,
+    pub bell: Arc<Doorbell>,
+    pub iou: f32,
+    /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
+    pub progress: Arc<AtomicU64>,
+    pub stats: Arc<crate::telemetry::ModelStats>,
+}
+
 impl Worker {
     pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name(format!("infer-{}", self.task)).spawn(move || self.run())
+        std::thread::Builder::new().name(format!("infer-{}", self.model)).spawn(move || self.run())
     }
 
     fn run(mut self) {
+        let mut first = 0;
+        let mut done = vec![false; self.members.len()];
+        let batch = self.batch.max(1);
         loop {
-            let frame = match self.queue.pop(Duration::from_millis(200)) {
-                Ok(Some(f)) => f,
-                Ok(None) => continue,
-                Err(_closed) => break,
-            };
-            let judgement = self.judge(frame);
-            self.progress.fetch_add(1, Ordering::Relaxed);
-            self.task_progress.fetch_add(1, Ordering::Relaxed);
-            if self.events.send(PartEvent::Judged(judgement)).is_err() {
-                break;
+            let seen = self.bell.count();
+            let mut frames = Vec::with_capacity(batch);
+            gather(&self.members, &mut frames, batch, first, &mut done);
+            if frames.is_empty() {
+                if done.iter().all(|d| *d) {
+                    break;
+                }
+                self.bell.wait(seen, Duration::from_millis(200));
+                continue;
             }
+            // A partial batch waits a little for the other cameras.
+            let until = Instant::now() + self.batch_wait;
+            while frames.len() < batch && !done.iter().all(|d| *d) {
+                let seen = self.bell.count();
+                let before = frames.len();
+                gather(&self.members, &mut frames, batch, first, &mut done);
+                let now = Instant::now();
+                if frames.len() == before {
+                    if now >= until {
+                        break;
+                    }
+                    self.bell.wait(seen, until - now);
+                }
+            }
+            first = (first + 1) % self.members.len().max(1);
+            self.judge(frames);
         }
-        tracing::debug!(task = %self.task, "inference worker finished");
+        tracing::debug!(model = %self.model, "inference worker finished");
     }
 
-    fn judge(&mut self, frame: Frame) -> Judgement {
-        let age = frame.part.captured.elapsed();
-        let mut j = Judgement::error(frame.part, String::new());
-        if age > self.max_age {
-            j.error = Some(format!("frame was {} ms old when inference could start", age.as_millis()));
-            return j;
+    /// Judge one batch and hand every frame's judgement to its task.
+    fn judge(&mut self, frames: Vec<(usize, Frame)>) {
+        let mut ready: Vec<(usize, Frame, f32)> = Vec::with_capacity(frames.len());
+        for (i, frame) in frames {
+            let m = &self.members[i];
+            let age = frame.part.captured.elapsed();
+            let why = if age > m.max_age {
+                format!("frame was {} ms old when inference could start", age.as_millis())
+            } else if !m.control.enabled() {
+                "task disabled by command: parts are not inspected, so they are rejected".to_string()
+            } else {
+                ready.push((i, frame, m.control.threshold()));
+                continue;
+            };
+            self.send(i, Judgement::error(frame.part, why));
         }
-        if !self.control.enabled() {
-            j.error = Some("task disabled by command: parts are not inspected, so they are rejected".into());
-            return j;
+        if ready.is_empty() {
+            return;
         }
-        let threshold = self.control.threshold();
-        let result = match &mut self.judge {
-            Judge::Classifier { model, rule } => {
-                rule.ng_threshold = threshold;
-                model.classify(&frame.image).map(|(probs, timing)| {
-                    let (verdict, ng) = rule.judge(&probs);
-                    j.verdict = verdict;
-                    j.ng_score = ng;
-                    j.top_class =
-                        probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-                    if verdict == Verdict::Error {
-                        j.error = Some(format!("the model returned unusable scores {probs:?}"));
-                    } else {
-                        j.error = None;
-                    }
-                    j.scores = probs;
-                    timing
-                })
-            }
-            Judge::Detector { model, rule, iou } => {
-                // The task's threshold is every class's floor; per-class minimums above it stay.
-                // With an uncertain band, detections from the band's lower edge are needed too.
-                let conf = rule.band.map_or(threshold, |b| b.from.min(threshold));
-                model.detect(&frame.image, conf * 0.999, *iou).map(|(dets, timing)| {
-                    let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
-                    let (verdict, ng, kept) = rule.judge(&raw, threshold);
-                    j.verdict = verdict;
-                    j.ng_score = ng;
-                    j.error = None;
-                    j.top_class = kept.first().map_or(0, |&i| dets[i].class_id);
-                    j.detections = kept.into_iter().map(|i| dets[i].clone()).collect();
-                    timing
-                })
-            }
-        };
+        let conf = ready.iter().map(|(i, _, t)| self.members[*i].rule.needs_from(*t)).fold(1.0_f32, f32::min);
+        let images: Vec<&Mat> = ready.iter().map(|(_, f, _)| &f.image).collect();
+        // Just below the threshold, so a score equal to it is kept (the rule's test is inclusive).
+        let result = self.loaded.infer(&images, conf * 0.999, self.iou);
+        drop(images);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.frames.fetch_add(ready.len() as u64, Ordering::Relaxed);
+        self.stats.largest_batch.fetch_max(ready.len() as u64, Ordering::Relaxed);
         match result {
-            Ok(timing) => {
-                j.preprocess_ms = timing.preprocess_ms;
-                j.inference_ms = timing.inference_ms;
+            Ok((outputs, timing)) => {
+                let n = ready.len() as f64;
+                for ((i, frame, threshold), out) in ready.into_iter().zip(outputs) {
+                    let mut j = Judgement::error(frame.part, String::new());
+                    self.members[i].rule.judge(out, threshold, &mut j);
+                    j.preprocess_ms = timing.preprocess_ms / n;
+                    j.inference_ms = timing.inference_ms;
+                    self.send(i, j);
+                }
             }
             Err(e) => {
-                tracing::error!(task = %self.task, part = j.part.part_id, error = %e, "inference failed; part gets ERROR");
-                j.verdict = Verdict::Error;
-                j.error = Some(e);
+                tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
+                for (i, frame, _) in ready {
+                    self.send(i, Judgement::error(frame.part, e.clone()));
+                }
             }
         }
-        j
+    }
+
+    fn send(&self, i: usize, j: Judgement) {
+        let m = &self.members[i];
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        m.task_progress.fetch_add(1, Ordering::Relaxed);
+        // A controller that is gone is shutting down; its queue is closed and drains.
+        let _ = m.events.send(PartEvent::Judged(j));
+    }
+}
+
+/// Take frames from the members' queues into `out` until it holds `batch` or
+/// a pass finds nothing: at most one frame per member per pass, starting at
+/// member `first`. A member whose queue is closed and empty is marked done.
+fn gather(members: &[Member], out: &mut Vec<(usize, Frame)>, batch: usize, first: usize, done: &mut [bool]) {
+    gather_from(members.len(), |i| members[i].queue.try_pop(), out, batch, first, done)
+}
+
+fn gather_from<F>(
+    n: usize,
+    mut pop: impl FnMut(usize) -> Result<Option<F>, Closed>,
+    out: &mut Vec<(usize, F)>,
+    batch: usize,
+    first: usize,
+    done: &mut [bool],
+) {
+    while out.len() < batch {
+        let mut took = false;
+        for k in 0..n {
+            let i = (first + k) % n;
+            if done[i] || out.len() >= batch {
+                continue;
+            }
+            match pop(i) {
+                Ok(Some(f)) => {
+                    out.push((i, f));
+                    took = true;
+                }
+                Ok(None) => {}
+                Err(Closed) => done[i] = true,
+            }
+        }
+        if !took {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// Queues as plain lists; `None` marks a closed queue once it is empty.
+    fn run_gather(queues: &mut [VecDeque<u32>], closed: &[bool], batch: usize, first: usize) -> Vec<(usize, u32)> {
+        let mut out = Vec::new();
+        let mut done = vec![false; queues.len()];
+        gather_from(
+            queues.len(),
+            |i| match queues[i].pop_front() {
+                Some(f) => Ok(Some(f)),
+                None if closed[i] => Err(Closed),
+                None => Ok(None),
+            },
+            &mut out,
+            batch,
+            first,
+            &mut done,
+        );
+        out
+    }
+
+    #[test]
+    fn a_busy_camera_cannot_keep_a_quiet_one_out_of_the_batch() {
+        let mut q = [VecDeque::from([1, 2, 3, 4, 5]), VecDeque::from([10]), VecDeque::new()];
+        let got = run_gather(&mut q, &[false; 3], 4, 0);
+        assert_eq!(got, vec![(0, 1), (1, 10), (0, 2), (0, 3)], "one per camera per pass, then the busy one fills up");
+        // Batch smaller than the number of cameras: the rotating start serves each in turn.
+        let mut q = [VecDeque::from([1, 2]), VecDeque::from([10, 11]), VecDeque::from([20, 21])];
+        assert_eq!(run_gather(&mut q, &[false; 3], 2, 0), vec![(0, 1), (1, 10)]);
+        assert_eq!(run_gather(&mut q, &[false; 3], 2, 1), vec![(1, 11), (2, 20)]);
+        assert_eq!(run_gather(&mut q, &[false; 3], 2, 2), vec![(2, 21), (0, 2)]);
+    }
+
+    #[test]
+    fn closed_queues_are_marked_done_and_empty_ones_end_the_pass() {
+        let mut q = [VecDeque::new(), VecDeque::from([7])];
+        let mut done = vec![false, false];
+        let mut out = Vec::new();
+        let mut pop = |i: usize| match q[i].pop_front() {
+            Some(f) => Ok(Some(f)),
+            None if i == 0 => Err(Closed),
+            None => Ok(None),
+        };
+        gather_from(2, &mut pop, &mut out, 8, 0, &mut done);
+        assert_eq!(out, vec![(1, 7)]);
+        assert_eq!(done, vec![true, false]);
     }
 }

@@ -21,7 +21,7 @@ pub mod sparkplug;
 pub mod stats;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -103,6 +103,36 @@ pub struct NodeStats {
     pub heartbeats: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The MQTT disk queue, when MQTT is configured.
     pub mqtt_queue: Option<Arc<mqtt::QueueStats>>,
+    /// Per model: its inference calls and the frames they held.
+    pub models: BTreeMap<String, Arc<ModelStats>>,
+}
+
+/// What one model's inference worker did.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    /// Inference calls (batches).
+    pub calls: AtomicU64,
+    /// Frames judged in them.
+    pub frames: AtomicU64,
+    /// The most frames one call held.
+    pub largest_batch: AtomicU64,
+    pub provider: std::sync::OnceLock<&'static str>,
+    pub threads: AtomicU64,
+}
+
+impl ModelStats {
+    pub fn to_json(&self) -> Value {
+        let calls = self.calls.load(Ordering::Relaxed);
+        let frames = self.frames.load(Ordering::Relaxed);
+        json!({
+            "calls": calls,
+            "frames": frames,
+            "mean_batch": if calls == 0 { 0.0 } else { (frames as f64 / calls as f64 * 100.0).round() / 100.0 },
+            "largest_batch": self.largest_batch.load(Ordering::Relaxed),
+            "provider": self.provider.get(),
+            "threads": self.threads.load(Ordering::Relaxed),
+        })
+    }
 }
 
 impl NodeStats {
@@ -180,6 +210,7 @@ impl NodeStats {
             "ts": rfc3339(SystemTime::now()),
             "uptime_s": self.started.elapsed().as_secs(),
             "tasks": tasks,
+            "models": self.models.iter().map(|(k, m)| (k.clone(), m.to_json())).collect::<serde_json::Map<_, _>>(),
             "modbus": devices,
             "faults": self.faults.list(),
             "heartbeats": self.heartbeats.as_ref().map(|h| h.load(Ordering::Relaxed)),
