@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::camera::queue::Doorbell;
 use crate::camera::queue::FrameQueue;
 use crate::camera::{Camera, CameraStats, Opener};
 use crate::config::{CameraMode, Config};
@@ -31,7 +32,6 @@ use crate::decision::controller::{Controller, GateDistance, RejectPlan};
 use crate::decision::reject::{Gate, GateSettings};
 use crate::decision::rules::{ClassifierRule, DetectionRule};
 use crate::decision::Band;
-use crate::camera::queue::Doorbell;
 use crate::inference::{runtime, Member, Rule, Worker};
 use crate::line::health::{self, Faults, RejectWindow, WatchedTask};
 use crate::line::{encoder, trigger};
@@ -189,7 +189,10 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         .await
         .map_err(|e| StartError::Other(e.to_string()))?
         .map_err(|e| {
-            StartError::Model(format!("model `{model_name}` (`{}`) fails on a blank frame: {e}", model_cfg.path.display()))
+            StartError::Model(format!(
+                "model `{model_name}` (`{}`) fails on a blank frame: {e}",
+                model_cfg.path.display()
+            ))
         })?;
         warming.done(loaded.provider(), warm);
         tracing::info!(model = model_name, threads = model_threads, batch = model_cfg.batch, tasks = ?users, "model shared by its tasks");

@@ -10,6 +10,7 @@
 //! (c) latency from capture to reject acknowledged;
 //! (d) CPU time per frame and peak RSS.
 
+pub mod cameras;
 pub mod queue;
 pub mod rejects;
 
@@ -67,6 +68,10 @@ pub struct BenchArgs {
     /// With --queue: messages in the backlog that is replayed.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
+    /// Measure several cameras sharing one model instead, for each camera count given
+    /// (e.g. `--cameras 1,2,4`), with frames batched across the cameras.
+    #[arg(long, value_delimiter = ',')]
+    pub cameras: Vec<usize>,
 }
 
 pub async fn main(args: BenchArgs) -> Result<(), String> {
@@ -93,6 +98,15 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         return Ok(());
     }
     let video = make_video(&args)?;
+    if !args.cameras.is_empty() {
+        let out = cameras::run(&args, &video, &args.cameras).await?;
+        if args.json {
+            println!("{out}");
+        } else {
+            println!("machine: {}", out["machine"]);
+        }
+        return Ok(());
+    }
     let say = |s: &str| {
         if !args.json {
             println!("{s}");

@@ -254,7 +254,10 @@ impl Classifier {
         let t1 = Instant::now();
         let probs = self.run_prepared(n, data)?;
         let t2 = Instant::now();
-        Ok((probs, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
+        Ok((
+            probs,
+            Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 },
+        ))
     }
 }
 

@@ -154,9 +154,23 @@ impl Detector {
         self.batch
     }
 
+    /// Only `Session::run` on `n` letterboxed frames prepared by [`Detector::preprocess`]
+    /// (for the benchmark's limit); the output is not decoded.
+    pub fn run_prepared(&mut self, n: usize, data: Vec<f32>) -> Result<(), String> {
+        let (in_h, in_w) = self.meta.imgsz;
+        let tensor = Tensor::from_array(([n, 3, in_h as usize, in_w as usize], data)).map_err(|e| e.to_string())?;
+        self.session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| format!("inference failed: {e}"))?;
+        Ok(())
+    }
+
     /// Detect on several frames in one inference call (a batch), one list per frame.
     /// The timing is the whole call's.
-    pub fn detect_many(&mut self, frames: &[&Mat], conf: f32, iou: f32) -> Result<(Vec<Vec<Detection>>, Timing), String> {
+    pub fn detect_many(
+        &mut self,
+        frames: &[&Mat],
+        conf: f32,
+        iou: f32,
+    ) -> Result<(Vec<Vec<Detection>>, Timing), String> {
         let n = frames.len();
         if n == 0 || self.batch.is_some_and(|b| n > b) {
             return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
@@ -228,16 +242,13 @@ fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Outpu
         return Err(format!("a YOLO detector has one input; {}", found()));
     };
     let ok_in = input.dtype().tensor_type() == Some(TensorElementType::Float32)
-        && input
-            .dtype()
-            .tensor_shape()
-            .is_some_and(|s| {
-                s.len() == 4
-                    && (s[0] >= 1 || s[0] == -1)
-                    && s[1] == 3
-                    && (s[2] == in_h || s[2] == -1)
-                    && (s[3] == in_w || s[3] == -1)
-            });
+        && input.dtype().tensor_shape().is_some_and(|s| {
+            s.len() == 4
+                && (s[0] >= 1 || s[0] == -1)
+                && s[1] == 3
+                && (s[2] == in_h || s[2] == -1)
+                && (s[3] == in_w || s[3] == -1)
+        });
     if !ok_in {
         return Err(format!(
             "expected input Float32 [N, 3, {in_h}, {in_w}] (imgsz from its metadata; a half=True export is not supported), {}",

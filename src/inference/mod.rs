@@ -117,6 +117,22 @@ impl Loaded {
         }
     }
 
+    /// Append one frame's input tensor to `out`.
+    pub fn prepare(&mut self, frame: &Mat, out: &mut Vec<f32>) -> Result<(), String> {
+        match self {
+            Loaded::Classifier(m) => m.preprocess(frame, out),
+            Loaded::Detector(m) => m.preprocess(frame, out).map(|_| ()),
+        }
+    }
+
+    /// Only `Session::run` on `n` prepared inputs: what the benchmark calls the limit.
+    pub fn run_prepared(&mut self, n: usize, data: Vec<f32>) -> Result<(), String> {
+        match self {
+            Loaded::Classifier(m) => m.run_prepared(n, data).map(|_| ()),
+            Loaded::Detector(m) => m.run_prepared(n, data),
+        }
+    }
+
     /// One inference call on a batch of frames; detectors keep boxes from `conf` on.
     pub fn infer(&mut self, frames: &[&Mat], conf: f32, iou: f32) -> Result<(Vec<Output>, Timing), String> {
         match self {

@@ -1,0 +1,190 @@
+//! `linesight bench --cameras 1,2,4`: several cameras sharing one model.
+//!
+//! For each camera count N, in one run:
+//! - **decode alone**: N threads each decoding the test video at once, frames/s in all;
+//! - **ONNX Runtime alone**: `Session::run` on prepared tensors in batches of N
+//!   (or of the model's largest batch), with the same threads as the pipeline;
+//! - **the limit**: the slower of the two;
+//! - **the pipeline**: N file cameras, N tasks on the one model with `batch: N`,
+//!   frames/s in all (first result to last), and per camera its capture-to-decision
+//!   latency and the frames it dropped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use opencv::core::Mat;
+use opencv::prelude::*;
+use opencv::videoio;
+use serde_json::{json, Value};
+
+use super::{bench_config, decode_only, machine, round1};
+use crate::app;
+use crate::config::*;
+use crate::inference::runtime;
+
+/// Decode the video on `n` threads at once: frames/s in all.
+fn decode_parallel(video: &Path, n: usize) -> Result<f64, String> {
+    let t = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let v = video.to_path_buf();
+            std::thread::spawn(move || decode_only(&v).map(|_| frames_in(&v)))
+        })
+        .collect();
+    let mut frames = 0usize;
+    for h in handles {
+        frames += h.join().map_err(|_| "decoder thread panicked".to_string())??;
+    }
+    Ok(frames as f64 / t.elapsed().as_secs_f64())
+}
+
+fn frames_in(video: &Path) -> usize {
+    videoio::VideoCapture::from_file(&*video.to_string_lossy(), videoio::CAP_ANY)
+        .and_then(|c| c.get(videoio::CAP_PROP_FRAME_COUNT))
+        .map(|n| n as usize)
+        .unwrap_or(0)
+}
+
+/// Raw `Session::run` in batches of `n` on tensors made from real frames before the clock starts.
+fn ort_batched(
+    env: &'static ort::environment::Environment,
+    cfg: &ModelConfig,
+    threads: usize,
+    video: &Path,
+    n: usize,
+) -> Result<(f64, usize, String), String> {
+    let mut model = crate::inference::load_model(env, cfg, threads).map_err(|e| e.to_string())?;
+    let batch = model.max_batch().map_or(n, |max| n.min(max));
+    let mut cap =
+        videoio::VideoCapture::from_file(&*video.to_string_lossy(), videoio::CAP_ANY).map_err(|e| e.message)?;
+    let mut one = Vec::new();
+    let mut f = Mat::default();
+    while one.len() < 16 && cap.read(&mut f).unwrap_or(false) && !f.empty() {
+        let mut t = Vec::new();
+        model.prepare(&f, &mut t)?;
+        one.push(t);
+    }
+    if one.is_empty() {
+        return Err(format!("{} has no frames", video.display()));
+    }
+    let make = |k: usize| -> Vec<f32> { (0..batch).flat_map(|j| one[(k + j) % one.len()].iter().copied()).collect() };
+    for k in 0..3 {
+        model.run_prepared(batch, make(k))?;
+    }
+    let calls = (240 / batch).max(20);
+    let inputs: Vec<Vec<f32>> = (0..calls).map(make).collect();
+    let t = Instant::now();
+    for input in inputs {
+        model.run_prepared(batch, input)?;
+    }
+    Ok(((calls * batch) as f64 / t.elapsed().as_secs_f64(), batch, model.provider().to_string()))
+}
+
+/// The pipeline with `n` cameras and tasks on one model.
+async fn pipeline(args: &super::BenchArgs, video: &Path, n: usize, batch: usize) -> Result<(f64, Value), String> {
+    let mut cfg = bench_config(args, video, "127.0.0.1:1", None);
+    // No gate here: this measures inspection throughput and latency across cameras.
+    cfg.modbus = Default::default();
+    let cam = cfg.cameras.remove("cam").expect("bench camera");
+    let mut task = cfg.tasks.remove("bench").expect("bench task");
+    task.reject = None;
+    for i in 0..n {
+        cfg.cameras.insert(format!("cam{i}"), cam.clone());
+        cfg.tasks.insert(format!("cam{i}"), TaskConfig { camera: format!("cam{i}"), ..task.clone() });
+    }
+    if let Some(m) = cfg.models.get_mut("model") {
+        m.batch = batch;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let running =
+        app::start(&cfg, app::Options { observer: Some(tx), ..Default::default() }).await.map_err(|e| e.to_string())?;
+    let run = tokio::spawn(running.run_until(std::future::pending()));
+    let (mut first, mut last, mut count) = (None, Instant::now(), 0u64);
+    while rx.recv().await.is_some() {
+        let now = Instant::now();
+        first.get_or_insert(now);
+        last = now;
+        count += 1;
+    }
+    let stats = run.await.map_err(|e| e.to_string())?;
+    let span = last.duration_since(first.unwrap_or(last)).as_secs_f64();
+    Ok((if count > 1 { (count - 1) as f64 / span } else { 0.0 }, stats))
+}
+
+pub async fn run(args: &super::BenchArgs, video: &Path, counts: &[usize]) -> Result<Value, String> {
+    let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
+    let model_cfg = bench_config(args, video, "127.0.0.1:1", None).models["model"].clone();
+    let mut rows = Vec::new();
+    for &n in counts {
+        let v: PathBuf = video.to_path_buf();
+        let decode = tokio::task::spawn_blocking(move || -> Result<f64, String> {
+            let mut best: f64 = 0.0;
+            for _ in 0..2 {
+                best = best.max(decode_parallel(&v, n)?);
+            }
+            Ok(best)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let (cfg, v, threads) = (model_cfg.clone(), video.to_path_buf(), args.threads);
+        let (ort, batch, provider) = tokio::task::spawn_blocking(move || ort_batched(env, &cfg, threads, &v, n))
+            .await
+            .map_err(|e| e.to_string())??;
+        let limit = decode.min(ort);
+        let (fps, stats) = pipeline(args, video, n, batch).await?;
+        let cameras: serde_json::Map<String, Value> = stats["tasks"]
+            .as_object()
+            .map(|tasks| {
+                tasks
+                    .iter()
+                    .map(|(name, t)| {
+                        (
+                            name.clone(),
+                            json!({
+                                "frames": t["processed"],
+                                "decision_ms": {"p50": t["capture_to_decision_ms"]["p50"], "p99": t["capture_to_decision_ms"]["p99"]},
+                                "dropped": t["dropped"], "refused": t["refused"], "error": t["error"],
+                            }),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let row = json!({
+            "cameras": n,
+            "batch": batch,
+            "decode_fps": round1(decode),
+            "ort_fps": round1(ort),
+            "limit_fps": round1(limit),
+            "limit_is": if decode < ort { "decode" } else { "onnxruntime" },
+            "pipeline_fps": round1(fps),
+            "efficiency": (fps / limit * 1000.0).round() / 1000.0,
+            "mean_batch": stats["models"]["model"]["mean_batch"],
+            "provider": provider,
+            "per_camera": cameras,
+        });
+        if !args.json {
+            println!(
+                "{n} camera(s), batch {batch}: decode {decode:.1} f/s, ONNX Runtime {ort:.1} f/s -> limit {limit:.1}; pipeline {fps:.1} f/s = {:.3} of the limit (mean batch {})",
+                fps / limit,
+                row["mean_batch"]
+            );
+            for (cam, c) in row["per_camera"].as_object().into_iter().flatten() {
+                println!(
+                    "    {cam}: {} frames, capture->decision p50 {} ms p99 {} ms, dropped {} refused {}",
+                    c["frames"], c["decision_ms"]["p50"], c["decision_ms"]["p99"], c["dropped"], c["refused"]
+                );
+            }
+        }
+        rows.push(row);
+    }
+    Ok(json!({
+        "model": args.model.display().to_string(),
+        "resolution": format!("{}x{}", args.width, args.height),
+        "frames_per_camera": args.frames,
+        "threads": args.threads,
+        "runs": rows,
+        "machine": machine(),
+    }))
+}
