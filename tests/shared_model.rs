@@ -53,7 +53,13 @@ fn two_cameras_share_one_model_in_batches_and_keep_their_own_verdicts() {
                 // The side task's own rule: NG only from 0.99, UNCERTAIN (passed) from 0.3.
                 _ => {
                     let s = r["ng_score"].as_f64().unwrap();
-                    let want = if s >= 0.99 { "NG" } else if s >= 0.3 { "UNCERTAIN" } else { "OK" };
+                    let want = if s >= 0.99 {
+                        "NG"
+                    } else if s >= 0.3 {
+                        "UNCERTAIN"
+                    } else {
+                        "OK"
+                    };
                     assert_eq!(v, want, "{task} part {}: {r}", i + 1);
                     assert_eq!(v != "OK", ng[i], "{task} part {}: {r}", i + 1);
                 }
