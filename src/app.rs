@@ -572,6 +572,29 @@ fn rule_for(
         }
     };
     match loaded {
+        Loaded::Anomaly(model) => {
+            if !rules.class_min_confidence.is_empty()
+                || rules.min_area > 0.0
+                || rules.roi.is_some()
+                || !rules.zones.is_empty()
+            {
+                return Err("`class_min_confidence`, `min_area`, `roi` and `zones` are for detectors; this model is an anomaly model (crop the camera instead)".into());
+            }
+            let threshold = rules.ng_threshold.map_or(model.contract.threshold, |t| t as f32);
+            let info =
+                ModelInfo {
+                    name: model.contract.name.clone().unwrap_or_else(|| {
+                        path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+                    }),
+                    version: format!("anomaly-{}", &model.sha256[..12]),
+                    kind: "anomaly",
+                    sha256: model.sha256.clone(),
+                    providers: model.providers.clone(),
+                    classes: vec!["anomaly".into()],
+                    threshold,
+                };
+            Ok((Rule::Anomaly { band: band(threshold)? }, info))
+        }
         Loaded::Classifier(model) => {
             if !rules.class_min_confidence.is_empty() || rules.min_area > 0.0 || rules.roi.is_some() {
                 return Err(

@@ -18,7 +18,7 @@ use crate::telemetry::stats::percentiles;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// The ONNX model (a linesight classifier or an Ultralytics YOLO detection export).
+    /// The ONNX model (a linesight classifier, an Ultralytics YOLO detection export, or an anomalib export with its sidecar).
     #[arg(long)]
     pub model: PathBuf,
     /// The labelled folder.
@@ -86,6 +86,30 @@ fn classifier_samples(dir: &Path, classes: &[String]) -> Result<Vec<Sample>, Str
     }
     if out.is_empty() {
         return Err(format!("{}: no images in class folders {classes:?}", dir.display()));
+    }
+    Ok(out)
+}
+
+/// anomalib's (and MVTec's) layout: `good/` holds good parts, every other
+/// folder defective ones (named for the defect, or just `defect`).
+fn anomaly_samples(dir: &Path) -> Result<Vec<Sample>, String> {
+    let mut out = Vec::new();
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    for d in folders {
+        let name = d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        out.extend(images_in(&d)?.into_iter().map(|path| Sample { path, truth: Truth::Class(name.clone()) }));
+    }
+    if !dir.join("good").is_dir() || out.len() == images_in(&dir.join("good"))?.len() {
+        return Err(format!(
+            "{}: an anomaly model is evaluated on a folder with `good/` and at least one defect folder (e.g. `defect/` or `scratch/`)",
+            dir.display()
+        ));
     }
     Ok(out)
 }
@@ -207,6 +231,65 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     let mut unreadable = Vec::new();
     let report = match &mut model {
+        crate::infer::Model::Anomaly(a) => {
+            let threshold = f64::from(a.contract.threshold);
+            let samples = anomaly_samples(&args.data)?;
+            let bar = progress(samples.len());
+            let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
+            // Per folder: (images, called NG).
+            let mut folders: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+            for (i, s) in samples.iter().enumerate() {
+                bar.tick(i + 1);
+                let Truth::Class(folder) = &s.truth else { continue };
+                let frame = match crate::infer::read_image(&s.path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        unreadable.push(e);
+                        continue;
+                    }
+                };
+                let (mut out, timing) = a.score_many(&[&frame])?;
+                latency.push(timing.inference_ms);
+                let score = f64::from(out.pop().map_or(f32::NAN, |r| r.score));
+                let is_ng = folder != "good";
+                let said_ng = score >= threshold;
+                let f = folders.entry(folder.clone()).or_default();
+                f.0 += 1;
+                f.1 += usize::from(said_ng);
+                match (is_ng, said_ng) {
+                    (true, true) => tp += 1,
+                    (true, false) => fn_ += 1,
+                    (false, true) => fp += 1,
+                    (false, false) => tn += 1,
+                }
+                if is_ng {
+                    pos.push(score)
+                } else {
+                    neg.push(score)
+                }
+            }
+            let per_folder: serde_json::Map<String, Value> = folders
+                .iter()
+                .map(|(k, (n, ng))| {
+                    let rate = *ng as f64 / (*n).max(1) as f64;
+                    let v = if k == "good" {
+                        json!({"images": n, "called_ng": ng, "false_reject_rate": r4(rate)})
+                    } else {
+                        json!({"images": n, "called_ng": ng, "ng_recall": r4(rate)})
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            json!({
+                "kind": "anomaly",
+                "confusion": {"rows_true_columns_predicted": [[tn, fp], [fn_, tp]], "labels": ["good", "defect"]},
+                "per_class": {"defect": prf(tp, fp, fn_), "good": prf(tn, fn_, fp)},
+                "per_folder": per_folder,
+                "operating_point": {"threshold": threshold, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
+                    "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
+                    "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
+            })
+        }
         crate::infer::Model::Classifier(c) => {
             let classes = c.contract.classes.clone();
             let ok_mask = c.ok_mask().to_vec();

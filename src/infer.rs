@@ -101,6 +101,24 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
                 "inference_ms": round3(timing.inference_ms),
             }))
         }
+        Model::Anomaly(a) => {
+            let (mut out, timing) = a.score_many(&[&frame])?;
+            let r = out.pop().ok_or("the model returned nothing")?;
+            let verdict = crate::decision::Band::verdict(None, r.score, a.contract.threshold);
+            Ok(json!({
+                "image": name,
+                "kind": "anomaly",
+                "verdict": verdict,
+                "anomaly_score": r.score,
+                "threshold": a.contract.threshold,
+                "pred_label": r.label,
+                "anomaly_map_max": r.map_max,
+                "anomaly_map_shape": r.map_shape,
+                "pred_mask_area": r.mask_area,
+                "provider": a.provider,
+                "inference_ms": round3(timing.inference_ms),
+            }))
+        }
         Model::Classifier(c) => {
             let (probs, timing) = c.classify(&frame)?;
             let rule = crate::decision::rules::ClassifierRule {

@@ -440,6 +440,8 @@ pub enum ModelKind {
     Classifier,
     /// Ultralytics YOLO detection export (raw or `nms=True`).
     YoloDetect,
+    /// anomalib export (PatchCore, PaDiM, ...) with a sidecar giving its input size and threshold.
+    Anomaly,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

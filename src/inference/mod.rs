@@ -5,6 +5,7 @@
 //! from their cameras (see [`Worker`]). It takes frames until every queue is
 //! closed and empty, so a shutdown finishes the parts already captured.
 
+pub mod anomaly;
 pub mod classifier;
 pub mod detector;
 pub mod pyliteral;
@@ -52,6 +53,7 @@ pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::
 pub enum Loaded {
     Classifier(Classifier),
     Detector(Detector),
+    Anomaly(anomaly::Anomaly),
 }
 
 /// Load a model as the kind the config names, or, without `kind`, as the
@@ -77,10 +79,11 @@ pub fn load_model(
                 || classifier::sidecar_for(&cfg.path).is_file();
             match (ultralytics, contract) {
                 (true, _) => ModelKind::YoloDetect,
+                (false, true) if anomaly::sidecar_says_anomaly(cfg) => ModelKind::Anomaly,
                 (false, true) => ModelKind::Classifier,
                 (false, false) => {
                     return Err(fail(format!(
-                        "cannot tell what kind of model this is: no Ultralytics metadata (`task`, `names`) and no linesight contract (metadata key `linesight`, or a sidecar `{}`); set `kind` in the config",
+                        "cannot tell what kind of model this is: no Ultralytics metadata (`task`, `names`) and no linesight contract (metadata key `linesight`, or a sidecar `{}`, which anomalib models need); set `kind` in the config",
                         classifier::sidecar_for(&cfg.path).display()
                     )))
                 }
@@ -90,6 +93,7 @@ pub fn load_model(
     match kind {
         ModelKind::Classifier => Classifier::load(env, cfg, threads).map(Loaded::Classifier),
         ModelKind::YoloDetect => Detector::load(env, cfg, threads).map(Loaded::Detector),
+        ModelKind::Anomaly => anomaly::Anomaly::load(env, cfg, threads).map(Loaded::Anomaly),
     }
 }
 
@@ -98,6 +102,7 @@ impl Loaded {
         match self {
             Loaded::Classifier(m) => m.provider,
             Loaded::Detector(m) => m.provider,
+            Loaded::Anomaly(m) => m.provider,
         }
     }
 
@@ -106,6 +111,7 @@ impl Loaded {
         match self {
             Loaded::Classifier(m) => m.max_batch(),
             Loaded::Detector(m) => m.max_batch(),
+            Loaded::Anomaly(m) => m.max_batch(),
         }
     }
 
@@ -114,6 +120,7 @@ impl Loaded {
         match self {
             Loaded::Classifier(m) => (m.contract.input.width, m.contract.input.height),
             Loaded::Detector(m) => (m.meta.imgsz.1, m.meta.imgsz.0),
+            Loaded::Anomaly(m) => (m.contract.input.width, m.contract.input.height),
         }
     }
 
@@ -122,6 +129,7 @@ impl Loaded {
         match self {
             Loaded::Classifier(m) => m.preprocess(frame, out),
             Loaded::Detector(m) => m.preprocess(frame, out).map(|_| ()),
+            Loaded::Anomaly(m) => m.preprocess(frame, out),
         }
     }
 
@@ -130,6 +138,7 @@ impl Loaded {
         match self {
             Loaded::Classifier(m) => m.run_prepared(n, data).map(|_| ()),
             Loaded::Detector(m) => m.run_prepared(n, data),
+            Loaded::Anomaly(m) => m.run_prepared(n, data).map(|_| ()),
         }
     }
 
@@ -142,6 +151,7 @@ impl Loaded {
             Loaded::Detector(m) => {
                 m.detect_many(frames, conf, iou).map(|(d, t)| (d.into_iter().map(Output::Detections).collect(), t))
             }
+            Loaded::Anomaly(m) => m.score_many(frames).map(|(a, t)| (a.into_iter().map(Output::Anomaly).collect(), t)),
         }
     }
 }
@@ -153,6 +163,8 @@ pub enum Output {
     Probs(Vec<f32>),
     /// Boxes in frame pixels, best first.
     Detections(Vec<detector::Detection>),
+    /// An anomaly score (NG from the threshold on) and what comes with it.
+    Anomaly(anomaly::AnomalyResult),
 }
 
 /// How one task turns a model's output into its verdict. Tasks that share a
@@ -161,13 +173,17 @@ pub enum Output {
 pub enum Rule {
     Classifier(ClassifierRule),
     Detector(DetectionRule),
+    /// The anomaly score against the task's threshold, with an optional uncertain band.
+    Anomaly {
+        band: Option<crate::decision::Band>,
+    },
 }
 
 impl Rule {
     /// The lowest score this task needs the model to report (detectors filter by it).
     fn needs_from(&self, threshold: f32) -> f32 {
         match self {
-            Rule::Classifier(_) => 0.0,
+            Rule::Classifier(_) | Rule::Anomaly { .. } => 0.0,
             Rule::Detector(r) => r.band.map_or(threshold, |b| b.from.min(threshold)),
         }
     }
@@ -194,6 +210,14 @@ impl Rule {
                 j.ng_score = ng;
                 j.top_class = kept.first().map_or(0, |&i| dets[i].class_id);
                 j.detections = kept.into_iter().map(|i| dets[i].clone()).collect();
+            }
+            (Rule::Anomaly { band }, Output::Anomaly(a)) => {
+                j.verdict = crate::decision::Band::verdict(*band, a.score, threshold);
+                j.ng_score = a.score;
+                j.scores = vec![a.score];
+                if j.verdict == Verdict::Error {
+                    j.error = Some(format!("the model returned an unusable anomaly score {}", a.score));
+                }
             }
             (_, out) => {
                 j.verdict = Verdict::Error;
