@@ -205,7 +205,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         let cam_cfg = &config.cameras[&task.camera];
         let model_cfg = &config.models[&task.model];
         let group = groups.get_mut(task.model.as_str()).expect("every used model was loaded");
-        let (rule, info) = rule_for(&group.loaded, &task.rules, &model_cfg.path)
+        let (rule, info) = rule_for(&group.loaded, &task.rules, &model_cfg.path, &model_cfg.ok_classes)
             .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
         let threshold = info.threshold;
         tracing::info!(
@@ -559,6 +559,7 @@ fn rule_for(
     loaded: &crate::inference::Loaded,
     rules: &crate::config::RulesConfig,
     path: &std::path::Path,
+    ok_classes: &[String],
 ) -> Result<(Rule, ModelInfo), String> {
     use crate::inference::Loaded;
     let band = |threshold: f32| -> Result<Option<Band>, String> {
@@ -595,23 +596,37 @@ fn rule_for(
                 };
             Ok((Rule::Anomaly { band: band(threshold)? }, info))
         }
-        Loaded::Classifier(model) => {
+        Loaded::Classifier(_) | Loaded::YoloClassify(_) => {
             if !rules.class_min_confidence.is_empty() || rules.min_area > 0.0 || rules.roi.is_some() {
                 return Err(
                     "`class_min_confidence`, `min_area` and `roi` are for detectors; this model is a classifier".into(),
                 );
             }
-            let threshold = rules.ng_threshold.map(|t| t as f32).or(model.contract.ng_threshold).unwrap_or(0.5);
-            let info = ModelInfo {
-                name: model.contract.name.clone(),
-                version: model.contract.version.clone(),
-                kind: "classifier",
-                sha256: model.sha256.clone(),
-                providers: model.providers.clone(),
-                classes: model.contract.classes.clone(),
-                threshold,
+            let (classes, ok, own) =
+                loaded.class_contract(ok_classes).unwrap_or_else(|| Err("not a classifier".into()))?;
+            let threshold = rules.ng_threshold.map(|t| t as f32).or(own).unwrap_or(0.5);
+            let info = match loaded {
+                Loaded::Classifier(model) => ModelInfo {
+                    name: model.contract.name.clone(),
+                    version: model.contract.version.clone(),
+                    kind: "classifier",
+                    sha256: model.sha256.clone(),
+                    providers: model.providers.clone(),
+                    classes,
+                    threshold,
+                },
+                Loaded::YoloClassify(model) => ModelInfo {
+                    name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+                    version: format!("yolo-{}", &model.sha256[..12]),
+                    kind: "yolo-classify",
+                    sha256: model.sha256.clone(),
+                    providers: model.providers.clone(),
+                    classes,
+                    threshold,
+                },
+                _ => unreachable!("matched above"),
             };
-            let rule = ClassifierRule { ok: model.ok_mask().to_vec(), ng_threshold: threshold, band: band(threshold)? };
+            let rule = ClassifierRule { ok, ng_threshold: threshold, band: band(threshold)? };
             Ok((Rule::Classifier(rule), info))
         }
         Loaded::Detector(model) => {
@@ -627,7 +642,7 @@ fn rule_for(
             let info = ModelInfo {
                 name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
                 version: format!("yolo-{}", &model.sha256[..12]),
-                kind: "yolo-detect",
+                kind: if model.meta.task == "segment" { "yolo-segment" } else { "yolo-detect" },
                 sha256: model.sha256.clone(),
                 providers: model.providers.clone(),
                 classes: names,

@@ -133,6 +133,7 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
     // (a2) raw ONNX Runtime on tensors prepared in advance.
     let model_cfg = ModelConfig {
         batch: 1,
+        ok_classes: Vec::new(),
         batch_wait: crate::config::Dur::from_millis(2),
         path: args.model.clone(),
         kind: None,
@@ -355,6 +356,7 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
     };
     let model = ModelConfig {
         batch: 1,
+        ok_classes: Vec::new(),
         batch_wait: crate::config::Dur::from_millis(2),
         path: args.model.clone(),
         kind: None,

@@ -290,10 +290,10 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                     "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
             })
         }
-        crate::infer::Model::Classifier(c) => {
-            let classes = c.contract.classes.clone();
-            let ok_mask = c.ok_mask().to_vec();
-            let threshold = c.contract.ng_threshold.unwrap_or(0.5);
+        m @ (crate::infer::Model::Classifier(_) | crate::infer::Model::YoloClassify(_)) => {
+            let (classes, ok_mask, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
+            let threshold = own.unwrap_or(0.5);
+            let kind = if matches!(m, crate::infer::Model::Classifier(_)) { "classifier" } else { "yolo-classify" };
             let samples = classifier_samples(&args.data, &classes)?;
             let bar = progress(samples.len());
             let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
@@ -308,8 +308,11 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                         continue;
                     }
                 };
-                let (probs, timing) = c.classify(&frame)?;
+                let (mut out, timing) = m.infer(&[&frame], 0.0, 0.0)?;
                 latency.push(timing.inference_ms);
+                let Some(crate::inference::Output::Probs(probs)) = out.pop() else {
+                    return Err("the classifier returned no probabilities".into());
+                };
                 let t = classes.iter().position(|k| k == truth).unwrap_or(0);
                 let p = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
                 confusion[t][p] += 1;
@@ -340,7 +343,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 })
                 .collect();
             json!({
-                "kind": "classifier",
+                "kind": kind,
                 "classes": classes,
                 "confusion": {"rows_true_columns_predicted": confusion},
                 "per_class": per_class,

@@ -51,6 +51,7 @@ pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
     let cfg = ModelConfig {
         batch: 1,
+        ok_classes: Vec::new(),
         batch_wait: crate::config::Dur::from_millis(2),
         path: path.to_path_buf(),
         kind: None,
@@ -94,7 +95,7 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
             }
             Ok(json!({
                 "image": name,
-                "kind": "yolo-detect",
+                "kind": format!("yolo-{}", d.meta.task),
                 "verdict": if dets.is_empty() { "OK" } else { "NG" },
                 "detections": dets,
                 "provider": d.provider,
@@ -119,23 +120,26 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
                 "inference_ms": round3(timing.inference_ms),
             }))
         }
-        Model::Classifier(c) => {
-            let (probs, timing) = c.classify(&frame)?;
-            let rule = crate::decision::rules::ClassifierRule {
-                ok: c.ok_mask().to_vec(),
-                ng_threshold: c.contract.ng_threshold.unwrap_or(0.5),
-                band: None,
+        m @ (Model::Classifier(_) | Model::YoloClassify(_)) => {
+            let (classes, ok, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
+            let (mut out, timing) = m.infer(&[&frame], 0.0, 0.0)?;
+            let Some(crate::inference::Output::Probs(probs)) = out.pop() else {
+                return Err("the classifier returned no probabilities".into());
             };
+            let rule = crate::decision::rules::ClassifierRule { ok, ng_threshold: own.unwrap_or(0.5), band: None };
             let (verdict, ng) = rule.judge(&probs);
             let scores: serde_json::Map<String, Value> =
-                c.contract.classes.iter().zip(&probs).map(|(k, p)| (k.clone(), json!(round3(f64::from(*p))))).collect();
+                classes.iter().zip(&probs).map(|(k, p)| (k.clone(), json!(round3(f64::from(*p))))).collect();
+            let top = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| classes[i].clone());
             Ok(json!({
                 "image": name,
-                "kind": "classifier",
+                "kind": if matches!(m, Model::Classifier(_)) { "classifier" } else { "yolo-classify" },
                 "verdict": verdict,
                 "ng_score": round3(f64::from(ng)),
+                "class": top,
                 "scores": scores,
-                "provider": c.provider,
+                "probs": probs,
+                "provider": m.provider(),
                 "inference_ms": round3(timing.inference_ms),
             }))
         }

@@ -21,6 +21,7 @@ fn model() -> Classifier {
     let env = runtime::environment(&lib).unwrap();
     let cfg = ModelConfig {
         batch: 1,
+        ok_classes: Vec::new(),
         batch_wait: linesight::config::Dur::from_millis(2),
         path: repo().join("models/surface-classifier.onnx"),
         kind: None,

@@ -419,6 +419,10 @@ pub struct ModelConfig {
     /// How long a partial batch waits for frames from the other cameras before it runs anyway.
     #[serde(default = "default_batch_wait")]
     pub batch_wait: Dur,
+    /// YOLO classification models: the classes that mean a good part. Defaults to a class named
+    /// `good` or `ok` (any case); a model without one must name them here.
+    #[serde(default)]
+    pub ok_classes: Vec<String>,
 }
 
 fn default_batch() -> usize {
@@ -440,6 +444,10 @@ pub enum ModelKind {
     Classifier,
     /// Ultralytics YOLO detection export (raw or `nms=True`).
     YoloDetect,
+    /// Ultralytics YOLO segmentation export (boxes and masks).
+    YoloSegment,
+    /// Ultralytics YOLO classification export.
+    YoloClassify,
     /// anomalib export (PatchCore, PaDiM, ...) with a sidecar giving its input size and threshold.
     Anomaly,
 }

@@ -16,7 +16,7 @@ use sha2::Digest;
 
 use super::classifier::Timing;
 use super::runtime::{build_session, ProviderReport, RuntimeError};
-use super::yolo::{decode_nms, decode_raw, Letterbox, YoloMeta};
+use super::yolo::{decode_nms, decode_raw_rows, Letterbox, YoloMeta};
 use crate::config::ModelConfig;
 
 /// One detection in image pixels.
@@ -28,6 +28,12 @@ pub struct Detection {
     /// `[x1, y1, x2, y2]`.
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
+    /// Segmentation models: the pixels of its mask, at the frame's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_area: Option<u64>,
+    /// Segmentation models: the mask itself, frame-sized, row-major.
+    #[serde(skip)]
+    pub mask: Option<std::sync::Arc<Vec<bool>>>,
 }
 
 /// What the output looks like.
@@ -47,10 +53,20 @@ pub struct Detector {
     output: Output,
     /// The batch dimension: `Some(n)` when fixed, `None` when dynamic.
     batch: Option<usize>,
+    /// Segmentation exports: the prototype output's name, its mask count and size.
+    protos: Option<Protos>,
     pub provider: &'static str,
     pub providers: Vec<ProviderReport>,
     pub sha256: String,
     pub path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+struct Protos {
+    name: String,
+    nm: usize,
+    mh: usize,
+    mw: usize,
 }
 
 /// The Ultralytics metadata keys linesight reads.
@@ -74,13 +90,13 @@ impl Detector {
             Err(e) => return Err(fail(format!("its metadata cannot be read: {e}"))),
         };
         let meta = YoloMeta::from_metadata(&map).map_err(fail)?;
-        if meta.task != "detect" {
+        if meta.task != "detect" && meta.task != "segment" {
             return Err(fail(format!(
-                "it is an Ultralytics `{}` model; this build reads `detect` exports (segment, classify and obb are not supported yet)",
+                "it is an Ultralytics `{}` model; this adapter reads `detect` and `segment` exports",
                 meta.task
             )));
         }
-        let (input, output_name, output, batch) = check_io(&built.session, &meta).map_err(fail)?;
+        let (input, output_name, output, batch, protos) = check_io(&built.session, &meta).map_err(fail)?;
         Ok(Detector {
             session: built.session,
             meta,
@@ -88,6 +104,7 @@ impl Detector {
             output_name,
             output,
             batch,
+            protos,
             provider: built.provider,
             providers: built.reports,
             sha256,
@@ -194,31 +211,73 @@ impl Detector {
             .ok_or_else(|| format!("the model returned no output `{}`", self.output_name))?;
         let (shape, values) = out.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
         let nc = self.meta.names.len();
+        let nm = self.protos.as_ref().map_or(0, |p| p.nm);
         // Dynamic exports declare -1 for the anchor count: the real shape says it.
         let dims: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
         let (rows, cols) = match (self.output, dims.as_slice()) {
-            (Output::Raw, [b, c, k]) if *b == n && *c == 4 + nc => (*c, *k),
+            (Output::Raw, [b, c, k]) if *b == n && *c == 4 + nc + nm => (*c, *k),
             (Output::Nms, [b, k, 6]) if *b == n => (*k, 6),
             _ => return Err(format!("output shape {dims:?} does not fit a batch of {n} with {nc} classes")),
+        };
+        let protos = match &self.protos {
+            Some(p) => {
+                let v = outputs.get(&p.name).ok_or_else(|| format!("the model returned no output `{}`", p.name))?;
+                let (_, data) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+                if data.len() != n * p.nm * p.mh * p.mw {
+                    return Err(format!(
+                        "`{}` holds {} values, [{n}, {}, {}, {}] expected",
+                        p.name,
+                        data.len(),
+                        p.nm,
+                        p.mh,
+                        p.mw
+                    ));
+                }
+                Some((p.clone(), data))
+            }
+            None => None,
         };
         let mut all = Vec::with_capacity(n);
         for (i, (frame, lb)) in frames.iter().zip(&boxes).enumerate() {
             let one = &values[i * rows * cols..(i + 1) * rows * cols];
             let raw = match self.output {
-                Output::Raw => decode_raw(one, nc, cols, conf, iou)?,
+                Output::Raw => decode_raw_rows(one, nc, rows, cols, conf, iou)?,
                 Output::Nms => decode_nms(one, rows, nc, conf)?,
             };
             let (w, h) = (frame.cols() as u32, frame.rows() as u32);
-            all.push(
-                raw.into_iter()
-                    .map(|r| Detection {
-                        class: self.meta.names[r.class].clone(),
-                        class_id: r.class,
-                        score: r.score,
-                        bbox: lb.to_image(r.xyxy, w, h),
-                    })
-                    .collect(),
-            );
+            let mut dets = Vec::with_capacity(raw.len());
+            for r in raw {
+                let bbox = lb.to_image(r.xyxy, w, h);
+                let mut d = Detection {
+                    class: self.meta.names[r.class].clone(),
+                    class_id: r.class,
+                    score: r.score,
+                    bbox,
+                    mask_area: None,
+                    mask: None,
+                };
+                if let Some((p, data)) = &protos {
+                    let plane = p.mh * p.mw;
+                    let base = i * p.nm * plane;
+                    let mut logits = vec![0.0_f32; plane];
+                    for k in 0..p.nm {
+                        let c = one[(4 + nc + k) * cols + r.anchor];
+                        for (l, v) in logits.iter_mut().zip(&data[base + k * plane..base + (k + 1) * plane]) {
+                            *l += c * v;
+                        }
+                    }
+                    let mask = super::segment::mask_native(&logits, p.mh, p.mw, bbox, h as usize, w as usize);
+                    let area = mask.iter().filter(|b| **b).count() as u64;
+                    // Ultralytics drops a detection whose cropped mask is empty.
+                    if area == 0 {
+                        continue;
+                    }
+                    d.mask_area = Some(area);
+                    d.mask = Some(std::sync::Arc::new(mask));
+                }
+                dets.push(d);
+            }
+            all.push(dets);
         }
         let t2 = Instant::now();
         Ok((all, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
@@ -226,7 +285,11 @@ impl Detector {
 }
 
 /// The session's input and output must be what the metadata declares.
-fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Output, Option<usize>), String> {
+#[allow(clippy::type_complexity)]
+fn check_io(
+    session: &Session,
+    meta: &YoloMeta,
+) -> Result<(String, String, Output, Option<usize>, Option<Protos>), String> {
     let nc = meta.names.len();
     let (in_h, in_w) = (i64::from(meta.imgsz.0), i64::from(meta.imgsz.1));
     let describe = |name: &str, ty: &ort::value::ValueType| match (ty.tensor_type(), ty.tensor_shape()) {
@@ -260,14 +323,32 @@ fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Outpu
     };
     let shape = output.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
     let batch = input.dtype().tensor_shape().and_then(|s| usize::try_from(s[0]).ok());
+    // Segmentation: a second output of mask prototypes [N, nm, H/4, W/4], and nm coefficient rows.
+    let protos = if meta.task == "segment" {
+        let p = session.outputs().get(1).ok_or_else(|| {
+            format!("a YOLO segmentation export has a second output of mask prototypes [N, 32, H/4, W/4]; {}", found())
+        })?;
+        match p.dtype().tensor_shape().map(|s| s.to_vec()).as_deref() {
+            Some([_, nm, mh, mw]) if *nm > 0 && *mh > 0 && *mw > 0 => {
+                Some(Protos { name: p.name().to_string(), nm: *nm as usize, mh: *mh as usize, mw: *mw as usize })
+            }
+            _ => return Err(format!("expected mask prototypes [N, 32, H/4, W/4] as the second output, {}", found())),
+        }
+    } else {
+        None
+    };
+    let nm = protos.as_ref().map_or(0, |p| p.nm as i64);
     let out = match (meta.end2end, shape.as_slice()) {
-        (false, [b, c, n]) if (*b >= 1 || *b == -1) && *c == 4 + nc as i64 && (*n > 0 || *n == -1) => Output::Raw,
+        (false, [b, c, n]) if (*b >= 1 || *b == -1) && *c == 4 + nc as i64 + nm && (*n > 0 || *n == -1) => Output::Raw,
         (true, [b, k, 6]) if (*b >= 1 || *b == -1) && (*k > 0 || *k == -1) => Output::Nms,
         _ => {
             let expected = if meta.end2end {
                 "[N, K, 6] (an nms=True export)".to_string()
             } else {
-                format!("[N, {}, A] (4 box values and {nc} class scores per anchor)", 4 + nc)
+                format!(
+                    "[N, {}, A] (4 box values, {nc} class scores and {nm} mask coefficients per anchor)",
+                    4 + nc as i64 + nm
+                )
             };
             return Err(format!("expected output {expected}, {}", found()));
         }
@@ -275,5 +356,5 @@ fn check_io(session: &Session, meta: &YoloMeta) -> Result<(String, String, Outpu
     if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
         return Err(format!("expected a Float32 output, {}", found()));
     }
-    Ok((input.name().to_string(), output.name().to_string(), out, batch))
+    Ok((input.name().to_string(), output.name().to_string(), out, batch, protos))
 }

@@ -10,7 +10,9 @@ pub mod classifier;
 pub mod detector;
 pub mod pyliteral;
 pub mod runtime;
+pub mod segment;
 pub mod yolo;
+pub mod yolo_classify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +56,7 @@ pub enum Loaded {
     Classifier(Classifier),
     Detector(Detector),
     Anomaly(anomaly::Anomaly),
+    YoloClassify(yolo_classify::YoloClassifier),
 }
 
 /// Load a model as the kind the config names, or, without `kind`, as the
@@ -74,10 +77,13 @@ pub fn load_model(
             let cpu = [crate::config::ProviderConfig::Cpu(Default::default())];
             let probe = runtime::build_session(env, &cfg.path, &bytes, &cpu, 1)?;
             let ultralytics = detector::is_ultralytics(&probe.session);
+            let task = probe.session.metadata().ok().and_then(|m| m.custom("task")).unwrap_or_default();
             let contract = probe.session.metadata().ok().and_then(|m| m.custom("linesight")).is_some()
                 || cfg.sidecar.as_ref().is_some_and(|p| p.is_file())
                 || classifier::sidecar_for(&cfg.path).is_file();
             match (ultralytics, contract) {
+                (true, _) if task == "segment" => ModelKind::YoloSegment,
+                (true, _) if task == "classify" => ModelKind::YoloClassify,
                 (true, _) => ModelKind::YoloDetect,
                 (false, true) if anomaly::sidecar_says_anomaly(cfg) => ModelKind::Anomaly,
                 (false, true) => ModelKind::Classifier,
@@ -92,7 +98,18 @@ pub fn load_model(
     };
     match kind {
         ModelKind::Classifier => Classifier::load(env, cfg, threads).map(Loaded::Classifier),
-        ModelKind::YoloDetect => Detector::load(env, cfg, threads).map(Loaded::Detector),
+        ModelKind::YoloDetect | ModelKind::YoloSegment => {
+            let d = Detector::load(env, cfg, threads)?;
+            let want = if kind == ModelKind::YoloSegment { "segment" } else { "detect" };
+            if d.meta.task != want {
+                return Err(runtime::RuntimeError::Model {
+                    path: cfg.path.clone(),
+                    why: format!("the config says kind `yolo-{want}`, its metadata says task `{}`", d.meta.task),
+                });
+            }
+            Ok(Loaded::Detector(d))
+        }
+        ModelKind::YoloClassify => yolo_classify::YoloClassifier::load(env, cfg, threads).map(Loaded::YoloClassify),
         ModelKind::Anomaly => anomaly::Anomaly::load(env, cfg, threads).map(Loaded::Anomaly),
     }
 }
@@ -103,6 +120,7 @@ impl Loaded {
             Loaded::Classifier(m) => m.provider,
             Loaded::Detector(m) => m.provider,
             Loaded::Anomaly(m) => m.provider,
+            Loaded::YoloClassify(m) => m.provider,
         }
     }
 
@@ -112,6 +130,7 @@ impl Loaded {
             Loaded::Classifier(m) => m.max_batch(),
             Loaded::Detector(m) => m.max_batch(),
             Loaded::Anomaly(m) => m.max_batch(),
+            Loaded::YoloClassify(m) => m.max_batch(),
         }
     }
 
@@ -121,7 +140,37 @@ impl Loaded {
             Loaded::Classifier(m) => (m.contract.input.width, m.contract.input.height),
             Loaded::Detector(m) => (m.meta.imgsz.1, m.meta.imgsz.0),
             Loaded::Anomaly(m) => (m.contract.input.width, m.contract.input.height),
+            Loaded::YoloClassify(m) => (m.meta.imgsz.1, m.meta.imgsz.0),
         }
+    }
+
+    /// Classifier kinds: the class names, which of them mean a good part, and the
+    /// model's own NG threshold. `ok_classes` (from the config) overrides; a YOLO
+    /// classifier otherwise needs a class named `good` or `ok`. `None` for other kinds.
+    pub fn class_contract(&self, ok_classes: &[String]) -> Option<Result<ClassContract, String>> {
+        let (names, own_ok, threshold) = match self {
+            Loaded::Classifier(c) => (c.contract.classes.clone(), Some(c.ok_mask().to_vec()), c.contract.ng_threshold),
+            Loaded::YoloClassify(c) => (c.meta.names.clone(), None, None),
+            _ => return None,
+        };
+        if let Some(unknown) = ok_classes.iter().find(|k| !names.contains(k)) {
+            return Some(Err(format!(
+                "ok_classes names `{unknown}`, which the model does not have (its classes: {names:?})"
+            )));
+        }
+        let ok: Vec<bool> = if !ok_classes.is_empty() {
+            names.iter().map(|n| ok_classes.contains(n)).collect()
+        } else if let Some(own) = own_ok {
+            own
+        } else {
+            names.iter().map(|n| n.eq_ignore_ascii_case("good") || n.eq_ignore_ascii_case("ok")).collect()
+        };
+        if !ok.contains(&true) {
+            return Some(Err(format!(
+                "no class of {names:?} means a good part; list them under the model's `ok_classes`"
+            )));
+        }
+        Some(Ok((names, ok, threshold)))
     }
 
     /// Append one frame's input tensor to `out`.
@@ -130,6 +179,7 @@ impl Loaded {
             Loaded::Classifier(m) => m.preprocess(frame, out),
             Loaded::Detector(m) => m.preprocess(frame, out).map(|_| ()),
             Loaded::Anomaly(m) => m.preprocess(frame, out),
+            Loaded::YoloClassify(m) => m.preprocess(frame, out),
         }
     }
 
@@ -139,6 +189,7 @@ impl Loaded {
             Loaded::Classifier(m) => m.run_prepared(n, data).map(|_| ()),
             Loaded::Detector(m) => m.run_prepared(n, data),
             Loaded::Anomaly(m) => m.run_prepared(n, data).map(|_| ()),
+            Loaded::YoloClassify(m) => m.run_prepared(n, data).map(|_| ()),
         }
     }
 
@@ -152,9 +203,15 @@ impl Loaded {
                 m.detect_many(frames, conf, iou).map(|(d, t)| (d.into_iter().map(Output::Detections).collect(), t))
             }
             Loaded::Anomaly(m) => m.score_many(frames).map(|(a, t)| (a.into_iter().map(Output::Anomaly).collect(), t)),
+            Loaded::YoloClassify(m) => {
+                m.classify_many(frames).map(|(p, t)| (p.into_iter().map(Output::Probs).collect(), t))
+            }
         }
     }
 }
+
+/// A classifier's class names, which of them mean a good part, and its own NG threshold.
+pub type ClassContract = (Vec<String>, Vec<bool>, Option<f32>);
 
 /// What a model said about one frame.
 #[derive(Debug, Clone)]

@@ -133,6 +133,8 @@ pub struct Raw {
     pub class: usize,
     pub score: f32,
     pub xyxy: [f32; 4],
+    /// The output column (raw) or row (`nms=True`) it came from: where its mask coefficients are.
+    pub anchor: usize,
 }
 
 /// Ultralytics' limits: at most this many boxes into NMS, and out of it.
@@ -141,8 +143,14 @@ const MAX_DET: usize = 300;
 
 /// Decode a raw `[1, 4+nc, n]` output (row-major, one row per channel).
 pub fn decode_raw(out: &[f32], nc: usize, n: usize, conf: f32, iou: f32) -> Result<Vec<Raw>, String> {
-    if out.len() != (4 + nc) * n {
-        return Err(format!("output has {} values, [1, {}, {n}] needs {}", out.len(), 4 + nc, (4 + nc) * n));
+    decode_raw_rows(out, nc, 4 + nc, n, conf, iou)
+}
+
+/// Decode a raw `[1, rows, n]` output whose first `4 + nc` rows are boxes and
+/// class scores (segmentation exports add 32 rows of mask coefficients).
+pub fn decode_raw_rows(out: &[f32], nc: usize, rows: usize, n: usize, conf: f32, iou: f32) -> Result<Vec<Raw>, String> {
+    if out.len() != rows * n || rows < 4 + nc {
+        return Err(format!("output has {} values, [1, {rows}, {n}] needs {}", out.len(), rows * n));
     }
     // A model that emits NaN must not pass parts as "nothing found".
     if out.iter().any(|v| !v.is_finite()) {
@@ -161,7 +169,12 @@ pub fn decode_raw(out: &[f32], nc: usize, n: usize, conf: f32, iou: f32) -> Resu
         // Ultralytics keeps scores strictly above the threshold.
         if best > conf && best.is_finite() {
             let (cx, cy, w, h) = (out[i], out[n + i], out[2 * n + i], out[3 * n + i]);
-            cands.push(Raw { class, score: best, xyxy: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0] });
+            cands.push(Raw {
+                class,
+                score: best,
+                xyxy: [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0],
+                anchor: i,
+            });
         }
     }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -178,13 +191,13 @@ pub fn decode_nms(out: &[f32], k: usize, nc: usize, conf: f32) -> Result<Vec<Raw
         return Err("the model returned non-finite values".into());
     }
     let mut v = Vec::new();
-    for row in out.chunks_exact(6) {
+    for (anchor, row) in out.chunks_exact(6).enumerate() {
         if row[4] > conf && row[4].is_finite() {
             let class = row[5].round();
             if class < 0.0 || class as usize >= nc {
                 return Err(format!("output names class {class}, the model has {nc}"));
             }
-            v.push(Raw { class: class as usize, score: row[4], xyxy: [row[0], row[1], row[2], row[3]] });
+            v.push(Raw { class: class as usize, score: row[4], xyxy: [row[0], row[1], row[2], row[3]], anchor });
         }
     }
     v.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -288,7 +301,7 @@ mod tests {
     fn nms_output_drops_padding_rows_and_bad_classes() {
         let out = [1.0, 2.0, 3.0, 4.0, 0.8, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
         let d = decode_nms(&out, 2, 2, 0.25).unwrap();
-        assert_eq!(d, vec![Raw { class: 1, score: 0.8, xyxy: [1.0, 2.0, 3.0, 4.0] }]);
+        assert_eq!(d, vec![Raw { class: 1, score: 0.8, xyxy: [1.0, 2.0, 3.0, 4.0], anchor: 0 }]);
         assert!(decode_nms(&[1.0, 2.0, 3.0, 4.0, 0.8, 7.0], 1, 2, 0.25).is_err());
     }
 }

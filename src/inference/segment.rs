@@ -1,0 +1,146 @@
+//! Masks of an Ultralytics YOLO segmentation export, at the frame's own size,
+//! the way Ultralytics' predictor makes them with `retina_masks=True`
+//! (`ops.process_mask_native`): mask logits from the prototypes, upsampled
+//! (PyTorch bilinear, `align_corners=False`), the letterbox padding cut off,
+//! resized to the frame, `> 0`, cropped to the box. The steps and their
+//! rounding are written out in `tools/yolo_reference_seg_cls.py`, which also
+//! checks a numpy copy of them against Ultralytics.
+
+/// `F.interpolate(x, (out_h, out_w), mode="bilinear", align_corners=False)` of one
+/// `in_h x in_w` plane, as PyTorch's CPU kernel computes it (float32 throughout).
+pub fn torch_bilinear(x: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    fn idx(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
+        let scale = n_in as f32 / n_out as f32;
+        (0..n_out)
+            .map(|o| {
+                let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+                let i0 = (src.floor() as usize).min(n_in - 1);
+                let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+                let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+                (i0, i1, 1.0 - l1, l1)
+            })
+            .collect()
+    }
+    let ys = idx(in_h, out_h);
+    let xs = idx(in_w, out_w);
+    let mut out = Vec::with_capacity(out_h * out_w);
+    for &(y0, y1, ly0, ly1) in &ys {
+        let (r0, r1) = (&x[y0 * in_w..(y0 + 1) * in_w], &x[y1 * in_w..(y1 + 1) * in_w]);
+        for &(x0, x1, lx0, lx1) in &xs {
+            let a = r0[x0] * lx0 + r0[x1] * lx1;
+            let b = r1[x0] * lx0 + r1[x1] * lx1;
+            out.push(a * ly0 + b * ly1);
+        }
+    }
+    out
+}
+
+/// Python's `round` (half to even) for the mask arithmetic.
+fn py_round(x: f64) -> i64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 {
+        (2.0 * (x / 2.0).round()) as i64
+    } else {
+        r as i64
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One detection's mask at the frame's size (`h x w`, row-major): `logits` are its
+/// `mh x mw` prototype mix, `bbox` its box in frame pixels.
+pub fn mask_native(logits: &[f32], mh: usize, mw: usize, bbox: [f32; 4], h: usize, w: usize) -> Vec<bool> {
+    // The letterbox padding as the prototypes see it (4 input pixels per prototype cell).
+    let g = (4.0 * mh as f64 / h as f64).min(4.0 * mw as f64 / w as f64);
+    let pad = (4 * mh as i64 - py_round(h as f64 * g).max(1)) | (4 * mw as i64 - py_round(w as f64 * g).max(1));
+    let f = (4 / gcd(4, pad | (pad / 2))) as usize;
+    let (mut m, mut m_h, mut m_w) = (logits.to_vec(), mh, mw);
+    if f > 1 {
+        m = torch_bilinear(&m, mh, mw, mh * f, mw * f);
+        (m_h, m_w) = (mh * f, mw * f);
+    }
+    if (m_h, m_w) != (h, w) {
+        let g2 = (m_h as f64 / h as f64).min(m_w as f64 / w as f64);
+        let ch = py_round(h as f64 * g2).max(1) as usize;
+        let cw = py_round(w as f64 * g2).max(1) as usize;
+        let top = py_round((m_h - ch) as f64 / 2.0 - 0.1).max(0) as usize;
+        let left = py_round((m_w - cw) as f64 / 2.0 - 0.1).max(0) as usize;
+        let mut crop = Vec::with_capacity(ch * cw);
+        for r in top..top + ch {
+            crop.extend_from_slice(&m[r * m_w + left..r * m_w + left + cw]);
+        }
+        m = torch_bilinear(&crop, ch, cw, h, w);
+    }
+    let [x1, y1, x2, y2] = bbox;
+    let mut mask = vec![false; h * w];
+    for r in 0..h {
+        let rf = r as f32;
+        if rf < y1 || rf >= y2 {
+            continue;
+        }
+        for c in 0..w {
+            let cf = c as f32;
+            mask[r * w + c] = cf >= x1 && cf < x2 && m[r * w + c] > 0.0;
+        }
+    }
+    mask
+}
+
+/// Run lengths of a mask, alternating 0-runs and 1-runs, starting with a 0-run.
+pub fn rle(mask: &[bool]) -> Vec<u64> {
+    let mut runs = Vec::new();
+    let (mut cur, mut n) = (false, 0u64);
+    for &b in mask {
+        if b == cur {
+            n += 1;
+        } else {
+            runs.push(n);
+            cur = b;
+            n = 1;
+        }
+    }
+    runs.push(n);
+    runs
+}
+
+/// The mask a run-length list describes.
+pub fn unrle(runs: &[u64]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for (i, &n) in runs.iter().enumerate() {
+        out.extend(std::iter::repeat(i % 2 == 1).take(n as usize));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_matches_pytorch_on_a_known_case() {
+        // torch: F.interpolate(torch.tensor([[[[0., 1.], [2., 3.]]]]), (4, 4), mode="bilinear")
+        let out = torch_bilinear(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4);
+        let want = [0.0, 0.25, 0.75, 1.0, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2.0, 2.25, 2.75, 3.0];
+        for (a, b) in out.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn masks_are_cropped_to_the_box_by_pixel_index() {
+        // All logits positive: the mask is the box, rows/columns by integer index.
+        let m = mask_native(&[1.0; 16], 4, 4, [1.5, 0.0, 3.0, 2.0], 16, 16);
+        let set: Vec<(usize, usize)> = (0..256).filter(|i| m[*i]).map(|i| (i / 16, i % 16)).collect();
+        assert_eq!(set, vec![(0, 2), (1, 2)]);
+        let r = rle(&m);
+        assert_eq!(r.iter().sum::<u64>(), 256);
+        assert_eq!(unrle(&r), m);
+        assert_eq!(rle(&[true, true, false]), vec![0, 2, 1]);
+    }
+}
