@@ -11,7 +11,8 @@
 # What it does:
 #   1. Debian packages (dpkg-query first; `apt-get update` only if something is missing):
 #      libopencv-dev clang libclang-dev mosquitto mosquitto-clients pkg-config python3-pip
-#      python3-venv, and systemd when systemd-analyze is missing (used by tools/check_systemd.py).
+#      python3-venv, and systemd when systemd-analyze is missing (used by tools/check_systemd.py);
+#      python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base/-good (tests/rtsp/serve.py).
 #      The mosquitto *service* is not needed: tests start their own broker on a free port.
 #   2. A project-local venv .cache/venv with pinned pymodbus, paho-mqtt, pyserial, grpcio-tools and
 #      protobuf (tests/sparkplug/spdecode.py compiles the Sparkplug B .proto), cryptography
@@ -252,6 +253,8 @@ EOF
 # ---------------------------------------------------------------------------------------------
 if [ "${ORT_ONLY}" -eq 0 ]; then
     pkgs=(libopencv-dev clang libclang-dev mosquitto mosquitto-clients socat pkg-config python3-pip python3-venv)
+    # A real RTSP camera for tests/camera_rtsp.rs: GStreamer's RTSP server (tests/rtsp/serve.py).
+    pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     apt_install_missing "${pkgs[@]}"
     setup_venv

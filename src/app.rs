@@ -329,7 +329,10 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             progress: task_progress,
             stats: stats.clone(),
         });
-        let opener = opts.openers.remove(&task.camera).unwrap_or_else(|| Camera::opener_for(&cam_cfg.source));
+        let opener = opts
+            .openers
+            .remove(&task.camera)
+            .unwrap_or_else(|| Camera::opener_for(&cam_cfg.source, cam_cfg.timeout.get()));
         let camera = Camera {
             name: task.camera.as_str().into(),
             config: cam_cfg.clone(),

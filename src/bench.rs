@@ -353,6 +353,7 @@ fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u
         stall_frames: 3,
         rotate: Default::default(),
         crop: None,
+        timeout: Dur::from_secs(5),
     };
     let model = ModelConfig {
         batch: 1,

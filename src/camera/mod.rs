@@ -142,9 +142,9 @@ pub struct Camera {
 
 impl Camera {
     /// An opener for the configured source.
-    pub fn opener_for(source: &SourceConfig) -> Opener {
+    pub fn opener_for(source: &SourceConfig, timeout: Duration) -> Opener {
         let source = source.clone();
-        Box::new(move || source::open(&source))
+        Box::new(move || source::open(&source, timeout))
     }
 
     /// Start the capture thread. It ends on `stop`, or when a file that does

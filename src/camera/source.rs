@@ -25,8 +25,10 @@ pub enum SourceError {
     Read { what: String, why: String },
 }
 
-/// Open the source a camera config describes.
-pub fn open(source: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> {
+/// Open the source a camera config describes. `timeout` bounds an RTSP open and
+/// each read: without it, FFmpeg waits 30 s for a camera that accepted the
+/// connection and then went silent, and the capture thread with it.
+pub fn open(source: &SourceConfig, timeout: std::time::Duration) -> Result<Box<dyn FrameSource>, SourceError> {
     match source {
         SourceConfig::File(path) => {
             let what = format!("video file `{}`", path.display());
@@ -37,7 +39,13 @@ pub fn open(source: &SourceConfig) -> Result<Box<dyn FrameSource>, SourceError> 
         }
         SourceConfig::Directory(path) => Ok(Box::new(ImageFolder::open(path)?)),
         SourceConfig::Rtsp(url) => {
-            Ok(Box::new(Capture::open(url, videoio::CAP_FFMPEG, format!("RTSP stream `{url}`"), false)?))
+            let ms = |d: std::time::Duration| d.as_millis().min(i32::MAX as u128) as i32;
+            // Opening reads about 2 s of stream (FFmpeg learns the frame rate from ~20 frames);
+            // an open timeout shorter than that "succeeds" with a capture whose reads all fail.
+            let open = timeout.saturating_mul(2).max(std::time::Duration::from_secs(10));
+            let params =
+                [videoio::CAP_PROP_OPEN_TIMEOUT_MSEC, ms(open), videoio::CAP_PROP_READ_TIMEOUT_MSEC, ms(timeout)];
+            Ok(Box::new(Capture::open_with(url, videoio::CAP_FFMPEG, &params, format!("RTSP stream `{url}`"), false)?))
         }
         SourceConfig::Gstreamer(pipeline) => {
             Ok(Box::new(Capture::open(pipeline, videoio::CAP_GSTREAMER, "GStreamer pipeline".to_string(), false)?))
@@ -55,8 +63,13 @@ pub struct Capture {
 
 impl Capture {
     fn open(uri: &str, api: i32, what: String, finite: bool) -> Result<Self, SourceError> {
+        Self::open_with(uri, api, &[], what, finite)
+    }
+
+    fn open_with(uri: &str, api: i32, params: &[i32], what: String, finite: bool) -> Result<Self, SourceError> {
         let fail = |why: String| SourceError::Open { what: what.clone(), why };
-        let cap = videoio::VideoCapture::from_file(uri, api).map_err(|e| fail(e.message.clone()))?;
+        let cap = videoio::VideoCapture::from_file_with_params(uri, api, &opencv::core::Vector::from_slice(params))
+            .map_err(|e| fail(e.message.clone()))?;
         if !cap.is_opened().unwrap_or(false) {
             return Err(fail("OpenCV could not open it (check the path or URL, the codec, and that OpenCV was built with this back end)".into()));
         }

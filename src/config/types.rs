@@ -274,6 +274,13 @@ pub struct CameraConfig {
     /// Keep only `[x, y, width, height]` of each frame, in pixels of the rotated image.
     #[serde(default)]
     pub crop: Option<[u32; 4]>,
+    /// RTSP: the longest an open or a read may take before the camera is `offline` and reconnected.
+    #[serde(default = "default_camera_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_camera_timeout() -> Dur {
+    Dur::from_secs(5)
 }
 
 /// A clockwise quarter-turn of the image.

@@ -655,6 +655,14 @@ fn cameras(config: &Config, c: &mut Collector) {
                 "remove it for a live camera",
             );
         }
+        let t = cam.timeout.get();
+        if t < std::time::Duration::from_millis(100) || t > std::time::Duration::from_secs(120) {
+            c.at(
+                &[&path[..], &["timeout"]].concat(),
+                format!("timeout {} is out of range", cam.timeout),
+                "use 100ms to 120s: long enough for the camera to answer, short enough to notice it died",
+            );
+        }
         if let Some([x, y, w, h]) = cam.crop {
             if w == 0 || h == 0 {
                 c.at(

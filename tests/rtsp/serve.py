@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A real RTSP server for camera tests (GStreamer's gst-rtsp-server via PyGObject).
 
-    /usr/bin/python3 tests/rtsp/serve.py --port 8554 --path /cam \
+    /usr/bin/python3 tests/rtsp/serve.py --port 8554 --path /cam
         [--freeze-after SECONDS [--freeze-from start|play]] [--fps 10] [--size 320x240]
         [--codec mjpeg|h264]
 
@@ -11,19 +11,21 @@ once, so a missing plugin fails here, not in the client), then serves until
 SIGTERM/SIGINT (exit 0) or SIGKILL. `--port 0` picks a free port; the READY
 line names it (reuse that number to restart on the same port).
 
-The picture is videotestsrc's SMPTE 100% colour bars (`smpte100`: unlike `smpte` it has no
-random-noise patch, so a still picture is really still) scrolling sideways
+The picture is videotestsrc's SMPTE 100% colour bars (`smpte100`: unlike
+`smpte` it has no random-noise patch, so a still picture is really still)
+scrolling sideways
 (`horizontal-speed`), so every frame differs from the one before. With
 `--freeze-after S` the scrolling stops S seconds after start (wall clock of
 this process), or with `--freeze-from play` S seconds after the first PLAY
-request of a client (independent of how long the client took to open): frames keep coming at --fps, all showing the bars at rest
+request of a client (independent of how long the client took to open):
+frames keep coming at --fps, all showing the bars at rest
 (unscrolled; videotestsrc computes the shift as speed x frame number, so the
 last moving picture cannot be kept), and the decoded frames are
 pixel-identical (see README.md).
 
 Debian 12 packages: python3-gi gir1.2-gst-rtsp-server-1.0
 gstreamer1.0-plugins-base gstreamer1.0-plugins-good (+ gstreamer1.0-plugins-ugly
-for --codec h264).
+and gstreamer1.0-plugins-bad for --codec h264).
 
 Why an earlier version never answered DESCRIBE: without `format=I420` in the
 caps, videotestsrc/jpegenc negotiate Y444, i.e. a 4:4:4 JPEG, which RFC 2435
