@@ -102,6 +102,38 @@ fn agree(model: &str) {
     eprintln!("{model}: {boxes} boxes on {} images; worst box difference {worst_box:.4} px, worst score difference {worst_score:.5}", want.len());
 }
 
+/// The dynamic-batch export of the same weights, fed all samples in one call,
+/// gives each image the detections the fixed export gives it alone: batching
+/// across cameras changes nothing about a part's verdict.
+#[test]
+fn a_batch_of_frames_gets_the_detections_each_frame_gets_alone() {
+    require_ort();
+    let load = |m: &str| linesight::infer::load(&repo().join(format!("models/{m}.onnx")), 1).unwrap();
+    let (mut single, mut batched) = (load("surface-detector"), load("surface-detector-batch"));
+    let frames: Vec<opencv::core::Mat> = samples().iter().map(|p| linesight::infer::read_image(p).unwrap()).collect();
+    let refs: Vec<&opencv::core::Mat> = frames.iter().collect();
+    let (together, _) = batched.infer(&refs, 0.25, 0.7).unwrap();
+    assert_eq!(together.len(), frames.len());
+    let mut n = 0;
+    for (f, got) in frames.iter().zip(together) {
+        let (mut alone, _) = single.infer(&[f], 0.25, 0.7).unwrap();
+        let (Some(linesight::inference::Output::Detections(a)), linesight::inference::Output::Detections(b)) =
+            (alone.pop(), got)
+        else {
+            panic!("not detections")
+        };
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.class_id, y.class_id);
+            assert!((x.score - y.score).abs() < 1e-4, "{x:?} vs {y:?}");
+            assert!(x.bbox.iter().zip(y.bbox).all(|(p, q)| (p - q).abs() < 0.01), "{x:?} vs {y:?}");
+        }
+        n += a.len();
+    }
+    assert!(n > 0, "nothing detected: nothing compared");
+    eprintln!("batch of {}: {n} detections, the same as one frame at a time", frames.len());
+}
+
 #[test]
 fn raw_export_agrees_with_the_ultralytics_predictor() {
     agree("surface-detector");

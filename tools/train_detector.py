@@ -5,10 +5,17 @@ it on the held-out test split, and export it with Ultralytics' own exporter.
 
     python tools/make_detection_dataset.py          # tools/data/detection (made here too if missing)
     python tools/train_detector.py                  # writes models/surface-detector*
+    python tools/train_detector.py --batch-export-only   # re-export + check only the batch model from the kept
+                                                         # tools/data/runs/surface-detector/weights/best.pt
 
 Writes
     models/surface-detector.onnx          raw head, output0 [1, 4+nc, N] (cx,cy,w,h + class scores)
     models/surface-detector-nms.onnx      nms=True export, output0 [1, 300, 6] (x1,y1,x2,y2,score,class)
+    models/surface-detector-batch.onnx    (--batch-export, on by default) the same best.pt exported with
+                                          dynamic=True: images [batch,3,height,width] -> output0
+                                          [batch, 4+nc, anchors], for batched multi-camera inference; checked
+                                          with onnxruntime against the fixed raw model image by image (N=1,2,4)
+                                          -> "batch_export" in the metrics
     models/surface-detector.metrics.json  held-out test metrics, ONNX shapes + metadata_props, versions
     models/surface-detector-samples/      8 test-split images + ground-truth labels, and one letterboxed
                                           (non-square) variant
@@ -215,10 +222,103 @@ def make_samples(data_dir, models_dir, name, out_raw, out_nms):
             "reference_command": "python tools/yolo_reference.py MODEL.onnx IMAGES... (conf 0.25, iou 0.7)"}
 
 
+def export_batch(best, out_batch, imgsz, opset):
+    """The batched variant: Ultralytics' exporter with dynamic=True. Its only
+    dynamic-shape option is that boolean, which names dims 0/2/3 of `images`
+    (batch, height, width) and 0/2 of `output0` (batch, anchors) dynamic; a
+    batch-only dynamic export is not among its options (the graph is not edited
+    here). Traced at batch 1, fp32, no NMS (nms=True with dynamic=True needs a
+    maximum batch and is not what the raw decoder reads)."""
+    from ultralytics import YOLO
+    kw = dict(format="onnx", imgsz=imgsz, opset=opset, simplify=False, dynamic=True, batch=1, device="cpu")
+    f = YOLO(best).export(**kw)
+    shutil.copy(f, out_batch)
+    return "YOLO(best.pt).export(" + ", ".join(f"{k}={v!r}" for k, v in kw.items()) + ")"
+
+
+def verify_batch(out_fixed, out_batch, images, imgsz, sizes=(1, 2, 4), conf=0.25, iou=0.7):
+    """Run the fixed [1,3,S,S] raw model on each letterboxed image alone and the
+    batch model on batches of N of the same images (taken in order, wrapping
+    around so every image is in a batch for every N), and compare output0 row by
+    row: max |diff| overall, for the box rows (cx,cy,w,h, input pixels) and the
+    class-score rows, plus whether the decoded detections (conf 0.25, iou 0.7,
+    tools/yolo_parity_numpy.py) agree in count, class and box (within 0.01 px)."""
+    import onnxruntime as ort
+    from yolo_parity_numpy import decode_raw, letterbox, to_tensor
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    prov = ["CPUExecutionProvider"]
+    s_fix = ort.InferenceSession(out_fixed, so, providers=prov)
+    s_bat = ort.InferenceSession(out_batch, so, providers=prov)
+    xs = [to_tensor(letterbox(cv2.imread(p, cv2.IMREAD_COLOR), imgsz)[0]) for p in images]
+    ref = [s_fix.run(None, {s_fix.get_inputs()[0].name: x})[0] for x in xs]  # each [1, 4+nc, A]
+    m = len(xs)
+    res = {"images": [os.path.relpath(p, ROOT) for p in images],
+           "preprocess": f"letterbox to {imgsz}x{imgsz} (pad 114, centred), BGR->RGB, /255, NCHW float32 "
+                         "(tools/yolo_parity_numpy.py)",
+           "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider, intra_op_num_threads 2",
+           "per_batch_size": {}}
+    worst = 0.0
+    all_match = True
+    for n in sorted(set(sizes) | {m}):
+        d_all = d_box = d_cls = 0.0
+        shapes, runs, match = set(), 0, True
+        for k in range(-(-m // n)):
+            idx = [(k * n + j) % m for j in range(n)]
+            out = s_bat.run(None, {s_bat.get_inputs()[0].name: np.concatenate([xs[i] for i in idx])})[0]
+            shapes.add(str(list(out.shape)))
+            runs += 1
+            for j, i in enumerate(idx):
+                d = np.abs(out[j:j + 1].astype(np.float64) - ref[i].astype(np.float64))
+                d_all, d_box, d_cls = max(d_all, d.max()), max(d_box, d[:, :4].max()), max(d_cls, d[:, 4:].max())
+                a, b = decode_raw(out[j:j + 1], conf, iou), decode_raw(ref[i], conf, iou)
+                if len(a[0]) != len(b[0]) or not np.array_equal(a[2], b[2]) or (
+                        len(a[0]) and np.abs(a[0] - b[0]).max() > 1e-2):
+                    match = False
+        res["per_batch_size"][str(n)] = {
+            "runs": runs, "output_shapes": sorted(shapes), "max_abs_diff": float(d_all),
+            "max_abs_diff_box_rows_px": float(d_box), "max_abs_diff_score_rows": float(d_cls),
+            "decoded_detections_match": match}
+        worst = max(worst, d_all)
+        all_match &= match
+        print(f"batch model N={n}: {runs} run(s), output {sorted(shapes)}, max |diff| vs fixed model "
+              f"{d_all:.3g} (boxes {d_box:.3g} px, scores {d_cls:.3g}), detections match: {match}", flush=True)
+    res["max_abs_diff"] = float(worst)
+    res["decoded_detections_match"] = bool(all_match)
+    return res
+
+
+def batch_export_record(out_batch, call, verification, test_onnx=None):
+    info = onnx_info(out_batch)
+    mp = info["metadata_parsed"]
+    return {
+        "path": info["path"],
+        "export_call": call,
+        "note": "Ultralytics' exporter offers only dynamic=True for dynamic shapes: batch, height and width of "
+                "`images` and batch and anchors of `output0` are all dynamic (no batch-only option). linesight "
+                "feeds the letterboxed imgsz x imgsz input, where anchors = 1344 as in the fixed model. Same "
+                "best.pt as the two fixed exports.",
+        "inputs": info["inputs"], "outputs": info["outputs"],
+        "metadata": {"batch": mp.get("batch"), "dynamic": (mp.get("args") or {}).get("dynamic"),
+                     "imgsz": mp.get("imgsz")},
+        "verification": verification,
+        **({"test_onnx": test_onnx} if test_onnx is not None else {}),
+        "onnx": info,
+    }
+
+
+def verification_images(samples, data_dir):
+    if samples:
+        return [os.path.join(ROOT, samples["dir"], x) for x in samples["images"]]
+    d = os.path.join(data_dir, "images", "test")
+    return [os.path.join(d, x) for x in sorted(os.listdir(d))[:8]]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(TOOLS, "data", "detection"), help="folder with data.yaml")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
@@ -230,6 +330,13 @@ def main():
     ap.add_argument("--no-samples", action="store_true")
     ap.add_argument("--samples-only", action="store_true",
                     help="only remake the samples folder + reference predictions from the committed models")
+    ap.add_argument("--batch-export", action=argparse.BooleanOptionalAction, default=True,
+                    help="also export best.pt with dynamic=True as models/<name>-batch.onnx and check it "
+                         "against the fixed raw model (default: on)")
+    ap.add_argument("--batch-export-only", action="store_true",
+                    help="only (re)export + check models/<name>-batch.onnx from --weights and update "
+                         "'batch_export' in the metrics (the fixed exports are not touched)")
+    ap.add_argument("--weights", help="best.pt for --batch-export-only (default: RUNS/NAME/weights/best.pt)")
     a = ap.parse_args()
 
     if a.samples_only:
@@ -243,6 +350,27 @@ def main():
             with open(mpath, "w") as fh:
                 fh.write(json.dumps(metrics, indent=2) + "\n")
         print(json.dumps(samples, indent=2))
+        return
+
+    if a.batch_export_only:
+        import ultralytics.data.utils as ul_data_utils
+        ul_data_utils.check_font = lambda *a, **k: None  # see below
+        best = a.weights or os.path.join(a.runs, a.name, "weights", "best.pt")
+        out_raw = os.path.join(a.models, a.name + ".onnx")
+        out_batch = os.path.join(a.models, a.name + "-batch.onnx")
+        call = export_batch(best, out_batch, a.imgsz, a.opset)
+        mpath = os.path.join(a.models, a.name + ".metrics.json")
+        metrics = json.load(open(mpath)) if os.path.exists(mpath) else {}
+        samples = metrics.get("samples")
+        ver = verify_batch(out_raw, out_batch, verification_images(samples, a.data), a.imgsz)
+        rec = batch_export_record(out_batch, call, ver)
+        rec["weights"] = os.path.relpath(best, ROOT)
+        if metrics:
+            metrics["batch_export"] = rec
+            metrics.setdefault("network_attempts", []).extend(NETWORK_ATTEMPTS)
+            with open(mpath, "w") as fh:
+                fh.write(json.dumps(metrics, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in rec.items() if k != "onnx"}, indent=2))
         return
 
     import torch
@@ -306,6 +434,14 @@ def main():
     except Exception as e:  # pragma: no cover - depends on the installed ultralytics
         export_notes["nms"] = f"nms=True export failed: {type(e).__name__}: {e}"
         out_nms = None
+    out_batch = os.path.join(a.models, a.name + "-batch.onnx") if a.batch_export else None
+    batch_call = None
+    if out_batch:
+        try:
+            batch_call = export_batch(best, out_batch, a.imgsz, a.opset)
+        except Exception as e:  # pragma: no cover - depends on the installed ultralytics
+            export_notes["batch"] = f"dynamic=True export failed: {type(e).__name__}: {e}"
+            out_batch = None
     infos = {"raw": onnx_info(out_raw)}
     if out_nms:
         infos["nms"] = onnx_info(out_nms)
@@ -326,6 +462,18 @@ def main():
 
     # ---- samples + Ultralytics reference predictions on them
     samples = None if a.no_samples else make_samples(a.data, a.models, a.name, out_raw, out_nms)
+
+    # ---- the batch export: checked against the fixed raw model, and measured by Ultralytics val at batch 16
+    batch_export = None
+    if out_batch:
+        ver = verify_batch(out_raw, out_batch, verification_images(samples, a.data), a.imgsz)
+        try:
+            mo = YOLO(out_batch, task="detect").val(split="test", name=f"{a.name}-test-onnx-batch", **val_args)
+            tb = {"measured_with": f"Ultralytics val on the batch ONNX (AutoBackend, onnxruntime, batch {a.batch})",
+                  **det_metrics(mo, names)}
+        except Exception as e:
+            tb = {"error": f"{type(e).__name__}: {e}"}
+        batch_export = batch_export_record(out_batch, batch_call, ver, tb)
 
     import onnx
     import onnxruntime
@@ -353,6 +501,7 @@ def main():
         "val_curve": curve,
         "onnx": infos,
         "export_notes": export_notes,
+        **({"batch_export": batch_export} if batch_export else {}),
         "samples": samples,
         "network_attempts": NETWORK_ATTEMPTS,
         "versions": {"ultralytics": ultralytics.__version__, "torch": torch.__version__,
