@@ -150,8 +150,20 @@ fn read_labels(path: &Path, w: f32, h: f32, nc: usize) -> Result<Vec<(usize, [f3
                 .map(|x| x.parse::<f32>())
                 .collect::<Result<_, _>>()
                 .map_err(|_| format!("{}:{}: expected `class cx cy w h` (numbers)", path.display(), i + 1))?;
-            if f.len() != 5 || f[0] < 0.0 || f[0] as usize >= nc {
-                return Err(format!("{}:{}: expected `class cx cy w h` with class below {nc}", path.display(), i + 1));
+            let polygon = f.len() >= 7 && f.len() % 2 == 1;
+            if (f.len() != 5 && !polygon) || f[0] < 0.0 || f[0] as usize >= nc {
+                return Err(format!(
+                    "{}:{}: expected `class cx cy w h` (or a segment `class x1 y1 x2 y2 x3 y3 ...`) with class below {nc}",
+                    path.display(),
+                    i + 1
+                ));
+            }
+            if polygon {
+                // A segmentation label: its box is the polygon's extent, as Ultralytics takes it.
+                let (xs, ys): (Vec<f32>, Vec<f32>) = f[1..].chunks(2).map(|p| (p[0] * w, p[1] * h)).unzip();
+                let min = |v: &[f32]| v.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = |v: &[f32]| v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                return Ok((f[0] as usize, [min(&xs), min(&ys), max(&xs), max(&ys)]));
             }
             let (cx, cy, bw, bh) = (f[1] * w, f[2] * h, f[3] * w, f[4] * h);
             Ok((f[0] as usize, [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0]))
@@ -414,7 +426,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
             let per_class: serde_json::Map<String, Value> =
                 names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect();
             json!({
-                "kind": "yolo-detect",
+                "kind": format!("yolo-{}", d.meta.task),
                 "classes": names,
                 "per_class_boxes_iou_0_5": per_class,
                 "operating_point": {"conf": args.conf, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
@@ -508,6 +520,20 @@ mod tests {
         assert_eq!(label_path(Path::new("/d/images/test/a.png")), PathBuf::from("/d/labels/test/a.txt"));
         assert_eq!(label_path(Path::new("/d/images/a.jpg")), PathBuf::from("/d/labels/a.txt"));
         assert_eq!(label_path(Path::new("/d/x/a.png")), PathBuf::from("/d/x/a.txt"));
+    }
+
+    #[test]
+    fn segment_labels_count_as_the_box_around_the_polygon() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "1 0.1 0.2 0.3 0.2 0.2 0.5\n").unwrap();
+        let got = read_labels(&p, 100.0, 200.0, 3).unwrap();
+        assert_eq!(got.len(), 1);
+        let (c, b) = got[0];
+        assert_eq!(c, 1);
+        for (x, y) in b.iter().zip([10.0, 40.0, 30.0, 100.0]) {
+            assert!((x - y).abs() < 1e-4, "{b:?}");
+        }
     }
 
     #[test]
