@@ -137,10 +137,15 @@ def _free(box, boxes):
 
 
 # ---------------------------------------------------------------- renderer
-def render_det(rng: np.random.Generator, kinds: list[str]):
+def render_det(rng: np.random.Generator, kinds: list[str], masks: list | None = None):
     """One 256x256 BGR uint8 image with one defect instance per entry of
     ``kinds`` (class names). Returns (image, [(class_id, (x0, y0, x1, y1)), ...])
-    with pixel-edge boxes; instances that could not be placed are dropped."""
+    with pixel-edge boxes; instances that could not be placed are dropped.
+
+    If ``masks`` is a list, the boolean 256x256 mask each box was computed from
+    is appended to it, in the order of the returned instances (used by
+    make_segmentation_dataset.py; it changes nothing else: no extra random
+    draws, same image, same boxes)."""
     metal = rng.uniform(110, 205)
     bg, tint = _background(rng, metal)
 
@@ -171,6 +176,8 @@ def render_det(rng: np.random.Generator, kinds: list[str]):
             if box is not None and _free(box, [b for _, b in objs]):
                 sdf = np.minimum(sdf, bite)
                 objs.append((CLASSES.index("chip"), box))
+                if masks is not None:
+                    masks.append(removed >= 0.5)
                 break
     alpha = np.clip(sdf + 0.5, 0.0, 1.0)
 
@@ -205,6 +212,8 @@ def render_det(rng: np.random.Generator, kinds: list[str]):
             if box is not None and _free(box, [b for _, b in objs]):
                 part += mask * contrast
                 objs.append((CLASSES.index(k), box))
+                if masks is not None:
+                    masks.append(mask >= BOX_LEVEL)
                 break
     if n_chip:
         # fractured edge is a bit darker just inside the bite (as make_dataset)
@@ -238,12 +247,13 @@ def render_det(rng: np.random.Generator, kinds: list[str]):
     return out, objs
 
 
-def make_one(seed: int, i: int):
-    """Image i of the split with this seed -> (bgr uint8, [(class_id, box)])."""
+def make_one(seed: int, i: int, masks: list | None = None):
+    """Image i of the split with this seed -> (bgr uint8, [(class_id, box)]).
+    ``masks``: see render_det (optional, for the segmentation labels)."""
     rng = np.random.default_rng([seed, i])
     n = int(rng.choice(len(N_DEFECT_P), p=N_DEFECT_P))
     kinds = [CLASSES[int(rng.integers(len(CLASSES)))] for _ in range(n)]
-    return render_det(rng, kinds)
+    return render_det(rng, kinds, masks)
 
 
 def yolo_lines(objs, w=SIZE, h=SIZE):

@@ -1,0 +1,138 @@
+"""Shared helpers of tools/train_segmenter.py, tools/train_yolo_classifier.py and
+tools/yolo_reference_seg_cls.py (stdlib only at import time, so it can be
+imported before Ultralytics).
+
+* install_network_guard(): the no-network approach of tools/train_detector.py
+  (copied, not imported: importing train_detector would install its own
+  guard): every non-loopback socket connect / DNS lookup made by this process
+  is refused and recorded (the list goes into the metrics as
+  "network_attempts"). Call it before importing ultralytics; also sets
+  YOLO_OFFLINE=1.
+* patch_ultralytics_offline(): check_font() -> no-op (check_det_dataset /
+  check_cls_dataset call it even with plots=False, and with no font cached it
+  fetches Arial.ttf from github.com).
+* onnx_info(): input/output names + shapes, opset and metadata_props of an
+  ONNX file (as train_detector.onnx_info).
+* rle_encode() / rle_decode(): the mask run-length code of the segmenter's
+  reference predictions.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+
+NETWORK_ATTEMPTS: list[dict] = []
+_LOCAL = ("127.", "::1", "localhost", "0.0.0.0")
+_installed = False
+
+
+def _where():
+    fr = [f for f in traceback.extract_stack()[:-2] if "ultralytics" in f.filename or "tools/" in f.filename]
+    return [f"{f.filename.split('site-packages/')[-1]}:{f.lineno} {f.name}" for f in fr[-6:]]
+
+
+def install_network_guard(tag: str = "tools/yolo_common.py") -> list[dict]:
+    """Refuse (and record) every non-loopback connect / getaddrinfo in this process."""
+    global _installed
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # must happen before ultralytics is imported
+    if _installed:
+        return NETWORK_ATTEMPTS
+    orig_connect = socket.socket.connect
+    orig_getaddrinfo = socket.getaddrinfo
+
+    def guard_connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not str(address[0]).startswith(_LOCAL):
+            NETWORK_ATTEMPTS.append({"connect": f"{address[0]}:{address[1]}", "from": _where()})
+            raise OSError(f"network access refused by {tag}")
+        return orig_connect(self, address)
+
+    def guard_getaddrinfo(host, *a, **k):
+        if host is not None and not str(host).startswith(_LOCAL):
+            NETWORK_ATTEMPTS.append({"resolve": str(host), "from": _where()})
+            raise socket.gaierror(socket.EAI_NONAME, f"network access refused by {tag}")
+        return orig_getaddrinfo(host, *a, **k)
+
+    socket.socket.connect = guard_connect
+    socket.getaddrinfo = guard_getaddrinfo
+    _installed = True
+    return NETWORK_ATTEMPTS
+
+
+def patch_ultralytics_offline():
+    """check_font("Arial.ttf") is called by the dataset checks even with plots=False and
+    downloads the font when it is not cached. Nothing is plotted here: make it a no-op
+    everywhere it was imported by name."""
+    import ultralytics.data.utils as du
+    import ultralytics.utils.checks as ck
+
+    def no_font(*a, **k):
+        return None
+
+    du.check_font = no_font
+    ck.check_font = no_font
+
+
+def onnx_info(path, root):
+    """Input/output names + shapes, opset and metadata_props of an ONNX file."""
+    import ast
+    import hashlib
+
+    import onnx
+    m = onnx.load(path)
+
+    def shape(v):
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]
+
+    def dtype(v):
+        return onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower()
+
+    meta = {p.key: p.value for p in m.metadata_props}
+    parsed = {}
+    for k in ("stride", "imgsz", "names", "batch", "args", "end2end", "channels"):
+        if k in meta:
+            try:
+                parsed[k] = ast.literal_eval(meta[k])
+            except (ValueError, SyntaxError):
+                parsed[k] = meta[k]
+    if isinstance(parsed.get("names"), dict):
+        parsed["names"] = {str(k): v for k, v in parsed["names"].items()}
+    return {
+        "path": os.path.relpath(path, root),
+        "bytes": os.path.getsize(path),
+        "sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+        "opset": int(next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))),
+        "ir_version": int(m.ir_version),
+        "inputs": [{"name": v.name, "shape": shape(v), "dtype": dtype(v)} for v in m.graph.input],
+        "outputs": [{"name": v.name, "shape": shape(v), "dtype": dtype(v)} for v in m.graph.output],
+        "op_types": sorted({n.op_type for n in m.graph.node}),
+        "metadata_props": meta,
+        "metadata_parsed": parsed,
+    }
+
+
+def rle_encode(mask) -> list[int]:
+    """Binary HxW mask -> run lengths of the row-major flattened mask, alternating
+    0-runs and 1-runs, starting with a (possibly empty, length 0) run of 0s.
+    The runs sum to H*W; the last run may be of either value."""
+    import numpy as np
+    f = np.asarray(mask, bool).ravel()
+    if f.size == 0:
+        return []
+    change = np.flatnonzero(f[1:] != f[:-1]) + 1
+    bounds = np.concatenate([[0], change, [f.size]])
+    runs = np.diff(bounds).tolist()
+    return ([0] + runs) if f[0] else runs
+
+
+def rle_decode(runs, h, w):
+    import numpy as np
+    f = np.zeros(h * w, bool)
+    pos, val = 0, False
+    for r in runs:
+        if val:
+            f[pos:pos + r] = True
+        pos += r
+        val = not val
+    assert pos == h * w, (pos, h * w)
+    return f.reshape(h, w)
