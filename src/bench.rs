@@ -72,6 +72,9 @@ pub struct BenchArgs {
     /// (e.g. `--cameras 1,2,4`), with frames batched across the cameras.
     #[arg(long, value_delimiter = ',')]
     pub cameras: Vec<usize>,
+    /// With --cameras: each camera's rate for the latency run (a line's pace).
+    #[arg(long, default_value_t = 10.0)]
+    pub camera_fps: f64,
 }
 
 pub async fn main(args: BenchArgs) -> Result<(), String> {
