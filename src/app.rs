@@ -169,48 +169,67 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
         let warming = Warming::begin(&telemetry, &users, model_cfg);
         let model_cfg_owned = model_cfg.clone();
         let model_threads = budget[model_name];
-        let loaded =
-            tokio::task::spawn_blocking(move || crate::inference::load_model(env, &model_cfg_owned, model_threads))
-                .await
-                .map_err(|e| StartError::Other(e.to_string()))?
-                .map_err(|e| StartError::Model(format!("model `{model_name}` (tasks {}): {e}", users.join(", "))))?;
-        if let Some(max) = loaded.max_batch().filter(|max| model_cfg.batch > *max) {
-            return Err(StartError::Model(format!(
-                "model `{model_name}`: `batch: {}` but `{}` takes at most {max} frame(s) per call; export it with a dynamic batch (Ultralytics: `dynamic=True`) or set `batch: {max}`",
-                model_cfg.batch,
-                model_cfg.path.display()
-            )));
-        }
-        // The first run is where lazy providers (TensorRT with dynamic shapes) build their engine.
-        let (loaded, warm) = tokio::task::spawn_blocking(move || {
-            let mut loaded = loaded;
-            warm_up(&mut loaded).map(|ms| (loaded, ms))
-        })
-        .await
-        .map_err(|e| StartError::Other(e.to_string()))?
-        .map_err(|e| {
-            StartError::Model(format!(
-                "model `{model_name}` (`{}`) fails on a blank frame: {e}",
-                model_cfg.path.display()
-            ))
-        })?;
-        warming.done(loaded.provider(), warm);
-        tracing::info!(model = model_name, threads = model_threads, batch = model_cfg.batch, tasks = ?users, "model shared by its tasks");
+        let load = async {
+            let loaded =
+                tokio::task::spawn_blocking(move || crate::inference::load_model(env, &model_cfg_owned, model_threads))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            if let Some(max) = loaded.max_batch().filter(|max| model_cfg.batch > *max) {
+                return Err(format!(
+                    "`batch: {}` but `{}` takes at most {max} frame(s) per call; export it with a dynamic batch (Ultralytics: `dynamic=True`) or set `batch: {max}`",
+                    model_cfg.batch,
+                    model_cfg.path.display()
+                ));
+            }
+            // The first run is where lazy providers (TensorRT with dynamic shapes) build their engine.
+            tokio::task::spawn_blocking(move || {
+                let mut loaded = loaded;
+                warm_up(&mut loaded).map(|ms| (loaded, ms))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("`{}` fails on a blank frame: {e}", model_cfg.path.display()))
+        };
         let stats = Arc::new(crate::telemetry::ModelStats::default());
-        let _ = stats.provider.set(loaded.provider());
         stats.threads.store(model_threads as u64, Ordering::Relaxed);
+        let loaded = match load.await {
+            Ok((loaded, warm)) => {
+                warming.done(loaded.provider(), warm);
+                let _ = stats.provider.set(loaded.provider());
+                tracing::info!(model = model_name, threads = model_threads, batch = model_cfg.batch, tasks = ?users, "model shared by its tasks");
+                Ok(loaded)
+            }
+            Err(why) => {
+                // The other models' tasks keep inspecting; this one's parts are all rejected (ERROR)
+                // and the fault holds the plain outputs safe and lights the stack light.
+                let why = format!("model `{model_name}` (tasks {}): {why}", users.join(", "));
+                tracing::error!(error = %why, "model cannot be used; its tasks reject every part");
+                warming.failed(&why);
+                Err(why)
+            }
+        };
         groups.insert(model_name, Group { loaded, bell: Arc::new(Doorbell::default()), members: Vec::new(), stats });
+    }
+    // Nothing at all can be inspected: that is a broken installation, not a cell to run.
+    if !groups.is_empty() && groups.values().all(|g| g.loaded.is_err()) {
+        let why = groups.values().filter_map(|g| g.loaded.as_ref().err()).cloned().collect::<Vec<_>>().join("; ");
+        return Err(StartError::Model(why));
     }
     for (task_name, task) in &config.tasks {
         let cam_cfg = &config.cameras[&task.camera];
         let model_cfg = &config.models[&task.model];
         let group = groups.get_mut(task.model.as_str()).expect("every used model was loaded");
-        let (rule, info) = rule_for(&group.loaded, &task.rules, &model_cfg.path, &model_cfg.ok_classes)
-            .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?;
+        let (rule, info) = match &group.loaded {
+            Ok(loaded) => rule_for(loaded, &task.rules, &model_cfg.path, &model_cfg.ok_classes)
+                .map_err(|e| StartError::Model(format!("task `{task_name}`: {e}")))?,
+            Err(_) => unusable_rule(&model_cfg.path),
+        };
+        let provider = group.loaded.as_ref().map_or("none", |l| l.provider());
         let threshold = info.threshold;
         tracing::info!(
             task = %task_name, model = %info.name, version = %info.version, kind = info.kind,
-            provider = group.loaded.provider(), ng_threshold = %format!("{threshold:.3}"), "task ready"
+            provider, ng_threshold = %format!("{threshold:.3}"), "task ready"
         );
         let stats = Arc::new(TaskStats::default());
         let cam_stats = Arc::new(CameraStats::default());
@@ -223,7 +242,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
                 camera: task.camera.clone(),
                 camera_stats: cam_stats.clone(),
                 stats: stats.clone(),
-                provider: group.loaded.provider().to_string(),
+                provider: provider.to_string(),
                 handshake: handshake_stats.clone(),
                 control: control.clone(),
                 model: json!({
@@ -328,6 +347,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
             queue: queue.clone(),
             progress: task_progress,
             stats: stats.clone(),
+            unusable: group.loaded.as_ref().err().cloned(),
         });
         let opener = opts
             .openers
@@ -492,6 +512,15 @@ impl Warming {
         Warming { telemetry: telemetry.clone(), tasks: tasks.to_vec(), started: Instant::now(), extender }
     }
 
+    fn failed(self, why: &str) {
+        for task in &self.tasks {
+            self.telemetry.task_state(
+                task,
+                &json!({"state": "failed", "since": crate::telemetry::rfc3339(std::time::SystemTime::now()), "error": why}),
+            );
+        }
+    }
+
     fn done(self, provider: &str, warm_up_ms: f64) {
         let took = self.started.elapsed().as_secs_f64();
         tracing::info!(tasks = ?self.tasks, provider, seconds = %format!("{took:.1}"), "warmed up");
@@ -513,7 +542,8 @@ impl Drop for Warming {
 
 /// A loaded model and the tasks it serves, until its worker starts.
 struct Group {
-    loaded: crate::inference::Loaded,
+    /// The model, or why it cannot be used.
+    loaded: Result<crate::inference::Loaded, String>,
     bell: Arc<Doorbell>,
     members: Vec<Member>,
     stats: Arc<crate::telemetry::ModelStats>,
@@ -661,6 +691,20 @@ fn rule_for(
             Ok((Rule::Detector(rule), info))
         }
     }
+}
+
+/// The stand-in for a task whose model cannot be used: its worker judges every part ERROR.
+fn unusable_rule(path: &std::path::Path) -> (Rule, ModelInfo) {
+    let info = ModelInfo {
+        name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+        version: "unusable".into(),
+        kind: "unusable",
+        sha256: String::new(),
+        providers: Vec::new(),
+        classes: Vec::new(),
+        threshold: 0.5,
+    };
+    (Rule::Classifier(ClassifierRule { ok: Vec::new(), ng_threshold: 0.5, band: None }), info)
 }
 
 /// One inference on a blank frame, so the first part is not slowed by lazy

@@ -225,6 +225,41 @@ fn corrupt_model_stops_the_start_with_a_clear_message() {
     assert!(err.contains("broken.onnx") && err.contains("ONNX Runtime refuses it"), "{err}");
 }
 
+/// One of two models is a corrupt file: its task rejects every part (ERROR,
+/// with the reason), the fault is raised, and the other task inspects as usual.
+#[test]
+fn a_corrupt_model_rejects_its_tasks_parts_while_the_other_task_inspects() {
+    let Cell { _rt, plc, broker, sub, dir } = cell();
+    let model = dir.path().join("broken.onnx");
+    std::fs::write(&model, b"this is not an ONNX file").unwrap();
+    let video = repo().join("samples/line.avi").display().to_string();
+    let yaml = node_yaml(&plc.addr.to_string(), broker.port, "", 10.0)
+        .replace("cameras:\n", &format!("cameras:\n  side:\n    source: {{ file: {video} }}\n    fps: 10\n"))
+        .replace("models:\n", &format!("models:\n  broken:\n    path: {}\n", model.display()))
+        + "  inspect-side: { camera: side, model: broken }\n";
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let mut child = run_daemon(&cfg, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "{}", logs());
+    assert_eq!(sub.messages("/tasks/inspect/result").len(), 60, "the good task inspected every part");
+    assert!(sub.messages("/tasks/inspect/result").iter().any(|r| r["verdict"] == "OK"));
+    let broken = sub.messages("/tasks/inspect-side/result");
+    assert_eq!(broken.len(), 60, "{}", logs());
+    for r in &broken {
+        assert_eq!(r["verdict"], "ERROR", "{r}");
+        assert!(r["error"].as_str().unwrap().contains("broken.onnx"), "{r}");
+    }
+    let state = sub.messages("/tasks/inspect-side/state");
+    assert_eq!(state.last().unwrap()["state"], "failed", "{state:?}");
+    assert!(
+        sub.raw("/alarms").iter().any(|a| a.contains("inspect-side") && a.contains("cannot be used")),
+        "{:?}",
+        sub.raw("/alarms")
+    );
+}
+
 #[test]
 fn a_killed_daemon_is_reported_offline_by_the_broker() {
     let Cell { _rt, plc, broker, sub, dir } = cell();

@@ -312,7 +312,8 @@ pub struct Member {
 pub struct Worker {
     /// The model's name in the config, for logs.
     pub model: Arc<str>,
-    pub loaded: Loaded,
+    /// The model, or why it could not be loaded: then every frame is judged ERROR with that reason.
+    pub loaded: Result<Loaded, String>,
     pub members: Vec<Member>,
     pub batch: usize,
     pub batch_wait: Duration,
@@ -385,7 +386,10 @@ impl Worker {
         let conf = ready.iter().map(|(i, _, t)| self.members[*i].rule.needs_from(*t)).fold(1.0_f32, f32::min);
         let images: Vec<&Mat> = ready.iter().map(|(_, f, _)| &f.image).collect();
         // Just below the threshold, so a score equal to it is kept (the rule's test is inclusive).
-        let result = self.loaded.infer(&images, conf * 0.999, self.iou);
+        let result = match &mut self.loaded {
+            Ok(model) => model.infer(&images, conf * 0.999, self.iou),
+            Err(why) => Err(format!("{why}; the part cannot be inspected")),
+        };
         drop(images);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.frames.fetch_add(ready.len() as u64, Ordering::Relaxed);
@@ -402,7 +406,10 @@ impl Worker {
                 }
             }
             Err(e) => {
-                tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
+                // An unusable model was reported once at start and is an active fault: not per batch.
+                if self.loaded.is_ok() {
+                    tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
+                }
                 for (i, frame, _) in ready {
                     self.send(i, Judgement::error(frame.part, e.clone()));
                 }

@@ -71,6 +71,8 @@ pub struct WatchedTask {
     pub progress: Arc<AtomicU64>,
     /// The task's figures: a missing gate confirmation is an alarm.
     pub stats: Arc<crate::telemetry::stats::TaskStats>,
+    /// Why the task's model could not be loaded, if it could not: a fault for as long as it runs.
+    pub unusable: Option<String>,
 }
 
 /// How long a loss in the MQTT queue stays an active alarm.
@@ -109,6 +111,9 @@ pub fn current_faults(
         }
         if c.1.is_some_and(|at| now - at < CONFIRM_ALARM) {
             faults.push(format!("task `{}`: the reject gate did not confirm a pulse ({missing} so far)", t.name));
+        }
+        if let Some(why) = &t.unusable {
+            faults.push(format!("task `{}`: its model cannot be used, every part is rejected: {why}", t.name));
         }
         match t.camera_stats.status() {
             CameraStatus::Offline => faults.push(format!("camera `{}` offline", t.camera)),
@@ -256,6 +261,7 @@ mod tests {
             queue: queue.clone(),
             progress: progress.clone(),
             stats: Arc::new(crate::telemetry::stats::TaskStats::default()),
+            unusable: None,
         }];
         let devices = BTreeMap::new();
         let mut stalls = BTreeMap::new();
