@@ -405,6 +405,31 @@ impl Worker {
                     self.send(i, j);
                 }
             }
+            // One camera's bad frame (say, an image that cannot be preprocessed) must not cost
+            // the other cameras' parts in the same batch their verdicts: judge each one alone.
+            Err(_) if ready.len() > 1 && self.loaded.is_ok() => {
+                for (i, frame, threshold) in ready {
+                    let one = self
+                        .loaded
+                        .as_mut()
+                        .map_err(|why| why.clone())
+                        .and_then(|m| m.infer(&[&frame.image], conf * 0.999, self.iou));
+                    let mut j = Judgement::error(frame.part, String::new());
+                    match one {
+                        Ok((mut out, timing)) if out.len() == 1 => {
+                            self.members[i].rule.judge(out.remove(0), threshold, &mut j);
+                            j.preprocess_ms = timing.preprocess_ms;
+                            j.inference_ms = timing.inference_ms;
+                        }
+                        Ok(_) => j.error = Some("the model returned no result for the frame".into()),
+                        Err(e) => {
+                            tracing::error!(model = %self.model, task = %self.members[i].task, part = j.part.part_id, error = %e, "inference failed; part gets ERROR");
+                            j.error = Some(e.clone());
+                        }
+                    }
+                    self.send(i, j);
+                }
+            }
             Err(e) => {
                 // An unusable model was reported once at start and is an active fault: not per batch.
                 if self.loaded.is_ok() {
