@@ -235,19 +235,54 @@ fn r4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
+/// Image-level outcomes at the operating point, and every image's NG score
+/// (for AUROC and the threshold for a target recall).
+#[derive(Default)]
+struct Tally {
+    tp: usize,
+    fp: usize,
+    tn: usize,
+    fn_: usize,
+    pos: Vec<f64>,
+    neg: Vec<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, is_ng: bool, said_ng: bool, score: f64) {
+        match (is_ng, said_ng) {
+            (true, true) => self.tp += 1,
+            (true, false) => self.fn_ += 1,
+            (false, true) => self.fp += 1,
+            (false, false) => self.tn += 1,
+        }
+        if is_ng {
+            self.pos.push(score)
+        } else {
+            self.neg.push(score)
+        }
+    }
+
+    /// The `operating_point` member: `key` names what set it (threshold, conf).
+    fn operating_point(&self, key: &str, value: f64) -> Value {
+        let (tp, fp, tn, fn_) = (self.tp, self.fp, self.tn, self.fn_);
+        json!({key: value, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
+            "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
+            "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)})
+    }
+}
+
 pub fn main(args: EvalArgs) -> Result<Value, String> {
     let mut model = crate::infer::load(&args.model, args.threads)?;
     let progress = |n| Progress { on: std::io::stderr().is_terminal() && !args.json, total: n };
     let mut latency = Vec::new();
     // Image-level NG scores, for AUROC and the threshold.
-    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let mut tally = Tally::default();
     let mut unreadable = Vec::new();
     let report = match &mut model {
         crate::infer::Model::Anomaly(a) => {
             let threshold = f64::from(a.contract.threshold);
             let samples = anomaly_samples(&args.data)?;
             let bar = progress(samples.len());
-            let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
             // Per folder: (images, called NG).
             let mut folders: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
             for (i, s) in samples.iter().enumerate() {
@@ -268,17 +303,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 let f = folders.entry(folder.clone()).or_default();
                 f.0 += 1;
                 f.1 += usize::from(said_ng);
-                match (is_ng, said_ng) {
-                    (true, true) => tp += 1,
-                    (true, false) => fn_ += 1,
-                    (false, true) => fp += 1,
-                    (false, false) => tn += 1,
-                }
-                if is_ng {
-                    pos.push(score)
-                } else {
-                    neg.push(score)
-                }
+                tally.add(is_ng, said_ng, score);
             }
             let per_folder: serde_json::Map<String, Value> = folders
                 .iter()
@@ -294,12 +319,10 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 .collect();
             json!({
                 "kind": "anomaly",
-                "confusion": {"rows_true_columns_predicted": [[tn, fp], [fn_, tp]], "labels": ["good", "defect"]},
-                "per_class": {"defect": prf(tp, fp, fn_), "good": prf(tn, fn_, fp)},
+                "confusion": {"rows_true_columns_predicted": [[tally.tn, tally.fp], [tally.fn_, tally.tp]], "labels": ["good", "defect"]},
+                "per_class": {"defect": prf(tally.tp, tally.fp, tally.fn_), "good": prf(tally.tn, tally.fn_, tally.fp)},
                 "per_folder": per_folder,
-                "operating_point": {"threshold": threshold, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
-                    "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
-                    "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
+                "operating_point": tally.operating_point("threshold", threshold),
             })
         }
         m @ (crate::infer::Model::Classifier(_) | crate::infer::Model::YoloClassify(_)) => {
@@ -309,7 +332,6 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
             let samples = classifier_samples(&args.data, &classes)?;
             let bar = progress(samples.len());
             let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
-            let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
             for (i, s) in samples.iter().enumerate() {
                 bar.tick(i + 1);
                 let Truth::Class(truth) = &s.truth else { continue };
@@ -332,17 +354,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                     1.0 - probs.iter().zip(&ok_mask).filter(|(_, ok)| **ok).map(|(p, _)| f64::from(*p)).sum::<f64>();
                 let is_ng = !ok_mask[t];
                 let said_ng = ng >= f64::from(threshold);
-                match (is_ng, said_ng) {
-                    (true, true) => tp += 1,
-                    (true, false) => fn_ += 1,
-                    (false, true) => fp += 1,
-                    (false, false) => tn += 1,
-                }
-                if is_ng {
-                    pos.push(ng)
-                } else {
-                    neg.push(ng)
-                }
+                tally.add(is_ng, said_ng, ng);
             }
             let per_class: serde_json::Map<String, Value> = classes
                 .iter()
@@ -359,9 +371,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 "classes": classes,
                 "confusion": {"rows_true_columns_predicted": confusion},
                 "per_class": per_class,
-                "operating_point": {"ng_threshold": threshold, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
-                    "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
-                    "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
+                "operating_point": tally.operating_point("ng_threshold", f64::from(threshold)),
             })
         }
         crate::infer::Model::Detector(d) => {
@@ -370,7 +380,6 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
             let samples = detector_samples(&args.data)?;
             let bar = progress(samples.len());
             let mut counts = vec![(0usize, 0usize, 0usize); nc];
-            let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
             for (i, s) in samples.iter().enumerate() {
                 bar.tick(i + 1);
                 let Truth::Boxes(label) = &s.truth else { continue };
@@ -411,17 +420,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                     }
                 }
                 let is_ng = !truth.is_empty();
-                match (is_ng, !dets.is_empty()) {
-                    (true, true) => tp += 1,
-                    (true, false) => fn_ += 1,
-                    (false, true) => fp += 1,
-                    (false, false) => tn += 1,
-                }
-                if is_ng {
-                    pos.push(score)
-                } else {
-                    neg.push(score)
-                }
+                tally.add(is_ng, !dets.is_empty(), score);
             }
             let per_class: serde_json::Map<String, Value> =
                 names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect();
@@ -429,12 +428,11 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 "kind": format!("yolo-{}", d.meta.task),
                 "classes": names,
                 "per_class_boxes_iou_0_5": per_class,
-                "operating_point": {"conf": args.conf, "tp": tp, "fn": fn_, "fp": fp, "tn": tn,
-                    "ng_recall": r4(tp as f64 / (tp + fn_).max(1) as f64),
-                    "false_reject_rate": r4(fp as f64 / (fp + tn).max(1) as f64)},
+                "operating_point": tally.operating_point("conf", f64::from(args.conf)),
             })
         }
     };
+    let Tally { pos, neg, .. } = tally;
     if pos.is_empty() && neg.is_empty() {
         return Err(format!(
             "{}: no image could be read ({} tried; first: {})",

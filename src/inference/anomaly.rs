@@ -176,63 +176,39 @@ impl Anomaly {
             .session
             .run(ort::inputs![self.input.as_str() => tensor])
             .map_err(|e| format!("inference failed: {e}"))?;
-        let scores = {
+        let mut results: Vec<AnomalyResult> = {
             let v = outputs.get(&self.score).ok_or_else(|| format!("the model returned no `{}`", self.score))?;
             let (_, s) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
             if s.len() != n {
                 return Err(format!("`{}` holds {} values for {n} frames", self.score, s.len()));
             }
-            s.to_vec()
+            s.iter()
+                .map(|&score| AnomalyResult { score, label: None, map_max: None, map_shape: None, mask_area: None })
+                .collect()
         };
-        let labels: Option<Vec<bool>> = match &self.label {
-            Some(name) => outputs
-                .get(name)
-                .map(|v| v.try_extract_tensor::<bool>().map(|(_, l)| l.to_vec()).map_err(|e| e.to_string()))
-                .transpose()?,
-            None => None,
-        };
-        let map: Option<(Vec<usize>, Vec<f32>)> = match &self.map {
-            Some(name) => outputs
-                .get(name)
-                .map(|v| {
-                    v.try_extract_tensor::<f32>()
-                        .map(|(s, m)| (s.iter().map(|d| *d as usize).collect(), m.to_vec()))
-                        .map_err(|e| e.to_string())
-                })
-                .transpose()?,
-            None => None,
-        };
-        let mask: Option<(Vec<usize>, Vec<bool>)> = match &self.mask {
-            Some(name) => outputs
-                .get(name)
-                .map(|v| {
-                    v.try_extract_tensor::<bool>()
-                        .map(|(s, m)| (s.iter().map(|d| *d as usize).collect(), m.to_vec()))
-                        .map_err(|e| e.to_string())
-                })
-                .transpose()?,
-            None => None,
-        };
-        let per = |len: usize| len / n.max(1);
-        Ok((0..n)
-            .map(|i| {
-                let map_part = map.as_ref().map(|(s, m)| {
-                    let k = per(m.len());
-                    let max = m[i * k..(i + 1) * k].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    (max, [s[s.len() - 2], s[s.len() - 1]])
-                });
-                AnomalyResult {
-                    score: scores[i],
-                    label: labels.as_ref().and_then(|l| l.get(i).copied()),
-                    map_max: map_part.map(|m| m.0),
-                    map_shape: map_part.map(|m| m.1),
-                    mask_area: mask.as_ref().map(|(_, m)| {
-                        let k = per(m.len());
-                        m[i * k..(i + 1) * k].iter().filter(|b| **b).count()
-                    }),
-                }
-            })
-            .collect())
+        // The optional outputs, read where they lie (a map is h x w floats per frame: not copied).
+        let present = |name: &Option<String>| name.as_ref().and_then(|k| outputs.get(k));
+        if let Some(v) = present(&self.label) {
+            let (_, l) = v.try_extract_tensor::<bool>().map_err(|e| e.to_string())?;
+            for (r, chunk) in results.iter_mut().zip(l.chunks(per_frame(l.len(), n))) {
+                r.label = chunk.first().copied();
+            }
+        }
+        if let Some(v) = present(&self.map) {
+            let (shape, m) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+            let hw = [shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize];
+            for (r, chunk) in results.iter_mut().zip(m.chunks(per_frame(m.len(), n))) {
+                r.map_max = Some(chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+                r.map_shape = Some(hw);
+            }
+        }
+        if let Some(v) = present(&self.mask) {
+            let (_, m) = v.try_extract_tensor::<bool>().map_err(|e| e.to_string())?;
+            for (r, chunk) in results.iter_mut().zip(m.chunks(per_frame(m.len(), n))) {
+                r.mask_area = Some(chunk.iter().filter(|b| **b).count());
+            }
+        }
+        Ok(results)
     }
 
     /// Judge several frames in one call.
@@ -252,6 +228,11 @@ impl Anomaly {
         let t2 = Instant::now();
         Ok((out, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
     }
+}
+
+/// Values per frame of an output holding `len` values for `n` frames (at least 1, for `chunks`).
+fn per_frame(len: usize, n: usize) -> usize {
+    (len / n.max(1)).max(1)
 }
 
 struct Io {
