@@ -319,6 +319,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 .collect();
             json!({
                 "kind": "anomaly",
+                "classes": ["good", "defect"],
                 "confusion": {"rows_true_columns_predicted": [[tally.tn, tally.fp], [tally.fn_, tally.tp]], "labels": ["good", "defect"]},
                 "per_class": {"defect": prf(tally.tp, tally.fp, tally.fn_), "good": prf(tally.tn, tally.fn_, tally.fp)},
                 "per_folder": per_folder,
