@@ -214,9 +214,7 @@ impl Anomaly {
     /// Judge several frames in one call.
     pub fn score_many(&mut self, frames: &[&Mat]) -> Result<(Vec<AnomalyResult>, Timing), String> {
         let n = frames.len();
-        if n == 0 || self.batch.is_some_and(|b| n > b) {
-            return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
-        }
+        super::check_batch(n, self.batch)?;
         let t0 = Instant::now();
         let (w, h) = (self.contract.input.width as usize, self.contract.input.height as usize);
         let mut data = Vec::with_capacity(3 * w * h * n);
@@ -226,7 +224,7 @@ impl Anomaly {
         let t1 = Instant::now();
         let out = self.run_prepared(n, data)?;
         let t2 = Instant::now();
-        Ok((out, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
+        Ok((out, Timing::between(t0, t1, t2)))
     }
 }
 

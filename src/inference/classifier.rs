@@ -126,6 +126,13 @@ pub struct Timing {
     pub inference_ms: f64,
 }
 
+impl Timing {
+    /// Preprocessing from `t0` to `t1`, inference from `t1` to `t2`.
+    pub fn between(t0: Instant, t1: Instant, t2: Instant) -> Self {
+        Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }
+    }
+}
+
 impl Classifier {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
@@ -243,9 +250,7 @@ impl Classifier {
     /// Class probabilities for several frames in one inference call.
     pub fn classify_many(&mut self, frames: &[&Mat]) -> Result<(Vec<Vec<f32>>, Timing), String> {
         let n = frames.len();
-        if n == 0 || self.batch.is_some_and(|b| n > b) {
-            return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
-        }
+        super::check_batch(n, self.batch)?;
         let t0 = Instant::now();
         let mut data = Vec::with_capacity(self.input_len() * n);
         for f in frames {
@@ -254,10 +259,7 @@ impl Classifier {
         let t1 = Instant::now();
         let probs = self.run_prepared(n, data)?;
         let t2 = Instant::now();
-        Ok((
-            probs,
-            Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 },
-        ))
+        Ok((probs, Timing::between(t0, t1, t2)))
     }
 }
 

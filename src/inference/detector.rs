@@ -189,9 +189,7 @@ impl Detector {
         iou: f32,
     ) -> Result<(Vec<Vec<Detection>>, Timing), String> {
         let n = frames.len();
-        if n == 0 || self.batch.is_some_and(|b| n > b) {
-            return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
-        }
+        super::check_batch(n, self.batch)?;
         let t0 = Instant::now();
         let (in_h, in_w) = self.meta.imgsz;
         let per = 3 * (in_h * in_w) as usize;
@@ -280,7 +278,7 @@ impl Detector {
             all.push(dets);
         }
         let t2 = Instant::now();
-        Ok((all, Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 }))
+        Ok((all, Timing::between(t0, t1, t2)))
     }
 }
 

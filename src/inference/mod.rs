@@ -49,6 +49,14 @@ pub fn to_bgr(frame: &opencv::core::Mat) -> Result<std::borrow::Cow<'_, opencv::
     Ok(bgr)
 }
 
+/// A batch of `n` frames fits a model whose batch dimension is `max` (`None`: dynamic).
+pub(crate) fn check_batch(n: usize, max: Option<usize>) -> Result<(), String> {
+    if n == 0 || max.is_some_and(|b| n > b) {
+        return Err(format!("batch of {n} frames; this model takes 1 to {}", max.unwrap_or(usize::MAX)));
+    }
+    Ok(())
+}
+
 /// A model of either kind.
 // One per model for the whole run, never moved in a hot path: the size difference does not matter.
 #[allow(clippy::large_enum_variant)]

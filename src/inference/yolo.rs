@@ -141,12 +141,7 @@ pub struct Raw {
 const MAX_NMS: usize = 30_000;
 const MAX_DET: usize = 300;
 
-/// Decode a raw `[1, 4+nc, n]` output (row-major, one row per channel).
-pub fn decode_raw(out: &[f32], nc: usize, n: usize, conf: f32, iou: f32) -> Result<Vec<Raw>, String> {
-    decode_raw_rows(out, nc, 4 + nc, n, conf, iou)
-}
-
-/// Decode a raw `[1, rows, n]` output whose first `4 + nc` rows are boxes and
+/// Decode a raw `[1, rows, n]` output (row-major, one row per channel) whose first `4 + nc` rows are boxes and
 /// class scores (segmentation exports add 32 rows of mask coefficients).
 pub fn decode_raw_rows(out: &[f32], nc: usize, rows: usize, n: usize, conf: f32, iou: f32) -> Result<Vec<Raw>, String> {
     if out.len() != rows * n || rows < 4 + nc {
@@ -284,17 +279,20 @@ mod tests {
             0.9, 0.8, 0.1, 0.05,      // class 0
             0.1, 0.2, 0.25, 0.7,      // class 1
         ];
-        let d = decode_raw(&out, 2, n, 0.25, 0.7).unwrap();
+        let d = decode_raw_rows(&out, 2, 6, n, 0.25, 0.7).unwrap();
         // Anchor 1 overlaps anchor 0 (same class) and goes; anchor 3 is class 1, kept;
         // anchor 2 (0.25) is not above the threshold.
         assert_eq!(d.len(), 2);
         assert_eq!((d[0].class, d[0].score), (0, 0.9));
         assert_eq!(d[0].xyxy, [40.0, 40.0, 60.0, 60.0]);
         assert_eq!((d[1].class, d[1].score), (1, 0.7));
-        assert!(decode_raw(&out, 3, n, 0.25, 0.7).is_err(), "shape mismatch is an error");
+        assert!(decode_raw_rows(&out, 3, 7, n, 0.25, 0.7).is_err(), "shape mismatch is an error");
         let mut nan = out.clone();
         nan[17] = f32::NAN;
-        assert!(decode_raw(&nan, 2, n, 0.25, 0.7).unwrap_err().contains("non-finite"), "NaN is never 'nothing found'");
+        assert!(
+            decode_raw_rows(&nan, 2, 6, n, 0.25, 0.7).unwrap_err().contains("non-finite"),
+            "NaN is never 'nothing found'"
+        );
     }
 
     #[test]

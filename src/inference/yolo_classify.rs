@@ -231,9 +231,7 @@ impl YoloClassifier {
     /// Class probabilities for several frames in one call.
     pub fn classify_many(&mut self, frames: &[&Mat]) -> Result<(Vec<Vec<f32>>, Timing), String> {
         let n = frames.len();
-        if n == 0 || self.batch.is_some_and(|b| n > b) {
-            return Err(format!("batch of {n} frames; this model takes 1 to {}", self.batch.unwrap_or(usize::MAX)));
-        }
+        super::check_batch(n, self.batch)?;
         let t0 = Instant::now();
         let s = self.meta.imgsz.0 as usize;
         let mut data = Vec::with_capacity(3 * s * s * n);
@@ -243,10 +241,7 @@ impl YoloClassifier {
         let t1 = Instant::now();
         let probs = self.run_prepared(n, data)?;
         let t2 = Instant::now();
-        Ok((
-            probs,
-            Timing { preprocess_ms: (t1 - t0).as_secs_f64() * 1e3, inference_ms: (t2 - t1).as_secs_f64() * 1e3 },
-        ))
+        Ok((probs, Timing::between(t0, t1, t2)))
     }
 }
 
