@@ -7,32 +7,45 @@
 //! checks a numpy copy of them against Ultralytics.
 
 /// `F.interpolate(x, (out_h, out_w), mode="bilinear", align_corners=False)` of one
-/// `in_h x in_w` plane, as PyTorch's CPU kernel computes it (float32 throughout).
-pub fn torch_bilinear(x: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
-    fn idx(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
-        let scale = n_in as f32 / n_out as f32;
-        (0..n_out)
-            .map(|o| {
-                let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
-                let i0 = (src.floor() as usize).min(n_in - 1);
-                let l1 = (src - i0 as f32).clamp(0.0, 1.0);
-                let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
-                (i0, i1, 1.0 - l1, l1)
-            })
-            .collect()
-    }
-    let ys = idx(in_h, out_h);
-    let xs = idx(in_w, out_w);
-    let mut out = Vec::with_capacity(out_h * out_w);
-    for &(y0, y1, ly0, ly1) in &ys {
-        let (r0, r1) = (&x[y0 * in_w..(y0 + 1) * in_w], &x[y1 * in_w..(y1 + 1) * in_w]);
-        for &(x0, x1, lx0, lx1) in &xs {
-            let a = r0[x0] * lx0 + r0[x1] * lx1;
-            let b = r1[x0] * lx0 + r1[x1] * lx1;
-            out.push(a * ly0 + b * ly1);
+/// `in_h x in_w` plane, as PyTorch's CPU kernel computes it (float32 throughout),
+/// evaluated only where asked: a mask needs the pixels inside its box, not the whole frame.
+struct Bilinear<'a> {
+    x: &'a [f32],
+    in_w: usize,
+    ys: Vec<(usize, usize, f32, f32)>,
+    xs: Vec<(usize, usize, f32, f32)>,
+}
+
+impl<'a> Bilinear<'a> {
+    fn new(x: &'a [f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Self {
+        fn idx(n_in: usize, n_out: usize) -> Vec<(usize, usize, f32, f32)> {
+            let scale = n_in as f32 / n_out as f32;
+            (0..n_out)
+                .map(|o| {
+                    let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+                    let i0 = (src.floor() as usize).min(n_in - 1);
+                    let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+                    let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+                    (i0, i1, 1.0 - l1, l1)
+                })
+                .collect()
         }
+        Bilinear { x, in_w, ys: idx(in_h, out_h), xs: idx(in_w, out_w) }
     }
-    out
+
+    fn at(&self, r: usize, c: usize) -> f32 {
+        let ((y0, y1, ly0, ly1), (x0, x1, lx0, lx1)) = (self.ys[r], self.xs[c]);
+        let (r0, r1) = (&self.x[y0 * self.in_w..], &self.x[y1 * self.in_w..]);
+        let a = r0[x0] * lx0 + r0[x1] * lx1;
+        let b = r1[x0] * lx0 + r1[x1] * lx1;
+        a * ly0 + b * ly1
+    }
+}
+
+/// The whole `out_h x out_w` resampled plane (see [`Bilinear`]).
+pub fn torch_bilinear(x: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    let s = Bilinear::new(x, in_h, in_w, out_h, out_w);
+    (0..out_h).flat_map(|r| (0..out_w).map(move |c| (r, c))).map(|(r, c)| s.at(r, c)).collect()
 }
 
 /// Python's `round` (half to even) for the mask arithmetic.
@@ -65,28 +78,33 @@ pub fn mask_native(logits: &[f32], mh: usize, mw: usize, bbox: [f32; 4], h: usiz
         m = torch_bilinear(&m, mh, mw, mh * f, mw * f);
         (m_h, m_w) = (mh * f, mw * f);
     }
-    if (m_h, m_w) != (h, w) {
+    let mut crop = Vec::new();
+    let resample = if (m_h, m_w) != (h, w) {
         let g2 = (m_h as f64 / h as f64).min(m_w as f64 / w as f64);
         let ch = py_round(h as f64 * g2).max(1) as usize;
         let cw = py_round(w as f64 * g2).max(1) as usize;
         let top = py_round((m_h - ch) as f64 / 2.0 - 0.1).max(0) as usize;
         let left = py_round((m_w - cw) as f64 / 2.0 - 0.1).max(0) as usize;
-        let mut crop = Vec::with_capacity(ch * cw);
         for r in top..top + ch {
             crop.extend_from_slice(&m[r * m_w + left..r * m_w + left + cw]);
         }
-        m = torch_bilinear(&crop, ch, cw, h, w);
-    }
+        Some(Bilinear::new(&crop, ch, cw, h, w))
+    } else {
+        None
+    };
+    let value = |r: usize, c: usize| resample.as_ref().map_or_else(|| m[r * w + c], |s| s.at(r, c));
+    // Outside the box the mask is empty: only the box's pixels are resampled.
     let [x1, y1, x2, y2] = bbox;
+    let first = |v: f32| (v.max(0.0).ceil() as usize).saturating_sub(1);
     let mut mask = vec![false; h * w];
-    for r in 0..h {
+    for r in first(y1)..h.min(y2.max(0.0).ceil() as usize + 1) {
         let rf = r as f32;
         if rf < y1 || rf >= y2 {
             continue;
         }
-        for c in 0..w {
+        for c in first(x1)..w.min(x2.max(0.0).ceil() as usize + 1) {
             let cf = c as f32;
-            mask[r * w + c] = cf >= x1 && cf < x2 && m[r * w + c] > 0.0;
+            mask[r * w + c] = cf >= x1 && cf < x2 && value(r, c) > 0.0;
         }
     }
     mask
