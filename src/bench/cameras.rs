@@ -17,7 +17,7 @@ use opencv::prelude::*;
 use opencv::videoio;
 use serde_json::{json, Value};
 
-use super::{bench_config, decode_only, machine, round1};
+use super::{bench_config, decode_all, machine, round1};
 use crate::app;
 use crate::config::*;
 use crate::inference::runtime;
@@ -28,7 +28,7 @@ fn decode_parallel(video: &Path, n: usize) -> Result<f64, String> {
     let handles: Vec<_> = (0..n)
         .map(|_| {
             let v = video.to_path_buf();
-            std::thread::spawn(move || decode_only(&v).map(|_| frames_in(&v)))
+            std::thread::spawn(move || decode_all(&v))
         })
         .collect();
     let mut frames = 0usize;
@@ -36,13 +36,6 @@ fn decode_parallel(video: &Path, n: usize) -> Result<f64, String> {
         frames += h.join().map_err(|_| "decoder thread panicked".to_string())??;
     }
     Ok(frames as f64 / t.elapsed().as_secs_f64())
-}
-
-fn frames_in(video: &Path) -> usize {
-    videoio::VideoCapture::from_file(&*video.to_string_lossy(), videoio::CAP_ANY)
-        .and_then(|c| c.get(videoio::CAP_PROP_FRAME_COUNT))
-        .map(|n| n as usize)
-        .unwrap_or(0)
 }
 
 /// Raw `Session::run` in batches of `n` on tensors made from real frames before the clock starts.
