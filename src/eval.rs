@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::inference::detector::Detection;
-use crate::telemetry::stats::percentiles;
+use crate::part::Detection;
+use crate::util::percentiles::percentiles;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -345,7 +345,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 };
                 let (mut out, timing) = m.infer(&[&frame], 0.0, 0.0)?;
                 latency.push(timing.inference_ms);
-                let Some(crate::inference::Output::Probs(probs)) = out.pop() else {
+                let Some(crate::part::ModelOutput::Probs(probs)) = out.pop() else {
                     return Err("the classifier returned no probabilities".into());
                 };
                 let t = classes.iter().position(|k| k == truth).unwrap_or(0);

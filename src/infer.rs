@@ -15,8 +15,8 @@ use opencv::prelude::*;
 use serde_json::{json, Value};
 
 use crate::config::{CpuProvider, ModelConfig, ProviderConfig, RuntimeConfig};
-use crate::inference::detector::Detection;
 use crate::inference::runtime;
+use crate::part::Detection;
 
 #[derive(clap::Args, Debug)]
 pub struct InferArgs {
@@ -123,7 +123,7 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
         m @ (Model::Classifier(_) | Model::YoloClassify(_)) => {
             let (classes, ok, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
             let (mut out, timing) = m.infer(&[&frame], 0.0, 0.0)?;
-            let Some(crate::inference::Output::Probs(probs)) = out.pop() else {
+            let Some(crate::part::ModelOutput::Probs(probs)) = out.pop() else {
                 return Err("the classifier returned no probabilities".into());
             };
             let rule = crate::decision::rules::ClassifierRule { ok, ng_threshold: own.unwrap_or(0.5), band: None };

@@ -41,10 +41,13 @@ pub mod inference;
 pub mod line;
 pub mod logging;
 pub mod modbus;
+pub mod part;
 pub mod service;
 pub mod sim;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod util;
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;

@@ -15,7 +15,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use linesight::inference::{Loaded, Output};
+use linesight::inference::Loaded;
+use linesight::part::ModelOutput as Output;
 use serde_json::Value;
 
 const SCORE: f64 = 0.005;

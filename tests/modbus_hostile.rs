@@ -655,7 +655,7 @@ async fn late_reply_through_a_device_on_a_bus() {
         .await
         .expect_err("no reply in time");
     assert_eq!(err, LinkError::Timeout(SHORT.as_millis() as u64));
-    assert_eq!(device.stats.state(), "down");
+    assert_eq!(device.stats.state().as_str(), "down");
     assert_eq!(device.stats.failures.load(Ordering::Relaxed), 1);
 
     go.send(()).expect("the server waits for the go");
@@ -667,7 +667,7 @@ async fn late_reply_through_a_device_on_a_bus() {
         .await
         .unwrap_or_else(|e| panic!("a server that answers correctly must be read after the backoff: {e}"));
     assert_eq!(data, ReadData::Words(values(ADDR, COUNT)));
-    assert_eq!(device.stats.state(), "connected");
+    assert_eq!(device.stats.state().as_str(), "connected");
     assert_eq!(device.stats.reads.load(Ordering::Relaxed), 2);
     assert_eq!(device.stats.failures.load(Ordering::Relaxed), 1);
     assert_eq!(server.connections(), 2);
@@ -761,7 +761,7 @@ async fn wrong_register_count_through_a_device_keeps_step() {
         .await
         .unwrap_or_else(|e| panic!("the next read must get its own reply: {e}"));
     assert_eq!(data, ReadData::Words(values(ADDR, COUNT)));
-    assert_eq!(device.stats.state(), "connected");
+    assert_eq!(device.stats.state().as_str(), "connected");
     assert!(server.connections() <= 2, "at most one reconnect");
 
     drop(device);

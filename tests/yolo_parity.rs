@@ -117,7 +117,7 @@ fn a_batch_of_frames_gets_the_detections_each_frame_gets_alone() {
     let mut n = 0;
     for (f, got) in frames.iter().zip(together) {
         let (mut alone, _) = single.infer(&[f], 0.25, 0.7).unwrap();
-        let (Some(linesight::inference::Output::Detections(a)), linesight::inference::Output::Detections(b)) =
+        let (Some(linesight::part::ModelOutput::Detections(a)), linesight::part::ModelOutput::Detections(b)) =
             (alone.pop(), got)
         else {
             panic!("not detections")

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::*;
-use linesight::inference::{segment, Loaded, Output};
+use linesight::inference::{segment, Loaded};
+use linesight::part::ModelOutput as Output;
 use serde_json::Value;
 
 const BOX_PX: f64 = 1.5;

@@ -18,7 +18,8 @@ use crate::config;
 use crate::decision::reject::{Arrival, Gate, GateOutcome, GateSettings};
 use crate::modbus::Outputs;
 use crate::sim::plc::SimPlc;
-use crate::telemetry::stats::{percentiles, TaskStats};
+use crate::stats::TaskStats;
+use crate::util::percentiles::percentiles;
 
 const DELAY: Duration = Duration::from_millis(300);
 const INFERENCE: Duration = Duration::from_millis(30);
@@ -51,7 +52,7 @@ tasks: {{}}
     }
     let stats = Arc::new(TaskStats::default());
     let settings = GateSettings { precise: true, ..GateSettings::timed(pulse) };
-    let (gate, task) = Gate::start(outputs.get("gate").ok_or("no gate")?.clone(), settings, stats.clone());
+    let (gate, task) = Gate::start(Arc::new(outputs.get("gate").ok_or("no gate")?.clone()), settings, stats.clone());
     if !json_out {
         println!(
             "{parts} parts at {rate} parts/s, gate {} ms downstream, pulse {} ms: about {:.0} s",

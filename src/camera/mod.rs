@@ -6,109 +6,22 @@
 //! (see [`queue::WhenFull`]). Each part-per-frame frame is announced to the
 //! task's controller, so a frame that is lost later still gets a verdict.
 
-pub mod queue;
 pub mod source;
 pub mod transform;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use opencv::core::Mat;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{CameraConfig, CameraMode, SourceConfig};
-use crate::decision::{PartEvent, PartInfo};
-use queue::{FrameQueue, Pushed, WhenFull};
+use crate::part::queue::{FrameQueue, Pushed, WhenFull};
+use crate::part::Frame;
+use crate::part::{PartEvent, PartInfo};
+use crate::stats::{CameraStats, CameraStatus};
 use source::FrameSource;
-
-/// One captured frame.
-pub struct Frame {
-    pub part: PartInfo,
-    pub image: Mat,
-    /// False for free-running frames, which are samples rather than parts.
-    pub is_part: bool,
-}
-
-/// Camera state as telemetry reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CameraStatus {
-    Connecting = 0,
-    Online = 1,
-    Offline = 2,
-    /// A file or folder reached its end.
-    Ended = 3,
-    /// Connected, but no new frame for `stall_frames` frame intervals, or the
-    /// same frame `stall_frames` times in a row (a frozen stream).
-    Stalled = 4,
-}
-
-impl CameraStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CameraStatus::Connecting => "connecting",
-            CameraStatus::Online => "online",
-            CameraStatus::Offline => "offline",
-            CameraStatus::Ended => "ended",
-            CameraStatus::Stalled => "stalled",
-        }
-    }
-}
-
-/// Counters the capture thread owns and telemetry reads.
-#[derive(Debug, Default)]
-pub struct CameraStats {
-    pub frames_in: AtomicU64,
-    /// Free-running frames displaced by newer ones before inspection.
-    pub dropped: AtomicU64,
-    /// Part frames that found the queue full (their parts got ERROR).
-    pub refused: AtomicU64,
-    pub reconnects: AtomicU64,
-    /// Frames identical to the one before (not inspected: not a fresh image).
-    pub repeated: AtomicU64,
-    status: AtomicU8,
-    /// When the last new (not repeated) frame arrived, in ms since [`clock`].
-    last_new_ms: AtomicU64,
-    /// No new frame for longer than this is a stall; 0 when the frame interval is unknown.
-    stall_after_ms: AtomicU64,
-    /// The same frame came `stall_frames` times in a row.
-    frozen: AtomicBool,
-}
-
-/// Milliseconds on a monotonic clock shared by every camera.
-fn clock() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-impl CameraStats {
-    /// The state now. `Stalled` is computed here, on every read, so that a
-    /// capture thread stuck inside a driver call is still seen as stalled.
-    pub fn status(&self) -> CameraStatus {
-        match self.status.load(Ordering::Relaxed) {
-            1 => {
-                let limit = self.stall_after_ms.load(Ordering::Relaxed);
-                let silent = clock().saturating_sub(self.last_new_ms.load(Ordering::Relaxed));
-                if self.frozen.load(Ordering::Relaxed) || (limit > 0 && silent > limit) {
-                    CameraStatus::Stalled
-                } else {
-                    CameraStatus::Online
-                }
-            }
-            2 => CameraStatus::Offline,
-            3 => CameraStatus::Ended,
-            _ => CameraStatus::Connecting,
-        }
-    }
-    fn set_status(&self, s: CameraStatus) {
-        if s == CameraStatus::Online {
-            self.last_new_ms.store(clock(), Ordering::Relaxed);
-            self.frozen.store(false, Ordering::Relaxed);
-        }
-        self.status.store(s as u8, Ordering::Relaxed);
-    }
-}
 
 /// A cheap fingerprint of a frame: a hash of every 61st byte (a frozen
 /// stream repeats frames exactly; a live sensor never does, its noise alone
@@ -135,7 +48,7 @@ pub struct Camera {
     pub stop: Arc<AtomicBool>,
     pub opener: Opener,
     /// Triggered mode: parts waiting for their frame (filled by the task's trigger).
-    pub waiting: Option<crate::line::trigger::Waiting>,
+    pub waiting: Option<crate::part::Waiting>,
     /// Triggered mode: a part waiting longer than this already got ERROR; its frame is not taken.
     pub max_age: Duration,
 }
@@ -159,7 +72,7 @@ impl Camera {
         let interval = self.config.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let stall_frames = u64::from(self.config.stall_frames.max(1));
         if let Some(iv) = interval {
-            self.stats.stall_after_ms.store(iv.as_millis() as u64 * stall_frames, Ordering::Relaxed);
+            self.stats.set_stall_after_ms(iv.as_millis() as u64 * stall_frames);
         }
         let transform = transform::Transform::of(&self.config);
         let mut last_print: Option<u64> = None;
@@ -222,17 +135,17 @@ impl Camera {
                             // Not a fresh image: never inspected as one.
                             self.stats.repeated.fetch_add(1, Ordering::Relaxed);
                             same_in_a_row += 1;
-                            if same_in_a_row + 1 >= stall_frames && !self.stats.frozen.swap(true, Ordering::Relaxed) {
+                            if same_in_a_row + 1 >= stall_frames && !self.stats.set_frozen(true) {
                                 tracing::error!(camera = %self.name, frames = same_in_a_row + 1, "camera stalled: the same frame again and again");
                             }
                             continue;
                         }
-                        if self.stats.frozen.swap(false, Ordering::Relaxed) {
+                        if self.stats.set_frozen(false) {
                             tracing::info!(camera = %self.name, "camera delivers new frames again");
                         }
                         same_in_a_row = 0;
                         last_print = print;
-                        self.stats.last_new_ms.store(clock(), Ordering::Relaxed);
+                        self.stats.mark_new_frame();
                         if interval.is_none() && self.is_live() {
                             let now = Instant::now();
                             learned = Some(match learned {
@@ -242,7 +155,7 @@ impl Camera {
                                     let avg = if n == 0 { dt } else { 0.8 * avg + 0.2 * dt };
                                     if n >= 5 {
                                         let limit = (avg.max(10.0) * stall_frames as f64) as u64;
-                                        self.stats.stall_after_ms.store(limit, Ordering::Relaxed);
+                                        self.stats.set_stall_after_ms(limit);
                                     }
                                     (now, avg, n + 1)
                                 }

@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -21,30 +20,35 @@ use std::collections::HashMap;
 use tokio::sync::{oneshot, watch};
 
 use super::reject::{Arrival, Gate, GateOutcome};
-use super::{Judgement, PartEvent, PartInfo};
-use super::{UncertainAction, Verdict};
-use crate::line::encoder::Position;
-use crate::telemetry::rfc3339;
-use crate::telemetry::stats::TaskStats;
-use crate::telemetry::Telemetry;
+use super::rules::Rule;
+use crate::config::UncertainAction;
+use crate::part::result::RejectReport;
+use crate::part::sample::Position;
+use crate::part::{Judgement, PartEvent, PartInfo, PartResult, Verdict};
+use crate::stats::{RejectWindow, TaskStats};
 
-/// Where a finished part goes: the gate, MQTT, and a local observer (the demo and tests).
+/// One task's decisions: judges each inspected frame by the task's rule,
+/// sends the part to the gate, and hands the finished part out as a
+/// [`PartResult`].
 pub struct Controller {
     pub task: Arc<str>,
+    /// How the task turns model outputs into verdicts.
+    pub rule: Rule,
     pub classes: Arc<[String]>,
     pub inference_timeout: Duration,
     /// Frames stand for parts (registered with a deadline) rather than being free-running samples.
     pub part_per_frame: bool,
     pub reject: Option<RejectPlan>,
-    pub telemetry: Telemetry,
+    /// Where finished parts go (telemetry, observers). Never waited on: a full channel
+    /// counts the result as `telemetry_dropped` rather than holding up the next part.
+    pub results: mpsc::Sender<PartResult>,
     pub stats: Arc<TaskStats>,
-    pub model_label: String,
-    /// Every finished part's result document, for in-process observers.
-    pub observer: Option<tokio::sync::mpsc::UnboundedSender<Value>>,
+    /// `name@version` of the task's model.
+    pub model_label: Arc<str>,
     /// The result block the PLC reads verdicts from, if any.
-    pub handshake: Option<tokio::sync::mpsc::UnboundedSender<(u64, Verdict)>>,
+    pub handshake: Option<mpsc::UnboundedSender<(u64, Verdict)>>,
     /// The recent reject share the stack light shows.
-    pub reject_window: Option<Arc<crate::line::health::RejectWindow>>,
+    pub reject_window: Option<Arc<RejectWindow>>,
     /// What happens to an UNCERTAIN part.
     pub uncertain: UncertainAction,
 }
@@ -101,7 +105,8 @@ impl Controller {
                         }
                         pending.insert(p.part_id, p);
                     }
-                    Some(PartEvent::Judged(j)) => {
+                    Some(PartEvent::Inspected(inspection)) => {
+                        let j = this.rule.judge(inspection);
                         let tracked = pending.remove(&j.part.part_id);
                         if let Some(p) = &tracked {
                             deadlines.remove(&(Instant::from_std(p.captured) + this.inference_timeout, p.part_id));
@@ -175,22 +180,29 @@ impl Controller {
         if let Some(h) = &self.handshake {
             let _ = h.send((j.part.part_id, j.verdict));
         }
-        let mut doc = self.result_doc(&j, to_decision);
-        if j.verdict == Verdict::Uncertain {
-            doc["uncertain_action"] = json!(self.uncertain);
-            if self.uncertain == UncertainAction::Flag {
-                self.stats.flagged.fetch_add(1, Ordering::Relaxed);
-                doc["flagged"] = json!(true);
-            }
+        let mut result = PartResult {
+            task: self.task.clone(),
+            classes: self.classes.clone(),
+            model: self.model_label.clone(),
+            capture_to_decision_ms: ms(to_decision),
+            capture_to_reject_ack_ms: None,
+            uncertain_action: (j.verdict == Verdict::Uncertain).then_some(self.uncertain),
+            flagged: false,
+            reject: None,
+            judgement: j,
+        };
+        if result.judgement.verdict == Verdict::Uncertain && self.uncertain == UncertainAction::Flag {
+            self.stats.flagged.fetch_add(1, Ordering::Relaxed);
+            result.flagged = true;
         }
         let Some(plan) = &self.reject else {
             if rejects {
-                doc["reject"] = json!({"status": "not-configured"});
+                result.reject = Some(RejectReport::NotConfigured);
             }
-            self.emit(doc);
+            self.emit(result);
             return;
         };
-        let id = j.part.part_id;
+        let id = result.judgement.part.part_id;
         // Part frames entered the gate at capture; a free-running frame
         // enters now, and only if it must be thrown out.
         let outcome = match at_gate.remove(&id) {
@@ -200,88 +212,51 @@ impl Controller {
         };
         plan.gate.verdict(id, rejects);
         let Some(mut rx) = outcome else {
-            self.emit(doc); // a good free-running frame: nothing entered the gate
+            self.emit(result); // a good free-running frame: nothing entered the gate
             return;
         };
         if !rejects {
             // A good part: report now, the gate has nothing to do for it...
             // unless it already went by without its verdict.
             if let Ok(o) = rx.try_recv() {
-                doc["reject"] = self.outcome_json(o, captured, &plan.output, &mut doc);
+                self.record_outcome(o, captured, &plan.output, &mut result);
             }
-            self.emit(doc);
+            self.emit(result);
             return;
         }
         let this = self.clone();
         let output = plan.output.clone();
         in_flight.spawn(async move {
             let outcome = (&mut rx).await.unwrap_or(GateOutcome::Failed("reject gate task has stopped".into()));
-            doc["reject"] = this.outcome_json(outcome, captured, &output, &mut doc);
-            this.emit(doc);
+            this.record_outcome(outcome, captured, &output, &mut result);
+            this.emit(result);
         });
     }
 
-    /// The `reject` member of a result, and the figures the outcome feeds.
-    fn outcome_json(&self, outcome: GateOutcome, captured: Instant, output: &str, doc: &mut Value) -> Value {
-        match outcome {
+    /// What the gate did with the part, and the figures the outcome feeds.
+    fn record_outcome(&self, outcome: GateOutcome, captured: Instant, output: &str, result: &mut PartResult) {
+        let output = output.to_string();
+        result.reject = Some(match outcome {
             GateOutcome::Fired { acked_at, late, deadline_miss } => {
                 self.stats.rejects_fired.fetch_add(1, Ordering::Relaxed);
-                let ack = acked_at.saturating_duration_since(captured);
-                self.stats.capture_to_reject_ack_ms.record(ms(ack));
-                doc["timings_ms"]["capture_to_reject_ack"] = json!(round3(ms(ack)));
-                json!({"output": output, "status": "fired", "late_ms": round3(ms(late)), "deadline_miss": deadline_miss})
+                let ack = ms(acked_at.saturating_duration_since(captured));
+                self.stats.capture_to_reject_ack_ms.record(ack);
+                result.capture_to_reject_ack_ms = Some(ack);
+                RejectReport::Fired { output, late_ms: ms(late), deadline_miss }
             }
-            GateOutcome::PassedUninspected => {
-                json!({"output": output, "status": "passed-uninspected", "deadline_miss": true})
-            }
-            GateOutcome::Passed => json!({"output": output, "status": "passed"}),
-            GateOutcome::Failed(e) => {
+            GateOutcome::PassedUninspected => RejectReport::PassedUninspected { output },
+            GateOutcome::Passed => RejectReport::Passed { output },
+            GateOutcome::Failed(error) => {
                 self.stats.rejects_failed.fetch_add(1, Ordering::Relaxed);
-                json!({"output": output, "status": "failed", "error": e})
+                RejectReport::Failed { output, error }
             }
-        }
-    }
-
-    fn result_doc(&self, j: &Judgement, to_decision: Duration) -> Value {
-        let scores: serde_json::Map<String, Value> =
-            self.classes.iter().zip(&j.scores).map(|(c, s)| (c.clone(), json!(round3(f64::from(*s))))).collect();
-        let mut doc = json!({
-            "task": &*self.task,
-            "camera": &*j.part.camera,
-            "part_id": j.part.part_id,
-            "verdict": j.verdict,
-            "captured_at": rfc3339(j.part.captured_wall),
-            "model": self.model_label,
-            "timings_ms": {
-                "preprocess": round3(j.preprocess_ms),
-                "inference": round3(j.inference_ms),
-                "capture_to_decision": round3(ms(to_decision)),
-            },
         });
-        if !j.scores.is_empty() {
-            doc["scores"] = Value::Object(scores);
-            doc["ng_score"] = json!(round3(f64::from(j.ng_score)));
-            doc["class"] = json!(self.classes.get(j.top_class));
-        } else if j.error.is_none() {
-            // A detector: the detections that count (none for a good part), boxes in image pixels.
-            doc["detections"] = json!(j.detections);
-            doc["ng_score"] = json!(round3(f64::from(j.ng_score)));
-            if let Some(d) = j.detections.first() {
-                doc["class"] = json!(d.class);
-            }
-        }
-        if let Some(e) = &j.error {
-            doc["error"] = json!(e);
-        }
-        doc
     }
 
-    fn emit(&self, doc: Value) {
-        if !self.telemetry.result(&self.task, &doc) {
+    /// Hand the finished part out. Never waits: the verdict and the gate come first.
+    fn emit(&self, result: PartResult) {
+        if self.results.try_send(result).is_err() {
             self.stats.telemetry_dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(obs) = &self.observer {
-            let _ = obs.send(doc);
         }
     }
 }
@@ -290,16 +265,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::outputs::testing::{recorded, Recorder};
+    use crate::decision::rules::ClassifierRule;
+    use crate::decision::Band;
+    use crate::part::actuator::testing::Recording;
+    use crate::part::{Inspection, ModelOutput};
     use std::time::SystemTime;
-    use tokio::sync::mpsc;
 
     fn part(id: u64) -> PartInfo {
         PartInfo {
@@ -310,24 +283,34 @@ mod tests {
         }
     }
 
-    fn judged(p: PartInfo, verdict: super::super::Verdict) -> Judgement {
-        Judgement { verdict, scores: vec![0.9, 0.1], ng_score: 0.1, error: None, ..Judgement::error(p, String::new()) }
+    /// A frame the model scored P(NG) = `ng`: OK below 0.3, UNCERTAIN from 0.3, NG from 0.5.
+    fn inspected(p: PartInfo, ng: f32) -> Inspection {
+        Inspection {
+            part: p,
+            output: Ok(ModelOutput::Probs(vec![1.0 - ng, ng])),
+            threshold: 0.5,
+            preprocess_ms: 1.0,
+            inference_ms: 2.0,
+        }
     }
 
     /// A controller with a recording gate 100 ms downstream and a 50 ms inference timeout.
-    fn controller() -> (Controller, Recorder, mpsc::UnboundedReceiver<Value>, Arc<TaskStats>) {
-        let (rec, outputs) = recorded(
-            "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  outputs: { gate: { device: plc, area: coil, address: 3, safe_state: off } }",
-        );
+    fn controller() -> (Controller, Arc<Recording>, mpsc::Receiver<PartResult>, Arc<TaskStats>) {
+        let rec = Recording::new();
         let stats = Arc::new(TaskStats::default());
         let (gate, _task) = Gate::start(
-            outputs.get("gate").unwrap().clone(),
+            rec.clone(),
             super::super::reject::GateSettings::timed(Duration::from_millis(10)),
             stats.clone(),
         );
-        let (obs, rx) = mpsc::unbounded_channel();
+        let (results, rx) = mpsc::channel(16);
         let c = Controller {
             task: "t".into(),
+            rule: Rule::Classifier(ClassifierRule {
+                ok: vec![true, false],
+                ng_threshold: 0.5,
+                band: Some(Band { from: 0.3 }),
+            }),
             classes: vec!["good".to_string(), "bad".to_string()].into(),
             inference_timeout: Duration::from_millis(50),
             part_per_frame: true,
@@ -340,10 +323,9 @@ mod tests {
             handshake: None,
             reject_window: None,
             uncertain: UncertainAction::Reject,
-            telemetry: Default::default(),
+            results,
             stats: stats.clone(),
             model_label: "m@1".into(),
-            observer: Some(obs),
         };
         (c, rec, rx, stats)
     }
@@ -359,20 +341,20 @@ mod tests {
         tx.send(PartEvent::Captured(part(2))).unwrap();
         // Part 2 is judged OK in time; part 1 never is (a stalled inference).
         tokio::time::sleep(Duration::from_millis(20)).await;
-        tx.send(PartEvent::Judged(judged(part(2), super::super::Verdict::Ok))).unwrap();
-        let first = results.recv().await.unwrap();
-        assert_eq!((first["part_id"].as_u64(), first["verdict"].as_str()), (Some(2), Some("OK")));
+        tx.send(PartEvent::Inspected(inspected(part(2), 0.1))).unwrap();
+        let first = results.recv().await.unwrap().judgement;
+        assert_eq!((first.part.part_id, first.verdict), (2, Verdict::Ok));
         let second = results.recv().await.unwrap();
-        assert_eq!(second["part_id"], 1);
-        assert_eq!(second["verdict"], "ERROR");
-        assert!(second["error"].as_str().unwrap().contains("inference timeout"));
-        assert_eq!(second["reject"]["status"], "fired");
+        assert_eq!(second.judgement.part.part_id, 1);
+        assert_eq!(second.judgement.verdict, Verdict::Error);
+        assert!(second.judgement.error.as_deref().unwrap().contains("inference timeout"));
+        assert!(matches!(second.reject, Some(RejectReport::Fired { .. })), "{:?}", second.reject);
         // The gate fired at capture + delay, not at the moment of the timeout.
-        let writes = rec.coil_writes();
+        let writes = rec.writes();
         assert_eq!(writes[0].0 - t0, Duration::from_millis(100));
-        assert!(writes[0].2);
+        assert!(writes[0].1);
         // The verdict that finally comes is ignored and counted.
-        tx.send(PartEvent::Judged(judged(p1, super::super::Verdict::Ok))).unwrap();
+        tx.send(PartEvent::Inspected(inspected(p1, 0.1))).unwrap();
         drop(tx);
         run.await.unwrap();
         assert_eq!(stats.late_verdicts.load(Ordering::Relaxed), 1);
@@ -389,16 +371,15 @@ mod tests {
         tx.send(PartEvent::Captured(p.clone())).unwrap();
         tx.send(PartEvent::Unjudged(p, "inspection queue full".into())).unwrap();
         drop(tx);
-        let doc = results.recv().await.unwrap();
-        assert_eq!(doc["verdict"], "ERROR");
+        let r = results.recv().await.unwrap();
+        assert_eq!(r.judgement.verdict, Verdict::Error);
         run.await.unwrap();
         assert!(results.recv().await.is_none(), "one result per part, no second one from the deadline");
-        assert_eq!(rec.coil_writes().iter().filter(|w| w.2).count(), 1);
+        assert_eq!(rec.writes().iter().filter(|w| w.1).count(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_uncertain_part_follows_its_tasks_action() {
-        use super::super::Verdict::Uncertain;
         for (action, fires) in
             [(UncertainAction::Reject, true), (UncertainAction::Pass, false), (UncertainAction::Flag, false)]
         {
@@ -407,14 +388,14 @@ mod tests {
             let (tx, rx) = mpsc::unbounded_channel();
             let run = tokio::spawn(c.run(rx));
             tx.send(PartEvent::Captured(part(1))).unwrap();
-            tx.send(PartEvent::Judged(judged(part(1), Uncertain))).unwrap();
+            tx.send(PartEvent::Inspected(inspected(part(1), 0.4))).unwrap();
             drop(tx);
-            let doc = results.recv().await.unwrap();
+            let r = results.recv().await.unwrap();
             run.await.unwrap();
-            assert_eq!(doc["verdict"], "UNCERTAIN", "{action:?}");
-            assert_eq!(doc["uncertain_action"], json!(action));
-            assert_eq!(doc["flagged"] == json!(true), action == UncertainAction::Flag);
-            assert_eq!(rec.coil_writes().iter().any(|w| w.2), fires, "{action:?}: gate fired?");
+            assert_eq!(r.judgement.verdict, Verdict::Uncertain, "{action:?}");
+            assert_eq!(r.uncertain_action, Some(action));
+            assert_eq!(r.flagged, action == UncertainAction::Flag);
+            assert_eq!(rec.writes().iter().any(|w| w.1), fires, "{action:?}: gate fired?");
             assert_eq!(stats.uncertain.load(Ordering::Relaxed), 1);
             assert_eq!(stats.flagged.load(Ordering::Relaxed), u64::from(action == UncertainAction::Flag));
         }

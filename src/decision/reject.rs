@@ -32,10 +32,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::MissAction;
-use crate::line::encoder::Position;
-use crate::modbus::points::{Quality, Sample};
-use crate::modbus::OutputHandle;
-use crate::telemetry::stats::TaskStats;
+use crate::part::actuator::Actuator;
+use crate::part::sample::{Position, Quality, Sample};
+use crate::stats::TaskStats;
 
 /// Where a part reaches the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +102,7 @@ impl Gate {
     /// Start the task that owns `output`. It ends when every `Gate` is
     /// dropped and every part that can still arrive has arrived.
     pub fn start(
-        output: OutputHandle,
+        output: Arc<dyn Actuator>,
         settings: GateSettings,
         stats: Arc<TaskStats>,
     ) -> (Gate, tokio::task::JoinHandle<()>) {
@@ -153,7 +152,7 @@ const TIMER_LEAD: Duration = Duration::from_micros(2_000);
 const OFF_RETRY_MIN: Duration = Duration::from_millis(50);
 
 struct State {
-    output: OutputHandle,
+    output: Arc<dyn Actuator>,
     s: GateSettings,
     stats: Arc<TaskStats>,
     parts: HashMap<u64, Entry>,
@@ -171,7 +170,7 @@ struct State {
 }
 
 async fn run(
-    output: OutputHandle,
+    output: Arc<dyn Actuator>,
     settings: GateSettings,
     stats: Arc<TaskStats>,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
@@ -205,7 +204,7 @@ async fn run(
             // Nothing more can arrive by time; parts waiting for an encoder
             // that no longer moves will not arrive before the stop.
             for (id, e) in st.parts.drain() {
-                tracing::warn!(output = %st.output.name, part = id, "stopping before the part reached the gate");
+                tracing::warn!(output = %st.output.name(), part = id, "stopping before the part reached the gate");
                 let _ = e.reply.send(GateOutcome::Failed("linesight stopped before the part reached the gate".into()));
             }
             return;
@@ -298,9 +297,9 @@ impl State {
             None => {
                 if let Some(i) = self.missed.iter().position(|&p| p == part_id) {
                     self.missed.remove(i);
-                    tracing::warn!(output = %self.output.name, part = part_id, reject, "verdict came after the part passed the gate");
+                    tracing::warn!(output = %self.output.name(), part = part_id, reject, "verdict came after the part passed the gate");
                 } else {
-                    tracing::warn!(output = %self.output.name, part = part_id, "verdict for a part the gate does not know");
+                    tracing::warn!(output = %self.output.name(), part = part_id, "verdict for a part the gate does not know");
                 }
             }
         }
@@ -319,7 +318,7 @@ impl State {
                 other => other,
             };
         }
-        tracing::info!(output = %self.output.name, running, "line {}: time-scheduled rejects {}", if running { "runs" } else { "stopped" }, if running { "resume" } else { "freeze" });
+        tracing::info!(output = %self.output.name(), running, "line {}: time-scheduled rejects {}", if running { "runs" } else { "stopped" }, if running { "resume" } else { "freeze" });
     }
 
     /// A rising edge of the confirmation sensor confirms the pulses started
@@ -370,7 +369,7 @@ impl State {
         let missing = before - self.confirms.len();
         if missing > 0 {
             self.stats.confirm_missing.fetch_add(missing as u64, Ordering::Relaxed);
-            tracing::error!(output = %self.output.name, pulses = missing, "ALARM: the reject gate did not confirm a pulse; check the gate and its sensor");
+            tracing::error!(output = %self.output.name(), pulses = missing, "ALARM: the reject gate did not confirm a pulse; check the gate and its sensor");
         }
         if let Some(t) = self.off_at {
             if t <= now {
@@ -381,7 +380,7 @@ impl State {
                         // Keep trying, with backoff (the link backs off too);
                         // at stop the safe-state write takes over.
                         if self.off_retry == OFF_RETRY_MIN {
-                            tracing::error!(output = %self.output.name, error = %e, "reject gate could not be switched off; retrying");
+                            tracing::error!(output = %self.output.name(), error = %e, "reject gate could not be switched off; retrying");
                         }
                         self.off_at = Some(Instant::now() + self.off_retry);
                         self.off_retry = (self.off_retry * 2).min(Duration::from_secs(1));
@@ -401,7 +400,7 @@ impl State {
                     self.missed.pop_front();
                 }
                 let fire = self.s.on_deadline_miss == MissAction::Reject;
-                tracing::error!(output = %self.output.name, part = part_id, action = if fire { "reject" } else { "pass" }, "deadline miss: no verdict when the part reached the gate");
+                tracing::error!(output = %self.output.name(), part = part_id, action = if fire { "reject" } else { "pass" }, "deadline miss: no verdict when the part reached the gate");
                 (fire, true)
             }
         };
@@ -413,7 +412,7 @@ impl State {
         let outcome = match self.output.set(true).await {
             Ok(()) => GateOutcome::Fired { acked_at: Instant::now(), late, deadline_miss: miss },
             Err(err) => {
-                tracing::error!(output = %self.output.name, part = part_id, error = %err, "reject could not be written: the part may have passed the gate");
+                tracing::error!(output = %self.output.name(), part = part_id, error = %err, "reject could not be written: the part may have passed the gate");
                 GateOutcome::Failed(err.to_string())
             }
         };
@@ -430,23 +429,22 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::outputs::testing::{recorded, Recorder};
+    use crate::part::actuator::testing::Recording;
+    use crate::part::sample::Value;
     use std::time::SystemTime;
 
-    fn setup(settings: GateSettings) -> (Recorder, Gate, tokio::task::JoinHandle<()>, Arc<TaskStats>) {
-        let (rec, outputs) = recorded(
-            "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  outputs: { gate: { device: plc, area: coil, address: 10, safe_state: off } }",
-        );
+    fn setup(settings: GateSettings) -> (Arc<Recording>, Gate, tokio::task::JoinHandle<()>, Arc<TaskStats>) {
+        let rec = Recording::new();
         let stats = Arc::new(TaskStats::default());
-        let (gate, task) = Gate::start(outputs.get("gate").unwrap().clone(), settings, stats.clone());
+        let (gate, task) = Gate::start(rec.clone(), settings, stats.clone());
         (rec, gate, task, stats)
     }
 
-    fn ms_since(rec: &Recorder, t0: Instant) -> Vec<(u64, bool)> {
-        rec.coil_writes().iter().map(|(t, _, on)| ((*t - t0).as_millis() as u64, *on)).collect()
+    fn ms_since(rec: &Recording, t0: Instant) -> Vec<(u64, bool)> {
+        rec.writes().iter().map(|(t, on)| ((*t - t0).as_millis() as u64, *on)).collect()
     }
 
-    fn sample(v: crate::modbus::codec::Value, at: Instant) -> Sample {
+    fn sample(v: Value, at: Instant) -> Sample {
         Sample {
             value: Some(v),
             quality: Quality::Good,
@@ -507,12 +505,12 @@ mod tests {
         let (rec, gate, _task, _) = setup(pass);
         let rx = gate.enter(6, Arrival::Time(Instant::now() + Duration::from_millis(10)));
         assert_eq!(rx.await.unwrap(), GateOutcome::PassedUninspected);
-        assert!(rec.coil_writes().is_empty());
+        assert!(rec.writes().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn time_rejects_freeze_while_the_line_stands() {
-        let (run_tx, run_rx) = watch::channel(sample(crate::modbus::codec::Value::Bool(true), Instant::now()));
+        let (run_tx, run_rx) = watch::channel(sample(Value::Bool(true), Instant::now()));
         let mut s = GateSettings::timed(Duration::from_millis(10));
         s.running = Some(run_rx);
         let (rec, gate, task, _) = setup(s);
@@ -520,10 +518,10 @@ mod tests {
         let rx = gate.enter(1, Arrival::Time(t0 + Duration::from_millis(100)));
         gate.verdict(1, true);
         tokio::time::sleep(Duration::from_millis(40)).await;
-        run_tx.send(sample(crate::modbus::codec::Value::Bool(false), Instant::now())).unwrap();
+        run_tx.send(sample(Value::Bool(false), Instant::now())).unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(rec.coil_writes().is_empty(), "nothing fires while the line stands");
-        run_tx.send(sample(crate::modbus::codec::Value::Bool(true), Instant::now())).unwrap();
+        assert!(rec.writes().is_empty(), "nothing fires while the line stands");
+        run_tx.send(sample(Value::Bool(true), Instant::now())).unwrap();
         assert!(matches!(rx.await.unwrap(), GateOutcome::Fired { .. }));
         drop(gate);
         task.await.unwrap();
@@ -542,7 +540,7 @@ mod tests {
         gate.verdict(1, true);
         // Standing line: nothing happens, however long.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(rec.coil_writes().is_empty());
+        assert!(rec.writes().is_empty());
         // Moving at 10,000 counts/s from 500 counts: due 50 ms after this reading.
         let at = Instant::now();
         enc_tx.send(Some(Position { counts: 500, at, speed: 10_000.0 })).unwrap();
@@ -554,7 +552,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_missing_confirmation_raises_an_alarm() {
-        let (conf_tx, conf_rx) = watch::channel(sample(crate::modbus::codec::Value::Bool(false), Instant::now()));
+        let (conf_tx, conf_rx) = watch::channel(sample(Value::Bool(false), Instant::now()));
         let mut s = GateSettings::timed(Duration::from_millis(20));
         s.confirm = Some((conf_rx, Duration::from_millis(50)));
         let (_rec, gate, task, stats) = setup(s);
@@ -566,7 +564,7 @@ mod tests {
         first.await.unwrap();
         // The sensor sees the first pulse in time.
         tokio::time::sleep(Duration::from_millis(30)).await;
-        conf_tx.send(sample(crate::modbus::codec::Value::Bool(true), Instant::now())).unwrap();
+        conf_tx.send(sample(Value::Bool(true), Instant::now())).unwrap();
         second.await.unwrap();
         // ... but not the second.
         drop(gate);

@@ -1,6 +1,81 @@
-//! The verdict rule for classifiers: pure, so it is tested without a model.
+//! Verdict rules: pure functions from a model's output to a verdict, so
+//! they are tested without a model. One [`Rule`] per task (tasks that share
+//! a model each keep their own zones, thresholds and uncertain band).
 
-use super::{Band, Verdict};
+use super::Band;
+use crate::part::output::ScoreFloor;
+use crate::part::{Inspection, Judgement, ModelOutput, Verdict};
+
+/// How one task turns a model's output into its verdict.
+#[derive(Debug, Clone)]
+pub enum Rule {
+    Classifier(ClassifierRule),
+    Detector(DetectionRule),
+    /// The anomaly score against the task's threshold, with an optional uncertain band.
+    Anomaly {
+        band: Option<Band>,
+    },
+}
+
+impl Rule {
+    /// The lowest score this task needs the model to report (detectors filter by it).
+    pub fn score_floor(&self) -> ScoreFloor {
+        match self {
+            Rule::Classifier(_) | Rule::Anomaly { .. } => ScoreFloor::All,
+            Rule::Detector(r) => ScoreFloor::Threshold { band_from: r.band.map(|b| b.from) },
+        }
+    }
+
+    /// The verdict on one inspected frame, against the threshold it was inferred with.
+    pub fn judge(&self, i: Inspection) -> Judgement {
+        let mut j = Judgement::error(i.part, String::new());
+        match i.output {
+            Ok(out) => {
+                self.apply(out, i.threshold, &mut j);
+                j.preprocess_ms = i.preprocess_ms;
+                j.inference_ms = i.inference_ms;
+            }
+            Err(why) => j.error = Some(why),
+        }
+        j
+    }
+
+    fn apply(&self, out: ModelOutput, threshold: f32, j: &mut Judgement) {
+        j.error = None;
+        match (self, out) {
+            (Rule::Classifier(rule), ModelOutput::Probs(probs)) => {
+                let (verdict, ng) = rule.judge_at(&probs, threshold);
+                j.verdict = verdict;
+                j.ng_score = ng;
+                j.top_class = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                if verdict == Verdict::Error {
+                    j.error = Some(format!("the model returned unusable scores {probs:?}"));
+                }
+                j.scores = probs;
+            }
+            (Rule::Detector(rule), ModelOutput::Detections(dets)) => {
+                let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
+                let (verdict, ng, kept) = rule.judge(&raw, threshold);
+                j.verdict = verdict;
+                j.ng_score = ng;
+                j.top_class = kept.first().map_or(0, |&i| dets[i].class_id);
+                j.detections = kept.into_iter().map(|i| dets[i].clone()).collect();
+            }
+            (Rule::Anomaly { band }, ModelOutput::Anomaly(a)) => {
+                j.verdict = Band::verdict(*band, a.score, threshold);
+                j.ng_score = a.score;
+                j.scores = vec![a.score];
+                if j.verdict == Verdict::Error {
+                    j.error = Some(format!("the model returned an unusable anomaly score {}", a.score));
+                }
+            }
+            (_, out) => {
+                j.verdict = Verdict::Error;
+                j.error = Some(format!("the model's output does not fit the task's rule: {out:?}"));
+            }
+        }
+    }
+}
 
 /// Turns class probabilities into a verdict.
 #[derive(Debug, Clone)]
@@ -18,12 +93,17 @@ impl ClassifierRule {
     /// proper probability vector is ERROR: a model that emits NaN must not
     /// pass parts.
     pub fn judge(&self, probs: &[f32]) -> (Verdict, f32) {
+        self.judge_at(probs, self.ng_threshold)
+    }
+
+    /// The same, against `threshold` instead of the rule's own (a command may have changed it).
+    pub fn judge_at(&self, probs: &[f32], threshold: f32) -> (Verdict, f32) {
         if probs.len() != self.ok.len() || probs.iter().any(|p| !p.is_finite() || *p < -1e-4 || *p > 1.0 + 1e-4) {
             return (Verdict::Error, f32::NAN);
         }
         let ok: f32 = probs.iter().zip(&self.ok).filter(|(_, ok)| **ok).map(|(p, _)| *p).sum();
         let ng = (1.0 - ok).clamp(0.0, 1.0);
-        (Band::verdict(self.band, ng, self.ng_threshold), ng)
+        (Band::verdict(self.band, ng, threshold), ng)
     }
 }
 

@@ -24,6 +24,7 @@ use sha2::Digest;
 use super::classifier::{hex, sidecar_for, Timing};
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use crate::config::ModelConfig;
+use crate::part::AnomalyResult;
 
 /// What the sidecar says. Unknown keys are allowed: the training script
 /// records its metrics and versions there too.
@@ -48,19 +49,6 @@ pub struct AnomalyInput {
     /// The training image size: frames are resized to it before the graph.
     pub width: u32,
     pub height: u32,
-}
-
-/// What the model said about one frame.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AnomalyResult {
-    pub score: f32,
-    /// The model's own label (score above its threshold), when it has that output.
-    pub label: Option<bool>,
-    /// The anomaly map's largest value, and its size `[h, w]`.
-    pub map_max: Option<f32>,
-    pub map_shape: Option<[usize; 2]>,
-    /// Pixels of the model's own mask, at the map's size.
-    pub mask_area: Option<usize>,
 }
 
 pub struct Anomaly {

@@ -11,30 +11,13 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType};
-use serde::Serialize;
 use sha2::Digest;
 
 use super::classifier::Timing;
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use super::yolo::{decode_nms, decode_raw_rows, Letterbox, YoloMeta};
 use crate::config::ModelConfig;
-
-/// One detection in image pixels.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Detection {
-    pub class: String,
-    pub class_id: usize,
-    pub score: f32,
-    /// `[x1, y1, x2, y2]`.
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-    /// Segmentation models: the pixels of its mask, at the frame's size.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mask_area: Option<u64>,
-    /// Segmentation models: the mask itself, frame-sized, row-major.
-    #[serde(skip)]
-    pub mask: Option<std::sync::Arc<Vec<bool>>>,
-}
+use crate::part::Detection;
 
 /// What the output looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! Inference: ONNX Runtime sessions and the worker thread that judges frames.
+//! Inference: ONNX Runtime sessions, the model adapters, and the worker
+//! thread that runs frames through them. It reports what the model said
+//! ([`ModelOutput`]); judging is decision's.
 //!
 //! One worker thread per model owns its session (`Session::run` takes `&mut`
 //! and blocks) and serves every task that uses the model, batching frames
@@ -20,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::camera::queue::{Closed, Doorbell, FrameQueue};
-use crate::camera::Frame;
-use crate::decision::control::TaskControl;
-use crate::decision::rules::{ClassifierRule, DetectionRule};
-use crate::decision::{Judgement, PartEvent, Verdict};
+use crate::part::control::TaskControl;
+use crate::part::output::ScoreFloor;
+use crate::part::queue::{Closed, Doorbell, FrameQueue};
+use crate::part::{Frame, Inspection, ModelOutput, PartEvent};
+use crate::stats::ModelStats;
 use classifier::{Classifier, Timing};
 use detector::Detector;
 use opencv::core::Mat;
@@ -202,17 +204,19 @@ impl Loaded {
     }
 
     /// One inference call on a batch of frames; detectors keep boxes from `conf` on.
-    pub fn infer(&mut self, frames: &[&Mat], conf: f32, iou: f32) -> Result<(Vec<Output>, Timing), String> {
+    pub fn infer(&mut self, frames: &[&Mat], conf: f32, iou: f32) -> Result<(Vec<ModelOutput>, Timing), String> {
         match self {
             Loaded::Classifier(m) => {
-                m.classify_many(frames).map(|(p, t)| (p.into_iter().map(Output::Probs).collect(), t))
+                m.classify_many(frames).map(|(p, t)| (p.into_iter().map(ModelOutput::Probs).collect(), t))
             }
             Loaded::Detector(m) => {
-                m.detect_many(frames, conf, iou).map(|(d, t)| (d.into_iter().map(Output::Detections).collect(), t))
+                m.detect_many(frames, conf, iou).map(|(d, t)| (d.into_iter().map(ModelOutput::Detections).collect(), t))
             }
-            Loaded::Anomaly(m) => m.score_many(frames).map(|(a, t)| (a.into_iter().map(Output::Anomaly).collect(), t)),
+            Loaded::Anomaly(m) => {
+                m.score_many(frames).map(|(a, t)| (a.into_iter().map(ModelOutput::Anomaly).collect(), t))
+            }
             Loaded::YoloClassify(m) => {
-                m.classify_many(frames).map(|(p, t)| (p.into_iter().map(Output::Probs).collect(), t))
+                m.classify_many(frames).map(|(p, t)| (p.into_iter().map(ModelOutput::Probs).collect(), t))
             }
         }
     }
@@ -221,81 +225,11 @@ impl Loaded {
 /// A classifier's class names, which of them mean a good part, and its own NG threshold.
 pub type ClassContract = (Vec<String>, Vec<bool>, Option<f32>);
 
-/// What a model said about one frame.
-#[derive(Debug, Clone)]
-pub enum Output {
-    /// Class probabilities, in the model's class order.
-    Probs(Vec<f32>),
-    /// Boxes in frame pixels, best first.
-    Detections(Vec<detector::Detection>),
-    /// An anomaly score (NG from the threshold on) and what comes with it.
-    Anomaly(anomaly::AnomalyResult),
-}
-
-/// How one task turns a model's output into its verdict. Tasks that share a
-/// model each keep their own rule (zones, thresholds, uncertain band).
-#[derive(Debug, Clone)]
-pub enum Rule {
-    Classifier(ClassifierRule),
-    Detector(DetectionRule),
-    /// The anomaly score against the task's threshold, with an optional uncertain band.
-    Anomaly {
-        band: Option<crate::decision::Band>,
-    },
-}
-
-impl Rule {
-    /// The lowest score this task needs the model to report (detectors filter by it).
-    fn needs_from(&self, threshold: f32) -> f32 {
-        match self {
-            Rule::Classifier(_) | Rule::Anomaly { .. } => 0.0,
-            Rule::Detector(r) => r.band.map_or(threshold, |b| b.from.min(threshold)),
-        }
-    }
-
-    /// Fill in `j` from the model's output, with the task's current threshold.
-    fn judge(&mut self, out: Output, threshold: f32, j: &mut Judgement) {
-        j.error = None;
-        match (self, out) {
-            (Rule::Classifier(rule), Output::Probs(probs)) => {
-                rule.ng_threshold = threshold;
-                let (verdict, ng) = rule.judge(&probs);
-                j.verdict = verdict;
-                j.ng_score = ng;
-                j.top_class = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-                if verdict == Verdict::Error {
-                    j.error = Some(format!("the model returned unusable scores {probs:?}"));
-                }
-                j.scores = probs;
-            }
-            (Rule::Detector(rule), Output::Detections(dets)) => {
-                let raw: Vec<(usize, f32, [f32; 4])> = dets.iter().map(|d| (d.class_id, d.score, d.bbox)).collect();
-                let (verdict, ng, kept) = rule.judge(&raw, threshold);
-                j.verdict = verdict;
-                j.ng_score = ng;
-                j.top_class = kept.first().map_or(0, |&i| dets[i].class_id);
-                j.detections = kept.into_iter().map(|i| dets[i].clone()).collect();
-            }
-            (Rule::Anomaly { band }, Output::Anomaly(a)) => {
-                j.verdict = crate::decision::Band::verdict(*band, a.score, threshold);
-                j.ng_score = a.score;
-                j.scores = vec![a.score];
-                if j.verdict == Verdict::Error {
-                    j.error = Some(format!("the model returned an unusable anomaly score {}", a.score));
-                }
-            }
-            (_, out) => {
-                j.verdict = Verdict::Error;
-                j.error = Some(format!("the model's output does not fit the task's rule: {out:?}"));
-            }
-        }
-    }
-}
-
 /// One task served by an inference worker.
 pub struct Member {
     pub task: Arc<str>,
-    pub rule: Rule,
+    /// The lowest score the task's rule needs reported.
+    pub floor: ScoreFloor,
     /// The task's camera queue (rings the worker's doorbell).
     pub queue: Arc<FrameQueue<Frame>>,
     pub events: UnboundedSender<PartEvent>,
@@ -329,7 +263,7 @@ pub struct Worker {
     pub iou: f32,
     /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
     pub progress: Arc<AtomicU64>,
-    pub stats: Arc<crate::telemetry::ModelStats>,
+    pub stats: Arc<ModelStats>,
 }
 
 impl Worker {
@@ -372,7 +306,7 @@ impl Worker {
         tracing::debug!(model = %self.model, "inference worker finished");
     }
 
-    /// Judge one batch and hand every frame's judgement to its task.
+    /// Infer one batch and hand every frame's inspection to its task's controller, which judges it.
     fn judge(&mut self, frames: Vec<(usize, Frame)>) {
         let mut ready: Vec<(usize, Frame, f32)> = Vec::with_capacity(frames.len());
         for (i, frame) in frames {
@@ -386,12 +320,12 @@ impl Worker {
                 ready.push((i, frame, m.control.threshold()));
                 continue;
             };
-            self.send(i, Judgement::error(frame.part, why));
+            self.send(i, Inspection::failed(frame.part, why));
         }
         if ready.is_empty() {
             return;
         }
-        let conf = ready.iter().map(|(i, _, t)| self.members[*i].rule.needs_from(*t)).fold(1.0_f32, f32::min);
+        let conf = ready.iter().map(|(i, _, t)| self.members[*i].floor.at(*t)).fold(1.0_f32, f32::min);
         let images: Vec<&Mat> = ready.iter().map(|(_, f, _)| &f.image).collect();
         // Just below the threshold, so a score equal to it is kept (the rule's test is inclusive).
         let result = match &mut self.loaded {
@@ -406,36 +340,22 @@ impl Worker {
             Ok((outputs, timing)) => {
                 let n = ready.len() as f64;
                 for ((i, frame, threshold), out) in ready.into_iter().zip(outputs) {
-                    let mut j = Judgement::error(frame.part, String::new());
-                    self.members[i].rule.judge(out, threshold, &mut j);
-                    j.preprocess_ms = timing.preprocess_ms / n;
-                    j.inference_ms = timing.inference_ms;
-                    self.send(i, j);
+                    let inspection = Inspection {
+                        part: frame.part,
+                        output: Ok(out),
+                        threshold,
+                        preprocess_ms: timing.preprocess_ms / n,
+                        inference_ms: timing.inference_ms,
+                    };
+                    self.send(i, inspection);
                 }
             }
             // One camera's bad frame (say, an image that cannot be preprocessed) must not cost
-            // the other cameras' parts in the same batch their verdicts: judge each one alone.
+            // the other cameras' parts in the same batch their verdicts: infer each one alone.
             Err(_) if ready.len() > 1 && self.loaded.is_ok() => {
                 for (i, frame, threshold) in ready {
-                    let one = self
-                        .loaded
-                        .as_mut()
-                        .map_err(|why| why.clone())
-                        .and_then(|m| m.infer(&[&frame.image], conf * 0.999, self.iou));
-                    let mut j = Judgement::error(frame.part, String::new());
-                    match one {
-                        Ok((mut out, timing)) if out.len() == 1 => {
-                            self.members[i].rule.judge(out.remove(0), threshold, &mut j);
-                            j.preprocess_ms = timing.preprocess_ms;
-                            j.inference_ms = timing.inference_ms;
-                        }
-                        Ok(_) => j.error = Some("the model returned no result for the frame".into()),
-                        Err(e) => {
-                            tracing::error!(model = %self.model, task = %self.members[i].task, part = j.part.part_id, error = %e, "inference failed; part gets ERROR");
-                            j.error = Some(e.clone());
-                        }
-                    }
-                    self.send(i, j);
+                    let inspection = self.infer_alone(i, frame, conf, threshold);
+                    self.send(i, inspection);
                 }
             }
             Err(e) => {
@@ -444,18 +364,41 @@ impl Worker {
                     tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
                 }
                 for (i, frame, _) in ready {
-                    self.send(i, Judgement::error(frame.part, e.clone()));
+                    self.send(i, Inspection::failed(frame.part, e.clone()));
                 }
             }
         }
     }
 
-    fn send(&self, i: usize, j: Judgement) {
+    /// One frame in a batch of its own, after its batch failed.
+    fn infer_alone(&mut self, i: usize, frame: Frame, conf: f32, threshold: f32) -> Inspection {
+        let one = self
+            .loaded
+            .as_mut()
+            .map_err(|why| why.clone())
+            .and_then(|m| m.infer(&[&frame.image], conf * 0.999, self.iou));
+        match one {
+            Ok((mut out, timing)) if out.len() == 1 => Inspection {
+                part: frame.part,
+                output: Ok(out.remove(0)),
+                threshold,
+                preprocess_ms: timing.preprocess_ms,
+                inference_ms: timing.inference_ms,
+            },
+            Ok(_) => Inspection::failed(frame.part, "the model returned no result for the frame".into()),
+            Err(e) => {
+                tracing::error!(model = %self.model, task = %self.members[i].task, part = frame.part.part_id, error = %e, "inference failed; part gets ERROR");
+                Inspection::failed(frame.part, e)
+            }
+        }
+    }
+
+    fn send(&self, i: usize, inspection: Inspection) {
         let m = &self.members[i];
         self.progress.fetch_add(1, Ordering::Relaxed);
         m.task_progress.fetch_add(1, Ordering::Relaxed);
         // A controller that is gone is shutting down; its queue is closed and drains.
-        let _ = m.events.send(PartEvent::Judged(j));
+        let _ = m.events.send(PartEvent::Inspected(inspection));
     }
 }
 

@@ -15,40 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::PointType;
-use crate::modbus::points::{Quality, Sample};
-
-/// Where the line is.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Position {
-    /// Counts since linesight started, never wrapping.
-    pub counts: i64,
-    /// When that position was read.
-    pub at: Instant,
-    /// Counts per second over the recent readings (0 when standing).
-    pub speed: f64,
-}
-
-impl Position {
-    /// The position expected at `t`, from the last reading and the speed.
-    pub fn at_time(&self, t: Instant) -> f64 {
-        let dt = if t >= self.at { (t - self.at).as_secs_f64() } else { -(self.at - t).as_secs_f64() };
-        self.counts as f64 + self.speed * dt
-    }
-
-    /// When `target` will be reached at the current speed; None when the
-    /// line stands or runs away from it.
-    pub fn eta(&self, target: i64) -> Option<Instant> {
-        let remaining = (target - self.counts) as f64;
-        if remaining <= 0.0 {
-            return Some(self.at);
-        }
-        if self.speed <= 1e-9 {
-            return None;
-        }
-        let secs = remaining / self.speed;
-        (secs < 3600.0).then(|| self.at + Duration::from_secs_f64(secs))
-    }
-}
+use crate::part::sample::{Position, Quality, Sample};
 
 /// Unwraps successive raw counter values.
 #[derive(Debug)]

@@ -12,9 +12,9 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{PointType, TriggerOn};
-use crate::decision::{PartEvent, PartInfo};
-use crate::modbus::points::{Quality, Sample};
-use crate::telemetry::stats::TaskStats;
+use crate::part::sample::{Quality, Sample};
+use crate::part::{PartEvent, PartInfo};
+use crate::stats::TaskStats;
 
 /// Parts waiting for their frame, shared with the camera thread (which takes
 /// the oldest for the first frame it grabs after the part's trigger).
@@ -116,7 +116,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::codec::Value;
+    use crate::part::sample::Value;
 
     fn reading(v: Value, q: Quality) -> Sample {
         Sample { value: Some(v), quality: q, read_at: None, read_wall: None, error: None, reads: 1 }

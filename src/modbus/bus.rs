@@ -8,8 +8,8 @@
 //! [`Device`] reads anything; its write methods are visible to the `modbus`
 //! module only, whose owners of declared outputs are the only writers.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +18,7 @@ use tokio_modbus::{Request, Response};
 
 use super::link::{LinkError, ModbusLink};
 use crate::config::PointArea;
+use crate::stats::DeviceStats;
 
 struct BusRequest {
     unit: u8,
@@ -75,60 +76,6 @@ async fn run<L: ModbusLink>(
     }
 }
 
-/// Per-device link state and counters, read by telemetry.
-#[derive(Debug, Default)]
-pub struct DeviceStats {
-    pub connected: AtomicBool,
-    pub reads: AtomicU64,
-    pub writes: AtomicU64,
-    /// Requests that failed because the link failed (timeout, connection lost).
-    pub failures: AtomicU64,
-    /// Requests the device answered with a Modbus exception.
-    pub refusals: AtomicU64,
-    /// The most recent error, kept after later successes so a dashboard can see what happened.
-    pub last_error: Mutex<Option<String>>,
-    /// When the device last refused a request.
-    last_refusal: Mutex<Option<std::time::Instant>>,
-}
-
-/// A device that refused a request this recently is reported as `refusing`:
-/// with other points polled every few ms, "the last request" would hide it.
-pub const REFUSING_FOR: Duration = Duration::from_secs(5);
-
-impl DeviceStats {
-    /// `connected`, `refusing` (up, but a request got an exception within
-    /// [`REFUSING_FOR`]) or `down`.
-    pub fn state(&self) -> &'static str {
-        let connected = self.connected.load(Ordering::Relaxed);
-        let refusing = self.last_refusal.lock().map(|t| t.is_some_and(|t| t.elapsed() < REFUSING_FOR)).unwrap_or(false);
-        match (connected, refusing) {
-            (true, true) => "refusing",
-            (true, false) => "connected",
-            (false, _) => "down",
-        }
-    }
-
-    fn record(&self, result: &Result<Response, LinkError>) {
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(_) => {
-                self.connected.store(true, Ordering::Relaxed);
-            }
-            Err(LinkError::Refused(e)) => {
-                self.connected.store(true, Ordering::Relaxed);
-                self.refusals.fetch_add(1, Ordering::Relaxed);
-                *last = Some(format!("refused: {e}"));
-                *self.last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-            }
-            Err(e) => {
-                self.connected.store(false, Ordering::Relaxed);
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                *last = Some(e.to_string());
-            }
-        }
-    }
-}
-
 /// What a read returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReadData {
@@ -153,7 +100,11 @@ impl Device {
 
     async fn call(&self, request: Request<'static>, urgent: bool) -> Result<Response, LinkError> {
         let result = self.bus.call(self.unit, request, self.timeout, urgent).await;
-        self.stats.record(&result);
+        match &result {
+            Ok(_) => self.stats.record_answer(),
+            Err(LinkError::Refused(e)) => self.stats.record_refusal(format!("refused: {e}")),
+            Err(e) => self.stats.record_failure(e.to_string()),
+        }
         result
     }
 
@@ -185,7 +136,7 @@ impl Device {
             "device `{}` sent a reply that does not match the request: {response:?}",
             self.name
         ));
-        self.stats.record(&Err(e.clone()));
+        self.stats.record_failure(e.to_string());
         e
     }
 

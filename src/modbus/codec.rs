@@ -28,48 +28,12 @@
 //! in isolation.
 
 use crate::config::{wire_address, ModbusDeviceConfig, PointArea, PointConfig, PointType, WordOrder};
+use crate::part::sample::Value;
 
 /// Most registers one read request may return (function codes 3 and 4).
 pub const MAX_READ_REGISTERS: u16 = 125;
 /// Most bits one read request may return (function codes 1 and 2).
 pub const MAX_READ_BITS: u16 = 2000;
-
-/// A decoded engineering value.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(untagged)]
-pub enum Value {
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Text(String),
-}
-
-impl Value {
-    /// The value as a number: integers and floats as they are, a bool as 0 or 1, text as `None`.
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            Value::Int(i) => Some(*i as f64),
-            Value::UInt(u) => Some(*u as f64),
-            Value::Float(f) => Some(*f),
-            Value::Text(_) => None,
-        }
-    }
-
-    /// The value as JSON. A float that JSON cannot carry (NaN, infinities) becomes `null`.
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Int(i) => serde_json::Value::from(*i),
-            Value::UInt(u) => serde_json::Value::from(*u),
-            Value::Float(f) => {
-                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number)
-            }
-            Value::Text(s) => serde_json::Value::String(s.clone()),
-        }
-    }
-}
 
 /// Everything needed to read/write one point, resolved from config (protocol address, defaults applied).
 #[derive(Debug, Clone, PartialEq)]
@@ -368,35 +332,6 @@ pub fn plan_reads(points: &[PointSpec], max_gap: u16) -> Vec<ReadBlock> {
 
 /// Deadband: whether a new value should be published given the last published one.
 ///
-/// Numbers (ints and floats, not bools) count as changed when they moved by more than `deadband`;
-/// no deadband (or 0) means any change. NaN is unchanged from NaN and changed from any number. Other
-/// values are compared for equality.
-pub fn changed(last: Option<&Value>, new: &Value, deadband: Option<f64>) -> bool {
-    let Some(last) = last else { return true };
-    let (a, b) = match (numeric(last), numeric(new)) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return last != new,
-    };
-    if a.is_nan() || b.is_nan() {
-        return a.is_nan() != b.is_nan();
-    }
-    let db = deadband.filter(|d| *d > 0.0).unwrap_or(0.0);
-    let diff = match (last, new) {
-        // Exact for integers beyond 2^53, where going through f64 would hide small changes.
-        (Value::Int(x), Value::Int(y)) => (i128::from(*y) - i128::from(*x)).unsigned_abs() as f64,
-        (Value::UInt(x), Value::UInt(y)) => x.abs_diff(*y) as f64,
-        _ if a == b => 0.0, // also equal infinities, whose difference is NaN
-        _ => (b - a).abs(),
-    };
-    diff > db
-}
-
-fn numeric(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int(_) | Value::UInt(_) | Value::Float(_) => v.as_f64(),
-        Value::Bool(_) | Value::Text(_) => None,
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -727,35 +662,5 @@ mod tests {
         // nothing is merged into it.
         let pts = [reg(65534, PointType::U16), reg(65535, PointType::U32), reg(65535, PointType::U16)];
         assert_eq!(blocks(&pts, 10), [(H, 65534, 2, vec![0, 2]), (H, 65535, 2, vec![1])]);
-    }
-
-    #[test]
-    fn deadband() {
-        let f = Value::Float;
-        assert!(changed(None, &f(1.0), Some(10.0)));
-        assert!(!changed(Some(&f(10.0)), &f(10.4), Some(0.5)));
-        assert!(!changed(Some(&f(10.0)), &f(9.5), Some(0.5)));
-        assert!(changed(Some(&f(10.0)), &f(10.6), Some(0.5)));
-        assert!(changed(Some(&f(10.0)), &f(9.4), Some(0.5)));
-        for db in [None, Some(0.0)] {
-            assert!(changed(Some(&f(10.0)), &f(10.000001), db));
-            assert!(!changed(Some(&f(10.0)), &f(10.0), db));
-        }
-        assert!(!changed(Some(&f(f64::NAN)), &f(f64::NAN), None));
-        assert!(changed(Some(&f(f64::NAN)), &f(1.0), Some(5.0)));
-        assert!(changed(Some(&f(1.0)), &f(f64::NAN), Some(5.0)));
-        assert!(!changed(Some(&f(f64::INFINITY)), &f(f64::INFINITY), None));
-        assert!(changed(Some(&f(f64::INFINITY)), &f(1e300), Some(1.0)));
-        let big = 1i64 << 60;
-        assert!(changed(Some(&Value::Int(big)), &Value::Int(big + 1), None));
-        assert!(!changed(Some(&Value::Int(big)), &Value::Int(big + 1), Some(1.0)));
-        assert!(changed(Some(&Value::UInt(u64::MAX - 1)), &Value::UInt(u64::MAX), None));
-        assert!(changed(Some(&Value::UInt(3)), &Value::UInt(5), Some(1.5)));
-        assert!(!changed(Some(&Value::Int(5)), &Value::Float(5.0), None));
-        assert!(changed(Some(&Value::Bool(false)), &Value::Bool(true), Some(5.0)));
-        assert!(!changed(Some(&Value::Bool(true)), &Value::Bool(true), None));
-        assert!(changed(Some(&Value::Text("a".into())), &Value::Text("b".into()), Some(5.0)));
-        assert!(!changed(Some(&Value::Text("a".into())), &Value::Text("a".into()), None));
-        assert!(changed(Some(&Value::Text("1".into())), &Value::Int(1), None));
     }
 }

@@ -18,7 +18,7 @@
 //! the oldest unread one is lost, counted and flagged.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,16 +26,8 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, Instant};
 
 use super::RegisterHandle;
-use crate::decision::Verdict;
-
-/// Counters telemetry reads.
-#[derive(Debug, Default)]
-pub struct HandshakeStats {
-    pub written: AtomicU64,
-    pub acknowledged: AtomicU64,
-    pub lost: AtomicU64,
-    pub write_failures: AtomicU64,
-}
+use crate::part::Verdict;
+use crate::stats::HandshakeStats;
 
 pub fn verdict_code(v: Verdict) -> u16 {
     match v {

@@ -20,6 +20,6 @@ pub mod link;
 pub mod outputs;
 pub mod points;
 
-pub use bus::{Device, DeviceStats};
+pub use bus::Device;
 pub use link::{Link, LinkError, ModbusLink, Transport};
 pub use outputs::{OutputHandle, Outputs, RegisterHandle};

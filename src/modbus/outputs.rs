@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::bus::{Bus, Device};
 use super::link::{Link, LinkError, ModbusLink, Transport};
 use crate::config::{wire_address, Config, Level, ModbusDeviceConfig, OutputArea};
+use crate::part::actuator::{Actuator, Written};
 
 /// A token bucket: `rate` writes per second on average, `burst` at once.
 #[derive(Debug)]
@@ -75,6 +76,17 @@ impl OutputHandle {
 
     pub async fn to_safe_state(&self) -> Result<(), LinkError> {
         self.set(self.safe_state.is_on()).await
+    }
+}
+
+/// A reject gate drives its output through [`Actuator`]: decision does no I/O of its own.
+impl Actuator for OutputHandle {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn set(&self, on: bool) -> Written<'_> {
+        Box::pin(async move { OutputHandle::set(self, on).await.map_err(|e| e.to_string()) })
     }
 }
 
@@ -336,13 +348,6 @@ pub(crate) mod testing {
         let rec2 = rec.clone();
         let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
         (rec, outputs)
-    }
-
-    impl Recorder {
-        /// Coil writes as (time, address, on).
-        pub fn coil_writes(&self) -> Vec<(tokio::time::Instant, u16, bool)> {
-            self.writes.lock().unwrap().iter().map(|(t, a, v)| (*t, *a, v[0] != 0)).collect()
-        }
     }
 
     impl ModbusLink for Recorder {

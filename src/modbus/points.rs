@@ -13,106 +13,23 @@
 //! is older than three poll intervals (the bus is congested).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value as Json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use super::bus::{Device, ReadData};
-use super::codec::{self, PointSpec, Value};
-use crate::config::{Config, PointConfig};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quality {
-    /// Never read yet.
-    Unknown,
-    Good,
-    Stale,
-    Bad,
-}
-
-/// The latest reading of one point.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub value: Option<Value>,
-    pub quality: Quality,
-    /// When the value was last read successfully (monotonic).
-    pub read_at: Option<Instant>,
-    /// The same, wall clock, for reports.
-    pub read_wall: Option<SystemTime>,
-    /// Why the last read failed, when it did.
-    pub error: Option<String>,
-    /// Successful reads so far: lets a consumer tell a new reading of an
-    /// unchanged value from no reading at all.
-    pub reads: u64,
-}
-
-impl Sample {
-    fn unknown() -> Self {
-        Sample { value: None, quality: Quality::Unknown, read_at: None, read_wall: None, error: None, reads: 0 }
-    }
-
-    /// Quality as of `now`: good turns stale when no read succeeded for three poll intervals.
-    pub fn quality_at(&self, now: Instant, poll: Duration) -> Quality {
-        match (self.quality, self.read_at) {
-            (Quality::Good, Some(t)) if now.saturating_duration_since(t) > poll * 3 => Quality::Stale,
-            (q, _) => q,
-        }
-    }
-
-    pub fn as_bool(&self) -> Option<bool> {
-        match self.value {
-            Some(Value::Bool(b)) => Some(b),
-            _ => None,
-        }
-    }
-
-    pub fn as_u64(&self) -> Option<u64> {
-        match self.value {
-            Some(Value::UInt(v)) => Some(v),
-            Some(Value::Int(v)) if v >= 0 => Some(v as u64),
-            _ => None,
-        }
-    }
-}
-
-/// One configured point and its latest sample.
-#[derive(Clone)]
-pub struct Point {
-    pub name: Arc<str>,
-    pub config: PointConfig,
-    pub spec: PointSpec,
-    pub rx: watch::Receiver<Sample>,
-}
-
-impl Point {
-    /// The point as telemetry reports it.
-    pub fn to_json(&self) -> Json {
-        let s = self.rx.borrow().clone();
-        let q = s.quality_at(Instant::now(), self.config.poll.get());
-        let mut doc = json!({
-            "value": s.value.as_ref().map(Value::to_json),
-            "quality": q,
-            "ts": s.read_wall.map(crate::telemetry::rfc3339),
-        });
-        if let Some(u) = &self.config.unit {
-            doc["unit"] = json!(u);
-        }
-        if let Some(e) = &s.error {
-            doc["error"] = json!(e);
-        }
-        doc
-    }
-}
+use super::codec::{self, PointSpec};
+use crate::config::Config;
+use crate::part::sample::{Point, Quality, Sample};
 
 /// Every point, by name.
 #[derive(Clone, Default)]
 pub struct Points {
     pub points: BTreeMap<String, Point>,
+    /// How to read and write each point (addresses, scaling), by name.
+    pub specs: BTreeMap<String, PointSpec>,
 }
 
 impl Points {
@@ -120,12 +37,22 @@ impl Points {
     pub fn start(config: &Config, devices: &BTreeMap<String, Device>) -> (Points, Vec<JoinHandle<()>>) {
         let mut groups: BTreeMap<(String, Duration), Vec<Member>> = BTreeMap::new();
         let mut points = BTreeMap::new();
+        let mut specs = BTreeMap::new();
         for (name, p) in &config.modbus.points {
             let Some(dev_cfg) = config.modbus.devices.get(&p.device) else { continue };
             let spec = PointSpec::from_config(p, dev_cfg);
             let (tx, rx) = watch::channel(Sample::unknown());
-            points
-                .insert(name.clone(), Point { name: name.as_str().into(), config: p.clone(), spec: spec.clone(), rx });
+            points.insert(
+                name.clone(),
+                Point {
+                    name: name.as_str().into(),
+                    config: p.clone(),
+                    ty: spec.ty,
+                    scaled: spec.scale != 1.0 || spec.offset != 0.0,
+                    rx,
+                },
+            );
+            specs.insert(name.clone(), spec.clone());
             groups.entry((p.device.clone(), p.poll.get())).or_default().push((name.clone(), spec, tx));
         }
         let mut tasks = Vec::new();
@@ -133,7 +60,7 @@ impl Points {
             let Some(dev) = devices.get(&device) else { continue };
             tasks.push(tokio::spawn(poll_group(dev.clone(), every, members)));
         }
-        (Points { points }, tasks)
+        (Points { points, specs }, tasks)
     }
 
     pub fn get(&self, name: &str) -> Option<&Point> {

@@ -10,7 +10,7 @@ use rumqttc::QoS;
 use serde_json::json;
 
 use super::mqtt::Mqtt;
-use crate::camera::CameraStats;
+use crate::stats::CameraStats;
 
 /// Publish one camera's status on every change until aborted.
 pub async fn publish(camera: String, stats: Arc<CameraStats>, mqtt: Mqtt) {
@@ -28,7 +28,7 @@ pub async fn publish(camera: String, stats: Arc<CameraStats>, mqtt: Mqtt) {
             "status": status.as_str(),
             "frames_in": stats.frames_in.load(Ordering::Relaxed),
             "reconnects": stats.reconnects.load(Ordering::Relaxed),
-            "ts": super::rfc3339(SystemTime::now()),
+            "ts": crate::util::time::rfc3339(SystemTime::now()),
         });
         if mqtt.publish(topic.clone(), serde_json::to_vec(&doc).unwrap_or_default(), QoS::AtLeastOnce, true) {
             shown = Some(status);

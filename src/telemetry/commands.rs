@@ -19,18 +19,14 @@
 //! {"id": "43", "ok": false, "error": "point `oven_temp` is not writable: the config does not mark it `writable`"}
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rumqttc::QoS;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::mqtt::{Incoming, Mqtt};
-use crate::decision::control::TaskControl;
-use crate::modbus::points::Points;
-use crate::modbus::Outputs;
 
 /// Larger command payloads are refused unread.
 pub const MAX_COMMAND_BYTES: usize = 4096;
@@ -54,12 +50,22 @@ pub enum Command {
 
 pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth";
 
-/// What commands can act on. Cheap to clone.
+/// A command on its way to the part of the node that acts on it (`app`
+/// routes it to the task controls or the Modbus outputs), with the door it
+/// came through and where the answer goes.
+#[derive(Debug)]
+pub struct CommandRequest {
+    pub command: Command,
+    /// The topic it came on, for the audit log.
+    pub source: String,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Both doors' way to execute a command. Cheap to clone.
 #[derive(Clone)]
 pub struct Commander {
-    pub points: Points,
-    pub outputs: Outputs,
-    pub tasks: Arc<BTreeMap<String, Arc<TaskControl>>>,
+    /// Where commands go to be executed; answered through each request's `reply`.
+    pub route: mpsc::Sender<CommandRequest>,
     /// Wakes the Sparkplug session for a rebirth; None without Sparkplug.
     pub rebirth: Option<Arc<Notify>>,
 }
@@ -67,7 +73,7 @@ pub struct Commander {
 impl Commander {
     /// Execute one validated command; `source` (a topic) goes into the audit log.
     pub async fn execute(&self, cmd: &Command, source: &str) -> Result<(), String> {
-        let result = self.run(cmd).await;
+        let result = self.run(cmd, source).await;
         match &result {
             Ok(()) => tracing::info!(target: "linesight::audit", %source, command = ?cmd, "command executed"),
             Err(e) => {
@@ -77,39 +83,21 @@ impl Commander {
         result
     }
 
-    async fn run(&self, cmd: &Command) -> Result<(), String> {
-        match cmd {
-            Command::SetPoint { point, value } => {
-                let p = self.points.get(point).ok_or_else(|| format!("no point `{point}` in the config"))?;
-                if !p.config.writable {
-                    return Err(format!("point `{point}` is not writable: the config does not mark it `writable`"));
-                }
-                self.outputs.write_point(point, &p.spec, value).await
-            }
-            Command::EnableTask { task } => {
-                self.task(task)?.set_enabled(true);
-                Ok(())
-            }
-            Command::DisableTask { task } => {
-                self.task(task)?.set_enabled(false);
-                Ok(())
-            }
-            Command::SetThreshold { task, threshold } => self.task(task)?.set_threshold(*threshold),
-            Command::Rebirth => match &self.rebirth {
+    async fn run(&self, cmd: &Command, source: &str) -> Result<(), String> {
+        if *cmd == Command::Rebirth {
+            return match &self.rebirth {
                 Some(n) => {
                     n.notify_one();
                     Ok(())
                 }
                 None => Err("rebirth needs the Sparkplug dialect (mqtt.dialect: sparkplug or both)".into()),
-            },
+            };
         }
-    }
-
-    fn task(&self, name: &str) -> Result<&TaskControl, String> {
-        self.tasks.get(name).map(|c| &**c).ok_or_else(|| {
-            let known: Vec<&str> = self.tasks.keys().map(String::as_str).collect();
-            format!("no task `{name}`; tasks: {}", known.join(", "))
-        })
+        let stopping = || "the node is stopping; command not executed".to_string();
+        let (reply, answer) = oneshot::channel();
+        let request = CommandRequest { command: cmd.clone(), source: source.to_string(), reply };
+        self.route.send(request).await.map_err(|_| stopping())?;
+        answer.await.unwrap_or_else(|_| Err(stopping()))
     }
 }
 

@@ -8,7 +8,7 @@
 //! While no broker is reachable, messages for the disk queue are stored and
 //! everything else is dropped (a stats message is replaced by the next one).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::connection::{self, Backoff, Ended, Server};
 use super::durable::{self, Durable};
 use crate::config::{MqttConfig, NodeIdentity};
+use crate::stats::QueueStats;
 
 /// Topic names, all under `<prefix>/<group_id>/<node_id>`.
 #[derive(Debug, Clone)]
@@ -90,18 +91,6 @@ pub struct Mqtt {
     pub topics: Topics,
     /// The disk queue's figures (zero without a queue).
     pub queue: Arc<QueueStats>,
-}
-
-/// The disk queue as telemetry sees it; the MQTT task owns the queue and updates these.
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    pub configured: AtomicBool,
-    /// Messages stored and not yet acknowledged by the broker.
-    pub waiting: AtomicU64,
-    /// Messages the full queue dropped.
-    pub dropped: AtomicU64,
-    /// Messages lost to damage found on disk at start or while reading.
-    pub lost: AtomicU64,
 }
 
 /// Messages buffered between the pipeline and the MQTT task.

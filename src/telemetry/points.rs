@@ -7,15 +7,14 @@ use rumqttc::QoS;
 use tokio::time::{sleep_until, Instant};
 
 use super::mqtt::Mqtt;
-use crate::modbus::codec;
-use crate::modbus::points::{Point, Quality};
+use crate::part::sample::{self, Point, Quality, Value};
 
 /// Publish one point until its poller stops.
 pub async fn publish(point: Point, mqtt: Mqtt) {
     let mut rx = point.rx.clone();
     let poll = point.config.poll.get();
     let every = point.config.publish_every.get();
-    let mut last_value: Option<codec::Value> = None;
+    let mut last_value: Option<Value> = None;
     let mut last_quality = Quality::Unknown;
     let mut next_periodic = Instant::now() + every;
     loop {
@@ -23,7 +22,7 @@ pub async fn publish(point: Point, mqtt: Mqtt) {
             let s = rx.borrow_and_update();
             let q = s.quality_at(Instant::now(), poll);
             let moved = match &s.value {
-                Some(v) => codec::changed(last_value.as_ref(), v, point.config.deadband),
+                Some(v) => sample::changed(last_value.as_ref(), v, point.config.deadband),
                 None => false,
             };
             let due = moved || q != last_quality || Instant::now() >= next_periodic;

@@ -12,9 +12,8 @@ use serde_json::Value as Json;
 
 use super::proto::{self, DataType};
 use crate::config::PointType;
-use crate::modbus::codec;
-use crate::modbus::points::Point;
-use crate::telemetry::{NodeStats, TaskEntry};
+use crate::part::sample::{Point, Value};
+use crate::stats::{DeviceStats, NodeStats, TaskEntry};
 
 /// A metric's value. `Null` keeps its datatype in [`Metric`].
 #[derive(Debug, Clone, PartialEq)]
@@ -185,10 +184,9 @@ fn round4(x: f64) -> f64 {
 }
 
 /// A Modbus device's metrics: its link, and every point read from it.
-pub fn modbus(device: &crate::modbus::Device, points: &BTreeMap<String, Point>) -> Vec<Metric> {
-    let s = &device.stats;
+pub fn modbus(device: &str, s: &DeviceStats, points: &BTreeMap<String, Point>) -> Vec<Metric> {
     let mut v = vec![
-        Metric::text("Link/State", s.state()),
+        Metric::text("Link/State", s.state().as_str()),
         Metric::uint("Link/Reads", s.reads.load(Ordering::Relaxed)),
         Metric::uint("Link/Writes", s.writes.load(Ordering::Relaxed)),
         Metric::uint("Link/Failures", s.failures.load(Ordering::Relaxed)),
@@ -198,14 +196,12 @@ pub fn modbus(device: &crate::modbus::Device, points: &BTreeMap<String, Point>) 
             s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default(),
         ),
     ];
-    for (name, p) in points.iter().filter(|(_, p)| p.config.device == *device.name) {
+    for (name, p) in points.iter().filter(|(_, p)| p.config.device == device) {
         let sample = p.rx.borrow().clone();
         let q = sample.quality_at(tokio::time::Instant::now(), p.config.poll.get());
         let datatype = point_type(p);
         let value = match (&sample.value, q) {
-            (_, crate::modbus::points::Quality::Bad | crate::modbus::points::Quality::Unknown) | (None, _) => {
-                MValue::Null
-            }
+            (_, crate::part::sample::Quality::Bad | crate::part::sample::Quality::Unknown) | (None, _) => MValue::Null,
             (Some(val), _) => convert(val, datatype),
         };
         v.push(Metric::new(format!("Points/{name}"), datatype, value));
@@ -217,8 +213,8 @@ pub fn modbus(device: &crate::modbus::Device, points: &BTreeMap<String, Point>) 
 
 /// The Sparkplug type of a point's value (scaled integers are doubles).
 pub fn point_type(p: &Point) -> DataType {
-    let scaled = p.spec.scale != 1.0 || p.spec.offset != 0.0;
-    match p.spec.ty {
+    let scaled = p.scaled;
+    match p.ty {
         PointType::Bool => DataType::Boolean,
         PointType::String => DataType::String,
         PointType::F32 | PointType::F64 => DataType::Double,
@@ -228,8 +224,8 @@ pub fn point_type(p: &Point) -> DataType {
     }
 }
 
-fn convert(v: &codec::Value, datatype: DataType) -> MValue {
-    use codec::Value as C;
+fn convert(v: &Value, datatype: DataType) -> MValue {
+    use Value as C;
     match (v, datatype) {
         (C::Bool(b), DataType::Boolean) => MValue::Bool(*b),
         (C::Text(s), DataType::String) => MValue::Text(s.clone()),

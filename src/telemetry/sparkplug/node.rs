@@ -24,11 +24,11 @@ use super::metrics::{self, MValue, Metric};
 use super::proto::{self, DataType, Payload};
 use super::{CommandCounts, Msg, Pending, Topics};
 use crate::config::{MqttConfig, NodeIdentity, SparkplugConfig};
-use crate::modbus::points::Points;
+use crate::part::sample::Point;
+use crate::stats::{CameraStatus, NodeStats};
 use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
 use crate::telemetry::connection::{self, Backoff, Ended, Server};
 use crate::telemetry::durable::{Durable, Stamp};
-use crate::telemetry::NodeStats;
 
 impl Pending {
     /// Start the session. Fails only when the TLS files cannot be used.
@@ -37,7 +37,7 @@ impl Pending {
         cfg: &MqttConfig,
         node: &NodeIdentity,
         stats: Arc<NodeStats>,
-        points: Points,
+        points: Arc<BTreeMap<String, Point>>,
         commander: Commander,
         durable: Option<Durable>,
     ) -> Result<(tokio::task::JoinHandle<()>, Arc<CommandCounts>), String> {
@@ -97,7 +97,8 @@ struct Session {
     rx: mpsc::Receiver<Msg>,
     rebirth: Arc<Notify>,
     stats: Arc<NodeStats>,
-    points: Points,
+    /// Every configured point (DDATA reports them per device; DCMD writes them).
+    points: Arc<BTreeMap<String, Point>>,
     commander: Commander,
     counts: Arc<CommandCounts>,
     durable: Option<Durable>,
@@ -294,13 +295,12 @@ impl Session {
                 }
                 _ => None,
             };
-            let alive = t.camera_stats.status() != crate::camera::CameraStatus::Offline;
+            let alive = t.camera_stats.status() != CameraStatus::Offline;
             out.push((name.clone(), alive, metrics::task(t, rate)));
         }
         for (name, d) in &self.stats.devices {
             // The same criterion as the fault supervisor: a link seen down.
-            let down = d.stats.state() == "down" && d.stats.failures.load(Ordering::Relaxed) > 0;
-            out.push((name.clone(), !down, metrics::modbus(d, &self.points.points)));
+            out.push((name.clone(), !d.unreachable(), metrics::modbus(name, d, &self.points)));
         }
         out
     }
@@ -440,7 +440,7 @@ impl Session {
             Some(dev) if self.stats.devices.contains_key(dev) => {
                 let point = name
                     .strip_prefix("Points/")
-                    .filter(|p| self.points.get(p).is_some_and(|p| p.config.device == dev))
+                    .filter(|p| self.points.get(*p).is_some_and(|p| p.config.device == dev))
                     .ok_or_else(|| format!("Modbus device `{dev}` has no point metric `{name}`"))?;
                 Ok(Some(Command::SetPoint { point: point.into(), value }))
             }

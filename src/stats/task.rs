@@ -1,14 +1,13 @@
-//! Counters and latency windows, written by the pipeline and read by the
-//! stats publisher. Counters are atomics; each latency window sits behind its
+//! One task's counters and latency windows, written by the pipeline and
+//! read by the stats publisher. Counters are atomics; each latency window sits behind its
 //! own short-held mutex.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use serde::Serialize;
-
-use crate::decision::Verdict;
+use crate::part::Verdict;
+use crate::util::percentiles::{percentiles, Percentiles};
 
 /// The last `WINDOW` samples of one latency, for p50/p99.
 #[derive(Debug)]
@@ -26,14 +25,6 @@ impl Default for Window {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub n: usize,
-}
-
 impl Window {
     pub fn record(&self, ms: f64) {
         let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -47,20 +38,6 @@ impl Window {
         let mut v: Vec<f64> = self.samples.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect();
         percentiles(&mut v)
     }
-}
-
-/// Nearest-rank percentiles of `v` (sorted in place).
-pub fn percentiles(v: &mut [f64]) -> Percentiles {
-    if v.is_empty() {
-        return Percentiles::default();
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-    Percentiles { p50: round3(rank(0.50)), p99: round3(rank(0.99)), max: round3(v[v.len() - 1]), n: v.len() }
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// One task's figures.
@@ -106,14 +83,6 @@ impl TaskStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
-        let p = percentiles(&mut v);
-        assert_eq!((p.p50, p.p99, p.max, p.n), (50.0, 99.0, 100.0, 100));
-        assert_eq!(percentiles(&mut []).n, 0);
-    }
 
     #[test]
     fn window_keeps_the_latest_samples() {

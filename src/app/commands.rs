@@ -1,0 +1,63 @@
+//! Where remote commands land. Telemetry parses and audits them and sends
+//! each as a [`CommandRequest`]; this routes it to the one thing it may
+//! change: a task's control (enabled, threshold) or a point the config marks
+//! writable, through the same guarded, rate-limited path as every other
+//! Modbus write. Commands are executed one at a time, in arrival order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::modbus::points::Points;
+use crate::modbus::Outputs;
+use crate::part::control::TaskControl;
+use crate::telemetry::commands::{Command, CommandRequest};
+
+/// What commands can act on.
+pub struct Router {
+    pub points: Points,
+    pub outputs: Outputs,
+    pub tasks: BTreeMap<String, Arc<TaskControl>>,
+}
+
+impl Router {
+    /// Answer requests until every sender (the MQTT doors) is gone.
+    pub async fn run(self, mut requests: mpsc::Receiver<CommandRequest>) {
+        while let Some(req) = requests.recv().await {
+            let result = self.execute(&req.command).await;
+            let _ = req.reply.send(result);
+        }
+    }
+
+    async fn execute(&self, cmd: &Command) -> Result<(), String> {
+        match cmd {
+            Command::SetPoint { point, value } => {
+                let p = self.points.get(point).ok_or_else(|| format!("no point `{point}` in the config"))?;
+                if !p.config.writable {
+                    return Err(format!("point `{point}` is not writable: the config does not mark it `writable`"));
+                }
+                let spec = &self.points.specs[point.as_str()];
+                self.outputs.write_point(point, spec, value).await
+            }
+            Command::EnableTask { task } => {
+                self.task(task)?.set_enabled(true);
+                Ok(())
+            }
+            Command::DisableTask { task } => {
+                self.task(task)?.set_enabled(false);
+                Ok(())
+            }
+            Command::SetThreshold { task, threshold } => self.task(task)?.set_threshold(*threshold),
+            // Answered by the Sparkplug session itself; never routed here.
+            Command::Rebirth => Err("rebirth is the Sparkplug session's".into()),
+        }
+    }
+
+    fn task(&self, name: &str) -> Result<&TaskControl, String> {
+        self.tasks.get(name).map(|c| &**c).ok_or_else(|| {
+            let known: Vec<&str> = self.tasks.keys().map(String::as_str).collect();
+            format!("no task `{name}`; tasks: {}", known.join(", "))
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! The daemon: build everything from a validated config, report READY, run,
+//! and stop in order. `app` is the only module that knows every other one:
+//! it wires the stages together and routes what crosses between them
+//! (finished parts to telemetry, commands to task controls and outputs).
+//!
+//! - [`start`] reads as its steps; each step is a function or file of its own:
+//!   [`models`] (load, warm up, rules), [`warming`], [`tasks`] (one task
+//!   wired), [`sessions`] (MQTT and what publishes through it), [`commands`]
+//!   (where commands land), [`supervisor`] (faults, stack light, safe state),
+//!   [`publish`] (results, stats, watchdog), [`stop`] (the ordered stop).
+//!
+//! Start order: outputs to their safe state first (before anything can go
+//! wrong), then MQTT, then per task the model (loaded and warmed), the gate,
+//! the controller, the inference worker and last the camera, so that no
+//! frame is captured before something can judge it.
+//!
+//! Stop order is the reverse: cameras stop taking frames, workers finish the
+//! frames already queued, controllers give every captured part its verdict
+//! and wait for the rejects in flight, then outputs go to their safe state,
+//! final stats and `offline` are published.
+
+pub mod commands;
+pub mod models;
+pub mod publish;
+pub mod sessions;
+pub mod stop;
+pub mod supervisor;
+pub mod tasks;
+pub mod warming;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::camera::Opener;
+use crate::config::Config;
+use crate::inference::{runtime, Worker};
+use crate::line::encoder;
+use crate::modbus::heartbeat;
+use crate::modbus::points::Points;
+use crate::modbus::Outputs;
+use crate::part::PartResult;
+use crate::service::notify;
+use crate::stats::{Faults, NodeStats, RejectWindow};
+use crate::telemetry::mqtt::Mqtt;
+use crate::telemetry::sparkplug::Sparkplug;
+use models::Group;
+use sessions::Sessions;
+use supervisor::Supervisor;
+use tasks::{BuiltTask, LineIo, Wiring};
+
+/// Finished parts waiting for telemetry. Enough for seconds of every task at line rate; when it
+/// is full a result is counted as `telemetry_dropped`, never waited for.
+const RESULTS_BUFFER: usize = 4096;
+
+/// Commands waiting for the router.
+const COMMAND_BUFFER: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The model or the ONNX Runtime library cannot be used: fix the files, restarting will not help.
+    #[error("{0}")]
+    Model(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Hooks for the demo, the bench and tests.
+#[derive(Default)]
+pub struct Options {
+    /// Receives every part's result document (the JSON telemetry's).
+    pub observer: Option<mpsc::UnboundedSender<Value>>,
+    /// Replace a camera's source (by camera name), e.g. with a simulated line.
+    pub openers: BTreeMap<String, Opener>,
+}
+
+pub struct Running {
+    pub stats: Arc<NodeStats>,
+    /// Tells capture threads to stop.
+    stop: Arc<AtomicBool>,
+    /// Frames judged by any worker; the systemd watchdog feeds only while it moves.
+    progress: Arc<AtomicU64>,
+    cameras: Vec<std::thread::JoinHandle<()>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    controllers: Vec<JoinHandle<()>>,
+    /// Hands finished parts to telemetry; ends after the last controller.
+    results: Option<JoinHandle<()>>,
+    gates: Vec<JoinHandle<()>>,
+    outputs: Outputs,
+    mqtt: Option<(Mqtt, JoinHandle<()>)>,
+    sparkplug: Option<(Sparkplug, JoinHandle<()>)>,
+    background: Vec<JoinHandle<()>>,
+    /// Trigger tasks: stopped first at shutdown, like the cameras (they
+    /// announce parts, and hold the controllers' event channels open).
+    triggers: Vec<JoinHandle<()>>,
+}
+
+/// Build and start everything. Outputs are in their safe state when this returns an error.
+pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartError> {
+    let outputs = outputs_to_safe_state(config).await;
+    let (env, threads) = onnx_runtime(config)?;
+    let mut sessions = Sessions::open(config)?;
+    let mut running = Running::new(outputs.clone());
+    let line = line_io(config, &outputs, &mut running);
+    let mut groups = models::load_all(config, env, threads, &sessions.telemetry).await?;
+    let (results_tx, results_rx) = mpsc::channel(RESULTS_BUFFER);
+    let built = build_tasks(config, &outputs, &line, results_tx, &mut groups, &mut opts, &mut running)?;
+    let (entries, watched, cameras) = split(built);
+    let results = publish::forward_results(
+        results_rx,
+        sessions.telemetry.clone(),
+        opts.observer.take(),
+        tasks::task_stats(&entries),
+    );
+    running.results = Some(tokio::spawn(results));
+    running.stats = node_stats(&outputs, &groups, entries, running.stats.heartbeats.clone(), &sessions);
+    start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
+    let commander = start_command_router(&line.points, &outputs, &sessions, &mut running);
+    let sparkplug_task =
+        sessions.start_publishers(config, &running.stats, &line.points.points, commander, &mut running.background)?;
+    start_workers(config, groups, &mut running)?;
+    start_cameras(cameras, &mut running)?;
+    start_periodic(config, &sessions, &mut running);
+    running.mqtt = sessions.mqtt.take();
+    running.sparkplug = sessions.sparkplug.take().zip(sparkplug_task);
+    notify::notify("READY=1\nSTATUS=inspecting");
+    Ok(running)
+}
+
+/// Outputs first, before anything can go wrong. An unreachable PLC at start is retried by
+/// its link; it is not fatal.
+async fn outputs_to_safe_state(config: &Config) -> Outputs {
+    let outputs = Outputs::start(config);
+    for (name, e) in outputs.all_to_safe_state().await {
+        tracing::warn!(output = %name, error = %e, "safe state not confirmed at start; the link keeps retrying");
+    }
+    outputs
+}
+
+/// The ONNX Runtime library and the inference thread budget.
+fn onnx_runtime(config: &Config) -> Result<(&'static ort::environment::Environment, usize), StartError> {
+    let lib = runtime::library_path(&config.runtime).map_err(|e| StartError::Model(e.to_string()))?;
+    let env = runtime::environment(&lib).map_err(|e| StartError::Model(e.to_string()))?;
+    let threads =
+        config.runtime.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    Ok((env, threads))
+}
+
+/// Line I/O: points first, so triggers, the encoder and the gates have values to follow;
+/// the heartbeat.
+fn line_io(config: &Config, outputs: &Outputs, running: &mut Running) -> LineIo {
+    let (points, poll_tasks) = Points::start(config, &outputs.devices);
+    running.background.extend(poll_tasks);
+    let encoder = config.line.encoder.as_ref().and_then(|name| {
+        let point = points.get(name)?;
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        running.background.push(tokio::spawn(encoder::follow(point.rx.clone(), point.ty, tx)));
+        Some(rx)
+    });
+    let line_running = config.line.running.as_ref().and_then(|name| points.subscribe(name));
+    if let (Some(reg), Some(hb)) = (outputs.heartbeat(), &config.modbus.heartbeat) {
+        let beats = Arc::new(AtomicU64::new(0));
+        running.background.push(tokio::spawn(heartbeat::run(reg.clone(), hb.period.get(), beats.clone())));
+        Arc::get_mut(&mut running.stats).expect("not shared yet").heartbeats = Some(beats);
+    }
+    let reject_window = config.stack_light.ng_rate.as_ref().map(|n| Arc::new(RejectWindow::new(n.window)));
+    LineIo { points, encoder, running: line_running, reject_window }
+}
+
+/// Every task, wired into its model's group; cameras are returned, not started.
+fn build_tasks(
+    config: &Config,
+    outputs: &Outputs,
+    line: &LineIo,
+    results: mpsc::Sender<PartResult>,
+    groups: &mut BTreeMap<&str, Group>,
+    opts: &mut Options,
+    running: &mut Running,
+) -> Result<Vec<(String, BuiltTask)>, StartError> {
+    let wiring = Wiring { config, outputs, line, results, stop: running.stop.clone() };
+    let mut built = Vec::new();
+    for (name, task) in &config.tasks {
+        let group = groups.get_mut(task.model.as_str()).expect("every used model was loaded");
+        let opener = opts.openers.remove(&task.camera);
+        built.push((name.clone(), wiring.build(name, task, group, opener, running)?));
+    }
+    Ok(built)
+}
+
+type Split = (BTreeMap<String, crate::stats::TaskEntry>, Vec<supervisor::WatchedTask>, Vec<crate::camera::Camera>);
+
+fn split(built: Vec<(String, BuiltTask)>) -> Split {
+    let mut entries = BTreeMap::new();
+    let (mut watched, mut cameras) = (Vec::new(), Vec::new());
+    for (name, b) in built {
+        entries.insert(name, b.entry);
+        watched.push(b.watched);
+        cameras.push(b.camera);
+    }
+    (entries, watched, cameras)
+}
+
+/// The registry of every figure, now that every task exists.
+fn node_stats(
+    outputs: &Outputs,
+    groups: &BTreeMap<&str, Group>,
+    tasks: BTreeMap<String, crate::stats::TaskEntry>,
+    heartbeats: Option<Arc<AtomicU64>>,
+    sessions: &Sessions,
+) -> Arc<NodeStats> {
+    Arc::new(NodeStats {
+        started: Instant::now(),
+        tasks,
+        models: groups.iter().map(|(k, g)| (k.to_string(), g.stats.clone())).collect(),
+        devices: outputs.devices.iter().map(|(n, d)| (n.clone(), d.stats.clone())).collect(),
+        faults: Arc::new(Faults::default()),
+        heartbeats,
+        mqtt_queue: sessions.queue_stats(),
+    })
+}
+
+/// Faults, the stack light and the safe state of plain outputs (not a gate, not a lamp).
+fn start_supervisor(
+    config: &Config,
+    outputs: &Outputs,
+    line: &LineIo,
+    watched: Vec<supervisor::WatchedTask>,
+    sessions: &Sessions,
+    running: &mut Running,
+) {
+    let lamps: Vec<&str> = [
+        config.stack_light.running.as_deref(),
+        config.stack_light.fault.as_deref(),
+        config.stack_light.ng_rate.as_ref().map(|n| n.output.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let is_gate = |n: &str| config.tasks.values().any(|t| t.reject.as_ref().is_some_and(|r| r.output == n));
+    let plain_outputs = outputs.names().filter(|n| !lamps.contains(n) && !is_gate(n)).map(str::to_string).collect();
+    let supervisor = Supervisor {
+        lights: config.stack_light.clone(),
+        outputs: outputs.clone(),
+        tasks: watched,
+        devices: running.stats.devices.clone(),
+        queue: running.stats.mqtt_queue.clone(),
+        rejects: line.reject_window.clone().unwrap_or_else(|| Arc::new(RejectWindow::new(1))),
+        faults: running.stats.faults.clone(),
+        plain_outputs,
+        telemetry: sessions.telemetry.clone(),
+    };
+    running.background.push(tokio::spawn(supervisor.run()));
+}
+
+/// Where both command doors send what they parsed.
+fn start_command_router(
+    points: &Points,
+    outputs: &Outputs,
+    sessions: &Sessions,
+    running: &mut Running,
+) -> crate::telemetry::commands::Commander {
+    let (route, requests) = mpsc::channel(COMMAND_BUFFER);
+    let router = commands::Router {
+        points: points.clone(),
+        outputs: outputs.clone(),
+        tasks: running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect(),
+    };
+    running.background.push(tokio::spawn(router.run(requests)));
+    sessions.commander(route)
+}
+
+/// One inference worker thread per model.
+fn start_workers(config: &Config, groups: BTreeMap<&str, Group>, running: &mut Running) -> Result<(), StartError> {
+    for (model_name, g) in groups {
+        let cfg = &config.models[model_name];
+        let worker = Worker {
+            model: model_name.into(),
+            loaded: g.loaded,
+            members: g.members,
+            batch: cfg.batch,
+            batch_wait: cfg.batch_wait.get(),
+            bell: g.bell,
+            iou: 0.7,
+            progress: running.progress.clone(),
+            stats: g.stats,
+        };
+        running.workers.push(worker.spawn().map_err(thread_error)?);
+    }
+    Ok(())
+}
+
+/// Cameras last, so that no frame is captured before something can judge it.
+fn start_cameras(cameras: Vec<crate::camera::Camera>, running: &mut Running) -> Result<(), StartError> {
+    for camera in cameras {
+        running.cameras.push(camera.spawn().map_err(thread_error)?);
+    }
+    Ok(())
+}
+
+fn thread_error(e: std::io::Error) -> StartError {
+    StartError::Other(format!("cannot start a thread: {e}"))
+}
+
+/// The stats message and the systemd watchdog.
+fn start_periodic(config: &Config, sessions: &Sessions, running: &mut Running) {
+    if let (Some((m, _)), Some(cfg)) = (&sessions.mqtt, &config.mqtt) {
+        let stats = publish::publish_stats(m.clone(), running.stats.clone(), cfg.stats_interval.get());
+        running.background.push(tokio::spawn(stats));
+    }
+    if let Some(interval) = notify::watchdog_interval() {
+        running.background.push(tokio::spawn(publish::feed_watchdog(running.progress.clone(), interval)));
+    }
+}
+
+impl Running {
+    fn new(outputs: Outputs) -> Running {
+        Running {
+            stats: Arc::new(NodeStats {
+                started: Instant::now(),
+                tasks: BTreeMap::new(),
+                devices: BTreeMap::new(),
+                faults: Arc::new(Faults::default()),
+                heartbeats: None,
+                mqtt_queue: None,
+                models: BTreeMap::new(),
+            }),
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(AtomicU64::new(0)),
+            cameras: Vec::new(),
+            workers: Vec::new(),
+            controllers: Vec::new(),
+            results: None,
+            gates: Vec::new(),
+            outputs,
+            mqtt: None,
+            sparkplug: None,
+            background: Vec::new(),
+            triggers: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The node's periodic duties: the stats message, the systemd watchdog, and
+//! handing every finished part to telemetry and in-process observers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::QoS;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::part::PartResult;
+use crate::service::notify;
+use crate::stats::{NodeStats, TaskStats};
+use crate::telemetry::json::stats_doc;
+use crate::telemetry::mqtt::Mqtt;
+use crate::telemetry::Telemetry;
+
+/// Hand every finished part to telemetry (JSON, Sparkplug, their disk queues) and to the
+/// in-process observer, until every controller has ended. A dialect whose buffer is full
+/// counts the part in its task's `telemetry_dropped`.
+pub async fn forward_results(
+    mut results: mpsc::Receiver<PartResult>,
+    telemetry: Telemetry,
+    observer: Option<mpsc::UnboundedSender<Value>>,
+    tasks: BTreeMap<String, Arc<TaskStats>>,
+) {
+    while let Some(result) = results.recv().await {
+        let (doc, ok) = telemetry.result(&result);
+        if !ok {
+            if let Some(s) = tasks.get(&*result.task) {
+                s.telemetry_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(obs) = &observer {
+            let _ = obs.send(doc);
+        }
+    }
+}
+
+pub async fn publish_stats(mqtt: Mqtt, stats: Arc<NodeStats>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let payload = serde_json::to_vec(&stats_doc(&stats, false)).unwrap_or_default();
+        if !mqtt.publish(mqtt.topics.stats(), payload, QoS::AtLeastOnce, false) {
+            tracing::warn!("stats message dropped: MQTT buffer full");
+        }
+    }
+}
+
+/// WATCHDOG=1 only while frames are judged: a stuck inference stops the
+/// feeding and systemd restarts the service (whose start drives outputs safe).
+pub async fn feed_watchdog(progress: Arc<AtomicU64>, interval: Duration) {
+    let mut last = progress.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tick.tick().await;
+        let now = progress.load(Ordering::Relaxed);
+        if now != last {
+            notify::notify("WATCHDOG=1");
+            last = now;
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The supervisor: node health, what counts as a fault, what the stack light shows, and the
+//! safe state on fault.
+//!
+//! A fault is any of: a camera that is not delivering (offline, or still
+//! connecting after start), a Modbus device whose link is down, an inference
+//! worker with frames waiting and no progress for `STALL_AFTER`, a reject
+//! pulse the gate's sensor did not confirm (for `CONFIRM_ALARM`). While a
+//! fault lasts, the fault lamp is on, the running lamp is off, and every
+//! plain output (not a reject gate, not a lamp) is held in its safe state.
+//! Reject gates keep their per-part fail-safe: a part without a verdict is
+//! thrown out when it reaches the gate, so nothing passes uninspected.
+//!
+//! Lamps are written on change and re-asserted every few seconds, so a PLC
+//! that restarted shows the right state again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+use crate::config::StackLightConfig;
+use crate::modbus::Outputs;
+use crate::part::queue::FrameQueue;
+use crate::part::Frame;
+use crate::stats::{CameraStats, CameraStatus, DeviceStats, Faults, QueueStats, RejectWindow, TaskStats};
+use crate::telemetry::Telemetry;
+use crate::util::time::rfc3339;
+
+/// Inference with frames waiting and no progress for this long is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+/// A camera still connecting this long after start is a fault.
+pub const CONNECT_GRACE: Duration = Duration::from_secs(10);
+const REASSERT: Duration = Duration::from_secs(5);
+const CHECK: Duration = Duration::from_millis(100);
+
+/// What the supervisor watches for one task.
+pub struct WatchedTask {
+    pub name: String,
+    pub camera: String,
+    pub camera_stats: Arc<CameraStats>,
+    pub queue: Arc<FrameQueue<Frame>>,
+    /// Frames judged by this task's worker.
+    pub progress: Arc<AtomicU64>,
+    /// The task's figures: a missing gate confirmation is an alarm.
+    pub stats: Arc<TaskStats>,
+    /// Why the task's model could not be loaded, if it could not: a fault for as long as it runs.
+    pub unusable: Option<String>,
+}
+
+/// How long a loss in the MQTT queue stays an active alarm.
+pub const QUEUE_ALARM: Duration = Duration::from_secs(60);
+
+/// How long a missing gate confirmation stays an active alarm.
+pub const CONFIRM_ALARM: Duration = Duration::from_secs(10);
+
+/// The faults of this moment, as human-readable reasons.
+pub fn current_faults(
+    tasks: &[WatchedTask],
+    devices: &BTreeMap<String, Arc<DeviceStats>>,
+    since_start: Duration,
+    stalls: &mut BTreeMap<String, (u64, Instant)>,
+    confirms: &mut BTreeMap<String, (u64, Option<Instant>)>,
+    now: Instant,
+) -> Vec<String> {
+    let mut faults = Vec::new();
+    for t in tasks {
+        let missing = t.stats.confirm_missing.load(Ordering::Relaxed);
+        let c = confirms.entry(t.name.clone()).or_insert((missing, None));
+        if missing != c.0 {
+            *c = (missing, Some(now));
+        }
+        if c.1.is_some_and(|at| now - at < CONFIRM_ALARM) {
+            faults.push(format!("task `{}`: the reject gate did not confirm a pulse ({missing} so far)", t.name));
+        }
+        if let Some(why) = &t.unusable {
+            faults.push(format!("task `{}`: its model cannot be used, every part is rejected: {why}", t.name));
+        }
+        match t.camera_stats.status() {
+            CameraStatus::Offline => faults.push(format!("camera `{}` offline", t.camera)),
+            CameraStatus::Stalled => {
+                faults.push(format!("camera `{}` stalled: no new frame (or the same frame repeated)", t.camera))
+            }
+            CameraStatus::Connecting if since_start > CONNECT_GRACE => {
+                faults.push(format!("camera `{}` not connected", t.camera))
+            }
+            _ => {}
+        }
+        let done = t.progress.load(Ordering::Relaxed);
+        let entry = stalls.entry(t.name.clone()).or_insert((done, now));
+        if done != entry.0 || t.queue.is_empty() {
+            *entry = (done, now);
+        } else if now - entry.1 >= STALL_AFTER {
+            faults.push(format!("task `{}`: inference stalled ({} frames waiting)", t.name, t.queue.len()));
+        }
+    }
+    for (name, d) in devices {
+        // A device never used yet has no state; only a link seen down counts.
+        if d.unreachable() {
+            faults.push(format!("Modbus device `{name}` unreachable"));
+        }
+    }
+    faults
+}
+
+/// What the supervisor watches and drives.
+pub struct Supervisor {
+    pub lights: StackLightConfig,
+    pub outputs: Outputs,
+    pub tasks: Vec<WatchedTask>,
+    /// Every Modbus device's link.
+    pub devices: BTreeMap<String, Arc<DeviceStats>>,
+    /// The MQTT disk queue: a loss is an alarm (not a fault: it does not make the line unsafe).
+    pub queue: Option<Arc<QueueStats>>,
+    /// The recent reject share, for the NG-rate lamp.
+    pub rejects: Arc<RejectWindow>,
+    /// Where the active faults are published for everyone else to read.
+    pub faults: Arc<Faults>,
+    /// Outputs that are not gates or lamps: held in their safe state on fault.
+    pub plain_outputs: Vec<String>,
+    /// Where the alarm list goes when it changes.
+    pub telemetry: Telemetry,
+}
+
+impl Supervisor {
+    /// Watch health, drive the stack light and the safe state on fault, until aborted.
+    pub async fn run(self) {
+        let Supervisor {
+            lights,
+            outputs,
+            tasks,
+            devices,
+            queue,
+            rejects,
+            faults: faults_out,
+            plain_outputs,
+            telemetry,
+        } = self;
+        let started = Instant::now();
+        let mut tick = interval(CHECK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stalls = BTreeMap::new();
+        let mut confirms = BTreeMap::new();
+        let mut queue_seen: (u64, Option<Instant>) = (0, None);
+        let mut shown: BTreeMap<String, bool> = BTreeMap::new();
+        let mut last_assert = Instant::now();
+        let mut was_faulted = false;
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut faults = current_faults(&tasks, &devices, now - started, &mut stalls, &mut confirms, now);
+            // Line faults drive the lamps and the safe state; a telemetry loss is
+            // an alarm only (it does not make the line unsafe).
+            let faulted = !faults.is_empty();
+            // A full MQTT queue drops telemetry that was meant to survive: an alarm for a minute after each drop.
+            if let Some(q) = &queue {
+                let dropped = q.dropped.load(Ordering::Relaxed) + q.lost.load(Ordering::Relaxed);
+                if dropped != queue_seen.0 {
+                    queue_seen = (dropped, Some(now));
+                }
+                if queue_seen.1.is_some_and(|t| now - t < QUEUE_ALARM) {
+                    faults.push(format!("MQTT queue full or damaged: {dropped} messages lost so far"));
+                }
+            }
+            if faults != faults_out.list() {
+                if faulted {
+                    tracing::error!(faults = ?faults, "ALARM: fault; outputs to their safe state");
+                } else if !faults.is_empty() {
+                    tracing::error!(alarms = ?faults, "ALARM");
+                } else {
+                    tracing::info!("fault cleared");
+                }
+                let active = !faults.is_empty();
+                telemetry.alarms(&json!({"active": active, "faults": faults, "ts": rfc3339(SystemTime::now())}));
+                *faults_out.active.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+            }
+            if faulted && (!was_faulted || now - last_assert >= REASSERT) {
+                let plain = plain_outputs.clone();
+                outputs.to_safe_state(|n| plain.iter().any(|p| p == n)).await;
+            }
+            was_faulted = faulted;
+            let mut want: BTreeMap<String, bool> = BTreeMap::new();
+            if let Some(o) = &lights.running {
+                want.insert(o.clone(), !faulted);
+            }
+            if let Some(o) = &lights.fault {
+                want.insert(o.clone(), faulted);
+            }
+            if let Some(n) = &lights.ng_rate {
+                want.insert(n.output.clone(), rejects.share().is_some_and(|s| s > n.above));
+            }
+            let reassert = now - last_assert >= REASSERT;
+            if reassert {
+                last_assert = now;
+            }
+            for (name, on) in want {
+                if shown.get(&name) == Some(&on) && !reassert {
+                    continue;
+                }
+                if let Some(h) = outputs.get(&name) {
+                    match h.set(on).await {
+                        Ok(()) => {
+                            shown.insert(name, on);
+                        }
+                        Err(e) => {
+                            shown.remove(&name);
+                            tracing::debug!(output = %name, error = %e, "stack light not written");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_worker_is_a_fault_after_the_stall_time() {
+        let queue = Arc::new(FrameQueue::new(4));
+        let progress = Arc::new(AtomicU64::new(0));
+        let cam = Arc::new(CameraStats::default());
+        let tasks = vec![WatchedTask {
+            name: "t".into(),
+            camera: "c".into(),
+            camera_stats: cam,
+            queue: queue.clone(),
+            progress: progress.clone(),
+            stats: Arc::new(TaskStats::default()),
+            unusable: None,
+        }];
+        let devices = BTreeMap::new();
+        let mut stalls = BTreeMap::new();
+        let mut confirms = BTreeMap::new();
+        let t0 = Instant::now();
+        // Nothing waiting: never a stall, however long.
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, t0).is_empty());
+        let frame = Frame {
+            part: crate::part::PartInfo {
+                camera: "c".into(),
+                part_id: 1,
+                captured: std::time::Instant::now(),
+                captured_wall: std::time::SystemTime::now(),
+            },
+            image: opencv::core::Mat::default(),
+            is_part: true,
+        };
+        let _ = queue.push(frame, crate::part::queue::WhenFull::Refuse);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(1)).is_empty());
+        let f = current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(4));
+        assert_eq!(f, vec!["task `t`: inference stalled (1 frames waiting)".to_string()]);
+        progress.fetch_add(1, Ordering::Relaxed);
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(5)).is_empty());
+    }
+}

@@ -1,0 +1,244 @@
+//! One task, wired: its figures, its reject gate and result block, its
+//! controller (which judges), its place in its model's worker, its trigger,
+//! and its camera (returned, started last).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use super::models::{rule_for, unusable_rule, Group, ModelInfo};
+use super::supervisor::WatchedTask;
+use super::{Running, StartError};
+use crate::camera::{Camera, Opener};
+use crate::config::{CameraMode, Config, RejectConfig, TaskConfig};
+use crate::decision::controller::{Controller, GateDistance, RejectPlan};
+use crate::decision::reject::{Gate, GateSettings};
+use crate::inference::Member;
+use crate::line::trigger;
+use crate::modbus::handshake;
+use crate::modbus::points::Points;
+use crate::modbus::Outputs;
+use crate::part::control::TaskControl;
+use crate::part::queue::FrameQueue;
+use crate::part::sample::{Position, Sample};
+use crate::part::{PartResult, Verdict, Waiting};
+use crate::stats::{CameraStats, HandshakeStats, RejectWindow, TaskEntry, TaskStats};
+
+/// The line I/O tasks share: points, and the encoder and line-running signals derived from them.
+pub struct LineIo {
+    pub points: Points,
+    pub encoder: Option<watch::Receiver<Option<Position>>>,
+    pub running: Option<watch::Receiver<Sample>>,
+    pub reject_window: Option<Arc<RejectWindow>>,
+}
+
+/// What building a task leaves behind for the rest of the start.
+pub struct BuiltTask {
+    pub entry: TaskEntry,
+    pub watched: WatchedTask,
+    pub camera: Camera,
+}
+
+/// Everything a task needs from the rest of the node.
+pub struct Wiring<'a> {
+    pub config: &'a Config,
+    pub outputs: &'a Outputs,
+    pub line: &'a LineIo,
+    pub results: mpsc::Sender<PartResult>,
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Wiring<'_> {
+    /// Build one task into its model's group; the camera is returned, not started.
+    pub fn build(
+        &self,
+        name: &str,
+        task: &TaskConfig,
+        group: &mut Group,
+        opener: Option<Opener>,
+        running: &mut Running,
+    ) -> Result<BuiltTask, StartError> {
+        let cam_cfg = &self.config.cameras[&task.camera];
+        let model_cfg = &self.config.models[&task.model];
+        let (rule, info) = match &group.loaded {
+            Ok(loaded) => rule_for(loaded, &task.rules, &model_cfg.path, &model_cfg.ok_classes)
+                .map_err(|e| StartError::Model(format!("task `{name}`: {e}")))?,
+            Err(_) => unusable_rule(&model_cfg.path),
+        };
+        let provider = group.loaded.as_ref().map_or("none", |l| l.provider());
+        tracing::info!(
+            task = %name, model = %info.name, version = %info.version, kind = info.kind,
+            provider, ng_threshold = %format!("{:.3}", info.threshold), "task ready"
+        );
+        let stats = Arc::new(TaskStats::default());
+        let cam_stats = Arc::new(CameraStats::default());
+        let task_progress = Arc::new(AtomicU64::new(0));
+        let control = Arc::new(TaskControl::new(info.threshold));
+        let handshake_stats = task.handshake.as_ref().map(|_| Arc::new(HandshakeStats::default()));
+        let reject = match &task.reject {
+            Some(r) => Some(self.reject_plan(r, &stats, running)?),
+            None => None,
+        };
+        let handshake = self.handshake(task, handshake_stats.clone(), running)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let task_arc: Arc<str> = name.into();
+        let floor = rule.score_floor();
+        let controller = Controller {
+            task: task_arc.clone(),
+            rule,
+            classes: info.classes.clone().into(),
+            inference_timeout: task.inference_timeout.get(),
+            part_per_frame: cam_cfg.mode != CameraMode::FreeRunning,
+            reject,
+            results: self.results.clone(),
+            stats: stats.clone(),
+            model_label: format!("{}@{}", info.name, info.version).into(),
+            handshake,
+            reject_window: self.line.reject_window.clone(),
+            uncertain: task.rules.uncertain.as_ref().map(|u| u.action).unwrap_or_default(),
+        };
+        running.controllers.push(tokio::spawn(controller.run(events_rx)));
+        let queue = Arc::new(FrameQueue::with_doorbell(cam_cfg.queue, group.bell.clone()));
+        group.members.push(Member {
+            task: task_arc,
+            floor,
+            queue: queue.clone(),
+            events: events_tx.clone(),
+            max_age: task.inference_timeout.get(),
+            task_progress: task_progress.clone(),
+            control: control.clone(),
+        });
+        let waiting = self.trigger(task, &events_tx, &stats, running)?;
+        let watched = WatchedTask {
+            name: name.to_string(),
+            camera: task.camera.clone(),
+            camera_stats: cam_stats.clone(),
+            queue: queue.clone(),
+            progress: task_progress,
+            stats: stats.clone(),
+            unusable: group.loaded.as_ref().err().cloned(),
+        };
+        let camera = Camera {
+            name: task.camera.as_str().into(),
+            config: cam_cfg.clone(),
+            queue,
+            stats: cam_stats.clone(),
+            events: events_tx,
+            stop: self.stop.clone(),
+            opener: opener.unwrap_or_else(|| Camera::opener_for(&cam_cfg.source, cam_cfg.timeout.get())),
+            waiting,
+            max_age: task.inference_timeout.get(),
+        };
+        let entry = TaskEntry {
+            camera: task.camera.clone(),
+            camera_stats: cam_stats,
+            stats,
+            provider: provider.to_string(),
+            handshake: handshake_stats,
+            control,
+            model: model_doc(&info),
+        };
+        Ok(BuiltTask { entry, watched, camera })
+    }
+
+    /// The task's reject gate, started, and where it sits downstream.
+    fn reject_plan(
+        &self,
+        r: &RejectConfig,
+        stats: &Arc<TaskStats>,
+        running: &mut Running,
+    ) -> Result<RejectPlan, StartError> {
+        let handle = self
+            .outputs
+            .get(&r.output)
+            .ok_or_else(|| StartError::Other(format!("output `{}` has no device task", r.output)))?
+            .clone();
+        let settings = GateSettings {
+            pulse: r.pulse.get(),
+            on_deadline_miss: r.on_deadline_miss,
+            precise: true,
+            encoder: self.line.encoder.clone(),
+            running: self.line.running.clone(),
+            confirm: r.confirm.as_ref().and_then(|c| Some((self.line.points.subscribe(&c.point)?, c.within.get()))),
+        };
+        let (gate, gate_task) = Gate::start(Arc::new(handle), settings, stats.clone());
+        running.gates.push(gate_task);
+        let at = match (r.delay, r.distance) {
+            (_, Some(n)) => GateDistance::Counts(n),
+            (Some(d), None) => GateDistance::Delay(d.get()),
+            (None, None) => GateDistance::Delay(Duration::ZERO), // refused by validation
+        };
+        Ok(RejectPlan { gate, output: r.output.clone(), at, encoder: self.line.encoder.clone() })
+    }
+
+    /// The result block the PLC reads this task's verdicts from, if it has one.
+    fn handshake(
+        &self,
+        task: &TaskConfig,
+        stats: Option<Arc<HandshakeStats>>,
+        running: &mut Running,
+    ) -> Result<Option<mpsc::UnboundedSender<(u64, Verdict)>>, StartError> {
+        let (Some(block), Some(hs)) = (&task.handshake, stats) else { return Ok(None) };
+        let (Some(reg), Some(cfg)) = (self.outputs.result_block(block), self.config.modbus.result_blocks.get(block))
+        else {
+            return Err(StartError::Other(format!("result block `{block}` has no device")));
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        running.gates.push(tokio::spawn(handshake::run(
+            reg.clone(),
+            cfg.ack_poll.get(),
+            cfg.buffer,
+            rx,
+            hs,
+            Duration::from_secs(1),
+        )));
+        Ok(Some(tx))
+    }
+
+    /// Triggered tasks: the task that turns the trigger point's edges into parts.
+    fn trigger(
+        &self,
+        task: &TaskConfig,
+        events: &mpsc::UnboundedSender<crate::part::PartEvent>,
+        stats: &Arc<TaskStats>,
+        running: &mut Running,
+    ) -> Result<Option<Waiting>, StartError> {
+        let Some(t) = &task.trigger else { return Ok(None) };
+        let waiting: Waiting = Default::default();
+        let point = self
+            .line
+            .points
+            .get(&t.point)
+            .ok_or_else(|| StartError::Other(format!("trigger point `{}` missing", t.point)))?;
+        let detector = trigger::Detector::new(t.on, point.ty);
+        running.triggers.push(tokio::spawn(trigger::run(
+            task.camera.as_str().into(),
+            point.rx.clone(),
+            detector,
+            waiting.clone(),
+            events.clone(),
+            stats.clone(),
+        )));
+        Ok(Some(waiting))
+    }
+}
+
+/// The task's model as the stats message reports it.
+fn model_doc(info: &ModelInfo) -> serde_json::Value {
+    json!({
+        "name": info.name,
+        "version": info.version,
+        "kind": info.kind,
+        "sha256": info.sha256,
+        "providers": info.providers,
+    })
+}
+
+/// Every task's figures, by name, for the results forwarder.
+pub fn task_stats(entries: &BTreeMap<String, TaskEntry>) -> BTreeMap<String, Arc<TaskStats>> {
+    entries.iter().map(|(n, e)| (n.clone(), e.stats.clone())).collect()
+}

@@ -1,0 +1,138 @@
+//! The pipeline's shared vocabulary: what a part is, what was seen of it and
+//! what was decided. Every stage speaks these types, so no stage needs to
+//! import another: the camera makes [`Frame`]s and [`PartEvent`]s, inference
+//! answers with [`Inspection`]s, decision turns them into [`Judgement`]s and
+//! [`PartResult`]s, telemetry reports them.
+//!
+//! - [`queue`]: the bounded frame queue between a camera and its worker.
+//! - [`control`]: what commands may change in a running task.
+//! - [`output`]: what a model said about one frame (class scores, boxes, anomaly scores).
+//! - [`sample`]: the latest reading of a point, its quality, and the line's position.
+//! - [`actuator`]: the output a reject gate drives, as a small trait.
+//! - [`result`]: a finished part, as decision hands it to telemetry.
+
+pub mod actuator;
+pub mod control;
+pub mod output;
+pub mod queue;
+pub mod result;
+pub mod sample;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use opencv::core::Mat;
+use serde::Serialize;
+
+use crate::config::UncertainAction;
+pub use output::{AnomalyResult, Detection, Inspection, ModelOutput};
+pub use result::PartResult;
+
+/// The verdict for one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// Inspected and good.
+    Ok,
+    /// Inspected and defective: reject.
+    Ng,
+    /// Inspected, and the score fell in the task's uncertain band (between
+    /// OK and NG): what happens to the part is the task's `uncertain.action`.
+    Uncertain,
+    /// Could not be judged (no fresh frame, no inference result, a broken
+    /// output). Treated as NG by the reject gate: nothing passes uninspected.
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "OK",
+            Verdict::Ng => "NG",
+            Verdict::Uncertain => "UNCERTAIN",
+            Verdict::Error => "ERROR",
+        }
+    }
+
+    /// Whether this part must be thrown out; an UNCERTAIN part as its task's action says.
+    pub fn rejects(self, uncertain: UncertainAction) -> bool {
+        match self {
+            Verdict::Ok => false,
+            Verdict::Ng | Verdict::Error => true,
+            Verdict::Uncertain => uncertain == UncertainAction::Reject,
+        }
+    }
+}
+
+/// Where a part came from and when.
+#[derive(Debug, Clone)]
+pub struct PartInfo {
+    pub camera: Arc<str>,
+    /// Frame sequence number from the camera, starting at 1; one part per frame.
+    pub part_id: u64,
+    /// Monotonic capture time: all deadlines count from here.
+    pub captured: Instant,
+    /// Wall-clock capture time, for reports.
+    pub captured_wall: SystemTime,
+}
+
+/// The inference worker's view of one frame.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub part: PartInfo,
+    pub verdict: Verdict,
+    /// Probability per class, in the model's class order.
+    pub scores: Vec<f32>,
+    /// Probability that the part is defective (1 minus the OK classes).
+    pub ng_score: f32,
+    /// Index of the most likely class.
+    pub top_class: usize,
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    /// Why the verdict is ERROR, when it is.
+    pub error: Option<String>,
+    /// Detectors: the detections that count for the verdict (see [`rules::DetectionRule`]).
+    pub detections: Vec<Detection>,
+}
+
+impl Judgement {
+    /// A part that could not be judged, and why.
+    pub fn error(part: PartInfo, why: String) -> Self {
+        Judgement {
+            part,
+            verdict: Verdict::Error,
+            scores: Vec::new(),
+            ng_score: f32::NAN,
+            top_class: 0,
+            preprocess_ms: 0.0,
+            inference_ms: 0.0,
+            error: Some(why),
+            detections: Vec::new(),
+        }
+    }
+}
+
+/// What the camera and the inference worker tell a task's controller.
+#[derive(Debug)]
+pub enum PartEvent {
+    /// A frame standing for a part was queued: its verdict is due by the deadline.
+    Captured(PartInfo),
+    /// A frame went through its model (or could not): the controller judges it.
+    Inspected(Inspection),
+    /// A frame standing for a part could not be queued: no verdict will come.
+    Unjudged(PartInfo, String),
+}
+
+/// One captured frame.
+pub struct Frame {
+    pub part: PartInfo,
+    pub image: Mat,
+    /// False for free-running frames, which are samples rather than parts.
+    pub is_part: bool,
+}
+
+/// Parts waiting for their frame, shared between a task's trigger (which
+/// announces them) and its camera thread (which takes the oldest for the
+/// first frame it grabs after the part's trigger).
+pub type Waiting = Arc<Mutex<VecDeque<PartInfo>>>;

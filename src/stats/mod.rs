@@ -1,0 +1,27 @@
+//! Every counter type of the node: plain data that the stage owning it
+//! writes and others (telemetry, the supervisor, the demo) read. Atomics and
+//! short-held mutexes only, so a reader never slows a writer down.
+//!
+//! - [`task`]: a task's verdict counts and latency windows.
+//! - [`camera`]: a camera's frame counts and state.
+//! - [`model`]: a model's inference calls and batches.
+//! - [`modbus`]: a device's link state, a result block's handshake.
+//! - [`faults`]: the active faults, the recent reject share.
+//! - [`queue`]: the MQTT disk queue.
+//! - [`node`]: the registry of all of the above.
+
+pub mod camera;
+pub mod faults;
+pub mod modbus;
+pub mod model;
+pub mod node;
+pub mod queue;
+pub mod task;
+
+pub use camera::{CameraStats, CameraStatus};
+pub use faults::{Faults, RejectWindow};
+pub use modbus::{DeviceStats, HandshakeStats, LinkState};
+pub use model::ModelStats;
+pub use node::{NodeStats, TaskEntry};
+pub use queue::QueueStats;
+pub use task::TaskStats;
