@@ -3,29 +3,34 @@
 //! A camera sees every part; an ONNX Runtime model judges it OK or NG; an NG
 //! (or unjudgeable) part is thrown out by a reject gate driven over Modbus,
 //! timed to the part's arrival at the gate; the plant sees everything over
-//! MQTT.
+//! MQTT (plain JSON and Sparkplug B, through a disk queue).
 //!
 //! # Layout
 //!
-//! - [`config`]: the YAML schema, a loader that reports every problem with
-//!   its line and column, the JSON Schema for editors.
-//! - [`camera`]: capture threads (OpenCV: files, image folders, V4L2, RTSP,
-//!   GStreamer) and the bounded queue to inference.
-//! - [`inference`]: ONNX Runtime sessions with execution providers in
-//!   priority order, the classifier adapter, the inference worker thread.
-//! - [`decision`]: verdict rules, the per-task part tracker that guarantees
-//!   one verdict per part (ERROR when none comes in time), the reject gate.
-//! - [`modbus`]: links to PLCs over TCP and RTU (timeouts, reconnect, one
-//!   request at a time per bus), point polling and decoding, the declared
-//!   outputs (the only things linesight ever writes), heartbeat, result block.
-//! - [`line`]: part triggers, the encoder, faults and the stack light.
-//! - [`telemetry`]: figures and the MQTT connection (plain JSON dialect).
-//! - [`service`]: systemd notify/watchdog and stop signals.
-//! - [`app`]: builds all of the above from a config, runs, stops in order.
-//! - [`sim`]: a simulated PLC and a throwaway broker for the demo and tests.
-//! - [`store`]: the disk-backed store-and-forward queue (a segmented log) for MQTT telemetry.
-//! - [`demo`], [`bench`]: the `linesight demo` and `linesight bench` commands.
-//! - [`logging`]: tracing output for terminals, journald and log shippers.
+//! Modules in layers, bottom to top. Imports run one way, down: a module may
+//! import only what its row names. This table is the rule itself:
+//! `tests/it/layers.rs` reads it and fails on any other `crate::` import, and
+//! on any import cycle between top-level modules. docs/architecture.md
+//! explains it, and where a new thing goes.
+//!
+//! | module | layer | may import | why it sits here |
+//! |---|---|---|---|
+//! | [`config`] | ground | — | the YAML schema, diagnostics with line and column, validation; every other module reads its section |
+//! | [`util`] | ground | — | time formatting, backoff with jitter, percentiles |
+//! | [`part`] | ground | `config`, `util` | the pipeline's vocabulary: frames, parts, model outputs, verdicts, results, point samples, the actuator trait |
+//! | [`stats`] | ground | `config`, `util`, `part` | every counter type; plain data each stage writes and others read |
+//! | [`store`] | devices and stores | `util` | the disk-backed segmented log behind MQTT store-and-forward |
+//! | [`camera`] | devices and stores | `config`, `util`, `part`, `stats` | capture threads (OpenCV: files, folders, V4L2, RTSP, GStreamer) feeding a bounded queue |
+//! | [`inference`] | devices and stores | `config`, `util`, `part`, `stats` | ONNX Runtime sessions, execution providers, model adapters, the worker that batches frames; reports model outputs, never verdicts |
+//! | [`modbus`] | devices and stores | `config`, `util`, `part`, `stats` | links (TCP, RTU), point polling and codecs, the declared outputs (the only things written), heartbeat, result blocks |
+//! | [`line`] | line | `config`, `util`, `part`, `stats`, `modbus` | part triggers and the encoder, from Modbus points |
+//! | [`decision`] | decision | `config`, `util`, `part`, `stats` | rules (outputs to verdicts), the part tracker, the timed reject gate; no I/O: outputs through `part::actuator`, results out on a channel |
+//! | [`telemetry`] | telemetry | `config`, `util`, `part`, `stats`, `store` | MQTT sessions, JSON and Sparkplug B dialects, durable queue, command parsing; commands leave as typed requests |
+//! | [`service`] | support | — | systemd notify and watchdog, stop signals |
+//! | [`logging`] | support | — | tracing output for terminals, journald and log shippers |
+//! | [`sim`] | support | — | a simulated PLC and a throwaway broker for the demo, bench and tests |
+//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `service` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
+//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `service`, `logging`, `sim`, `app` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval` |
 
 #![forbid(unsafe_code)]
 

@@ -181,14 +181,6 @@ impl Roi for Option<[f32; 4]> {
     }
 }
 
-/// Numerically stable softmax.
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,13 +267,5 @@ mod tests {
         assert_eq!(d.judge(&[(0, 0.25, b)], 0.5).0, Verdict::Ok);
         assert_eq!(d.judge(&[(1, 0.7, b)], 0.5).0, Verdict::Ok, "a class minimum above the band still holds");
         assert_eq!(DetectionRule { band: None, ..d }.judge(&[(0, 0.35, b)], 0.5).0, Verdict::Ok);
-    }
-
-    #[test]
-    fn softmax_is_stable_for_large_logits() {
-        let p = softmax(&[1000.0, 0.0, -1000.0]);
-        assert!((p[0] - 1.0).abs() < 1e-6 && p.iter().all(|x| x.is_finite()));
-        let s: f32 = softmax(&[0.3, -1.2, 2.0]).iter().sum();
-        assert!((s - 1.0).abs() < 1e-6);
     }
 }

@@ -19,7 +19,6 @@ use sha2::Digest;
 
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use crate::config::{ModelConfig, ModelKind};
-use crate::decision::rules::softmax;
 
 /// The preprocessing and output contract of a classifier.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -329,9 +328,25 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_is_stable_for_large_logits() {
+        let p = softmax(&[1000.0, 0.0, -1000.0]);
+        assert!((p[0] - 1.0).abs() < 1e-6 && p.iter().all(|x| x.is_finite()));
+        let s: f32 = softmax(&[0.3, -1.2, 2.0]).iter().sum();
+        assert!((s - 1.0).abs() < 1e-6);
+    }
 
     fn contract() -> Contract {
         serde_json::from_str(include_str!("../../models/surface-classifier.onnx.json")).unwrap()
