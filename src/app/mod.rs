@@ -135,7 +135,7 @@ pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartE
 /// Outputs first, before anything can go wrong. An unreachable PLC at start is retried by
 /// its link; it is not fatal.
 async fn outputs_to_safe_state(config: &Config) -> Outputs {
-    let outputs = Outputs::start(config);
+    let outputs = Outputs::start(&config.modbus);
     for (name, e) in outputs.all_to_safe_state().await {
         tracing::warn!(output = %name, error = %e, "safe state not confirmed at start; the link keeps retrying");
     }
@@ -154,7 +154,7 @@ fn onnx_runtime(config: &Config) -> Result<(&'static ort::environment::Environme
 /// Line I/O: points first, so triggers, the encoder and the gates have values to follow;
 /// the heartbeat.
 fn line_io(config: &Config, outputs: &Outputs, running: &mut Running) -> LineIo {
-    let (points, poll_tasks) = Points::start(config, &outputs.devices);
+    let (points, poll_tasks) = Points::start(&config.modbus, &outputs.devices);
     running.background.extend(poll_tasks);
     let encoder = config.line.encoder.as_ref().and_then(|name| {
         let point = points.get(name)?;

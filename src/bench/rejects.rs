@@ -46,7 +46,7 @@ tasks: {{}}
     );
     let cfg: config::Config =
         config::yaml::from_node(&config::yaml::parse(&yaml).map_err(|e| e.message)?).map_err(|e| e.message)?;
-    let outputs = Outputs::start(&cfg);
+    let outputs = Outputs::start(&cfg.modbus);
     if let Some((_, e)) = outputs.all_to_safe_state().await.into_iter().next() {
         return Err(format!("the local Modbus server does not answer: {e}"));
     }

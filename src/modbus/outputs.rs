@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::bus::{Bus, Device};
 use super::link::{Link, LinkError, ModbusLink, Transport};
-use crate::config::{wire_address, Config, Level, ModbusDeviceConfig, OutputArea};
+use crate::config::{wire_address, Level, ModbusConfig, ModbusDeviceConfig, OutputArea};
 use crate::part::actuator::{Actuator, Written};
 
 /// A token bucket: `rate` writes per second on average, `burst` at once.
@@ -155,8 +155,8 @@ pub fn transport_of(name: &str, dev: &ModbusDeviceConfig) -> (String, Transport)
 
 impl Outputs {
     /// Start one bus task per TCP device and per serial port, with real links.
-    pub fn start(config: &Config) -> Self {
-        Self::start_with(config, |bus_name, transport, dev| {
+    pub fn start(modbus: &ModbusConfig) -> Self {
+        Self::start_with(modbus, |bus_name, transport, dev| {
             let gap = dev.gap.map(|g| g.get()).unwrap_or_else(|| transport.default_gap());
             Link::new(bus_name, transport.clone(), dev.timeout.get().max(Duration::from_millis(500)), gap)
         })
@@ -164,14 +164,14 @@ impl Outputs {
 
     /// Start with links from `make_link` (tests pass a recording double).
     /// Devices on one serial port share one bus, hence one link.
-    pub fn start_with<L, F>(config: &Config, mut make_link: F) -> Self
+    pub fn start_with<L, F>(modbus: &ModbusConfig, mut make_link: F) -> Self
     where
         L: ModbusLink,
         F: FnMut(&str, &Transport, &ModbusDeviceConfig) -> L,
     {
         let mut buses: BTreeMap<String, Bus> = BTreeMap::new();
         let mut devices = BTreeMap::new();
-        for (name, dev) in &config.modbus.devices {
+        for (name, dev) in &modbus.devices {
             let (bus_name, transport) = transport_of(name, dev);
             let bus = buses
                 .entry(bus_name.clone())
@@ -180,8 +180,8 @@ impl Outputs {
             devices.insert(name.clone(), Device::new(name, dev.unit, dev.timeout.get(), bus));
         }
         let mut outputs = BTreeMap::new();
-        for (name, out) in &config.modbus.outputs {
-            let (Some(device), Some(dev)) = (devices.get(&out.device), config.modbus.devices.get(&out.device)) else {
+        for (name, out) in &modbus.outputs {
+            let (Some(device), Some(dev)) = (devices.get(&out.device), modbus.devices.get(&out.device)) else {
                 continue; // validation guarantees the device exists
             };
             outputs.insert(
@@ -198,7 +198,7 @@ impl Outputs {
         }
         let mut registers = BTreeMap::new();
         let mut block = |name: String, device: &str, address: u32, len: u32, rate: (f64, f64)| {
-            if let (Some(d), Some(cfg)) = (devices.get(device), config.modbus.devices.get(device)) {
+            if let (Some(d), Some(cfg)) = (devices.get(device), modbus.devices.get(device)) {
                 registers.insert(
                     name.clone(),
                     RegisterHandle {
@@ -211,10 +211,10 @@ impl Outputs {
                 );
             }
         };
-        if let Some(hb) = &config.modbus.heartbeat {
+        if let Some(hb) = &modbus.heartbeat {
             block("heartbeat".into(), &hb.device, hb.address, 1, OUTPUT_RATE);
         }
-        for (name, rb) in &config.modbus.result_blocks {
+        for (name, rb) in &modbus.result_blocks {
             block(
                 format!("result_blocks.{name}"),
                 &rb.device,
@@ -224,13 +224,13 @@ impl Outputs {
             );
         }
         let mut coil_points = BTreeMap::new();
-        for (name, p) in &config.modbus.points {
+        for (name, p) in &modbus.points {
             if p.writable && p.area == crate::config::PointArea::HoldingRegister {
                 let len = p.value_type().registers(p.length).max(1);
                 block(format!("points.{name}"), &p.device, p.address, u32::from(len), COMMAND_RATE);
             }
             if let (true, crate::config::PointArea::Coil, Some(d), Some(cfg)) =
-                (p.writable, p.area, devices.get(&p.device), config.modbus.devices.get(&p.device))
+                (p.writable, p.area, devices.get(&p.device), modbus.devices.get(&p.device))
             {
                 let limit = Arc::new(Mutex::new(RateLimit::new(COMMAND_RATE.0, COMMAND_RATE.1)));
                 coil_points.insert(name.clone(), (d.clone(), wire_address(cfg.addressing, p.address), limit));
@@ -346,7 +346,7 @@ pub(crate) mod testing {
             crate::config::yaml::from_node(&crate::config::yaml::parse(&yaml).unwrap()).unwrap();
         let rec = Recorder::default();
         let rec2 = rec.clone();
-        let outputs = Outputs::start_with(&cfg, move |_, _, _| rec2.clone());
+        let outputs = Outputs::start_with(&cfg.modbus, move |_, _, _| rec2.clone());
         (rec, outputs)
     }
 

@@ -21,7 +21,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use super::bus::{Device, ReadData};
 use super::codec::{self, PointSpec};
-use crate::config::Config;
+use crate::config::ModbusConfig;
 use crate::part::sample::{Point, Quality, Sample};
 
 /// Every point, by name.
@@ -34,12 +34,12 @@ pub struct Points {
 
 impl Points {
     /// Start one poll task per (device, interval).
-    pub fn start(config: &Config, devices: &BTreeMap<String, Device>) -> (Points, Vec<JoinHandle<()>>) {
+    pub fn start(modbus: &ModbusConfig, devices: &BTreeMap<String, Device>) -> (Points, Vec<JoinHandle<()>>) {
         let mut groups: BTreeMap<(String, Duration), Vec<Member>> = BTreeMap::new();
         let mut points = BTreeMap::new();
         let mut specs = BTreeMap::new();
-        for (name, p) in &config.modbus.points {
-            let Some(dev_cfg) = config.modbus.devices.get(&p.device) else { continue };
+        for (name, p) in &modbus.points {
+            let Some(dev_cfg) = modbus.devices.get(&p.device) else { continue };
             let spec = PointSpec::from_config(p, dev_cfg);
             let (tx, rx) = watch::channel(Sample::unknown());
             points.insert(
