@@ -156,16 +156,7 @@ pub fn rule_for(
     path: &Path,
     ok_classes: &[String],
 ) -> Result<(Rule, ModelInfo), String> {
-    let band = |threshold: f32| -> Result<Option<Band>, String> {
-        match &rules.uncertain {
-            Some(u) if u.from as f32 >= threshold => Err(format!(
-                "rules.uncertain.from {} is not below the NG threshold {threshold}: the band would be empty; lower `from` or raise `ng_threshold`",
-                u.from
-            )),
-            Some(u) => Ok(Some(Band { from: u.from as f32 })),
-            None => Ok(None),
-        }
-    };
+    let stem = || path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
     match loaded {
         Loaded::Anomaly(model) => {
             if !rules.class_min_confidence.is_empty()
@@ -176,82 +167,102 @@ pub fn rule_for(
                 return Err("`class_min_confidence`, `min_area`, `roi` and `zones` are for detectors; this model is an anomaly model (crop the camera instead)".into());
             }
             let threshold = rules.ng_threshold.map_or(model.contract.threshold, |t| t as f32);
-            let info =
-                ModelInfo {
-                    name: model.contract.name.clone().unwrap_or_else(|| {
-                        path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
-                    }),
-                    version: format!("anomaly-{}", &model.sha256[..12]),
-                    kind: "anomaly",
-                    sha256: model.sha256.clone(),
-                    providers: model.providers.clone(),
-                    classes: vec!["anomaly".into()],
-                    threshold,
-                };
-            Ok((Rule::Anomaly { band: band(threshold)? }, info))
-        }
-        Loaded::Classifier(_) | Loaded::YoloClassify(_) => {
-            if !rules.class_min_confidence.is_empty() || rules.min_area > 0.0 || rules.roi.is_some() {
-                return Err(
-                    "`class_min_confidence`, `min_area` and `roi` are for detectors; this model is a classifier".into(),
-                );
-            }
-            let (classes, ok, own) =
-                loaded.class_contract(ok_classes).unwrap_or_else(|| Err("not a classifier".into()))?;
-            let threshold = rules.ng_threshold.map(|t| t as f32).or(own).unwrap_or(0.5);
-            let info = match loaded {
-                Loaded::Classifier(model) => ModelInfo {
-                    name: model.contract.name.clone(),
-                    version: model.contract.version.clone(),
-                    kind: "classifier",
-                    sha256: model.sha256.clone(),
-                    providers: model.providers.clone(),
-                    classes,
-                    threshold,
-                },
-                Loaded::YoloClassify(model) => ModelInfo {
-                    name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
-                    version: format!("yolo-{}", &model.sha256[..12]),
-                    kind: "yolo-classify",
-                    sha256: model.sha256.clone(),
-                    providers: model.providers.clone(),
-                    classes,
-                    threshold,
-                },
-                _ => unreachable!("matched above"),
+            let info = ModelInfo {
+                name: model.contract.name.clone().unwrap_or_else(stem),
+                version: format!("anomaly-{}", &model.sha256[..12]),
+                kind: "anomaly",
+                sha256: model.sha256.clone(),
+                providers: model.providers.clone(),
+                classes: vec!["anomaly".into()],
+                threshold,
             };
-            let rule = ClassifierRule { ok, ng_threshold: threshold, band: band(threshold)? };
-            Ok((Rule::Classifier(rule), info))
+            Ok((Rule::Anomaly { band: band(rules, threshold)? }, info))
         }
+        Loaded::Classifier(_) | Loaded::YoloClassify(_) => classifier_rule(loaded, rules, ok_classes, stem()),
         Loaded::Detector(model) => {
-            let names = model.meta.names.clone();
-            let mut class_min = vec![0.0_f32; names.len()];
-            for (class, min) in &rules.class_min_confidence {
-                let i = names.iter().position(|n| n == class).ok_or_else(|| {
-                    format!("rules.class_min_confidence names `{class}`, which the model does not have (its classes: {names:?})")
-                })?;
-                class_min[i] = *min as f32;
-            }
             let threshold = rules.ng_threshold.map_or(0.25, |t| t as f32);
             let info = ModelInfo {
-                name: path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default(),
+                name: stem(),
                 version: format!("yolo-{}", &model.sha256[..12]),
                 kind: if model.meta.task == "segment" { "yolo-segment" } else { "yolo-detect" },
                 sha256: model.sha256.clone(),
                 providers: model.providers.clone(),
-                classes: names,
+                classes: model.meta.names.clone(),
                 threshold,
             };
-            let rule = DetectionRule {
-                class_min,
-                min_area: rules.min_area as f32,
-                roi: rules.roi.map(|r| r.map(|v| v as f32)),
-                zones: rules.zones.iter().map(|z| z.iter().map(|p| p.map(|v| v as f32)).collect()).collect(),
-                band: band(threshold)?,
-            };
-            Ok((Rule::Detector(rule), info))
+            Ok((Rule::Detector(detection_rule(rules, &info.classes, threshold)?), info))
         }
     }
+}
+
+/// The uncertain band below `threshold`, if the task has one; an empty band is a config error.
+fn band(rules: &RulesConfig, threshold: f32) -> Result<Option<Band>, String> {
+    match &rules.uncertain {
+        Some(u) if u.from as f32 >= threshold => Err(format!(
+            "rules.uncertain.from {} is not below the NG threshold {threshold}: the band would be empty; lower `from` or raise `ng_threshold`",
+            u.from
+        )),
+        Some(u) => Ok(Some(Band { from: u.from as f32 })),
+        None => Ok(None),
+    }
+}
+
+/// Classifiers (linesight's and Ultralytics'): which classes mean good, and the threshold
+/// (the task's, else the model's own, else 0.5).
+fn classifier_rule(
+    loaded: &Loaded,
+    rules: &RulesConfig,
+    ok_classes: &[String],
+    stem: String,
+) -> Result<(Rule, ModelInfo), String> {
+    if !rules.class_min_confidence.is_empty() || rules.min_area > 0.0 || rules.roi.is_some() {
+        return Err("`class_min_confidence`, `min_area` and `roi` are for detectors; this model is a classifier".into());
+    }
+    let (classes, ok, own) = loaded.class_contract(ok_classes).unwrap_or_else(|| Err("not a classifier".into()))?;
+    let threshold = rules.ng_threshold.map(|t| t as f32).or(own).unwrap_or(0.5);
+    let info = match loaded {
+        Loaded::Classifier(model) => ModelInfo {
+            name: model.contract.name.clone(),
+            version: model.contract.version.clone(),
+            kind: "classifier",
+            sha256: model.sha256.clone(),
+            providers: model.providers.clone(),
+            classes,
+            threshold,
+        },
+        Loaded::YoloClassify(model) => ModelInfo {
+            name: stem,
+            version: format!("yolo-{}", &model.sha256[..12]),
+            kind: "yolo-classify",
+            sha256: model.sha256.clone(),
+            providers: model.providers.clone(),
+            classes,
+            threshold,
+        },
+        _ => return Err("not a classifier".into()),
+    };
+    let rule = ClassifierRule { ok, ng_threshold: threshold, band: band(rules, threshold)? };
+    Ok((Rule::Classifier(rule), info))
+}
+
+/// Detectors and segmenters: per-class minimum confidences, area, region of interest, zones.
+fn detection_rule(rules: &RulesConfig, names: &[String], threshold: f32) -> Result<DetectionRule, String> {
+    let mut class_min = vec![0.0_f32; names.len()];
+    for (class, min) in &rules.class_min_confidence {
+        let i = names.iter().position(|n| n == class).ok_or_else(|| {
+            format!(
+                "rules.class_min_confidence names `{class}`, which the model does not have (its classes: {names:?})"
+            )
+        })?;
+        class_min[i] = *min as f32;
+    }
+    Ok(DetectionRule {
+        class_min,
+        min_area: rules.min_area as f32,
+        roi: rules.roi.map(|r| r.map(|v| v as f32)),
+        zones: rules.zones.iter().map(|z| z.iter().map(|p| p.map(|v| v as f32)).collect()).collect(),
+        band: band(rules, threshold)?,
+    })
 }
 
 /// The stand-in for a task whose model cannot be used: its worker judges every part ERROR.

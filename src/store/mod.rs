@@ -244,6 +244,10 @@ fn write_ledger(dir: &Path, acked: u64, reserved: u64) -> Result<(), StoreError>
 
 impl Store {
     /// Opens (or creates) the queue in `cfg.dir`, scanning every segment.
+    ///
+    /// One piece on purpose: recovery is a single pass whose steps (ledger, segment scan,
+    /// truncation of a torn tail, sequence numbering) each rely on what the one before found;
+    /// reading it top to bottom is how it is checked against the crash tests.
     pub fn open(cfg: StoreConfig) -> Result<(Store, Recovery), StoreError> {
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&cfg.segment_bytes) {
             return Err(StoreError::Config(format!(

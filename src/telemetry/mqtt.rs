@@ -235,6 +235,11 @@ impl Session {
     }
 
     /// One connection to `server`, from CONNECT until it fails or we stop.
+    ///
+    /// One piece on purpose: the select loop owns the client, its event loop and the
+    /// `queued`/`sent` counts that decide when a stop has flushed; split up, every part would
+    /// have to carry all three, and the order of the arms (stop check, queue pump, select) is
+    /// what makes a stop lose nothing.
     async fn connection(&mut self, server: &Server, flush_tick: &mut tokio::time::Interval) -> Ended {
         let mut opts = connection::options(&self.cfg, server, &self.client_id, self.tls.as_ref());
         opts.set_last_will(LastWill::new(self.topics.availability(), "offline", QoS::AtLeastOnce, true));

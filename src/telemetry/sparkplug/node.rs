@@ -449,6 +449,10 @@ impl Session {
     }
 
     /// One connection to `server`, from CONNECT until it fails or we stop.
+    ///
+    /// One piece on purpose, like the JSON session's: the select loop owns the client, its
+    /// event loop, the seq counter and the births, and their order is the Sparkplug session
+    /// rules (NBIRTH before any DBIRTH or DATA, rebirth on request, NDEATH at a clean stop).
     async fn connection(&mut self, server: &Server, flush_tick: &mut tokio::time::Interval) -> Ended {
         let bd = self.bdseq.take();
         let mut opts = connection::options(&self.cfg, server, &self.client_id, self.tls.as_ref());
