@@ -1,13 +1,15 @@
 //! Configuration: the YAML schema, the loader that reports every problem with
 //! its line and column, and the JSON Schema for editors.
 
+mod diagnostic;
 mod io;
 mod load;
 mod types;
 mod validate;
 pub mod yaml;
 
-pub use load::{load_file, load_str, ConfigErrors, Diagnostic, LoadedConfig};
+pub use diagnostic::{ConfigErrors, Diagnostic};
+pub use load::{load_file, load_str, LoadedConfig};
 pub use types::*;
 pub use validate::wire_address;
 

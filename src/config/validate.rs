@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::load::{suggest, Broken, Collector};
+use super::diagnostic::{suggest, Broken, Collector};
 use super::types::*;
 
 pub(crate) fn validate(config: &Config, broken: &Broken, c: &mut Collector) {
