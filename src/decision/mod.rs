@@ -52,19 +52,7 @@ impl Verdict {
     }
 }
 
-/// What a task does with a part whose verdict is UNCERTAIN.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum UncertainAction {
-    /// Throw it out like an NG part (the default: nothing doubtful passes).
-    #[default]
-    Reject,
-    /// Let it pass the reject gate; it is counted and reported as UNCERTAIN.
-    Pass,
-    /// Let it pass the reject gate and mark it for review: the result says `"flagged": true`
-    /// and a result block gives the PLC verdict code 4, so the line can divert it.
-    Flag,
-}
+pub use crate::config::UncertainAction;
 
 /// The band below the NG threshold where a part is UNCERTAIN rather than OK.
 #[derive(Debug, Clone, Copy, PartialEq)]
