@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use super::super::diagnostic::Collector;
 use super::super::types::*;
 
@@ -118,9 +120,11 @@ fn failover_address_usable(i: usize, broker: &BrokerAddr, path: &[&str], c: &mut
 }
 
 /// `cert` and `key` go together, and the files must make a TLS client
-/// configuration here and now: the same function builds it when a session starts.
-/// A missing file is an error even when check-config runs on another machine
-/// than the node: copy the files there too, or check on the node itself.
+/// configuration here and now: [`tls_problem`] checks what the MQTT session
+/// checks when it builds its TLS setup, so a file that would stop the session
+/// stops check-config instead. A missing file is an error even when
+/// check-config runs on another machine than the node: copy the files there
+/// too, or check on the node itself.
 fn tls_files(tls: &TlsConfig, c: &mut Collector) {
     let unpaired = match (&tls.cert, &tls.key) {
         (Some(_), None) => Some((
@@ -135,23 +139,70 @@ fn tls_files(tls: &TlsConfig, c: &mut Collector) {
         )),
         _ => None,
     };
-    let ca_only;
-    let checked = match unpaired {
-        Some((key, message, hint)) => {
-            c.at(&["mqtt", "tls", key], message, hint);
-            // Still check the CA, so that its problem is not reported one run later.
-            ca_only = TlsConfig { ca: tls.ca.clone(), cert: None, key: None };
-            &ca_only
-        }
-        None => tls,
-    };
-    let Err(message) = crate::telemetry::connection::tls_client_config(checked) else { return };
-    // The message starts with the file it is about; report it at that key.
+    if let Some((key, message, hint)) = unpaired {
+        c.at(&["mqtt", "tls", key], message, hint);
+    }
+    // An unpaired `cert` or `key` is not read, but the CA still is, so that its
+    // problem is not reported one run later.
+    let pair = if unpaired.is_some() { None } else { tls.cert.as_deref().zip(tls.key.as_deref()) };
+    let Err(message) = tls_problem(&tls.ca, pair) else { return };
+    let (key, hint) = tls_hint(tls, &message);
+    let path: &[&str] = if key.is_empty() { &["mqtt", "tls"] } else { &["mqtt", "tls", key] };
+    c.at(path, format!("TLS: {message}"), hint);
+}
+
+/// The first problem of the TLS files, in the words the MQTT session would
+/// use: the CA file holds certificates rustls accepts as trust anchors; the
+/// client certificate file holds a chain, the key file a private key that
+/// rustls can sign with (ring: RSA, ECDSA P-256/P-384, Ed25519), and the key
+/// belongs to the first certificate of the chain.
+fn tls_problem(ca: &Path, pair: Option<(&Path, &Path)>) -> Result<(), String> {
+    let cas = read_certs(ca)?;
+    if cas.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in the file (mqtt.tls.ca must be the CA's certificate)",
+            ca.display()
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in cas {
+        roots.add(cert).map_err(|e| format!("{}: not a usable CA certificate: {e}", ca.display()))?;
+    }
+    let Some((cert, key)) = pair else { return Ok(()) };
+    let chain = read_certs(cert)?;
+    if chain.is_empty() {
+        return Err(format!("{}: no PEM certificate in the file (mqtt.tls.cert)", cert.display()));
+    }
+    let key_der = read_key(key)?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| {
+        format!("{} and {}: the key does not fit the certificate: {e}", cert.display(), key.display())
+    })?;
+    Ok(())
+}
+
+/// Every PEM certificate in the file at `path` (none is not an error here).
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))
+}
+
+/// The first PEM private key (PKCS#8, PKCS#1 or SEC1) in the file at `path`.
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))?
+        .ok_or_else(|| format!("{}: no private key in the file (PKCS#8, PKCS#1 or SEC1 PEM expected)", path.display()))
+}
+
+/// The key under `mqtt.tls` that a [`tls_problem`] message is about (it starts
+/// with that file's path), and how to fix it.
+fn tls_hint(tls: &TlsConfig, message: &str) -> (&'static str, &'static str) {
     let names = |p: &Path| message.starts_with(&format!("{}: ", p.display()));
     let pair = tls.cert.as_deref().zip(tls.key.as_deref());
-    let (key, hint) = if pair
-        .is_some_and(|(cert, key)| message.starts_with(&format!("{} and {}: ", cert.display(), key.display())))
-    {
+    if pair.is_some_and(|(cert, key)| message.starts_with(&format!("{} and {}: ", cert.display(), key.display()))) {
         ("key", "use the private key that belongs to `cert` (or the certificate that belongs to `key`)")
     } else if names(&tls.ca) {
         (
@@ -168,9 +219,7 @@ fn tls_files(tls: &TlsConfig, c: &mut Collector) {
         ("cert", "point `cert` at the PEM client certificate (chain) the broker accepts")
     } else {
         ("", "check the files under `mqtt.tls`: a PEM CA certificate, and for mutual TLS a PEM certificate and its key")
-    };
-    let path: &[&str] = if key.is_empty() { &["mqtt", "tls"] } else { &["mqtt", "tls", key] };
-    c.at(path, format!("TLS: {message}"), hint);
+    }
 }
 
 /// Sparkplug B: the report interval, and the ids that become topic levels.
@@ -265,5 +314,27 @@ fn device_ids(config: &Config, c: &mut Collector) {
                 seen.insert(name.to_lowercase(), (kind, name));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_files_that_are_not_what_they_should_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let problem = |ca: &Path| tls_problem(ca, None).unwrap_err();
+        assert!(problem(&dir.path().join("missing.pem")).contains("missing.pem: cannot read: "));
+        let junk = file("junk.pem", "not a certificate\n");
+        assert!(problem(&junk).contains("junk.pem: no PEM certificate in the file (mqtt.tls.ca"));
+        let bad_der = file("bad.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        assert!(problem(&bad_der).contains("bad.pem: not a usable CA certificate"));
+        assert!(read_key(&junk).unwrap_err().contains("junk.pem: no private key in the file"));
     }
 }
