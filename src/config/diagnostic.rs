@@ -116,6 +116,9 @@ pub(crate) struct Broken {
 /// A fix-it hint for serde's own messages, which say what is wrong but not what to do.
 pub(crate) fn hint_for(message: &str) -> String {
     if message.starts_with("unknown field") || message.starts_with("unknown variant") {
+        if let Some(near) = misspelt(message) {
+            return format!("did you mean `{near}`?");
+        }
         // serde: "..., expected one of `a`, `b`, `c`" / "..., expected `a` or `b`" / "there are no fields".
         if let Some(start) = message.find("expected one of ") {
             return format!("use one of: {}", &message[start + 16..]);
@@ -140,13 +143,29 @@ pub(crate) fn hint_for(message: &str) -> String {
     String::new()
 }
 
+/// The known key or variant nearest to the unknown one in serde's
+/// "unknown field `x`, expected one of `a`, `b`" (or "unknown variant ..."),
+/// if one is near enough to be what was meant.
+fn misspelt(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (word, expected) = rest.split_once("`, expected ")?;
+    // "one of `a`, `b`, `c`" / "`a` or `b`" / "`a`": the names are every other piece between backticks.
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    nearest(word, &known)
+}
+
 /// "did you mean" for a misspelt key.
 pub(crate) fn suggest(word: &str, known: &[&str]) -> String {
-    let best = known.iter().map(|k| (levenshtein(word, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
-    match best {
-        Some((_, k)) => format!("did you mean `{k}`?"),
+    match nearest(word, known) {
+        Some(k) => format!("did you mean `{k}`?"),
         None => format!("known keys here: {}", known.join(", ")),
     }
+}
+
+/// The entry of `known` closest to `word`, if it is close enough to be a misspelling of it.
+fn nearest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    let best = known.iter().map(|k| (levenshtein(word, k), *k)).min();
+    best.filter(|(d, k)| *d <= 2.max(k.len() / 3)).map(|(_, k)| k)
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -172,5 +191,20 @@ mod tests {
     fn suggestions() {
         assert_eq!(suggest("camras", TOP_LEVEL_KEYS), "did you mean `cameras`?");
         assert!(suggest("zzzzzzzz", TOP_LEVEL_KEYS).starts_with("known keys"));
+    }
+
+    #[test]
+    fn nested_keys_and_variants_get_the_nearest_name() {
+        let fields = "unknown field `timout`, expected one of `tcp`, `rtu`, `unit`, `timeout`";
+        assert_eq!(hint_for(fields), "did you mean `timeout`?");
+        let far = "unknown field `zzzzzzzz`, expected one of `tcp`, `rtu`, `unit`, `timeout`";
+        assert_eq!(hint_for(far), "use one of: `tcp`, `rtu`, `unit`, `timeout`");
+        assert_eq!(hint_for("unknown variant `coils`, expected `coil` or `holding-register`"), "did you mean `coil`?");
+        assert_eq!(
+            hint_for("unknown variant `qqqqqqqqq`, expected `coil` or `holding-register`"),
+            "use `coil` or `holding-register`"
+        );
+        assert_eq!(hint_for("unknown variant `flg`, expected `flag`"), "did you mean `flag`?");
+        assert_eq!(hint_for("unknown field `x`, there are no fields"), "remove it: this entry takes no further keys");
     }
 }
