@@ -14,10 +14,26 @@ use super::yaml::{self, Node};
 
 /// A config that parsed and validated, with relative paths resolved against
 /// the folder of the file (so a unit file's working directory does not matter).
+///
+/// Its fields are private and only [`load_file`] makes one, so holding a
+/// `LoadedConfig` is proof that every check ran and passed: code that indexes
+/// maps by the names one entry gives another may rely on them.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
-    pub config: Config,
-    pub file: PathBuf,
+    config: Config,
+    file: PathBuf,
+}
+
+impl LoadedConfig {
+    /// The validated config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The file it was read from, as it was given.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
 }
 
 /// Read, parse and validate a config file.
