@@ -78,6 +78,8 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, Confi
     Err(ConfigErrors(c.diags))
 }
 
+/// What deserializing the sections gave: the config if every required part
+/// deserialized, and the names of the entries that did not (for [`validate`]).
 struct Parsed {
     config: Option<Config>,
     broken: Broken,

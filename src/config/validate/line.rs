@@ -78,6 +78,10 @@ fn ng_rate(n: &NgRateLight, c: &mut Collector) {
         );
     }
     if n.window == 0 || n.window > 100_000 {
-        c.at(&["stack_light", "ng_rate", "window"], format!("window {} is out of range", n.window), "use 1 to 100000 parts");
+        c.at(
+            &["stack_light", "ng_rate", "window"],
+            format!("window {} is out of range", n.window),
+            "use 1 to 100000 parts",
+        );
     }
 }

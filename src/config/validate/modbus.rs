@@ -170,7 +170,9 @@ fn point(config: &Config, broken: &Broken, name: &str, p: &PointConfig, c: &mut 
     let count = if p.area.is_bits() { 1 } else { ty.registers(p.length) as u32 };
     let start = span(&path, dev, &p.device, p.address, count, c)?;
     let written = p.writable && p.area.is_writable();
-    written.then(|| Written::new(&p.device, p.area == PointArea::Coil, start, count, format!("writable point `{name}`"), &path))
+    written.then(|| {
+        Written::new(&p.device, p.area == PointArea::Coil, start, count, format!("writable point `{name}`"), &path)
+    })
 }
 
 /// A bit area holds bools only, and a register point says its type.

@@ -175,9 +175,8 @@ fn tls_problem(ca: &Path, pair: Option<(&Path, &Path)>) -> Result<(), String> {
     }
     let key_der = read_key(key)?;
     let provider = rustls::crypto::ring::default_provider();
-    rustls::sign::CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| {
-        format!("{} and {}: the key does not fit the certificate: {e}", cert.display(), key.display())
-    })?;
+    rustls::sign::CertifiedKey::from_der(chain, key_der, &provider)
+        .map_err(|e| format!("{} and {}: the key does not fit the certificate: {e}", cert.display(), key.display()))?;
     Ok(())
 }
 

@@ -318,6 +318,10 @@ fn handshake<'a>(
         );
     }
     if let Some(other) = owners.blocks.insert(block, name) {
-        c.at(&at, format!("result block `{block}` is already used by task `{other}`"), "give each task its own result block");
+        c.at(
+            &at,
+            format!("result block `{block}` is already used by task `{other}`"),
+            "give each task its own result block",
+        );
     }
 }
