@@ -33,7 +33,7 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
         return Err(format!("--rate {} is out of range: use more than 0 and at most 100 parts/s", args.rate));
     }
     let loaded = config::load_file(&args.config).map_err(|e| format!("{e}"))?;
-    let mut cfg = loaded.config;
+    let mut cfg = loaded.config().clone();
     let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| format!("cannot start the simulated PLC: {e}"))?;
     let broker = match Broker::start() {
         Ok(b) => Some(b),

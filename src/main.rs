@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => match config::load_file(&file) {
             Ok(loaded) => {
-                let c = &loaded.config;
+                let c = loaded.config();
                 println!(
                     "{}: valid ({} task(s), {} camera(s), {} model(s), {} output(s))",
                     file.display(),
@@ -143,7 +143,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     rt.block_on(async {
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "linesight starting");
-        let running = match app::start(&loaded.config, app::Options::default()).await {
+        let running = match app::start(loaded.config(), app::Options::default()).await {
             Ok(r) => r,
             Err(app::StartError::Model(e)) => {
                 tracing::error!("{e}");

@@ -92,8 +92,31 @@ fn unknown_keys_are_errors_with_suggestions() {
         &valid().replace("      safe_state: off", "      safe_state: off\n      safe_sate: on"),
         18,
         7,
-        &["unknown field `safe_sate`"],
+        &["unknown field `safe_sate`", "did you mean `safe_state`?"],
     );
+}
+
+#[test]
+fn misspelt_nested_keys_and_values_get_the_nearest_name() {
+    one_error(
+        &valid().replace("    inference_timeout: 200ms", "    inference_timout: 200ms"),
+        30,
+        5,
+        &["unknown field `inference_timout`", "— did you mean `inference_timeout`?"],
+    );
+    one_error(
+        &valid().replace("      ng_threshold: 0.5", "      ng_treshold: 0.5"),
+        32,
+        7,
+        &["unknown field `ng_treshold`", "— did you mean `ng_threshold`?"],
+    );
+    one_error(&valid().replace("      area: coil", "      area: coils"), 15, 13, &["— did you mean `coil`?"]);
+    // Nothing near: the hint lists what is allowed.
+    let far = errors(&valid().replace("      safe_state: off", "      safe_state: off\n      zzzzzzzzzz: on"));
+    assert_eq!(far.len(), 1, "{far:#?}");
+    assert_eq!(far[0].hint, "use one of: `device`, `area`, `address`, `safe_state`");
+    let far = errors(&valid().replace("      area: coil", "      area: qqqqqqqqq"));
+    assert_eq!(far[0].hint, "use `coil` or `holding-register`");
 }
 
 #[test]

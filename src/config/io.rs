@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::Dur;
 
+// The `modbus` section: everything linesight reads from and writes to PLCs and I/O modules.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfig {
@@ -42,6 +43,7 @@ pub struct ModbusConfig {
 /// The keys of the `modbus` section (the loader reads them one by one).
 pub const MODBUS_KEYS: &[&str] = &["devices", "points", "outputs", "heartbeat", "result_blocks"];
 
+// One device on the bus or network: how to reach it and how it counts and orders its data.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusDeviceConfig {
@@ -76,6 +78,7 @@ fn default_modbus_timeout() -> Dur {
     Dur::from_millis(200)
 }
 
+// The serial line of an RTU device; devices that share a port share one bus.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RtuConfig {
@@ -105,6 +108,7 @@ fn default_stop_bits() -> u8 {
     1
 }
 
+// Serial parity, as the device is set up (Modbus RTU defaults to even).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Parity {
@@ -114,6 +118,8 @@ pub enum Parity {
     Odd,
 }
 
+// Whether the file's addresses are protocol addresses or the 1-based ones of PLC manuals;
+// per device, because manuals differ (see `wire_address`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Addressing {
@@ -194,6 +200,8 @@ impl PointType {
     }
 }
 
+// A value linesight reads (a trigger, the encoder, a sensor) and publishes; the only
+// kind of entry a remote command may write, and only when `writable`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PointConfig {
@@ -248,6 +256,7 @@ impl PointConfig {
     }
 }
 
+// The table an output lives in: outputs are single on/off signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputArea {
@@ -257,6 +266,7 @@ pub enum OutputArea {
     HoldingRegister,
 }
 
+// The two states of an on/off output: used for an output's safe state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Level {
@@ -270,6 +280,8 @@ impl Level {
     }
 }
 
+// An on/off signal linesight drives (a reject gate, a stack-light lamp), with the
+// safe state it is driven to at start, on shutdown and on any fault.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
@@ -283,6 +295,7 @@ pub struct OutputConfig {
     pub safe_state: Level,
 }
 
+// The counter a PLC watches to know linesight is alive.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatConfig {
@@ -302,6 +315,8 @@ fn default_heartbeat_period() -> Dur {
 /// Registers a result block occupies (see docs/modbus.md for the map).
 pub const RESULT_BLOCK_REGISTERS: u32 = 8;
 
+// A block of registers where a task hands its verdicts to a PLC with a handshake,
+// for PLCs that must not miss a result.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResultBlockConfig {
@@ -353,6 +368,7 @@ pub struct StackLightConfig {
     pub fault: Option<String>,
 }
 
+// A stack-light lamp that shows too many rejects in a recent window of parts.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NgRateLight {
@@ -381,6 +397,7 @@ pub struct TriggerConfig {
     pub on: TriggerOn,
 }
 
+// Which change of the trigger point means "a part is here".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerOn {
@@ -404,6 +421,7 @@ pub enum MissAction {
     Pass,
 }
 
+// Proof that the reject gate really moved, so a jammed gate raises a fault.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmConfig {

@@ -3,99 +3,36 @@
 //! so an engineer fixes a file in one pass instead of one error per restart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use super::diagnostic::{hint_for, suggest, Broken, Collector, ConfigErrors, Diagnostic};
 use super::types::*;
 use super::validate;
-use super::yaml::{self, Mark, Node};
-
-/// One problem in a config file, printed as `FILE:LINE:COL: what is wrong — how to fix it`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: usize,
-    pub col: usize,
-    pub message: String,
-    pub hint: String,
-}
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)?;
-        if !self.hint.is_empty() {
-            write!(f, " — {}", self.hint)?;
-        }
-        Ok(())
-    }
-}
-
-/// Everything wrong with one file. Non-empty by construction.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors(pub Vec<Diagnostic>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{d}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+use super::yaml::{self, Node};
 
 /// A config that parsed and validated, with relative paths resolved against
 /// the folder of the file (so a unit file's working directory does not matter).
+///
+/// Its fields are private and only [`load_file`] makes one, so holding a
+/// `LoadedConfig` is proof that every check ran and passed: code that indexes
+/// maps by the names one entry gives another may rely on them.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
-    pub config: Config,
-    pub file: PathBuf,
+    config: Config,
+    file: PathBuf,
 }
 
-/// Collects diagnostics with locations taken from the parsed tree.
-pub(crate) struct Collector<'a> {
-    file: String,
-    root: &'a Node,
-    pub diags: Vec<Diagnostic>,
-}
-
-impl<'a> Collector<'a> {
-    fn new(file: String, root: &'a Node) -> Self {
-        Collector { file, root, diags: Vec::new() }
+impl LoadedConfig {
+    /// The validated config.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    pub fn at_mark(&mut self, mark: Mark, message: impl Into<String>, hint: impl Into<String>) {
-        self.diags.push(Diagnostic {
-            file: self.file.clone(),
-            line: mark.line,
-            col: mark.col,
-            message: message.into(),
-            hint: hint.into(),
-        });
-    }
-
-    /// Report at the deepest node of `path` that exists, so a missing key is
-    /// reported at the map that should hold it.
-    pub fn at(&mut self, path: &[&str], message: impl Into<String>, hint: impl Into<String>) {
-        let mark = self.mark_of(path);
-        self.at_mark(mark, message, hint);
-    }
-
-    pub fn mark_of(&self, path: &[&str]) -> Mark {
-        let mut node = self.root;
-        for seg in path {
-            match node.path(&[seg]) {
-                Some(next) => node = next,
-                None => break,
-            }
-        }
-        node.mark
+    /// The file it was read from, as it was given.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 }
 
@@ -141,19 +78,8 @@ pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, Confi
     Err(ConfigErrors(c.diags))
 }
 
-/// Names of entries that failed to deserialize: references to them are not
-/// reported again as "unknown", which would only be noise.
-#[derive(Default)]
-pub(crate) struct Broken {
-    pub cameras: BTreeSet<String>,
-    pub models: BTreeSet<String>,
-    pub devices: BTreeSet<String>,
-    pub outputs: BTreeSet<String>,
-    pub points: BTreeSet<String>,
-    pub result_blocks: BTreeSet<String>,
-    pub tasks: BTreeSet<String>,
-}
-
+/// What deserializing the sections gave: the config if every required part
+/// deserialized, and the names of the entries that did not (for [`validate`]).
 struct Parsed {
     config: Option<Config>,
     broken: Broken,
@@ -299,56 +225,6 @@ pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
 }
 
-/// A fix-it hint for serde's own messages, which say what is wrong but not what to do.
-fn hint_for(message: &str) -> String {
-    if message.starts_with("unknown field") || message.starts_with("unknown variant") {
-        // serde: "..., expected one of `a`, `b`, `c`" / "..., expected `a` or `b`" / "there are no fields".
-        if let Some(start) = message.find("expected one of ") {
-            return format!("use one of: {}", &message[start + 16..]);
-        }
-        if let Some(start) = message.find("expected ") {
-            return format!("use {}", &message[start + 9..]);
-        }
-        return "remove it: this entry takes no further keys".into();
-    }
-    if message.starts_with("missing field") {
-        return "add it: it has no default".into();
-    }
-    if message.contains("no unit") || message.contains("unknown unit") || message.contains("duration") {
-        return "durations look like `80ms`, `1.5s` or `2m`".into();
-    }
-    if message.contains("out of range") {
-        return "use a value inside the range given".into();
-    }
-    if message.starts_with("expected") || message.starts_with("invalid type") {
-        return "see firmware-config/linesight.schema.json for the expected form".into();
-    }
-    String::new()
-}
-
-/// "did you mean" for a misspelt key.
-pub(crate) fn suggest(word: &str, known: &[&str]) -> String {
-    let best = known.iter().map(|k| (levenshtein(word, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
-    match best {
-        Some((_, k)) => format!("did you mean `{k}`?"),
-        None => format!("known keys here: {}", known.join(", ")),
-    }
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 fn resolve_paths(config: &mut Config, base: &Path) {
     let fix = |p: &mut PathBuf| {
         if p.is_relative() && !p.as_os_str().is_empty() {
@@ -394,12 +270,6 @@ fn resolve_paths(config: &mut Config, base: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn suggestions() {
-        assert_eq!(suggest("camras", TOP_LEVEL_KEYS), "did you mean `cameras`?");
-        assert!(suggest("zzzzzzzz", TOP_LEVEL_KEYS).starts_with("known keys"));
-    }
 
     #[test]
     fn top_level_keys_match_the_schema() {

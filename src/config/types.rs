@@ -3,7 +3,10 @@
 //! Every struct denies unknown keys (a typo must not silently fall back to a
 //! default on a production line). Doc comments on fields become the
 //! descriptions in the generated JSON Schema that editors show, so they are
-//! written for the plant engineer who edits the file.
+//! written for the plant engineer who edits the file. So are doc comments on
+//! types: a type whose doc comment would only be a note for developers (why
+//! the type exists) has it as a plain `//` comment instead, which keeps it out
+//! of `firmware-config/linesight.schema.json`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,6 +53,7 @@ pub struct Config {
 pub const TOP_LEVEL_KEYS: &[&str] =
     &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime"];
 
+// Who this node is: the names that become MQTT topic levels and Sparkplug ids.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeIdentity {
@@ -59,6 +63,7 @@ pub struct NodeIdentity {
     pub node_id: String,
 }
 
+// The `mqtt` section: where results and telemetry go, and how they survive a broker outage.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
@@ -126,6 +131,7 @@ impl MqttConfig {
     }
 }
 
+// A failover broker: tried in order when the primary is unreachable.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerAddr {
@@ -134,6 +140,8 @@ pub struct BrokerAddr {
     pub port: u16,
 }
 
+// TLS to the broker, with a client certificate for mutual TLS; check-config reads the
+// files (validate/mqtt.rs), so a bad file stops it rather than the first session.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -147,6 +155,7 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
+// Which MQTT payloads are published: JSON for dashboards, Sparkplug B for SCADA, or both.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dialect {
@@ -165,6 +174,7 @@ impl Dialect {
     }
 }
 
+// The Sparkplug B session's settings; used when the dialect includes Sparkplug.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SparkplugConfig {
@@ -202,6 +212,7 @@ fn default_report_every() -> Dur {
     Dur::from_secs(1)
 }
 
+// The durable on-disk queue that keeps results while the broker is unreachable.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -225,6 +236,7 @@ fn default_fsync_every() -> Dur {
     Dur::from_millis(200)
 }
 
+// What a full queue gives up: bounded disk use beats an unbounded backlog.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum QueueFull {
@@ -246,6 +258,7 @@ fn default_stats_interval() -> Dur {
     Dur::from_secs(5)
 }
 
+// One camera (or recorded stand-in): where its frames come from and how they are paced and shaped.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
@@ -371,6 +384,7 @@ pub enum SourceConfig {
     Gstreamer(String),
 }
 
+// A V4L2 camera device and the format to ask it for.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct V4l2Config {
@@ -390,6 +404,7 @@ pub struct V4l2Config {
     pub fourcc: Option<String>,
 }
 
+// What a frame means: one part, a sample of a continuous stream, or the frame for a trigger.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CameraMode {
@@ -404,6 +419,7 @@ pub enum CameraMode {
     Triggered,
 }
 
+// One ONNX model, shared by every task that names it, with how it is batched and run.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -444,6 +460,7 @@ fn default_providers() -> Vec<ProviderConfig> {
     vec![ProviderConfig::Cpu(CpuProvider::default())]
 }
 
+// How a model's outputs are read (which adapter), when its metadata does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
@@ -459,6 +476,7 @@ pub enum ModelKind {
     Anomaly,
 }
 
+// An ONNX Runtime execution provider to try, in priority order.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderConfig {
@@ -470,6 +488,7 @@ pub enum ProviderConfig {
     Cpu(CpuProvider),
 }
 
+// Settings of the TensorRT execution provider (Jetson, NVIDIA GPUs).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TensorRtProvider {
@@ -484,6 +503,7 @@ pub struct TensorRtProvider {
     pub engine_cache: Option<PathBuf>,
 }
 
+// Settings of the CUDA execution provider.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CudaProvider {
@@ -492,6 +512,7 @@ pub struct CudaProvider {
     pub device: u32,
 }
 
+// Settings of the CPU execution provider.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CpuProvider {
@@ -500,6 +521,8 @@ pub struct CpuProvider {
     pub threads: Option<usize>,
 }
 
+// One inspection: a camera, a model, the rules that turn scores into a verdict, and the
+// reject gate that acts on it.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
@@ -531,6 +554,7 @@ fn default_inference_timeout() -> Dur {
     Dur::from_secs(1)
 }
 
+// How a model's output becomes OK, NG or UNCERTAIN for one task.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
@@ -558,6 +582,7 @@ pub struct RulesConfig {
     pub uncertain: Option<UncertainConfig>,
 }
 
+// The band of doubtful scores, and what happens to a part in it.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UncertainConfig {
@@ -569,7 +594,7 @@ pub struct UncertainConfig {
 }
 
 /// What a task does with a part whose verdict is UNCERTAIN.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UncertainAction {
     /// Throw it out like an NG part (the default: nothing doubtful passes).
@@ -582,6 +607,7 @@ pub enum UncertainAction {
     Flag,
 }
 
+// When and how long the reject gate fires for a rejected part, and how it proves it moved.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectConfig {
@@ -604,6 +630,7 @@ pub struct RejectConfig {
     pub confirm: Option<ConfirmConfig>,
 }
 
+// The `runtime` section: the ONNX Runtime library and how many threads inference may use.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {

@@ -208,6 +208,8 @@ impl Node {
 // Parsing
 // ---------------------------------------------------------------------------
 
+/// A sequence or mapping still open while its events arrive: the parser is
+/// event-based, the tree is built bottom-up on a stack of these.
 enum Frame {
     Seq {
         mark: Mark,
@@ -226,6 +228,8 @@ enum Frame {
     },
 }
 
+/// Turns parser events into a [`Node`] tree, resolving anchors and aliases
+/// and counting nodes so that an alias bomb stops at [`MAX_NODES`].
 struct Builder {
     stack: Vec<Frame>,
     anchors: HashMap<usize, (Node, usize)>,
@@ -395,6 +399,8 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
 // Scalar typing (YAML 1.2 core schema)
 // ---------------------------------------------------------------------------
 
+/// What a plain scalar is under the YAML 1.2 core schema, for `deserialize_any`
+/// (everywhere else the visitor decides the type).
 enum Plain {
     Null,
     Bool(bool),
@@ -612,6 +618,8 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     from_node(&parse(text)?)
 }
 
+/// The serde `Deserializer` over one [`Node`]: errors get the node's mark, so
+/// every message can name the line and column at fault.
 struct NodeDeserializer<'a>(&'a Node);
 
 impl<'a> NodeDeserializer<'a> {
@@ -894,6 +902,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
     }
 }
 
+/// serde's view of a YAML sequence, item by item.
 struct SeqAcc<'a> {
     iter: std::slice::Iter<'a, Node>,
     consumed: usize,
@@ -917,6 +926,7 @@ impl<'de> SeqAccess<'de> for SeqAcc<'_> {
     }
 }
 
+/// serde's view of a YAML mapping, key then value.
 struct MapAcc<'a> {
     iter: std::slice::Iter<'a, (Node, Node)>,
     value: Option<&'a Node>,
@@ -946,6 +956,7 @@ impl<'de> MapAccess<'de> for MapAcc<'_> {
     }
 }
 
+/// serde's view of an enum written as a bare `variant` or as `{variant: value}`.
 struct EnumAcc<'a> {
     /// The scalar naming the variant (the node itself, or the single key).
     variant: &'a Node,
@@ -964,6 +975,7 @@ impl<'de, 'a> EnumAccess<'de> for EnumAcc<'a> {
     }
 }
 
+/// The content of the variant chosen through [`EnumAcc`].
 struct VariantAcc<'a> {
     variant: &'a Node,
     value: Option<&'a Node>,
