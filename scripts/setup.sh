@@ -253,7 +253,7 @@ EOF
 # ---------------------------------------------------------------------------------------------
 if [ "${ORT_ONLY}" -eq 0 ]; then
     pkgs=(libopencv-dev clang libclang-dev mosquitto mosquitto-clients socat pkg-config python3-pip python3-venv)
-    # A real RTSP camera for tests/camera_rtsp.rs: GStreamer's RTSP server (tests/rtsp/serve.py).
+    # A real RTSP camera for tests/it/camera_rtsp.rs: GStreamer's RTSP server (tests/rtsp/serve.py).
     pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     apt_install_missing "${pkgs[@]}"

@@ -9,12 +9,10 @@
 //! logits at 0, and pixels whose logit is within float noise of 0 may flip.
 //! Classification: the same top class and every probability within 0.005.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use linesight::inference::{segment, Loaded};
 use linesight::part::ModelOutput as Output;
 use serde_json::Value;

@@ -2,11 +2,9 @@
 //! all the same is reported `stalled` on the retained camera status topic
 //! and as an alarm, and its repeated frames are never inspected as parts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 use opencv::core::{Mat, Scalar, Size, CV_8UC3};
 use opencv::prelude::*;

@@ -6,14 +6,12 @@
 //!
 //! Positions, counts and order are asserted, never durations.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::pyplc::{PlcWrite, PtyPair, PyPlc};
-use common::*;
+use crate::common::pyplc::{PlcWrite, PtyPair, PyPlc};
+use crate::common::*;
 use serde_json::Value;
 
 const DISTANCE: u32 = 5000;

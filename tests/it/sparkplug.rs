@@ -6,15 +6,13 @@
 //! SIGKILL, bdSeq across restarts, the primary host's STATE, failover
 //! between brokers with the disk queue replaying flagged historical.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::sparkplug::{self as sp, metric, value, Decoder};
-use common::*;
+use crate::common::sparkplug::{self as sp, metric, value, Decoder};
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 use serde_json::{json, Value};
 

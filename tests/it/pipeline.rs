@@ -3,12 +3,10 @@
 //! a Modbus server -> JSON telemetry received by mosquitto_sub from a real
 //! mosquitto. The daemon is the real binary, run as a child process.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
 /// A simulated PLC (tokio-modbus's server on its own runtime), a broker, a

@@ -8,13 +8,11 @@
 //! letterboxed tensor; the remaining differences are OpenCV builds (resize
 //! and JPEG decoding) and float summation order.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const BOX_PX: f64 = 1.5;

@@ -2,11 +2,9 @@
 //! counted and reported, and rejects resume once the link is rebuilt. Runs
 //! the pipeline in-process (app::start) against tokio-modbus's own server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use linesight::app;
 use linesight::config;
 use linesight::sim::plc::SimPlc;

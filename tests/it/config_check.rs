@@ -1,12 +1,10 @@
 //! `check-config`: every class of config error, with its message and its
 //! line and column; every problem reported at once; exit 78 when invalid.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use linesight::config::{self, Diagnostic};
 
 fn valid() -> String {

@@ -2,11 +2,9 @@
 //! sample parts: verdicts, the model kind read from the file, reports a
 //! plant can decide with, and clear errors for bad images and bad models.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn linesight(args: &[&str]) -> (i32, String, String) {

@@ -15,6 +15,9 @@ use linesight::store::{Store, StoreConfig, WhenFull};
 
 const CHILD_DIR: &str = "LINESIGHT_STORE_CRASH_CHILD";
 const CHILD_FSYNC_MS: &str = "LINESIGHT_STORE_CRASH_FSYNC_MS";
+/// The child's test, by its full name in the `it` test binary (tests/it/main.rs), run with
+/// `--exact` so that the child runs nothing else.
+const CHILD_TEST: &str = "store_crash::crash_child";
 
 fn config(dir: &Path, fsync_every: Duration) -> StoreConfig {
     StoreConfig {
@@ -76,7 +79,7 @@ struct Confirmed {
 fn run_child(dir: &Path, fsync_ms: u64, run_for: Duration) -> Confirmed {
     let exe = std::env::current_exe().unwrap();
     let child = Command::new(exe)
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir)
         .env(CHILD_FSYNC_MS, fsync_ms.to_string())
         .stdout(Stdio::piped())

@@ -4,15 +4,13 @@
 //! `msg_id`). The broker is the real mosquitto, stopped and restarted on the
 //! same port; the subscriber is mosquitto_sub with a persistent session.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {

@@ -2,11 +2,9 @@
 //! one ONNX Runtime session, and every part of both cameras still gets its own
 //! verdict, matching the video's labels, with its own task's rules.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
 fn labels() -> Vec<bool> {

@@ -7,13 +7,10 @@
 //! Needs scripts/setup.sh (python venv with pymodbus and pyserial; socat). No timing is asserted:
 //! every timeout here is a generous bound on something that either happens or must not happen.
 
-#[path = "common/pyplc.rs"]
-mod pyplc;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pyplc::{monotonic_ns, monotonic_ns_now, real_timeout, Area, PlcWrite, PtyPair, PyPlc};
+use crate::common::pyplc::{self, monotonic_ns, monotonic_ns_now, real_timeout, Area, PlcWrite, PtyPair, PyPlc};
 use serde_json::Value;
 use tokio_modbus::client::{rtu, tcp, Context, Reader, Writer};
 use tokio_modbus::prelude::SlaveContext;

@@ -3,9 +3,7 @@
 //! frame by frame, on the committed model and sample video; and the still
 //! images in samples/parts get their labelled verdicts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use linesight::config::{CpuProvider, ModelConfig, ProviderConfig, RuntimeConfig};
 use linesight::decision::rules::ClassifierRule;
 use linesight::inference::classifier::Classifier;

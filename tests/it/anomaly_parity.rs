@@ -10,11 +10,9 @@
 //! the image. The committed sample images are at the training size, so no
 //! resize is involved (anomalib's inferencers do not resize; linesight does).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use linesight::inference::Loaded;
 use linesight::part::ModelOutput as Output;
 use serde_json::Value;

@@ -7,13 +7,11 @@
 //! read timeout, not FFmpeg's 30 s, decides how long that takes). The figures
 //! are printed; nothing here asserts a duration.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
 struct Server(Child);

@@ -13,22 +13,20 @@
 //! A snapshot that differs fails with a diff. If the change is intended, rewrite the golden
 //! files and commit them with the change:
 //!
-//!     LINESIGHT_BLESS=1 cargo test --test snapshots
-
-mod common;
+//!     LINESIGHT_BLESS=1 cargo test --test it snapshots::
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::pyplc::PyPlc;
-use common::sparkplug::Decoder;
-use common::{bin, repo, wait_exit, KillOnDrop, Subscriber};
+use crate::common::pyplc::PyPlc;
+use crate::common::sparkplug::Decoder;
+use crate::common::{bin, repo, wait_exit, KillOnDrop, Subscriber};
 use serde_json::{json, Map, Value};
 
 const BLESS_ENV: &str = "LINESIGHT_BLESS";
-const BLESS_CMD: &str = "LINESIGHT_BLESS=1 cargo test --test snapshots";
+const BLESS_CMD: &str = "LINESIGHT_BLESS=1 cargo test --test it snapshots::";
 
 // ---------------------------------------------------------------------------------------------
 // Golden files

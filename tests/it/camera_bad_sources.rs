@@ -3,12 +3,10 @@
 //! never answers. Each is reported `offline` with an error that names it and
 //! is retried; the good camera's task inspects all its parts meanwhile.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
 #[test]

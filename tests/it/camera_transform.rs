@@ -5,11 +5,9 @@
 //! A crop that does not fit the frame is a camera fault that names the camera
 //! and the sizes, not a panic.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 use opencv::core::{Mat, Rect, Scalar, Vector, CV_8UC3};
 use opencv::prelude::*;

@@ -5,15 +5,13 @@
 //! a reason when malformed, oversized, unknown or retained, none of which
 //! stops the daemon; retained camera status.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::sparkplug::Decoder;
-use common::*;
+use crate::common::sparkplug::Decoder;
+use crate::common::*;
 use linesight::sim::plc::SimPlc;
 use serde_json::{json, Value};
 

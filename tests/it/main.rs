@@ -1,0 +1,32 @@
+//! The integration tests, as one test binary (`cargo test --test it`): one module per area, all
+//! sharing tests/common. One binary links OpenCV, ONNX Runtime and rustls once instead of once
+//! per test file.
+//!
+//! Run one area with a filter, e.g. `cargo test --test it pipeline::` or
+//! `cargo test --test it snapshots`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod anomaly_parity;
+mod camera_bad_sources;
+mod camera_health;
+mod camera_rtsp;
+mod camera_transform;
+mod classifier_parity;
+mod config_check;
+mod infer_eval;
+mod layers;
+mod modbus_hostile;
+mod modbus_plc;
+mod modbus_reconnect;
+mod mqtt_durable;
+mod mqtt_security;
+mod pipeline;
+mod pyplc_smoke;
+mod shared_model;
+mod snapshots;
+mod sparkplug;
+mod store_crash;
+mod yolo_parity;
+mod yolo_seg_cls_parity;
