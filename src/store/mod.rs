@@ -8,7 +8,7 @@
 //! This is a small segmented append-only log written here, not sled, sqlite or the like:
 //! few dependencies (only `crc32fast`), a format simple enough to recover by hand (see
 //! [`segment`]), and crash behaviour we test ourselves (unit tests here, SIGKILL tests in
-//! `tests/store_crash.rs`). sled is unmaintained; sqlite is a large C dependency to cross-build
+//! `tests/it/store_crash.rs`). sled is unmaintained; sqlite is a large C dependency to cross-build
 //! for every target.
 //!
 //! # On disk
