@@ -26,6 +26,7 @@
 //! - [`store`]: the disk-backed store-and-forward queue (a segmented log) for MQTT telemetry.
 //! - [`demo`], [`bench`]: the `linesight demo` and `linesight bench` commands.
 //! - [`logging`]: tracing output for terminals, journald and log shippers.
+//! - [`util`]: small helpers every layer may use (backoff).
 
 #![forbid(unsafe_code)]
 
@@ -45,6 +46,7 @@ pub mod service;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod util;
 
 /// Exit code for an invalid configuration (sysexits' EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{CameraConfig, CameraMode, SourceConfig};
 use crate::decision::{PartEvent, PartInfo};
+use crate::util::backoff::Backoff;
 use queue::{FrameQueue, Pushed, WhenFull};
 use source::FrameSource;
 
@@ -154,7 +155,8 @@ impl Camera {
     }
 
     fn run(mut self) {
-        let mut backoff = Duration::from_millis(200);
+        // Reopening a live source: 200 ms doubling to 10 s, ±25 % jitter.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut seq: u64 = 0;
         let interval = self.config.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let stall_frames = u64::from(self.config.stall_frames.max(1));
@@ -183,9 +185,9 @@ impl Camera {
                 Ok(s) => s,
                 Err(e) => {
                     self.stats.set_status(CameraStatus::Offline);
-                    tracing::error!(camera = %self.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "camera cannot open; retrying");
-                    self.sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let wait = backoff.delay();
+                    tracing::error!(camera = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "camera cannot open; retrying");
+                    self.sleep(wait);
                     continue;
                 }
             };
@@ -216,7 +218,7 @@ impl Camera {
                 });
                 match next {
                     Ok(Some(image)) => {
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                         let print = fingerprint(&image);
                         if print.is_some() && print == last_print {
                             // Not a fresh image: never inspected as one.
@@ -269,8 +271,7 @@ impl Camera {
                         self.stats.set_status(CameraStatus::Offline);
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(camera = %self.name, error = %e, "camera lost; reconnecting");
-                        self.sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        self.sleep(backoff.delay());
                         continue 'outer;
                     }
                 }
