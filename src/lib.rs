@@ -24,20 +24,17 @@
 //! - [`app`]: builds all of the above from a config, runs, stops in order.
 //! - [`sim`]: a simulated PLC and a throwaway broker for the demo and tests.
 //! - [`store`]: the disk-backed store-and-forward queue (a segmented log) for MQTT telemetry.
-//! - [`demo`], [`bench`]: the `linesight demo` and `linesight bench` commands.
+//! - [`cli`]: the `demo`, `bench`, `infer` and `eval` commands (the top layer).
 //! - [`logging`]: tracing output for terminals, journald and log shippers.
 //! - [`util`]: small helpers every layer may use (backoff).
 
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod bench;
 pub mod camera;
+pub mod cli;
 pub mod config;
 pub mod decision;
-pub mod demo;
-pub mod eval;
-pub mod infer;
 pub mod inference;
 pub mod line;
 pub mod logging;

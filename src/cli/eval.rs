@@ -272,14 +272,14 @@ impl Tally {
 }
 
 pub fn main(args: EvalArgs) -> Result<Value, String> {
-    let mut model = crate::infer::load(&args.model, args.threads)?;
+    let mut model = crate::cli::infer::load(&args.model, args.threads)?;
     let progress = |n| Progress { on: std::io::stderr().is_terminal() && !args.json, total: n };
     let mut latency = Vec::new();
     // Image-level NG scores, for AUROC and the threshold.
     let mut tally = Tally::default();
     let mut unreadable = Vec::new();
     let report = match &mut model {
-        crate::infer::Model::Anomaly(a) => {
+        crate::cli::infer::Model::Anomaly(a) => {
             let threshold = f64::from(a.contract.threshold);
             let samples = anomaly_samples(&args.data)?;
             let bar = progress(samples.len());
@@ -288,7 +288,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
             for (i, s) in samples.iter().enumerate() {
                 bar.tick(i + 1);
                 let Truth::Class(folder) = &s.truth else { continue };
-                let frame = match crate::infer::read_image(&s.path) {
+                let frame = match crate::cli::infer::read_image(&s.path) {
                     Ok(f) => f,
                     Err(e) => {
                         unreadable.push(e);
@@ -326,17 +326,18 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 "operating_point": tally.operating_point("threshold", threshold),
             })
         }
-        m @ (crate::infer::Model::Classifier(_) | crate::infer::Model::YoloClassify(_)) => {
+        m @ (crate::cli::infer::Model::Classifier(_) | crate::cli::infer::Model::YoloClassify(_)) => {
             let (classes, ok_mask, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
             let threshold = own.unwrap_or(0.5);
-            let kind = if matches!(m, crate::infer::Model::Classifier(_)) { "classifier" } else { "yolo-classify" };
+            let kind =
+                if matches!(m, crate::cli::infer::Model::Classifier(_)) { "classifier" } else { "yolo-classify" };
             let samples = classifier_samples(&args.data, &classes)?;
             let bar = progress(samples.len());
             let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
             for (i, s) in samples.iter().enumerate() {
                 bar.tick(i + 1);
                 let Truth::Class(truth) = &s.truth else { continue };
-                let frame = match crate::infer::read_image(&s.path) {
+                let frame = match crate::cli::infer::read_image(&s.path) {
                     Ok(f) => f,
                     Err(e) => {
                         unreadable.push(e);
@@ -375,7 +376,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
                 "operating_point": tally.operating_point("ng_threshold", f64::from(threshold)),
             })
         }
-        crate::infer::Model::Detector(d) => {
+        crate::cli::infer::Model::Detector(d) => {
             let names = d.meta.names.clone();
             let nc = names.len();
             let samples = detector_samples(&args.data)?;
@@ -384,7 +385,7 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
             for (i, s) in samples.iter().enumerate() {
                 bar.tick(i + 1);
                 let Truth::Boxes(label) = &s.truth else { continue };
-                let frame = match crate::infer::read_image(&s.path) {
+                let frame = match crate::cli::infer::read_image(&s.path) {
                     Ok(f) => f,
                     Err(e) => {
                         unreadable.push(e);
