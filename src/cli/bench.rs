@@ -77,63 +77,96 @@ pub struct BenchArgs {
     pub camera_fps: f64,
 }
 
+/// `linesight bench`: the measurement the flags choose (the whole pipeline by default).
 pub async fn main(args: BenchArgs) -> Result<(), String> {
     if args.queue {
-        let out = queue::run(args.backlog).await?;
-        println!(
-            "{}",
-            if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() }
-        );
-        return Ok(());
+        return bench_queue(&args).await;
     }
     if args.rejects {
-        let out = rejects::run(args.parts, args.rate, args.json).await?;
-        if args.json {
-            println!("{out}");
-        } else {
-            let e = &out["on_error_ms"];
-            println!(
-                "reject \"on\" at the PLC vs due: p50 {} ms, p99 {} ms, max {} ms (min {} ms); deadline misses {}; failed {}",
-                e["p50"], e["p99"], e["max"], e["min"], out["deadline_misses"], out["failed"]
-            );
-            println!("machine: {}", out["machine"]);
-        }
-        return Ok(());
+        return bench_rejects(&args).await;
     }
     let video = make_video(&args)?;
     if !args.cameras.is_empty() {
-        let out = cameras::run(&args, &video, &args.cameras).await?;
-        if args.json {
-            println!("{out}");
-        } else {
-            println!("machine: {}", out["machine"]);
-        }
-        return Ok(());
+        return bench_cameras(&args, &video).await;
     }
+    bench_pipeline(&args, &video).await
+}
+
+/// `--queue`: the report is the JSON document (pretty unless `--json`).
+async fn bench_queue(args: &BenchArgs) -> Result<(), String> {
+    let out = queue::run(args.backlog).await?;
+    println!("{}", if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() });
+    Ok(())
+}
+
+/// `--rejects`: the gate's timing error against the due time.
+async fn bench_rejects(args: &BenchArgs) -> Result<(), String> {
+    let out = rejects::run(args.parts, args.rate, args.json).await?;
+    if args.json {
+        println!("{out}");
+    } else {
+        let e = &out["on_error_ms"];
+        println!(
+            "reject \"on\" at the PLC vs due: p50 {} ms, p99 {} ms, max {} ms (min {} ms); deadline misses {}; failed {}",
+            e["p50"], e["p99"], e["max"], e["min"], out["deadline_misses"], out["failed"]
+        );
+        println!("machine: {}", out["machine"]);
+    }
+    Ok(())
+}
+
+/// `--cameras`: [`cameras::run`] prints its own lines as it goes; the JSON comes at the end.
+async fn bench_cameras(args: &BenchArgs, video: &Path) -> Result<(), String> {
+    let out = cameras::run(args, video, &args.cameras).await?;
+    if args.json {
+        println!("{out}");
+    } else {
+        println!("machine: {}", out["machine"]);
+    }
+    Ok(())
+}
+
+/// Each stage alone, then the whole pipeline against that limit; a line of
+/// text as each figure comes (unless `--json`), the report at the end.
+async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
     let say = |s: &str| {
         if !args.json {
             println!("{s}");
         }
     };
     say(&format!("test video: {} ({} frames, {}x{}, MJPG)", video.display(), args.frames, args.width, args.height));
-
-    // (a1) decode alone: the best of three passes, so that a moment of
-    // noise on a shared machine does not lower the limit (and flatter the pipeline).
-    let decode_fps = {
-        let path = video.clone();
-        tokio::task::spawn_blocking(move || -> Result<f64, String> {
-            let mut best: f64 = 0.0;
-            for _ in 0..3 {
-                best = best.max(decode_only(&path)?);
-            }
-            Ok(best)
-        })
-        .await
-        .map_err(|e| e.to_string())??
-    };
+    let decode_fps = measure_decode(video).await?;
     say(&format!("decode alone:           {decode_fps:8.1} frames/s"));
+    let (ort_fps, provider) = measure_ort(args, video).await?;
+    say(&format!("ONNX Runtime alone:     {ort_fps:8.1} frames/s ({provider}, {} thread(s))", args.threads));
+    let limits = Limits { decode_fps, ort_fps, provider };
+    let run = measure_pipeline(args, video).await?;
+    let out = pipeline_report(args, &limits, &run);
+    if args.json {
+        println!("{out}");
+    } else {
+        print_pipeline_report(&limits, &run, &out);
+    }
+    Ok(())
+}
 
-    // (a2) raw ONNX Runtime on tensors prepared in advance.
+/// (a1) Decode alone: the best of three passes, so that a moment of noise on
+/// a shared machine does not lower the limit (and flatter the pipeline).
+async fn measure_decode(video: &Path) -> Result<f64, String> {
+    let path = video.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<f64, String> {
+        let mut best: f64 = 0.0;
+        for _ in 0..3 {
+            best = best.max(decode_only(&path)?);
+        }
+        Ok(best)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// (a2) Raw ONNX Runtime on tensors prepared in advance: frames/s and the execution provider.
+async fn measure_ort(args: &BenchArgs, video: &Path) -> Result<(f64, String), String> {
     let model_cfg = ModelConfig {
         batch: 1,
         ok_classes: Vec::new(),
@@ -145,30 +178,62 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
     };
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
-    let (ort_fps, provider) = {
-        let cfg = model_cfg.clone();
-        let (threads, path) = (args.threads, video.clone());
-        tokio::task::spawn_blocking(move || ort_only(env, &cfg, threads, &path)).await.map_err(|e| e.to_string())??
-    };
-    say(&format!("ONNX Runtime alone:     {ort_fps:8.1} frames/s ({provider}, {} thread(s))", args.threads));
-    let limit_fps = decode_fps.min(ort_fps);
+    let (threads, path) = (args.threads, video.to_path_buf());
+    tokio::task::spawn_blocking(move || ort_only(env, &model_cfg, threads, &path)).await.map_err(|e| e.to_string())?
+}
 
-    // (b)-(d) the whole pipeline.
+/// The stages alone; the slower one is the most the pipeline can reach.
+struct Limits {
+    decode_fps: f64,
+    ort_fps: f64,
+    provider: String,
+}
+
+impl Limits {
+    fn fps(&self) -> f64 {
+        self.decode_fps.min(self.ort_fps)
+    }
+}
+
+/// What the whole pipeline did.
+struct PipelineRun {
+    fps: f64,
+    frames: u64,
+    /// The final stats document.
+    stats: Value,
+    /// Reject pulses the PLC saw.
+    pulses: usize,
+    /// CPU seconds of this process during the run.
+    cpu: f64,
+}
+
+impl PipelineRun {
+    /// The stats of the bench's one task.
+    fn task(&self) -> Value {
+        self.stats["tasks"].as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default()
+    }
+}
+
+/// (b)-(d) The whole pipeline, with the CPU time it took.
+async fn measure_pipeline(args: &BenchArgs, video: &Path) -> Result<PipelineRun, String> {
     let cpu0 = cpu_seconds();
-    let (pipeline_fps, frames_done, final_stats, pulses) = pipeline(&args, &video).await?;
+    let (fps, frames, stats, pulses) = pipeline(args, video).await?;
     let cpu = cpu_seconds() - cpu0;
-    let task = final_stats["tasks"].as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default();
+    Ok(PipelineRun { fps, frames, stats, pulses, cpu })
+}
+
+/// The report of the default bench, as `--json` prints it.
+fn pipeline_report(args: &BenchArgs, limits: &Limits, run: &PipelineRun) -> Value {
+    let task = run.task();
     let latency = &task["capture_to_reject_ack_ms"];
-    let efficiency = pipeline_fps / limit_fps;
-    let rss_mb = peak_rss_mb();
-    let out = json!({
-        "decode_fps": round1(decode_fps),
-        "ort_limit_fps": round1(ort_fps),
-        "limit_fps": round1(limit_fps),
-        "pipeline_fps": round1(pipeline_fps),
-        "efficiency": (efficiency * 1000.0).round() / 1000.0,
-        "cpu_ms_per_frame": round1(cpu * 1e3 / frames_done.max(1) as f64),
-        "rss_mb": round1(rss_mb),
+    json!({
+        "decode_fps": round1(limits.decode_fps),
+        "ort_limit_fps": round1(limits.ort_fps),
+        "limit_fps": round1(limits.fps()),
+        "pipeline_fps": round1(run.fps),
+        "efficiency": (run.fps / limits.fps() * 1000.0).round() / 1000.0,
+        "cpu_ms_per_frame": round1(run.cpu * 1e3 / run.frames.max(1) as f64),
+        "rss_mb": round1(peak_rss_mb()),
         "latency_ms": {"p50": latency["p50"], "p99": latency["p99"], "max": latency["max"]},
         "gate_delay_ms": BENCH_GATE_DELAY.as_millis() as u64,
         "decision_latency_ms": {
@@ -177,41 +242,43 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
             "max": task["capture_to_decision_ms"]["max"],
         },
         "deadline_misses": task["deadline_misses"],
-        "frames": frames_done,
+        "frames": run.frames,
         "ok": task["ok"], "ng": task["ng"], "error": task["error"],
-        "rejects_fired": task["rejects_fired"], "reject_pulses_seen_by_plc": pulses,
+        "rejects_fired": task["rejects_fired"], "reject_pulses_seen_by_plc": run.pulses,
         "resolution": format!("{}x{}", args.width, args.height),
         "threads": args.threads,
-        "provider": provider,
+        "provider": limits.provider,
         "machine": machine(),
-    });
-    if args.json {
-        println!("{out}");
-    } else {
-        println!(
-            "pipeline:               {pipeline_fps:8.1} frames/s  (efficiency {:.3} of the limit {limit_fps:.1})",
-            efficiency
-        );
-        println!(
-            "capture -> decision:    p50 {} ms, p99 {} ms, max {} ms",
-            out["decision_latency_ms"]["p50"], out["decision_latency_ms"]["p99"], out["decision_latency_ms"]["max"]
-        );
-        println!(
-            "capture -> reject ack:  p50 {} ms, p99 {} ms, max {} ms (gate {} ms downstream; deadline misses {})",
-            latency["p50"],
-            latency["p99"],
-            latency["max"],
-            BENCH_GATE_DELAY.as_millis(),
-            task["deadline_misses"]
-        );
-        println!("cpu per frame:          {} ms; peak RSS {} MB", out["cpu_ms_per_frame"], out["rss_mb"]);
-        println!(
-            "verdicts:               OK {} NG {} ERROR {}; rejects fired {}, PLC saw {} pulses",
-            task["ok"], task["ng"], task["error"], task["rejects_fired"], pulses
-        );
-        println!("machine:                {}", out["machine"]);
-    }
-    Ok(())
+    })
+}
+
+/// The rest of the default bench's text report (the stages alone were printed as measured).
+fn print_pipeline_report(limits: &Limits, run: &PipelineRun, out: &Value) {
+    let task = run.task();
+    let latency = &task["capture_to_reject_ack_ms"];
+    let (pipeline_fps, limit_fps) = (run.fps, limits.fps());
+    println!(
+        "pipeline:               {pipeline_fps:8.1} frames/s  (efficiency {:.3} of the limit {limit_fps:.1})",
+        pipeline_fps / limit_fps
+    );
+    println!(
+        "capture -> decision:    p50 {} ms, p99 {} ms, max {} ms",
+        out["decision_latency_ms"]["p50"], out["decision_latency_ms"]["p99"], out["decision_latency_ms"]["max"]
+    );
+    println!(
+        "capture -> reject ack:  p50 {} ms, p99 {} ms, max {} ms (gate {} ms downstream; deadline misses {})",
+        latency["p50"],
+        latency["p99"],
+        latency["max"],
+        BENCH_GATE_DELAY.as_millis(),
+        task["deadline_misses"]
+    );
+    println!("cpu per frame:          {} ms; peak RSS {} MB", out["cpu_ms_per_frame"], out["rss_mb"]);
+    println!(
+        "verdicts:               OK {} NG {} ERROR {}; rejects fired {}, PLC saw {} pulses",
+        task["ok"], task["ng"], task["error"], task["rejects_fired"], run.pulses
+    );
+    println!("machine:                {}", out["machine"]);
 }
 
 /// Make (once) the test video: the sample clip scaled to the bench resolution.

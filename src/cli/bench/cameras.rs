@@ -118,88 +118,10 @@ pub async fn run(args: &super::BenchArgs, video: &Path, counts: &[usize]) -> Res
     let model_cfg = bench_config(args, video, "127.0.0.1:1", None).models["model"].clone();
     let mut rows = Vec::new();
     for &n in counts {
-        let v: PathBuf = video.to_path_buf();
-        let decode = tokio::task::spawn_blocking(move || -> Result<f64, String> {
-            let mut best: f64 = 0.0;
-            for _ in 0..2 {
-                best = best.max(decode_parallel(&v, n)?);
-            }
-            Ok(best)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let (cfg, v, threads) = (model_cfg.clone(), video.to_path_buf(), args.threads);
-        let (ort, batch, provider) = tokio::task::spawn_blocking(move || ort_batched(env, &cfg, threads, &v, n))
-            .await
-            .map_err(|e| e.to_string())??;
-        let limit = decode.min(ort);
-        let (fps, stats) = pipeline(args, video, n, batch, None).await?;
-        // A line's pace: every camera at --camera-fps, for the latency a part really sees.
-        let (_, paced) = pipeline(args, video, n, batch, Some(args.camera_fps)).await?;
-        let paced_latency: serde_json::Map<String, Value> = paced["tasks"]
-            .as_object()
-            .map(|t| {
-                t.iter()
-                    .map(|(k, v)| {
-                        let d = &v["capture_to_decision_ms"];
-                        (k.clone(), json!({"p50": d["p50"], "p99": d["p99"], "max": d["max"], "dropped": v["dropped"], "refused": v["refused"]}))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Decode and inference share the cores in the pipeline: one frame costs the sum of the two.
-        let shared = 1.0 / (1.0 / decode + 1.0 / ort);
-        let cameras: serde_json::Map<String, Value> = stats["tasks"]
-            .as_object()
-            .map(|tasks| {
-                tasks
-                    .iter()
-                    .map(|(name, t)| {
-                        (
-                            name.clone(),
-                            json!({
-                                "frames": t["processed"],
-                                "decision_ms": {"p50": t["capture_to_decision_ms"]["p50"], "p99": t["capture_to_decision_ms"]["p99"]},
-                                "dropped": t["dropped"], "refused": t["refused"], "error": t["error"],
-                            }),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let row = json!({
-            "cameras": n,
-            "batch": batch,
-            "decode_fps": round1(decode),
-            "ort_fps": round1(ort),
-            "limit_fps": round1(limit),
-            "limit_is": if decode < ort { "decode" } else { "onnxruntime" },
-            "pipeline_fps": round1(fps),
-            "efficiency": (fps / limit * 1000.0).round() / 1000.0,
-            "mean_batch": stats["models"]["model"]["mean_batch"],
-            "shared_cores_bound_fps": round1(shared),
-            "of_shared_cores_bound": (fps / shared * 1000.0).round() / 1000.0,
-            "provider": provider,
-            "per_camera": cameras,
-            "paced": {"camera_fps": args.camera_fps, "mean_batch": paced["models"]["model"]["mean_batch"], "per_camera": paced_latency},
-        });
+        let m = measure(args, video, env, &model_cfg, n).await?;
+        let row = m.row(args);
         if !args.json {
-            println!(
-                "{n} camera(s), batch {batch}: decode {decode:.1} f/s, ONNX Runtime {ort:.1} f/s -> limit {limit:.1}; pipeline {fps:.1} f/s = {:.3} of the limit (mean batch {})",
-                fps / limit,
-                row["mean_batch"]
-            );
-            println!(
-                "    decode and inference on shared cores: {shared:.1} f/s; the pipeline reaches {:.3} of it",
-                fps / shared
-            );
-            for (cam, c) in row["per_camera"].as_object().into_iter().flatten() {
-                let p = &row["paced"]["per_camera"][cam];
-                println!(
-                    "    {cam}: {} frames; full speed capture->decision p50 {} ms p99 {} ms; at {} f/s p50 {} ms p99 {} ms; dropped {} refused {}",
-                    c["frames"], c["decision_ms"]["p50"], c["decision_ms"]["p99"], args.camera_fps, p["p50"], p["p99"], p["dropped"], p["refused"]
-                );
-            }
+            print_row(args, &m, &row);
         }
         rows.push(row);
     }
@@ -211,4 +133,140 @@ pub async fn run(args: &super::BenchArgs, video: &Path, counts: &[usize]) -> Res
         "runs": rows,
         "machine": machine(),
     }))
+}
+
+/// The figures for one camera count.
+struct Measured {
+    cameras: usize,
+    batch: usize,
+    /// Decode alone, frames/s in all.
+    decode: f64,
+    /// ONNX Runtime alone, frames/s in all.
+    ort: f64,
+    provider: String,
+    /// The pipeline as fast as it goes, frames/s in all.
+    fps: f64,
+    /// Final stats of the full-speed run.
+    stats: Value,
+    /// Final stats of the run at a line's pace (`--camera-fps`).
+    paced: Value,
+}
+
+impl Measured {
+    fn limit(&self) -> f64 {
+        self.decode.min(self.ort)
+    }
+
+    /// Decode and inference share the cores in the pipeline: one frame costs the sum of the two.
+    fn shared(&self) -> f64 {
+        1.0 / (1.0 / self.decode + 1.0 / self.ort)
+    }
+
+    /// One element of `runs` in the report.
+    fn row(&self, args: &super::BenchArgs) -> Value {
+        let (decode, ort, fps, limit, shared) = (self.decode, self.ort, self.fps, self.limit(), self.shared());
+        json!({
+            "cameras": self.cameras,
+            "batch": self.batch,
+            "decode_fps": round1(decode),
+            "ort_fps": round1(ort),
+            "limit_fps": round1(limit),
+            "limit_is": if decode < ort { "decode" } else { "onnxruntime" },
+            "pipeline_fps": round1(fps),
+            "efficiency": (fps / limit * 1000.0).round() / 1000.0,
+            "mean_batch": self.stats["models"]["model"]["mean_batch"],
+            "shared_cores_bound_fps": round1(shared),
+            "of_shared_cores_bound": (fps / shared * 1000.0).round() / 1000.0,
+            "provider": self.provider,
+            "per_camera": per_camera(&self.stats),
+            "paced": {"camera_fps": args.camera_fps, "mean_batch": self.paced["models"]["model"]["mean_batch"], "per_camera": paced_latency(&self.paced)},
+        })
+    }
+}
+
+/// Each stage alone, the pipeline at full speed and at a line's pace, for `n` cameras.
+async fn measure(
+    args: &super::BenchArgs,
+    video: &Path,
+    env: &'static ort::environment::Environment,
+    model_cfg: &ModelConfig,
+    n: usize,
+) -> Result<Measured, String> {
+    let v: PathBuf = video.to_path_buf();
+    let decode = tokio::task::spawn_blocking(move || -> Result<f64, String> {
+        let mut best: f64 = 0.0;
+        for _ in 0..2 {
+            best = best.max(decode_parallel(&v, n)?);
+        }
+        Ok(best)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let (cfg, v, threads) = (model_cfg.clone(), video.to_path_buf(), args.threads);
+    let (ort, batch, provider) = tokio::task::spawn_blocking(move || ort_batched(env, &cfg, threads, &v, n))
+        .await
+        .map_err(|e| e.to_string())??;
+    let (fps, stats) = pipeline(args, video, n, batch, None).await?;
+    // A line's pace: every camera at --camera-fps, for the latency a part really sees.
+    let (_, paced) = pipeline(args, video, n, batch, Some(args.camera_fps)).await?;
+    Ok(Measured { cameras: n, batch, decode, ort, provider, fps, stats, paced })
+}
+
+/// Per camera at a line's pace: capture-to-decision latency, and the frames lost.
+fn paced_latency(paced: &Value) -> serde_json::Map<String, Value> {
+    paced["tasks"]
+        .as_object()
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| {
+                    let d = &v["capture_to_decision_ms"];
+                    (k.clone(), json!({"p50": d["p50"], "p99": d["p99"], "max": d["max"], "dropped": v["dropped"], "refused": v["refused"]}))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Per camera at full speed: frames, capture-to-decision latency, frames lost, ERRORs.
+fn per_camera(stats: &Value) -> serde_json::Map<String, Value> {
+    stats["tasks"]
+        .as_object()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .map(|(name, t)| {
+                    (
+                        name.clone(),
+                        json!({
+                            "frames": t["processed"],
+                            "decision_ms": {"p50": t["capture_to_decision_ms"]["p50"], "p99": t["capture_to_decision_ms"]["p99"]},
+                            "dropped": t["dropped"], "refused": t["refused"], "error": t["error"],
+                        }),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The text lines of one camera count.
+fn print_row(args: &super::BenchArgs, m: &Measured, row: &Value) {
+    let (n, batch, decode, ort, fps, limit, shared) =
+        (m.cameras, m.batch, m.decode, m.ort, m.fps, m.limit(), m.shared());
+    println!(
+        "{n} camera(s), batch {batch}: decode {decode:.1} f/s, ONNX Runtime {ort:.1} f/s -> limit {limit:.1}; pipeline {fps:.1} f/s = {:.3} of the limit (mean batch {})",
+        fps / limit,
+        row["mean_batch"]
+    );
+    println!(
+        "    decode and inference on shared cores: {shared:.1} f/s; the pipeline reaches {:.3} of it",
+        fps / shared
+    );
+    for (cam, c) in row["per_camera"].as_object().into_iter().flatten() {
+        let p = &row["paced"]["per_camera"][cam];
+        println!(
+            "    {cam}: {} frames; full speed capture->decision p50 {} ms p99 {} ms; at {} f/s p50 {} ms p99 {} ms; dropped {} refused {}",
+            c["frames"], c["decision_ms"]["p50"], c["decision_ms"]["p99"], args.camera_fps, p["p50"], p["p99"], p["dropped"], p["refused"]
+        );
+    }
 }
