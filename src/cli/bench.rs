@@ -167,15 +167,8 @@ async fn measure_decode(video: &Path) -> Result<f64, String> {
 
 /// (a2) Raw ONNX Runtime on tensors prepared in advance: frames/s and the execution provider.
 async fn measure_ort(args: &BenchArgs, video: &Path) -> Result<(f64, String), String> {
-    let model_cfg = ModelConfig {
-        batch: 1,
-        ok_classes: Vec::new(),
-        batch_wait: crate::config::Dur::from_millis(2),
-        path: args.model.clone(),
-        kind: None,
-        sidecar: None,
-        providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(args.threads) })],
-    };
+    // The model as the pipeline will load it (the gate's address does not matter here).
+    let model_cfg = bench_config(args, video, "127.0.0.1:1", None)?.models["model"].clone();
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
     let (threads, path) = (args.threads, video.to_path_buf());
@@ -371,8 +364,7 @@ fn ort_only(
 async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, usize), String> {
     let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let broker = Broker::start().ok();
-    let mut cfg = bench_config(args, video, &plc.addr.to_string(), broker.as_ref().map(|b| b.port));
-    cfg.runtime.threads = Some(args.threads);
+    let cfg = bench_config(args, video, &plc.addr.to_string(), broker.as_ref().map(|b| b.port))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
     let running =
@@ -401,78 +393,83 @@ async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, us
 /// Camera-to-gate time in the pipeline bench.
 const BENCH_GATE_DELAY: Duration = Duration::from_millis(100);
 
-fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u16>) -> Config {
-    let mut devices = std::collections::BTreeMap::new();
-    devices.insert(
-        "plc".to_string(),
-        ModbusDeviceConfig {
-            tcp: Some(plc.to_string()),
-            rtu: None,
-            unit: 1,
-            timeout: Dur::from_millis(500),
-            addressing: Addressing::ZeroBased,
-            order: Default::default(),
-            gap: None,
-        },
+/// The bench's node, written as a config file and loaded the way
+/// `check-config` loads one, so that the bench runs nothing a node could not
+/// be configured to run: the test video as a part-per-frame camera, the model,
+/// a reject gate on a coil of the Modbus device at `plc`, and telemetry to a
+/// local broker on `broker_port` (none without).
+fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u16>) -> Result<Config, String> {
+    let mqtt = match broker_port {
+        Some(port) => format!("mqtt: {{ host: 127.0.0.1, port: {port}, stats_interval: 1s }}\n"),
+        None => String::new(),
+    };
+    let yaml = format!(
+        r#"node: {{ group_id: bench, node_id: bench }}
+{mqtt}modbus:
+  devices:
+    plc: {{ tcp: {plc}, unit: 1, timeout: 500ms, addressing: zero-based }}
+  outputs:
+    reject_gate: {{ device: plc, area: coil, address: 10, safe_state: off }}
+cameras:
+  cam: {camera}
+models:
+  model: {model}
+tasks:
+  bench:
+    camera: cam
+    model: model
+    # The gate is a short way downstream: every verdict must be in before
+    # its part arrives (else it is a deadline miss, counted), and the
+    # latency to the acknowledged reject is this delay plus the write.
+    reject: {{ output: reject_gate, delay: {gate}ms, pulse: 500us }}
+    # As generous as check-config allows: the time to the gate. A verdict
+    # later than that would come after its part had passed the gate; here
+    # the part gets ERROR instead (counted), and the gate fires for it.
+    inference_timeout: {gate}ms
+runtime: {{ threads: {threads} }}
+"#,
+        plc = yaml_string(plc),
+        camera = camera_yaml(video, None)?,
+        model = model_yaml(args, 1)?,
+        gate = BENCH_GATE_DELAY.as_millis(),
+        threads = args.threads,
     );
-    let mut outputs = std::collections::BTreeMap::new();
-    outputs.insert(
-        "reject_gate".to_string(),
-        OutputConfig { device: "plc".into(), area: OutputArea::Coil, address: 10, safe_state: Level::Off },
-    );
-    let camera = CameraConfig {
-        source: SourceConfig::File(video.to_path_buf()),
-        mode: CameraMode::PartPerFrame,
-        fps: None,
-        looping: false,
-        queue: 4,
-        stall_frames: 3,
-        rotate: Default::default(),
-        crop: None,
-        timeout: Dur::from_secs(5),
-    };
-    let model = ModelConfig {
-        batch: 1,
-        ok_classes: Vec::new(),
-        batch_wait: crate::config::Dur::from_millis(2),
-        path: args.model.clone(),
-        kind: None,
-        sidecar: None,
-        providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(args.threads) })],
-    };
-    let task = TaskConfig {
-        camera: "cam".into(),
-        model: "model".into(),
-        rules: RulesConfig::default(),
-        // The gate is a short way downstream: every verdict must be in before
-        // its part arrives (else it is a deadline miss, counted), and the
-        // latency to the acknowledged reject is this delay plus the write.
-        reject: Some(RejectConfig {
-            output: "reject_gate".into(),
-            delay: Some(Dur(BENCH_GATE_DELAY)),
-            distance: None,
-            pulse: Dur(Duration::from_micros(500)),
-            on_deadline_miss: Default::default(),
-            confirm: None,
-        }),
-        min_part_interval: None,
-        // Generous: a loaded 2-core machine must not turn slowness into ERROR here.
-        inference_timeout: Dur::from_secs(30),
-        trigger: None,
-        handshake: None,
-    };
-    Config {
-        node: NodeIdentity { group_id: "bench".into(), node_id: "bench".into() },
-        mqtt: broker_port
-            .map(|port| MqttConfig { stats_interval: Dur::from_secs(1), ..MqttConfig::new("127.0.0.1", port) }),
-        modbus: ModbusConfig { devices, outputs, ..Default::default() },
-        line: Default::default(),
-        stack_light: Default::default(),
-        cameras: [("cam".to_string(), camera)].into(),
-        models: [("model".to_string(), model)].into(),
-        tasks: [("bench".to_string(), task)].into(),
-        runtime: RuntimeConfig { onnxruntime: None, threads: Some(args.threads) },
-    }
+    load_config(&yaml)
+}
+
+/// A file camera on the test video, one part per frame, at `fps` or (without)
+/// as fast as inspection takes its frames; the file is read once.
+fn camera_yaml(video: &Path, fps: Option<f64>) -> Result<String, String> {
+    let fps = fps.map_or(String::new(), |f| format!(" fps: {f},"));
+    Ok(format!(
+        "{{ source: {{ file: {} }}, mode: part-per-frame,{fps} loop: false, queue: 4, stall_frames: 3, timeout: 5s }}",
+        path_yaml(video)?
+    ))
+}
+
+/// The model under test on the CPU with `--threads`, in batches of up to `batch`.
+fn model_yaml(args: &BenchArgs, batch: usize) -> Result<String, String> {
+    Ok(format!(
+        "{{ path: {}, batch: {batch}, batch_wait: 2ms, providers: [ {{ cpu: {{ threads: {} }} }} ] }}",
+        path_yaml(&args.model)?,
+        args.threads
+    ))
+}
+
+/// `s` as a double-quoted YAML scalar (JSON's escapes are YAML's too).
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+fn path_yaml(path: &Path) -> Result<String, String> {
+    path.to_str().map(yaml_string).ok_or_else(|| format!("{}: the bench needs a path in UTF-8", path.display()))
+}
+
+/// Parse and validate config text the bench wrote (relative paths stay
+/// relative to the working directory); every problem is named.
+fn load_config(yaml: &str) -> Result<Config, String> {
+    crate::config::load_str(yaml, "bench config", Path::new(""))
+        .map_err(|e| format!("the config the bench would run is not valid:\n{e}"))
 }
 
 /// User + system CPU seconds of this process so far.
@@ -513,4 +510,52 @@ pub(crate) fn machine() -> String {
 
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// The bench's arguments as clap gives them for `bench ARGS...`.
+    pub(in crate::cli::bench) fn args(argv: &[&str]) -> BenchArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        Cli::parse_from(std::iter::once("bench").chain(argv.iter().copied())).bench
+    }
+
+    #[test]
+    fn the_bench_config_is_one_check_config_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        // Quotes, a backslash and `: ` must reach the config as they are.
+        let video = dir.path().join(r#"a "b" \c: d.avi"#);
+        std::fs::write(&video, b"").unwrap();
+        let cfg = bench_config(&args(&["--threads", "2"]), &video, "127.0.0.1:5020", Some(1883)).unwrap();
+        assert!(matches!(&cfg.cameras["cam"].source, SourceConfig::File(p) if *p == video));
+        assert_eq!(
+            cfg.models["model"].path,
+            PathBuf::from("models/surface-classifier.onnx"),
+            "relative stays relative"
+        );
+        assert_eq!(cfg.modbus.devices["plc"].tcp.as_deref(), Some("127.0.0.1:5020"));
+        assert_eq!(cfg.mqtt.as_ref().map(|m| (m.port, m.stats_interval)), Some((1883, Dur::from_secs(1))));
+        let task = &cfg.tasks["bench"];
+        let reject = task.reject.as_ref().unwrap();
+        assert_eq!((reject.delay, reject.pulse), (Some(Dur(BENCH_GATE_DELAY)), Dur(Duration::from_micros(500))));
+        assert_eq!(task.inference_timeout, Dur(BENCH_GATE_DELAY));
+        assert_eq!(cfg.runtime.threads, Some(2));
+        assert!(bench_config(&args(&[]), &video, "127.0.0.1:5020", None).unwrap().mqtt.is_none());
+    }
+
+    #[test]
+    fn a_bench_config_check_config_would_refuse_is_an_error_naming_the_problem() {
+        let video = PathBuf::from("samples/line.avi");
+        let e = bench_config(&args(&["--threads", "0"]), &video, "127.0.0.1:5020", None).unwrap_err();
+        assert!(e.contains("thread budget 0 is out of range"), "{e}");
+        let e = bench_config(&args(&["--model", "/nonexistent.onnx"]), &video, "127.0.0.1:5020", None).unwrap_err();
+        assert!(e.contains("model file `/nonexistent.onnx` does not exist"), "{e}");
+    }
 }

@@ -17,7 +17,7 @@ use opencv::prelude::*;
 use opencv::videoio;
 use serde_json::{json, Value};
 
-use super::{bench_config, decode_all, machine, round1};
+use super::{bench_config, camera_yaml, decode_all, load_config, machine, model_yaml, round1};
 use crate::app;
 use crate::config::*;
 use crate::inference::runtime;
@@ -73,6 +73,31 @@ fn ort_batched(
     Ok(((calls * batch) as f64 / t.elapsed().as_secs_f64(), batch, model.provider().to_string()))
 }
 
+/// `n` file cameras on the test video, each at `fps` (or as fast as inspection
+/// takes its frames) with its own task on the one model in batches of up to
+/// `batch`. No gate and no broker: this measures inspection throughput and
+/// latency across cameras. Loaded as `check-config` would load it.
+fn cameras_config(
+    args: &super::BenchArgs,
+    video: &Path,
+    n: usize,
+    batch: usize,
+    fps: Option<f64>,
+) -> Result<Config, String> {
+    let camera = camera_yaml(video, fps)?;
+    let cameras: Vec<String> = (0..n).map(|i| format!("cam{i}: {camera}")).collect();
+    let tasks: Vec<String> =
+        (0..n).map(|i| format!("cam{i}: {{ camera: cam{i}, model: model, inference_timeout: 30s }}")).collect();
+    let yaml = format!(
+        "node: {{ group_id: bench, node_id: bench }}\ncameras: {{ {} }}\nmodels:\n  model: {}\ntasks: {{ {} }}\nruntime: {{ threads: {} }}\n",
+        cameras.join(", "),
+        model_yaml(args, batch)?,
+        tasks.join(", "),
+        args.threads
+    );
+    load_config(&yaml)
+}
+
 /// The pipeline with `n` cameras and tasks on one model; each camera at `fps`, or as fast as
 /// inspection takes its frames.
 async fn pipeline(
@@ -82,20 +107,7 @@ async fn pipeline(
     batch: usize,
     fps: Option<f64>,
 ) -> Result<(f64, Value), String> {
-    let mut cfg = bench_config(args, video, "127.0.0.1:1", None);
-    // No gate here: this measures inspection throughput and latency across cameras.
-    cfg.modbus = Default::default();
-    let mut cam = cfg.cameras.remove("cam").expect("bench camera");
-    cam.fps = fps;
-    let mut task = cfg.tasks.remove("bench").expect("bench task");
-    task.reject = None;
-    for i in 0..n {
-        cfg.cameras.insert(format!("cam{i}"), cam.clone());
-        cfg.tasks.insert(format!("cam{i}"), TaskConfig { camera: format!("cam{i}"), ..task.clone() });
-    }
-    if let Some(m) = cfg.models.get_mut("model") {
-        m.batch = batch;
-    }
+    let cfg = cameras_config(args, video, n, batch, fps)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let running =
         app::start(&cfg, app::Options { observer: Some(tx), ..Default::default() }).await.map_err(|e| e.to_string())?;
@@ -115,7 +127,7 @@ async fn pipeline(
 pub async fn run(args: &super::BenchArgs, video: &Path, counts: &[usize]) -> Result<Value, String> {
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
-    let model_cfg = bench_config(args, video, "127.0.0.1:1", None).models["model"].clone();
+    let model_cfg = bench_config(args, video, "127.0.0.1:1", None)?.models["model"].clone();
     let mut rows = Vec::new();
     for &n in counts {
         let m = measure(args, video, env, &model_cfg, n).await?;
@@ -268,5 +280,23 @@ fn print_row(args: &super::BenchArgs, m: &Measured, row: &Value) {
             "    {cam}: {} frames; full speed capture->decision p50 {} ms p99 {} ms; at {} f/s p50 {} ms p99 {} ms; dropped {} refused {}",
             c["frames"], c["decision_ms"]["p50"], c["decision_ms"]["p99"], args.camera_fps, p["p50"], p["p99"], p["dropped"], p["refused"]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cameras_config_is_one_check_config_accepts() {
+        let args = super::super::tests::args(&["--threads", "2"]);
+        let cfg = cameras_config(&args, Path::new("samples/line.avi"), 3, 3, Some(12.5)).unwrap();
+        assert_eq!(cfg.cameras.keys().collect::<Vec<_>>(), ["cam0", "cam1", "cam2"]);
+        assert!(cfg.cameras.values().all(|c| c.fps == Some(12.5) && c.mode == CameraMode::PartPerFrame));
+        assert!(cfg.tasks.iter().all(|(k, t)| t.camera == *k && t.reject.is_none()));
+        assert_eq!(cfg.models["model"].batch, 3);
+        assert!(cfg.modbus.devices.is_empty() && cfg.mqtt.is_none());
+        let free = cameras_config(&args, Path::new("samples/line.avi"), 1, 1, None).unwrap();
+        assert_eq!(free.cameras["cam0"].fps, None);
     }
 }
