@@ -35,13 +35,10 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod bench;
 pub mod camera;
+pub mod cli;
 pub mod config;
 pub mod decision;
-pub mod demo;
-pub mod eval;
-pub mod infer;
 pub mod inference;
 pub mod line;
 pub mod logging;

@@ -37,13 +37,13 @@ enum Command {
     /// Print the JSON Schema of the config file.
     ConfigSchema,
     /// A simulated line with the committed model, a simulated PLC and a local broker.
-    Demo(linesight::demo::DemoArgs),
+    Demo(linesight::cli::demo::DemoArgs),
     /// Measure each stage alone and the whole pipeline on this machine.
-    Bench(linesight::bench::BenchArgs),
+    Bench(linesight::cli::bench::BenchArgs),
     /// Run a model on image files: verdict, detections or class scores; exits 1 if an image could not be read.
-    Infer(linesight::infer::InferArgs),
+    Infer(linesight::cli::infer::InferArgs),
     /// Measure a model on a labelled folder: NG recall, false-reject rate, the threshold for a target recall.
-    Eval(linesight::eval::EvalArgs),
+    Eval(linesight::cli::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,16 +74,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config } => run(config),
-        Command::Demo(args) => with_runtime(|| linesight::demo::main(args)),
-        Command::Bench(args) => with_runtime(|| linesight::bench::main(args)),
+        Command::Demo(args) => with_runtime(|| linesight::cli::demo::main(args)),
+        Command::Bench(args) => with_runtime(|| linesight::cli::bench::main(args)),
         Command::Eval(args) => {
             let json = args.json;
-            match linesight::eval::main(args) {
+            match linesight::cli::eval::main(args) {
                 Ok(report) => {
                     if json {
                         println!("{report}");
                     } else {
-                        linesight::eval::print_text(&report);
+                        linesight::cli::eval::print_text(&report);
                     }
                     ExitCode::SUCCESS
                 }
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Infer(args) => match linesight::infer::main(args) {
+        Command::Infer(args) => match linesight::cli::infer::main(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

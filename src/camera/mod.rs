@@ -18,9 +18,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{CameraConfig, CameraMode, SourceConfig};
 use crate::part::queue::{FrameQueue, Pushed, WhenFull};
-use crate::part::Frame;
-use crate::part::{PartEvent, PartInfo};
+use crate::part::{Frame, PartEvent, PartInfo};
 use crate::stats::{CameraStats, CameraStatus};
+use crate::util::backoff::Backoff;
 use source::FrameSource;
 
 /// A cheap fingerprint of a frame: a hash of every 61st byte (a frozen
@@ -67,129 +67,174 @@ impl Camera {
     }
 
     fn run(mut self) {
-        let mut backoff = Duration::from_millis(200);
-        let mut seq: u64 = 0;
+        let mut capture = self.start_capture();
+        while !self.stop.load(Ordering::Relaxed) {
+            let Some(src) = self.open(&mut capture.backoff) else { continue };
+            if self.stream(src, &mut capture) == Streamed::Finished {
+                break;
+            }
+        }
+        self.queue.close();
+    }
+
+    /// The capture loop's state before the first frame. With a configured
+    /// rate the stall limit is known now; live streams without one learn it
+    /// (see [`Camera::learn_interval`]).
+    fn start_capture(&self) -> Capture {
         let interval = self.config.fps.map(|f| Duration::from_secs_f64(1.0 / f));
         let stall_frames = u64::from(self.config.stall_frames.max(1));
         if let Some(iv) = interval {
             self.stats.set_stall_after_ms(iv.as_millis() as u64 * stall_frames);
         }
-        let transform = transform::Transform::of(&self.config);
-        let mut last_print: Option<u64> = None;
-        let mut same_in_a_row: u64 = 0;
-        // Live streams set their own rate: learn the frame interval from the
-        // stream (a smoothed average), so that a stream that stops sending is
-        // seen as stalled after `stall_frames` of its own intervals.
-        let mut learned: Option<(Instant, f64, u32)> = None;
-        let when_full = match (self.config.mode, self.config.fps, &self.config.source) {
+        Capture {
+            // Reopening a live source: 200 ms doubling to 10 s, ±25 % jitter.
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            seq: 0,
+            interval,
+            stall_frames,
+            transform: transform::Transform::of(&self.config),
+            when_full: self.when_full(),
+            last_print: None,
+            same_in_a_row: 0,
+            learned: None,
+        }
+    }
+
+    /// What a full queue means for this camera's frames.
+    fn when_full(&self) -> WhenFull {
+        match (self.config.mode, self.config.fps, &self.config.source) {
             (CameraMode::FreeRunning, _, _) => WhenFull::DropOldest,
             // A file read as fast as inspection goes: nothing moves, so wait.
             (CameraMode::PartPerFrame, None, SourceConfig::File(_) | SourceConfig::Directory(_)) => WhenFull::Wait,
             // A real (or simulated) line: the part does not wait for us.
             (CameraMode::PartPerFrame | CameraMode::Triggered, _, _) => WhenFull::Refuse,
-        };
-        'outer: while !self.stop.load(Ordering::Relaxed) {
-            if self.stats.status() != CameraStatus::Online {
-                self.stats.set_status(CameraStatus::Connecting);
+        }
+    }
+
+    /// Open the source. When it cannot be opened: offline, and the backoff
+    /// waited out here (stop honoured) before the caller tries again.
+    fn open(&mut self, backoff: &mut Backoff) -> Option<Box<dyn FrameSource>> {
+        if self.stats.status() != CameraStatus::Online {
+            self.stats.set_status(CameraStatus::Connecting);
+        }
+        match (self.opener)() {
+            Ok(src) => {
+                if self.stats.status() != CameraStatus::Online {
+                    tracing::info!(camera = %self.name, "camera online");
+                }
+                self.stats.set_status(CameraStatus::Online);
+                Some(src)
             }
-            let mut src = match (self.opener)() {
-                Ok(s) => s,
+            Err(e) => {
+                self.stats.set_status(CameraStatus::Offline);
+                let wait = backoff.delay();
+                tracing::error!(camera = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "camera cannot open; retrying");
+                self.sleep(wait);
+                None
+            }
+        }
+    }
+
+    /// Read an open source, paced to the configured rate, until a stop, its
+    /// end (a looped file starts over: reopened), or an error (the backoff
+    /// is waited out here, then reopened). The source is closed on return.
+    fn stream(&self, mut src: Box<dyn FrameSource>, capture: &mut Capture) -> Streamed {
+        let mut next_due = Instant::now();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Streamed::Finished;
+            }
+            if let Some(iv) = capture.interval {
+                pace(&mut next_due, iv);
+            }
+            let grab_started = Instant::now();
+            match self.grab(&mut *src, &capture.transform) {
+                Ok(Some(image)) => self.on_frame(capture, grab_started, image),
+                Ok(None) if self.config.looping => {
+                    // A looped file starts over with the frame it started with: not a repeat.
+                    capture.last_print = None;
+                    return Streamed::Reopen;
+                }
+                Ok(None) => {
+                    self.stats.set_status(CameraStatus::Ended);
+                    tracing::info!(camera = %self.name, frames = capture.seq, "source ended");
+                    return Streamed::Finished;
+                }
                 Err(e) => {
                     self.stats.set_status(CameraStatus::Offline);
-                    tracing::error!(camera = %self.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "camera cannot open; retrying");
-                    self.sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            if self.stats.status() != CameraStatus::Online {
-                tracing::info!(camera = %self.name, "camera online");
-            }
-            self.stats.set_status(CameraStatus::Online);
-            let mut next_due = Instant::now();
-            loop {
-                if self.stop.load(Ordering::Relaxed) {
-                    break 'outer;
-                }
-                if let Some(iv) = interval {
-                    let now = Instant::now();
-                    if next_due > now {
-                        std::thread::sleep(next_due - now);
-                    }
-                    // If we fell behind (a slow disk), do not burst to catch up.
-                    next_due = (next_due + iv).max(Instant::now());
-                }
-                let grab_started = Instant::now();
-                let next = src.next_frame().and_then(|f| match f {
-                    Some(image) if !transform.is_identity() => transform
-                        .apply(image)
-                        .map(Some)
-                        .map_err(|why| source::SourceError::Read { what: format!("camera `{}`", self.name), why }),
-                    other => Ok(other),
-                });
-                match next {
-                    Ok(Some(image)) => {
-                        backoff = Duration::from_millis(200);
-                        let print = fingerprint(&image);
-                        if print.is_some() && print == last_print {
-                            // Not a fresh image: never inspected as one.
-                            self.stats.repeated.fetch_add(1, Ordering::Relaxed);
-                            same_in_a_row += 1;
-                            if same_in_a_row + 1 >= stall_frames && !self.stats.set_frozen(true) {
-                                tracing::error!(camera = %self.name, frames = same_in_a_row + 1, "camera stalled: the same frame again and again");
-                            }
-                            continue;
-                        }
-                        if self.stats.set_frozen(false) {
-                            tracing::info!(camera = %self.name, "camera delivers new frames again");
-                        }
-                        same_in_a_row = 0;
-                        last_print = print;
-                        self.stats.mark_new_frame();
-                        if interval.is_none() && self.is_live() {
-                            let now = Instant::now();
-                            learned = Some(match learned {
-                                None => (now, 0.0, 0),
-                                Some((at, avg, n)) => {
-                                    let dt = (now - at).as_secs_f64() * 1e3;
-                                    let avg = if n == 0 { dt } else { 0.8 * avg + 0.2 * dt };
-                                    if n >= 5 {
-                                        let limit = (avg.max(10.0) * stall_frames as f64) as u64;
-                                        self.stats.set_stall_after_ms(limit);
-                                    }
-                                    (now, avg, n + 1)
-                                }
-                            });
-                        }
-                        seq += 1;
-                        if self.waiting.is_some() {
-                            self.deliver_triggered(grab_started, image);
-                        } else {
-                            self.deliver(seq, image, when_full);
-                        }
-                    }
-                    Ok(None) => {
-                        if self.config.looping {
-                            // A looped file starts over with the frame it started with: not a repeat.
-                            last_print = None;
-                            continue 'outer;
-                        }
-                        self.stats.set_status(CameraStatus::Ended);
-                        tracing::info!(camera = %self.name, frames = seq, "source ended");
-                        break 'outer;
-                    }
-                    Err(e) => {
-                        self.stats.set_status(CameraStatus::Offline);
-                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(camera = %self.name, error = %e, "camera lost; reconnecting");
-                        self.sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        continue 'outer;
-                    }
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(camera = %self.name, error = %e, "camera lost; reconnecting");
+                    self.sleep(capture.backoff.delay());
+                    return Streamed::Reopen;
                 }
             }
         }
-        self.queue.close();
+    }
+
+    /// The next frame, rotated and cropped as configured; `None` at the end of a file.
+    fn grab(
+        &self,
+        src: &mut dyn FrameSource,
+        transform: &transform::Transform,
+    ) -> Result<Option<Mat>, source::SourceError> {
+        src.next_frame().and_then(|f| match f {
+            Some(image) if !transform.is_identity() => transform
+                .apply(image)
+                .map(Some)
+                .map_err(|why| source::SourceError::Read { what: format!("camera `{}`", self.name), why }),
+            other => Ok(other),
+        })
+    }
+
+    /// A frame arrived (the source works: the backoff starts over). The same
+    /// frame as the last is counted, and `stall_frames` of them in a row are
+    /// a frozen stream, but never inspected; a new frame is delivered.
+    fn on_frame(&self, capture: &mut Capture, grab_started: Instant, image: Mat) {
+        capture.backoff.reset();
+        let print = fingerprint(&image);
+        if print.is_some() && print == capture.last_print {
+            // Not a fresh image: never inspected as one.
+            self.stats.repeated.fetch_add(1, Ordering::Relaxed);
+            capture.same_in_a_row += 1;
+            if capture.same_in_a_row + 1 >= capture.stall_frames && !self.stats.set_frozen(true) {
+                tracing::error!(camera = %self.name, frames = capture.same_in_a_row + 1, "camera stalled: the same frame again and again");
+            }
+            return;
+        }
+        if self.stats.set_frozen(false) {
+            tracing::info!(camera = %self.name, "camera delivers new frames again");
+        }
+        capture.same_in_a_row = 0;
+        capture.last_print = print;
+        self.stats.mark_new_frame();
+        if capture.interval.is_none() && self.is_live() {
+            self.learn_interval(capture);
+        }
+        capture.seq += 1;
+        if self.waiting.is_some() {
+            self.deliver_triggered(grab_started, image);
+        } else {
+            self.deliver(capture.seq, image, capture.when_full);
+        }
+    }
+
+    /// Live streams set their own rate: learn the frame interval from the
+    /// stream (a smoothed average), so that a stream that stops sending is
+    /// seen as stalled after `stall_frames` of its own intervals.
+    fn learn_interval(&self, capture: &mut Capture) {
+        let now = Instant::now();
+        capture.learned = Some(match capture.learned {
+            None => (now, 0.0, 0),
+            Some((at, avg, n)) => {
+                let dt = (now - at).as_secs_f64() * 1e3;
+                let avg = if n == 0 { dt } else { 0.8 * avg + 0.2 * dt };
+                if n >= 5 {
+                    let limit = (avg.max(10.0) * capture.stall_frames as f64) as u64;
+                    self.stats.set_stall_after_ms(limit);
+                }
+                (now, avg, n + 1)
+            }
+        });
     }
 
     fn deliver(&self, seq: u64, image: Mat, when_full: WhenFull) {
@@ -268,4 +313,40 @@ impl Camera {
             std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
         }
     }
+}
+
+/// What the capture loop carries from frame to frame, and across reopens.
+struct Capture {
+    backoff: Backoff,
+    /// Frames delivered so far: the part id of the last one.
+    seq: u64,
+    /// The configured frame interval (files paced to a line), if any.
+    interval: Option<Duration>,
+    stall_frames: u64,
+    transform: transform::Transform,
+    when_full: WhenFull,
+    /// Fingerprint of the last new frame, to tell a repeat.
+    last_print: Option<u64>,
+    same_in_a_row: u64,
+    /// Learning a live stream's interval: (last frame, smoothed interval in ms, intervals seen).
+    learned: Option<(Instant, f64, u32)>,
+}
+
+/// How reading an open source ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Streamed {
+    /// Stop requested, or the source ended: the capture thread ends.
+    Finished,
+    /// Lost (after the backoff), or a looped file at its end: open it again.
+    Reopen,
+}
+
+/// Hold a source to its configured rate: wait for the frame's due time. If
+/// we fell behind (a slow disk), do not burst to catch up.
+fn pace(next_due: &mut Instant, iv: Duration) {
+    let now = Instant::now();
+    if *next_due > now {
+        std::thread::sleep(*next_due - now);
+    }
+    *next_due = (*next_due + iv).max(Instant::now());
 }

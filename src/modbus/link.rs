@@ -19,6 +19,7 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{Request, Response, Slave};
 
 use crate::config::{Parity, RtuConfig};
+use crate::util::backoff::Backoff;
 
 /// Why a request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,7 +96,7 @@ impl Transport {
 }
 
 /// A supervised connection with per-request timeout, reconnect with
-/// exponential backoff, and a quiet gap between requests.
+/// exponential backoff (with jitter), and a quiet gap between requests.
 pub struct Link {
     /// Used in messages: the device name, or the serial port for a shared bus.
     name: String,
@@ -105,11 +106,13 @@ pub struct Link {
     ctx: Option<Context>,
     /// Earliest time of the next connection attempt.
     retry_at: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     /// When the last request ended, for the gap.
     quiet_since: Instant,
 }
 
+/// Reconnect delays: 100 ms doubling to 5 s, ±25 % jitter (so that the links
+/// of a node, or many nodes, do not retry a returning PLC in lockstep).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -123,7 +126,7 @@ impl Link {
             gap,
             ctx: None,
             retry_at: now,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             quiet_since: now,
         }
     }
@@ -163,9 +166,9 @@ impl Link {
 
     fn failed(&mut self, why: String) -> LinkError {
         self.ctx = None;
-        self.retry_at = Instant::now() + self.backoff;
-        tracing::warn!(device = %self.name, link = %self.transport, error = %why, retry_in_ms = self.backoff.as_millis() as u64, "Modbus link down");
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.delay();
+        self.retry_at = Instant::now() + wait;
+        tracing::warn!(device = %self.name, link = %self.transport, error = %why, retry_in_ms = wait.as_millis() as u64, "Modbus link down");
         LinkError::Down(format!("`{}` ({}): {why}", self.name, self.transport))
     }
 }
@@ -216,11 +219,11 @@ impl ModbusLink for Link {
         self.quiet_since = Instant::now();
         match result {
             Ok(Ok(Ok(response))) => {
-                self.backoff = BACKOFF_MIN;
+                self.backoff.reset();
                 Ok(response)
             }
             Ok(Ok(Err(exception))) => {
-                self.backoff = BACKOFF_MIN;
+                self.backoff.reset();
                 Err(LinkError::Refused(format!("{exception}")))
             }
             // Transport errors and protocol errors (a transaction-id or unit

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 
 use crate::config::{MqttConfig, TlsConfig};
+use crate::util::backoff::Backoff;
 
 /// Largest packet we send or accept. The 10 KiB default does not hold a
 /// Sparkplug birth or a stats message of a node with many tasks. Incoming
@@ -249,46 +250,15 @@ fn explain_tls(t: &rustls::Error, server: &Server) -> String {
     }
 }
 
-/// Reconnect delays: exponential from 250 ms to 4 s with jitter, reset by
-/// a successful connection. rumqttc retries at once otherwise, and a dead
+/// Reconnect delays: exponential from 250 ms to 4 s with ±25 % jitter, reset
+/// by a successful connection. rumqttc retries at once otherwise, and a dead
 /// broker would make it spin. The cap is low on purpose: after a long outage
 /// live data must resume within about 5 s of the broker's return (a 30 s
 /// cap made it 9.5 s after a 60 s outage); one attempt every 4 s per node is
-/// no load on a broker.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(4);
-
-    /// The delay before the next attempt.
-    pub fn delay(&mut self) -> Duration {
-        let d = jitter(self.next);
-        self.next = (self.next * 2).min(Self::MAX);
-        d
-    }
-
-    pub fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-/// Up to +/-25 % of `d`, so that many nodes do not reconnect in lockstep
-/// after a broker restart. Randomness from the clock's nanoseconds is enough here.
-fn jitter(d: Duration) -> Duration {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
-    let frac = (nanos % 1000) as f64 / 1000.0; // 0..1
-    d.mul_f64(0.75 + 0.5 * frac)
+/// no load on a broker. The jitter keeps many nodes from reconnecting in
+/// lockstep after a broker restart.
+pub fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), Duration::from_secs(4))
 }
 
 #[cfg(test)]
@@ -297,7 +267,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
-        let mut b = Backoff::default();
+        let mut b = backoff();
         let first = b.delay();
         assert!(first >= Duration::from_millis(187) && first <= Duration::from_millis(313), "{first:?}");
         for _ in 0..20 {

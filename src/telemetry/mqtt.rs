@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::connection::{self, Backoff, Ended, Server};
+use super::connection::{self, Ended, Server};
 use super::durable::{self, Durable};
 use crate::config::{MqttConfig, NodeIdentity};
 use crate::stats::QueueStats;
@@ -168,7 +168,7 @@ struct Session {
 impl Session {
     async fn run(mut self) {
         let servers = connection::servers(&self.cfg);
-        let mut backoff = Backoff::default();
+        let mut backoff = connection::backoff();
         let mut at = 0;
         let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

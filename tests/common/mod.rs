@@ -27,7 +27,7 @@ pub fn require_ort() {
 
 /// `frame,class,ng` labels of the sample video.
 pub fn labels() -> Vec<bool> {
-    linesight::demo::read_labels(&repo().join("samples/line.labels.csv")).unwrap()
+    linesight::cli::demo::read_labels(&repo().join("samples/line.labels.csv")).unwrap()
 }
 
 /// mosquitto_sub, an MQTT client nobody here wrote, printing `topic payload` per message.

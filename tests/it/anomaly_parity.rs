@@ -22,7 +22,7 @@ const SCORE: f64 = 0.005;
 #[test]
 fn anomaly_scores_agree_with_anomalibs_inferencer() {
     require_ort();
-    let mut model: Loaded = linesight::infer::load(&repo().join("models/surface-anomaly.onnx"), 1).unwrap();
+    let mut model: Loaded = linesight::cli::infer::load(&repo().join("models/surface-anomaly.onnx"), 1).unwrap();
     let Loaded::Anomaly(a) = &model else { panic!("the committed anomaly model did not load as one") };
     let threshold = f64::from(a.contract.threshold);
     let text = std::fs::read_to_string(repo().join("models/surface-anomaly.reference.jsonl")).unwrap();
@@ -31,7 +31,7 @@ fn anomaly_scores_agree_with_anomalibs_inferencer() {
     let (mut worst_score, mut worst_map, mut ng) = (0.0_f64, 0.0_f64, 0);
     for r in &refs {
         let name = PathBuf::from(r["image"].as_str().unwrap());
-        let frame = linesight::infer::read_image(&repo().join(&name)).unwrap();
+        let frame = linesight::cli::infer::read_image(&repo().join(&name)).unwrap();
         let (mut out, _) = model.infer(&[&frame], 0.0, 0.0).unwrap();
         let Some(Output::Anomaly(got)) = out.pop() else { panic!("{name:?}: not an anomaly result") };
         let want = r["pred_score"].as_f64().unwrap();

@@ -64,8 +64,9 @@ const LIMIT: Duration = Duration::from_secs(2);
 const CONNECT: Duration = Duration::from_secs(2);
 /// The outer bound on anything awaited; generous, never a measured timing.
 const GUARD: Duration = Duration::from_secs(5);
-/// Longer than the link's first backoff (100 ms; it starts over at every
-/// successful connect, so every test here sees the first one).
+/// Longer than the link's first backoff (100 ms ± 25 % jitter, so at most
+/// 125 ms; it starts over at every successful connect, so every test here
+/// sees the first one).
 const PAST_BACKOFF: Duration = Duration::from_millis(150);
 
 /// What a correct server holds: holding register `a` contains `0x1000 + a`.
@@ -785,8 +786,9 @@ async fn backoff_grows_while_the_device_accepts_but_never_answers_well() {
     let server = Server::start((0..64).map(|_| bad()).collect()).await;
     let mut link = Link::tcp("not-modbus", &server.addr, CONNECT);
     // Poll every 20 ms for 1.5 s. With 100, 200, 400, 800 ms between
-    // attempts there are at most 5 connections (fewer on a slow machine);
-    // with the backoff stuck at 100 ms there are 12 or more.
+    // attempts (at least 75, 150, 300, 600 ms with the ±25 % jitter) there
+    // are at most 5 connections (fewer on a slow machine); with the backoff
+    // stuck at 100 ms there are 10 or more even at +25 %.
     let end = tokio::time::Instant::now() + Duration::from_millis(1500);
     while tokio::time::Instant::now() < end {
         let r = guard("a poll", link.call(UNIT, read(), SHORT)).await;

@@ -106,9 +106,10 @@ fn agree(model: &str) {
 #[test]
 fn a_batch_of_frames_gets_the_detections_each_frame_gets_alone() {
     require_ort();
-    let load = |m: &str| linesight::infer::load(&repo().join(format!("models/{m}.onnx")), 1).unwrap();
+    let load = |m: &str| linesight::cli::infer::load(&repo().join(format!("models/{m}.onnx")), 1).unwrap();
     let (mut single, mut batched) = (load("surface-detector"), load("surface-detector-batch"));
-    let frames: Vec<opencv::core::Mat> = samples().iter().map(|p| linesight::infer::read_image(p).unwrap()).collect();
+    let frames: Vec<opencv::core::Mat> =
+        samples().iter().map(|p| linesight::cli::infer::read_image(p).unwrap()).collect();
     let refs: Vec<&opencv::core::Mat> = frames.iter().collect();
     let (together, _) = batched.infer(&refs, 0.25, 0.7).unwrap();
     assert_eq!(together.len(), frames.len());

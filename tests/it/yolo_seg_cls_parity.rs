@@ -34,11 +34,11 @@ fn reference(model: &str) -> BTreeMap<String, Value> {
 
 fn load(model: &str) -> Loaded {
     require_ort();
-    linesight::infer::load(&repo().join(format!("models/{model}.onnx")), 1).unwrap()
+    linesight::cli::infer::load(&repo().join(format!("models/{model}.onnx")), 1).unwrap()
 }
 
 fn image(model: &str, name: &str) -> opencv::core::Mat {
-    linesight::infer::read_image(&repo().join(format!("models/{model}-samples/{name}"))).unwrap()
+    linesight::cli::infer::read_image(&repo().join(format!("models/{model}-samples/{name}"))).unwrap()
 }
 
 #[test]

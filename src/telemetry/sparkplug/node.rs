@@ -27,7 +27,7 @@ use crate::config::{MqttConfig, NodeIdentity, SparkplugConfig};
 use crate::part::sample::Point;
 use crate::stats::{CameraStatus, NodeStats};
 use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
-use crate::telemetry::connection::{self, Backoff, Ended, Server};
+use crate::telemetry::connection::{self, Ended, Server};
 use crate::telemetry::durable::{Durable, Stamp};
 
 impl Pending {
@@ -174,7 +174,7 @@ impl Stamp for SeqStamp<'_> {
 impl Session {
     async fn run(mut self) {
         let servers = connection::servers(&self.cfg);
-        let mut backoff = Backoff::default();
+        let mut backoff = connection::backoff();
         let mut at = 0;
         let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
         flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -8,11 +8,16 @@
 //! for them (`…/images/…/x.png` → `…/labels/…/x.txt`), or `x.txt` next to
 //! the image outside an `images` folder (an empty or missing file is a good part).
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
+use opencv::core::Mat;
 use serde_json::{json, Value};
 
+use crate::cli::infer::{self, Model};
+use crate::inference::anomaly::Anomaly;
+use crate::inference::detector::Detector;
 use crate::part::Detection;
 use crate::util::percentiles::percentiles;
 
@@ -271,169 +276,226 @@ impl Tally {
     }
 }
 
+/// What the scoring loops collect, whatever the kind of model.
+struct Scoring {
+    /// Image-level outcomes and NG scores, for AUROC and the threshold.
+    tally: Tally,
+    /// Inference time per image, ms.
+    latency: Vec<f64>,
+    /// Why each unreadable image could not be read (they are skipped, and listed in the report).
+    unreadable: Vec<String>,
+    /// A progress bar on stderr: only on a terminal, and never under `--json`.
+    show_progress: bool,
+}
+
+impl Scoring {
+    fn new(args: &EvalArgs) -> Self {
+        Scoring {
+            tally: Tally::default(),
+            latency: Vec::new(),
+            unreadable: Vec::new(),
+            show_progress: std::io::stderr().is_terminal() && !args.json,
+        }
+    }
+
+    fn progress(&self, total: usize) -> Progress {
+        Progress { on: self.show_progress, total }
+    }
+
+    /// The image of a sample, or `None` (noted as unreadable) when it cannot be decoded.
+    fn read(&mut self, path: &Path) -> Option<Mat> {
+        match infer::read_image(path) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                self.unreadable.push(e);
+                None
+            }
+        }
+    }
+}
+
+/// Load the model, score every labelled image of the folder with it, and
+/// report in the plant's terms (see the module documentation).
 pub fn main(args: EvalArgs) -> Result<Value, String> {
-    let mut model = crate::infer::load(&args.model, args.threads)?;
-    let progress = |n| Progress { on: std::io::stderr().is_terminal() && !args.json, total: n };
-    let mut latency = Vec::new();
-    // Image-level NG scores, for AUROC and the threshold.
-    let mut tally = Tally::default();
-    let mut unreadable = Vec::new();
+    let mut model = infer::load(&args.model, args.threads)?;
+    let mut scoring = Scoring::new(&args);
     let report = match &mut model {
-        crate::infer::Model::Anomaly(a) => {
-            let threshold = f64::from(a.contract.threshold);
-            let samples = anomaly_samples(&args.data)?;
-            let bar = progress(samples.len());
-            // Per folder: (images, called NG).
-            let mut folders: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
-            for (i, s) in samples.iter().enumerate() {
-                bar.tick(i + 1);
-                let Truth::Class(folder) = &s.truth else { continue };
-                let frame = match crate::infer::read_image(&s.path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        unreadable.push(e);
-                        continue;
-                    }
-                };
-                let (mut out, timing) = a.score_many(&[&frame])?;
-                latency.push(timing.inference_ms);
-                let score = f64::from(out.pop().map_or(f32::NAN, |r| r.score));
-                let is_ng = folder != "good";
-                let said_ng = score >= threshold;
-                let f = folders.entry(folder.clone()).or_default();
-                f.0 += 1;
-                f.1 += usize::from(said_ng);
-                tally.add(is_ng, said_ng, score);
-            }
-            let per_folder: serde_json::Map<String, Value> = folders
-                .iter()
-                .map(|(k, (n, ng))| {
-                    let rate = *ng as f64 / (*n).max(1) as f64;
-                    let v = if k == "good" {
-                        json!({"images": n, "called_ng": ng, "false_reject_rate": r4(rate)})
-                    } else {
-                        json!({"images": n, "called_ng": ng, "ng_recall": r4(rate)})
-                    };
-                    (k.clone(), v)
-                })
-                .collect();
-            json!({
-                "kind": "anomaly",
-                "classes": ["good", "defect"],
-                "confusion": {"rows_true_columns_predicted": [[tally.tn, tally.fp], [tally.fn_, tally.tp]], "labels": ["good", "defect"]},
-                "per_class": {"defect": prf(tally.tp, tally.fp, tally.fn_), "good": prf(tally.tn, tally.fn_, tally.fp)},
-                "per_folder": per_folder,
-                "operating_point": tally.operating_point("threshold", threshold),
-            })
-        }
-        m @ (crate::infer::Model::Classifier(_) | crate::infer::Model::YoloClassify(_)) => {
-            let (classes, ok_mask, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
-            let threshold = own.unwrap_or(0.5);
-            let kind = if matches!(m, crate::infer::Model::Classifier(_)) { "classifier" } else { "yolo-classify" };
-            let samples = classifier_samples(&args.data, &classes)?;
-            let bar = progress(samples.len());
-            let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
-            for (i, s) in samples.iter().enumerate() {
-                bar.tick(i + 1);
-                let Truth::Class(truth) = &s.truth else { continue };
-                let frame = match crate::infer::read_image(&s.path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        unreadable.push(e);
-                        continue;
-                    }
-                };
-                let (mut out, timing) = m.infer(&[&frame], 0.0, 0.0)?;
-                latency.push(timing.inference_ms);
-                let Some(crate::part::ModelOutput::Probs(probs)) = out.pop() else {
-                    return Err("the classifier returned no probabilities".into());
-                };
-                let t = classes.iter().position(|k| k == truth).unwrap_or(0);
-                let p = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-                confusion[t][p] += 1;
-                let ng: f64 =
-                    1.0 - probs.iter().zip(&ok_mask).filter(|(_, ok)| **ok).map(|(p, _)| f64::from(*p)).sum::<f64>();
-                let is_ng = !ok_mask[t];
-                let said_ng = ng >= f64::from(threshold);
-                tally.add(is_ng, said_ng, ng);
-            }
-            let per_class: serde_json::Map<String, Value> = classes
-                .iter()
-                .enumerate()
-                .map(|(k, name)| {
-                    let tp = confusion[k][k];
-                    let fp = (0..classes.len()).filter(|&t| t != k).map(|t| confusion[t][k]).sum();
-                    let fn_ = (0..classes.len()).filter(|&p| p != k).map(|p| confusion[k][p]).sum();
-                    (name.clone(), prf(tp, fp, fn_))
-                })
-                .collect();
-            json!({
-                "kind": kind,
-                "classes": classes,
-                "confusion": {"rows_true_columns_predicted": confusion},
-                "per_class": per_class,
-                "operating_point": tally.operating_point("ng_threshold", f64::from(threshold)),
-            })
-        }
-        crate::infer::Model::Detector(d) => {
-            let names = d.meta.names.clone();
-            let nc = names.len();
-            let samples = detector_samples(&args.data)?;
-            let bar = progress(samples.len());
-            let mut counts = vec![(0usize, 0usize, 0usize); nc];
-            for (i, s) in samples.iter().enumerate() {
-                bar.tick(i + 1);
-                let Truth::Boxes(label) = &s.truth else { continue };
-                let frame = match crate::infer::read_image(&s.path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        unreadable.push(e);
-                        continue;
-                    }
-                };
-                use opencv::prelude::MatTraitConst;
-                let truth = read_labels(label, frame.cols() as f32, frame.rows() as f32, nc)?;
-                // Low confidence, so that the image score covers the whole range; the operating point filters.
-                let (all, timing) = d.detect(&frame, 0.001, args.iou)?;
-                latency.push(timing.inference_ms);
-                let score = all.first().map_or(0.0, |x| f64::from(x.score));
-                let dets: Vec<&Detection> = all.iter().filter(|x| x.score > args.conf).collect();
-                let mut matched = vec![false; truth.len()];
-                for det in &dets {
-                    let best = truth
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, (c, _))| !matched[*j] && *c == det.class_id)
-                        .map(|(j, (_, b))| (j, crate::inference::yolo::iou_of(b, &det.bbox)))
-                        .filter(|(_, o)| *o >= 0.5)
-                        .max_by(|a, b| a.1.total_cmp(&b.1));
-                    match best {
-                        Some((j, _)) => {
-                            matched[j] = true;
-                            counts[det.class_id].0 += 1;
-                        }
-                        None => counts[det.class_id].1 += 1,
-                    }
-                }
-                for (j, (c, _)) in truth.iter().enumerate() {
-                    if !matched[j] {
-                        counts[*c].2 += 1;
-                    }
-                }
-                let is_ng = !truth.is_empty();
-                tally.add(is_ng, !dets.is_empty(), score);
-            }
-            let per_class: serde_json::Map<String, Value> =
-                names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect();
-            json!({
-                "kind": format!("yolo-{}", d.meta.task),
-                "classes": names,
-                "per_class_boxes_iou_0_5": per_class,
-                "operating_point": tally.operating_point("conf", f64::from(args.conf)),
-            })
-        }
+        Model::Anomaly(a) => eval_anomaly(a, &args, &mut scoring)?,
+        m @ (Model::Classifier(_) | Model::YoloClassify(_)) => eval_classifier(m, &args, &mut scoring)?,
+        Model::Detector(d) => eval_detector(d, &args, &mut scoring)?,
     };
-    let Tally { pos, neg, .. } = tally;
+    complete_report(report, scoring, &args)
+}
+
+/// An anomaly model on `good/` and defect folders: NG when the score reaches
+/// the model's own threshold; also the share called NG per folder.
+fn eval_anomaly(a: &mut Anomaly, args: &EvalArgs, scoring: &mut Scoring) -> Result<Value, String> {
+    let threshold = f64::from(a.contract.threshold);
+    let samples = anomaly_samples(&args.data)?;
+    let bar = scoring.progress(samples.len());
+    // Per folder: (images, called NG).
+    let mut folders: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        bar.tick(i + 1);
+        let Truth::Class(folder) = &s.truth else { continue };
+        let Some(frame) = scoring.read(&s.path) else { continue };
+        let (mut out, timing) = a.score_many(&[&frame])?;
+        scoring.latency.push(timing.inference_ms);
+        let score = f64::from(out.pop().map_or(f32::NAN, |r| r.score));
+        let is_ng = folder != "good";
+        let said_ng = score >= threshold;
+        let f = folders.entry(folder.clone()).or_default();
+        f.0 += 1;
+        f.1 += usize::from(said_ng);
+        scoring.tally.add(is_ng, said_ng, score);
+    }
+    let tally = &scoring.tally;
+    Ok(json!({
+        "kind": "anomaly",
+        "classes": ["good", "defect"],
+        "confusion": {"rows_true_columns_predicted": [[tally.tn, tally.fp], [tally.fn_, tally.tp]], "labels": ["good", "defect"]},
+        "per_class": {"defect": prf(tally.tp, tally.fp, tally.fn_), "good": prf(tally.tn, tally.fn_, tally.fp)},
+        "per_folder": per_folder(&folders),
+        "operating_point": tally.operating_point("threshold", threshold),
+    }))
+}
+
+/// The `per_folder` member of an anomaly report: `good/` gives the
+/// false-reject rate, every defect folder its NG recall.
+fn per_folder(folders: &BTreeMap<String, (usize, usize)>) -> serde_json::Map<String, Value> {
+    folders
+        .iter()
+        .map(|(k, (n, ng))| {
+            let rate = *ng as f64 / (*n).max(1) as f64;
+            let v = if k == "good" {
+                json!({"images": n, "called_ng": ng, "false_reject_rate": r4(rate)})
+            } else {
+                json!({"images": n, "called_ng": ng, "ng_recall": r4(rate)})
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// A classifier (linesight's or Ultralytics') on class folders: the
+/// confusion matrix of the top class, and NG when the probability of the
+/// NG classes together reaches the model's threshold (0.5 without one).
+fn eval_classifier(m: &mut Model, args: &EvalArgs, scoring: &mut Scoring) -> Result<Value, String> {
+    let (classes, ok_mask, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
+    let threshold = own.unwrap_or(0.5);
+    let kind = if matches!(m, Model::Classifier(_)) { "classifier" } else { "yolo-classify" };
+    let samples = classifier_samples(&args.data, &classes)?;
+    let bar = scoring.progress(samples.len());
+    let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
+    for (i, s) in samples.iter().enumerate() {
+        bar.tick(i + 1);
+        let Truth::Class(truth) = &s.truth else { continue };
+        let Some(frame) = scoring.read(&s.path) else { continue };
+        let (mut out, timing) = m.infer(&[&frame], 0.0, 0.0)?;
+        scoring.latency.push(timing.inference_ms);
+        let Some(crate::part::ModelOutput::Probs(probs)) = out.pop() else {
+            return Err("the classifier returned no probabilities".into());
+        };
+        let t = classes.iter().position(|k| k == truth).unwrap_or(0);
+        let p = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+        confusion[t][p] += 1;
+        let ng: f64 = 1.0 - probs.iter().zip(&ok_mask).filter(|(_, ok)| **ok).map(|(p, _)| f64::from(*p)).sum::<f64>();
+        let is_ng = !ok_mask[t];
+        let said_ng = ng >= f64::from(threshold);
+        scoring.tally.add(is_ng, said_ng, ng);
+    }
+    Ok(json!({
+        "kind": kind,
+        "classes": classes,
+        "confusion": {"rows_true_columns_predicted": confusion},
+        "per_class": per_class_of_confusion(&classes, &confusion),
+        "operating_point": scoring.tally.operating_point("ng_threshold", f64::from(threshold)),
+    }))
+}
+
+/// Precision, recall and F1 of each class, read off the confusion matrix
+/// (rows: true class, columns: predicted).
+fn per_class_of_confusion(classes: &[String], confusion: &[Vec<usize>]) -> serde_json::Map<String, Value> {
+    classes
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let tp = confusion[k][k];
+            let fp = (0..classes.len()).filter(|&t| t != k).map(|t| confusion[t][k]).sum();
+            let fn_ = (0..classes.len()).filter(|&p| p != k).map(|p| confusion[k][p]).sum();
+            (name.clone(), prf(tp, fp, fn_))
+        })
+        .collect()
+}
+
+/// A detector on YOLO-labelled images: boxes matched per class at IoU 0.5,
+/// and an image is NG when it has a detection above `--conf`.
+fn eval_detector(d: &mut Detector, args: &EvalArgs, scoring: &mut Scoring) -> Result<Value, String> {
+    let names = d.meta.names.clone();
+    let nc = names.len();
+    let samples = detector_samples(&args.data)?;
+    let bar = scoring.progress(samples.len());
+    // Per class: (true positives, false positives, false negatives), in boxes.
+    let mut counts = vec![(0usize, 0usize, 0usize); nc];
+    for (i, s) in samples.iter().enumerate() {
+        bar.tick(i + 1);
+        let Truth::Boxes(label) = &s.truth else { continue };
+        let Some(frame) = scoring.read(&s.path) else { continue };
+        use opencv::prelude::MatTraitConst;
+        let truth = read_labels(label, frame.cols() as f32, frame.rows() as f32, nc)?;
+        // Low confidence, so that the image score covers the whole range; the operating point filters.
+        let (all, timing) = d.detect(&frame, 0.001, args.iou)?;
+        scoring.latency.push(timing.inference_ms);
+        let score = all.first().map_or(0.0, |x| f64::from(x.score));
+        let dets: Vec<&Detection> = all.iter().filter(|x| x.score > args.conf).collect();
+        count_box_matches(&truth, &dets, &mut counts);
+        let is_ng = !truth.is_empty();
+        scoring.tally.add(is_ng, !dets.is_empty(), score);
+    }
+    let per_class: serde_json::Map<String, Value> =
+        names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect();
+    Ok(json!({
+        "kind": format!("yolo-{}", d.meta.task),
+        "classes": names,
+        "per_class_boxes_iou_0_5": per_class,
+        "operating_point": scoring.tally.operating_point("conf", f64::from(args.conf)),
+    }))
+}
+
+/// Match one image's detections to its labelled boxes, greedily in the
+/// detections' order (highest score first): each takes the unmatched box of
+/// its class it overlaps most, if at IoU 0.5 or more. Adds to `counts` per
+/// class: matched detections (tp), unmatched detections (fp), unmatched boxes (fn).
+fn count_box_matches(truth: &[(usize, [f32; 4])], dets: &[&Detection], counts: &mut [(usize, usize, usize)]) {
+    let mut matched = vec![false; truth.len()];
+    for det in dets {
+        let best = truth
+            .iter()
+            .enumerate()
+            .filter(|(j, (c, _))| !matched[*j] && *c == det.class_id)
+            .map(|(j, (_, b))| (j, crate::inference::yolo::iou_of(b, &det.bbox)))
+            .filter(|(_, o)| *o >= 0.5)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match best {
+            Some((j, _)) => {
+                matched[j] = true;
+                counts[det.class_id].0 += 1;
+            }
+            None => counts[det.class_id].1 += 1,
+        }
+    }
+    for (j, (c, _)) in truth.iter().enumerate() {
+        if !matched[j] {
+            counts[*c].2 += 1;
+        }
+    }
+}
+
+/// What every report has whatever the model: image counts, AUROC, the
+/// threshold for the target recall, inference time, what was evaluated.
+/// An error when no image at all could be read.
+fn complete_report(mut report: Value, scoring: Scoring, args: &EvalArgs) -> Result<Value, String> {
+    let Scoring { tally: Tally { pos, neg, .. }, mut latency, unreadable, .. } = scoring;
     if pos.is_empty() && neg.is_empty() {
         return Err(format!(
             "{}: no image could be read ({} tried; first: {})",
@@ -442,7 +504,6 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
             unreadable.first().map_or("-", String::as_str)
         ));
     }
-    let mut report = report;
     let lat = percentiles(&mut latency);
     report["images"] = json!({"ng": pos.len(), "ok": neg.len(), "unreadable": unreadable});
     report["auroc_ng_score"] = json!(auroc(&pos, &neg).map(r4));
