@@ -330,9 +330,6 @@ pub fn plan_reads(points: &[PointSpec], max_gap: u16) -> Vec<ReadBlock> {
     blocks
 }
 
-/// Deadband: whether a new value should be published given the last published one.
-///
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,6 +137,8 @@ impl Position {
     }
 }
 
+/// Deadband: whether a new value should be published given the last published one.
+///
 /// Numbers (ints and floats, not bools) count as changed when they moved by more than `deadband`;
 /// no deadband (or 0) means any change. NaN is unchanged from NaN and changed from any number. Other
 /// values are compared for equality.
