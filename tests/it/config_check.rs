@@ -7,7 +7,8 @@ use std::process::Command;
 use crate::common::*;
 use linesight::config::{self, Diagnostic};
 
-fn valid() -> String {
+/// A valid node, the base every broken config here (and in snapshots.rs) is made from.
+pub(crate) fn valid() -> String {
     let repo = repo();
     format!(
         r#"node:

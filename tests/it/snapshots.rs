@@ -342,55 +342,10 @@ fn check_config_on_the_firmware_configs() {
     }
 }
 
-/// The valid node of tests/config_check.rs (line numbers there match this text).
-fn valid_node() -> String {
-    let repo = repo();
-    format!(
-        r#"node:
-  group_id: line-3
-  node_id: cell-07
-mqtt:
-  host: 127.0.0.1
-  port: 1883
-modbus:
-  devices:
-    plc:
-      tcp: "192.168.10.5:502"
-      addressing: one-based
-  outputs:
-    reject_gate:
-      device: plc
-      area: coil
-      address: 11
-      safe_state: off
-cameras:
-  top:
-    source:
-      file: {video}
-models:
-  surface:
-    path: {model}
-tasks:
-  inspect:
-    camera: top
-    model: surface
-    min_part_interval: 100ms
-    inference_timeout: 200ms
-    rules:
-      ng_threshold: 0.5
-    reject:
-      output: reject_gate
-      delay: 350ms
-      pulse: 80ms
-"#,
-        video = repo.join("samples/line.avi").display(),
-        model = repo.join("models/surface-classifier.onnx").display()
-    )
-}
-
 #[test]
 fn check_config_on_broken_configs() {
-    let valid = valid_node();
+    // The valid node of config_check.rs, so the line numbers in its tests match these.
+    let valid = crate::config_check::valid();
     let cases: Vec<(&str, String)> = vec![
         ("valid", valid.clone()),
         ("unknown-key", valid.replace("mqtt:", "mqqt:")),
