@@ -143,7 +143,7 @@ fn run(path: PathBuf) -> ExitCode {
     };
     rt.block_on(async {
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "linesight starting");
-        let running = match app::start(loaded.config(), app::Options::default()).await {
+        let running = match app::start(&loaded, app::Options::default()).await {
             Ok(r) => r,
             Err(app::StartError::Model(e)) => {
                 tracing::error!("{e}");

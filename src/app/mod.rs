@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::camera::Opener;
-use crate::config::Config;
+use crate::config::{Config, LoadedConfig};
 use crate::inference::{runtime, Worker};
 use crate::line::encoder;
 use crate::modbus::heartbeat;
@@ -100,8 +100,11 @@ pub struct Running {
     triggers: Vec<JoinHandle<()>>,
 }
 
-/// Build and start everything. Outputs are in their safe state when this returns an error.
-pub async fn start(config: &Config, mut opts: Options) -> Result<Running, StartError> {
+/// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
+/// the proof: the steps below index its maps by the names one entry gives another). Outputs
+/// are in their safe state when this returns an error.
+pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, StartError> {
+    let config = loaded.config();
     let outputs = outputs_to_safe_state(config).await;
     let (env, threads) = onnx_runtime(config)?;
     let mut sessions = Sessions::open(config)?;

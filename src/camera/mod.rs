@@ -3,7 +3,7 @@
 //! Capture runs on its own OS thread because OpenCV blocks. The thread owns
 //! its source; it reconnects live sources with backoff, paces files that
 //! stand in for a line, and decides per frame what a full queue means
-//! (see [`queue::WhenFull`]). Each part-per-frame frame is announced to the
+//! (see [`crate::part::queue::WhenFull`]). Each part-per-frame frame is announced to the
 //! task's controller, so a frame that is lost later still gets a verdict.
 
 pub mod source;

@@ -168,7 +168,7 @@ async fn measure_decode(video: &Path) -> Result<f64, String> {
 /// (a2) Raw ONNX Runtime on tensors prepared in advance: frames/s and the execution provider.
 async fn measure_ort(args: &BenchArgs, video: &Path) -> Result<(f64, String), String> {
     // The model as the pipeline will load it (the gate's address does not matter here).
-    let model_cfg = bench_config(args, video, "127.0.0.1:1", None)?.models["model"].clone();
+    let model_cfg = bench_config(args, video, "127.0.0.1:1", None)?.config().models["model"].clone();
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
     let (threads, path) = (args.threads, video.to_path_buf());
@@ -398,7 +398,7 @@ const BENCH_GATE_DELAY: Duration = Duration::from_millis(100);
 /// be configured to run: the test video as a part-per-frame camera, the model,
 /// a reject gate on a coil of the Modbus device at `plc`, and telemetry to a
 /// local broker on `broker_port` (none without).
-fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u16>) -> Result<Config, String> {
+fn bench_config(args: &BenchArgs, video: &Path, plc: &str, broker_port: Option<u16>) -> Result<LoadedConfig, String> {
     let mqtt = match broker_port {
         Some(port) => format!("mqtt: {{ host: 127.0.0.1, port: {port}, stats_interval: 1s }}\n"),
         None => String::new(),
@@ -467,7 +467,7 @@ fn path_yaml(path: &Path) -> Result<String, String> {
 
 /// Parse and validate config text the bench wrote (relative paths stay
 /// relative to the working directory); every problem is named.
-fn load_config(yaml: &str) -> Result<Config, String> {
+pub(super) fn load_config(yaml: &str) -> Result<LoadedConfig, String> {
     crate::config::load_str(yaml, "bench config", Path::new(""))
         .map_err(|e| format!("the config the bench would run is not valid:\n{e}"))
 }
@@ -533,7 +533,8 @@ pub(super) mod tests {
         // Quotes, a backslash and `: ` must reach the config as they are.
         let video = dir.path().join(r#"a "b" \c: d.avi"#);
         std::fs::write(&video, b"").unwrap();
-        let cfg = bench_config(&args(&["--threads", "2"]), &video, "127.0.0.1:5020", Some(1883)).unwrap();
+        let loaded = bench_config(&args(&["--threads", "2"]), &video, "127.0.0.1:5020", Some(1883)).unwrap();
+        let cfg = loaded.config();
         assert!(matches!(&cfg.cameras["cam"].source, SourceConfig::File(p) if *p == video));
         assert_eq!(
             cfg.models["model"].path,
@@ -547,7 +548,7 @@ pub(super) mod tests {
         assert_eq!((reject.delay, reject.pulse), (Some(Dur(BENCH_GATE_DELAY)), Dur(Duration::from_micros(500))));
         assert_eq!(task.inference_timeout, Dur(BENCH_GATE_DELAY));
         assert_eq!(cfg.runtime.threads, Some(2));
-        assert!(bench_config(&args(&[]), &video, "127.0.0.1:5020", None).unwrap().mqtt.is_none());
+        assert!(bench_config(&args(&[]), &video, "127.0.0.1:5020", None).unwrap().config().mqtt.is_none());
     }
 
     #[test]

@@ -33,7 +33,6 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
         return Err(format!("--rate {} is out of range: use more than 0 and at most 100 parts/s", args.rate));
     }
     let loaded = config::load_file(&args.config).map_err(|e| format!("{e}"))?;
-    let mut cfg = loaded.config().clone();
     let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| format!("cannot start the simulated PLC: {e}"))?;
     let broker = match Broker::start() {
         Ok(b) => Some(b),
@@ -42,7 +41,12 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
             None
         }
     };
-    let plan = prepare(&mut cfg, &plc, broker.as_ref().map(|b| b.port), args.rate)?;
+    // Point the config at the simulated PLC and broker, at the demo's pace; checked again in full.
+    let mut plan = None;
+    let edited = loaded
+        .edited(|cfg| plan = Some(prepare(cfg, &plc, broker.as_ref().map(|b| b.port), args.rate)))
+        .map_err(|e| format!("the demo's edits of {} do not validate:\n{e}", args.config.display()))?;
+    let plan = plan.expect("edited runs the edit")?;
     println!("linesight demo: {} parts/s for {} s", args.rate, args.duration);
     println!("  simulated PLC (Modbus TCP): {}", plc.addr);
     match &broker {
@@ -53,7 +57,7 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
         None => println!("  MQTT: off"),
     }
     let (obs_tx, mut obs_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let running = app::start(&cfg, app::Options { observer: Some(obs_tx), ..Default::default() })
+    let running = app::start(&edited, app::Options { observer: Some(obs_tx), ..Default::default() })
         .await
         .map_err(|e| e.to_string())?;
     let stats = running.stats.clone();

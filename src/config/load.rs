@@ -34,6 +34,28 @@ impl LoadedConfig {
     pub fn file(&self) -> &Path {
         &self.file
     }
+
+    /// The config changed by `edit` (the demo points it at its simulated PLC and broker),
+    /// checked again in full: an edit cannot smuggle in what the file could not say. The
+    /// edited config goes through the same loader as its JSON text (JSON is YAML), so its
+    /// problems are reported like a file's, against `<file> (edited)`.
+    pub fn edited(&self, edit: impl FnOnce(&mut Config)) -> Result<LoadedConfig, ConfigErrors> {
+        let mut config = self.config.clone();
+        edit(&mut config);
+        let name = format!("{} (edited)", self.file.display());
+        let text = serde_json::to_string_pretty(&config).map_err(|e| {
+            ConfigErrors(vec![Diagnostic {
+                file: name.clone(),
+                line: 1,
+                col: 1,
+                message: e.to_string(),
+                hint: String::new(),
+            }])
+        })?;
+        // Its paths were resolved when the file was loaded: resolve nothing again.
+        let config = check_str(&text, &name, Path::new(""))?;
+        Ok(LoadedConfig { config, file: self.file.clone() })
+    }
 }
 
 /// Read, parse and validate a config file.
@@ -49,12 +71,16 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
         }])
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    load_str(&text, &shown, &base).map(|config| LoadedConfig { config, file: path.to_path_buf() })
+    load_str(&text, &shown, &base).map(|loaded| LoadedConfig { file: path.to_path_buf(), ..loaded })
 }
 
-/// Parse and validate config text. `file` is only used in messages; relative
-/// paths inside are resolved against `base_dir`.
-pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+/// Parse and validate config text. `file` is only used in messages (and as
+/// [`LoadedConfig::file`]); relative paths inside are resolved against `base_dir`.
+pub fn load_str(text: &str, file: &str, base_dir: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    check_str(text, file, base_dir).map(|config| LoadedConfig { config, file: PathBuf::from(file) })
+}
+
+fn check_str(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let root = yaml::parse(text).map_err(|e| {
         ConfigErrors(vec![Diagnostic {
             file: file.to_string(),

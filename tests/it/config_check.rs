@@ -614,11 +614,28 @@ fn the_sparkplug_and_tls_example_is_valid_when_uncommented() {
         .replace("/etc/linesight/tls/cell-07.pem", &format!("{d}/client.pem"))
         .replace("/etc/linesight/tls/cell-07.key", &format!("{d}/client.key"));
     let text = format!("{}{uncommented}{}", &text[..start], &text[end..]);
-    let config = config::load_str(&text, "line-3-cell-07.yaml", &repo().join("firmware-config"))
+    let loaded = config::load_str(&text, "line-3-cell-07.yaml", &repo().join("firmware-config"))
         .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let config = loaded.config().clone();
     let mqtt = config.mqtt.unwrap();
     assert_eq!(mqtt.dialect, config::Dialect::Both);
     assert_eq!(mqtt.sparkplug.primary_host.as_deref(), Some("scada-01"));
     assert_eq!(mqtt.failover.len(), 1);
     assert!(mqtt.tls.is_some_and(|t| t.cert.is_some() && t.key.is_some()));
+}
+
+/// The demo edits a loaded config (its PLC and broker addresses, its pace): the edited config
+/// is checked again in full, so an edit cannot bring in what the file could not say.
+#[test]
+fn an_edited_config_is_checked_again() {
+    let loaded = config::load_str(&valid(), "node.yaml", Path::new("/")).unwrap();
+    let moved = loaded.edited(|c| c.mqtt.as_mut().unwrap().port = 1884).unwrap();
+    assert_eq!(moved.config().mqtt.as_ref().unwrap().port, 1884);
+    // Everything else survives the round trip through the loader.
+    let json = |c: &config::Config| serde_json::to_value(c).unwrap();
+    let mut expected = json(loaded.config());
+    expected["mqtt"]["port"] = 1884.into();
+    assert_eq!(json(moved.config()), expected);
+    let e = loaded.edited(|c| c.tasks.get_mut("inspect").unwrap().camera = "nowhere".into()).unwrap_err().to_string();
+    assert!(e.contains("node.yaml (edited)") && e.contains("nowhere"), "{e}");
 }

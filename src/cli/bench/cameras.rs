@@ -83,7 +83,7 @@ fn cameras_config(
     n: usize,
     batch: usize,
     fps: Option<f64>,
-) -> Result<Config, String> {
+) -> Result<LoadedConfig, String> {
     let camera = camera_yaml(video, fps)?;
     let cameras: Vec<String> = (0..n).map(|i| format!("cam{i}: {camera}")).collect();
     let tasks: Vec<String> =
@@ -127,7 +127,7 @@ async fn pipeline(
 pub async fn run(args: &super::BenchArgs, video: &Path, counts: &[usize]) -> Result<Value, String> {
     let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
-    let model_cfg = bench_config(args, video, "127.0.0.1:1", None)?.models["model"].clone();
+    let model_cfg = bench_config(args, video, "127.0.0.1:1", None)?.config().models["model"].clone();
     let mut rows = Vec::new();
     for &n in counts {
         let m = measure(args, video, env, &model_cfg, n).await?;
@@ -290,13 +290,14 @@ mod tests {
     #[test]
     fn the_cameras_config_is_one_check_config_accepts() {
         let args = super::super::tests::args(&["--threads", "2"]);
-        let cfg = cameras_config(&args, Path::new("samples/line.avi"), 3, 3, Some(12.5)).unwrap();
+        let loaded = cameras_config(&args, Path::new("samples/line.avi"), 3, 3, Some(12.5)).unwrap();
+        let cfg = loaded.config();
         assert_eq!(cfg.cameras.keys().collect::<Vec<_>>(), ["cam0", "cam1", "cam2"]);
         assert!(cfg.cameras.values().all(|c| c.fps == Some(12.5) && c.mode == CameraMode::PartPerFrame));
         assert!(cfg.tasks.iter().all(|(k, t)| t.camera == *k && t.reject.is_none()));
         assert_eq!(cfg.models["model"].batch, 3);
         assert!(cfg.modbus.devices.is_empty() && cfg.mqtt.is_none());
         let free = cameras_config(&args, Path::new("samples/line.avi"), 1, 1, None).unwrap();
-        assert_eq!(free.cameras["cam0"].fps, None);
+        assert_eq!(free.config().cameras["cam0"].fps, None);
     }
 }
