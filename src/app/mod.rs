@@ -31,7 +31,7 @@ pub mod warming;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -46,7 +46,7 @@ use crate::modbus::points::Points;
 use crate::modbus::Outputs;
 use crate::part::PartResult;
 use crate::service::notify;
-use crate::stats::{Faults, NodeStats, RejectWindow};
+use crate::stats::{Faults, Liveness, NodeStats, RejectWindow};
 use crate::telemetry::mqtt::Mqtt;
 use crate::telemetry::sparkplug::Sparkplug;
 use models::Group;
@@ -83,8 +83,10 @@ pub struct Running {
     pub stats: Arc<NodeStats>,
     /// Tells capture threads to stop.
     stop: Arc<AtomicBool>,
-    /// Frames judged by any worker; the systemd watchdog feeds only while it moves.
+    /// Frames judged by any worker.
     progress: Arc<AtomicU64>,
+    /// What must not hang; the systemd watchdog and the PLC heartbeat follow it.
+    liveness: Arc<Liveness>,
     cameras: Vec<std::thread::JoinHandle<()>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     controllers: Vec<JoinHandle<()>>,
@@ -168,7 +170,8 @@ fn line_io(config: &Config, outputs: &Outputs, running: &mut Running) -> LineIo 
     let line_running = config.line.running.as_ref().and_then(|name| points.subscribe(name));
     if let (Some(reg), Some(hb)) = (outputs.heartbeat(), &config.modbus.heartbeat) {
         let beats = Arc::new(AtomicU64::new(0));
-        running.background.push(tokio::spawn(heartbeat::run(reg.clone(), hb.period.get(), beats.clone())));
+        let alive = running.liveness.clone();
+        running.background.push(tokio::spawn(heartbeat::run(reg.clone(), hb.period.get(), beats.clone(), alive)));
         Arc::get_mut(&mut running.stats).expect("not shared yet").heartbeats = Some(beats);
     }
     let reject_window = config.stack_light.ng_rate.as_ref().map(|n| Arc::new(RejectWindow::new(n.window)));
@@ -291,10 +294,21 @@ fn start_workers(config: &Config, groups: BTreeMap<&str, Group>, running: &mut R
             iou: 0.7,
             progress: running.progress.clone(),
             stats: g.stats,
+            busy: running
+                .liveness
+                .watch(format!("inference worker of model `{model_name}`"), stall_time(config, model_name)),
         };
         running.workers.push(worker.spawn().map_err(thread_error)?);
     }
     Ok(())
+}
+
+/// How long one inference call of `model` may run before the node counts as hung: twice the
+/// longest inference timeout of its tasks (a frame older than that is judged ERROR anyway), and
+/// never less than the supervisor's stall time.
+fn stall_time(config: &Config, model: &str) -> Duration {
+    let longest = config.tasks.values().filter(|t| t.model == model).map(|t| t.inference_timeout.get()).max();
+    longest.map_or(supervisor::STALL_AFTER, |t| (t * 2).max(supervisor::STALL_AFTER))
 }
 
 /// Cameras last, so that no frame is captured before something can judge it.
@@ -316,7 +330,7 @@ fn start_periodic(config: &Config, sessions: &Sessions, running: &mut Running) {
         running.background.push(tokio::spawn(stats));
     }
     if let Some(interval) = notify::watchdog_interval() {
-        running.background.push(tokio::spawn(publish::feed_watchdog(running.progress.clone(), interval)));
+        running.background.push(tokio::spawn(publish::feed_watchdog(running.liveness.clone(), interval)));
     }
 }
 
@@ -334,6 +348,7 @@ impl Running {
             }),
             stop: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(AtomicU64::new(0)),
+            liveness: Arc::new(Liveness::default()),
             cameras: Vec::new(),
             workers: Vec::new(),
             controllers: Vec::new(),

@@ -2,7 +2,7 @@
 //! handing every finished part to telemetry and in-process observers.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::part::PartResult;
 use crate::service::notify;
-use crate::stats::{NodeStats, TaskStats};
+use crate::stats::{Liveness, NodeStats, TaskStats};
 use crate::telemetry::json::stats_doc;
 use crate::telemetry::mqtt::Mqtt;
 use crate::telemetry::Telemetry;
@@ -52,17 +52,30 @@ pub async fn publish_stats(mqtt: Mqtt, stats: Arc<NodeStats>, every: Duration) {
     }
 }
 
-/// WATCHDOG=1 only while frames are judged: a stuck inference stops the
-/// feeding and systemd restarts the service (whose start drives outputs safe).
-pub async fn feed_watchdog(progress: Arc<AtomicU64>, interval: Duration) {
-    let mut last = progress.load(Ordering::Relaxed);
+/// WATCHDOG=1 while the node is alive by [`Liveness`]'s rule: an idle line (no trigger, line
+/// stopped, camera down: faults, not hangs) keeps being fed, so systemd does not restart a
+/// healthy node every few seconds; an inference call that does not return stops the feeding
+/// and systemd restarts the service (whose start drives outputs safe). That this task runs at
+/// all is the proof that the async runtime (controllers, gates, telemetry) is not stuck.
+pub async fn feed_watchdog(liveness: Arc<Liveness>, interval: Duration) {
     let mut tick = tokio::time::interval(interval / 2);
+    let mut starved = false;
     loop {
         tick.tick().await;
-        let now = progress.load(Ordering::Relaxed);
-        if now != last {
-            notify::notify("WATCHDOG=1");
-            last = now;
+        match liveness.stuck() {
+            None => {
+                if starved {
+                    tracing::info!("watchdog fed again: nothing is stuck any more");
+                    starved = false;
+                }
+                notify::notify("WATCHDOG=1");
+            }
+            Some(why) => {
+                if !starved {
+                    tracing::error!(%why, "not feeding the systemd watchdog: the node is hung; systemd will restart it");
+                    starved = true;
+                }
+            }
         }
     }
 }

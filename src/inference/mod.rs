@@ -26,7 +26,7 @@ use crate::part::control::TaskControl;
 use crate::part::output::ScoreFloor;
 use crate::part::queue::{Closed, Doorbell, FrameQueue};
 use crate::part::{Frame, Inspection, ModelOutput, PartEvent};
-use crate::stats::ModelStats;
+use crate::stats::{Busy, ModelStats};
 use classifier::{Classifier, Timing};
 use detector::Detector;
 use opencv::core::Mat;
@@ -264,6 +264,9 @@ pub struct Worker {
     /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
     pub progress: Arc<AtomicU64>,
     pub stats: Arc<ModelStats>,
+    /// Marked while an inference call runs: one that does not return is a hang (the
+    /// watchdog and the heartbeat stop), unlike an idle worker.
+    pub busy: Arc<Busy>,
 }
 
 impl Worker {
@@ -328,10 +331,12 @@ impl Worker {
         let conf = ready.iter().map(|(i, _, t)| self.members[*i].floor.at(*t)).fold(1.0_f32, f32::min);
         let images: Vec<&Mat> = ready.iter().map(|(_, f, _)| &f.image).collect();
         // Just below the threshold, so a score equal to it is kept (the rule's test is inclusive).
+        self.busy.begin();
         let result = match &mut self.loaded {
             Ok(model) => model.infer(&images, conf * 0.999, self.iou),
             Err(why) => Err(format!("{why}; the part cannot be inspected")),
         };
+        self.busy.end();
         drop(images);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.frames.fetch_add(ready.len() as u64, Ordering::Relaxed);
@@ -372,11 +377,13 @@ impl Worker {
 
     /// One frame in a batch of its own, after its batch failed.
     fn infer_alone(&mut self, i: usize, frame: Frame, conf: f32, threshold: f32) -> Inspection {
+        self.busy.begin();
         let one = self
             .loaded
             .as_mut()
             .map_err(|why| why.clone())
             .and_then(|m| m.infer(&[&frame.image], conf * 0.999, self.iou));
+        self.busy.end();
         match one {
             Ok((mut out, timing)) if out.len() == 1 => Inspection {
                 part: frame.part,

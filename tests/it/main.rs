@@ -28,5 +28,6 @@ mod shared_model;
 mod snapshots;
 mod sparkplug;
 mod store_crash;
+mod watchdog;
 mod yolo_parity;
 mod yolo_seg_cls_parity;
