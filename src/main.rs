@@ -143,6 +143,14 @@ fn run(path: PathBuf) -> ExitCode {
     };
     rt.block_on(async {
         tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "linesight starting");
+        // Before anything slow: a signal during a model's warm-up must not kill the process.
+        let signals = match service::signals::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let running = match app::start(&loaded, app::Options::default()).await {
             Ok(r) => r,
             Err(app::StartError::Model(e)) => {
@@ -155,8 +163,45 @@ fn run(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!("inspecting");
-        running.run_until(service::stop_signal()).await;
+        let on_signal = Answers { path: path.clone(), running: loaded, stats: running.stats.clone() };
+        running.run_until(signals.stop_requested(on_signal)).await;
         tracing::info!("stopped cleanly");
         ExitCode::SUCCESS
     })
+}
+
+/// What the daemon does on SIGHUP and SIGUSR1.
+struct Answers {
+    path: PathBuf,
+    /// The config the node runs.
+    running: config::LoadedConfig,
+    stats: std::sync::Arc<linesight::stats::NodeStats>,
+}
+
+impl service::signals::OnSignal for Answers {
+    /// Check the file whole. An invalid file is refused with every problem and the running
+    /// config stays. A valid, changed one is reported: applying it needs a restart (hot reload
+    /// is not built yet), never a half-applied config.
+    fn reload(&mut self) {
+        match config::load_file(&self.path) {
+            Err(errors) => {
+                for d in &errors.0 {
+                    tracing::error!(problem = %d, "config reload refused; the running config stays");
+                }
+            }
+            Ok(new) => {
+                let same = serde_json::to_value(new.config()).ok() == serde_json::to_value(self.running.config()).ok();
+                if same {
+                    tracing::info!(config = %self.path.display(), "config checked: valid and unchanged");
+                } else {
+                    tracing::warn!(config = %self.path.display(), "config checked: valid but changed; it takes effect at the next restart (systemctl restart linesight): changes are not applied while running yet");
+                }
+            }
+        }
+    }
+
+    fn status(&mut self) {
+        let doc = linesight::telemetry::json::stats_doc(&self.stats, false);
+        tracing::info!(stats = %doc, "SIGUSR1: status");
+    }
 }

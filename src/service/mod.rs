@@ -1,8 +1,10 @@
-//! Living as a service: systemd notification and the stop signal.
+//! Living as a service: systemd notification and signals.
 
 pub mod notify;
+pub mod signals;
 
-/// Resolves on SIGTERM or SIGINT.
+/// Resolves on SIGTERM or SIGINT (for the demo, a foreground command; the daemon uses
+/// [`signals::Signals`], which answers every signal).
 pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {

@@ -25,6 +25,7 @@ mod mqtt_security;
 mod pipeline;
 mod pyplc_smoke;
 mod shared_model;
+mod signals;
 mod snapshots;
 mod sparkplug;
 mod store_crash;
