@@ -164,9 +164,16 @@ fn run(path: PathBuf) -> ExitCode {
         };
         tracing::info!("inspecting");
         let on_signal = Answers { path: path.clone(), running: loaded, stats: running.stats.clone() };
-        running.run_until(signals.stop_requested(on_signal)).await;
-        tracing::info!("stopped cleanly");
-        ExitCode::SUCCESS
+        let stopped = running.run_until(signals.stop_requested(on_signal)).await;
+        if stopped.outputs_safe {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        } else {
+            // A failure exit: systemd restarts the service (`Restart=on-failure`), whose start
+            // drives every output safe again, and the journal says which output and why.
+            tracing::error!("stopped, but not every output was confirmed in its safe state");
+            ExitCode::FAILURE
+        }
     })
 }
 

@@ -137,12 +137,18 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     Ok(running)
 }
 
-/// Outputs first, before anything can go wrong. An unreachable PLC at start is retried by
-/// its link; it is not fatal.
+/// How long the start retries the safe-state writes (and read-backs) before it goes on.
+const START_SAFE_TIME: Duration = Duration::from_secs(3);
+
+/// Outputs first, before anything can go wrong: written safe and read back, retried for a few
+/// seconds. An unreachable PLC at start is not fatal: it is a fault, during which the supervisor
+/// holds every plain output safe (re-written every few seconds once the link is back) and the
+/// lamps show it; a gate is written by its next part (an off-write from here racing the gate's
+/// own pulse on the reconnect could cut a reject short, so it is not retried in the background).
 async fn outputs_to_safe_state(config: &Config) -> Outputs {
     let outputs = Outputs::start(&config.modbus);
-    for (name, e) in outputs.all_to_safe_state().await {
-        tracing::warn!(output = %name, error = %e, "safe state not confirmed at start; the link keeps retrying");
+    for (name, why) in outputs.confirm_all_safe(tokio::time::Instant::now() + START_SAFE_TIME).await {
+        tracing::warn!(output = %name, %why, "safe state not confirmed at start");
     }
     outputs
 }

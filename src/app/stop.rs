@@ -1,12 +1,19 @@
 //! Stopping in order: cameras and triggers stop announcing parts, workers
 //! finish the frames already queued, controllers give every captured part
-//! its verdict and wait for the rejects in flight, the last results reach
-//! telemetry, outputs go to their safe state, final stats and `offline` are
-//! published.
+//! its verdict and wait for the rejects in flight, gates still running are
+//! aborted, outputs go to their safe state (written and read back), the last
+//! results reach telemetry, final stats and `offline` are published.
+//!
+//! One deadline for the whole stop, [`STOP_DEADLINE`], inside the unit's
+//! `TimeoutStopSec=25s`: each step gets its own cap and never more than what
+//! is left, so a stuck step cannot push the safe-state write past systemd's
+//! SIGKILL.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use tokio::time::{timeout_at, Instant};
 
 use rumqttc::QoS;
 use serde_json::Value;
@@ -15,11 +22,32 @@ use super::Running;
 use crate::service::notify;
 use crate::telemetry::json::stats_doc;
 
+/// The whole stop, from the signal to the last MQTT message; systemd's `TimeoutStopSec=25s`
+/// leaves 3 s to spare.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(22);
+
+/// Caps of the steps (each also bounded by what is left of the deadline).
+const PARTS_GRACE: Duration = Duration::from_secs(10);
+const GATES_GRACE: Duration = Duration::from_secs(2);
+const SAFE_STATE_TIME: Duration = Duration::from_secs(4);
+const RESULTS_TIME: Duration = Duration::from_secs(2);
+const THREADS_TIME: Duration = Duration::from_secs(1);
+
+/// How the node stopped.
+pub struct Stopped {
+    /// The final stats document (also published).
+    pub stats: Value,
+    /// Every output was written to its safe state and read back holding it. When false the
+    /// process should exit with a failure, so that systemd restarts it (and its start drives
+    /// the outputs safe again) and the journal says why.
+    pub outputs_safe: bool,
+}
+
 impl Running {
     /// Run until `shutdown` resolves or every source has ended, then stop in order.
-    /// Returns the final stats document.
-    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Value {
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Stopped {
         let controllers = std::mem::take(&mut self.controllers);
+        let controller_aborts: Vec<_> = controllers.iter().map(|c| c.abort_handle()).collect();
         let all_done = futures_util::future::join_all(controllers);
         tokio::pin!(all_done);
         tokio::pin!(shutdown);
@@ -27,6 +55,7 @@ impl Running {
             _ = &mut shutdown => false,
             _ = &mut all_done => true,
         };
+        let deadline = Instant::now() + STOP_DEADLINE;
         notify::notify("STOPPING=1\nSTATUS=stopping");
         self.stop.store(true, Ordering::Relaxed);
         for t in self.triggers.drain(..) {
@@ -35,30 +64,46 @@ impl Running {
         if !finished_alone {
             // Parts in flight finish: the controllers wait for their rejects.
             // The grace period bounds a stuck inference.
-            if tokio::time::timeout(Duration::from_secs(10), &mut all_done).await.is_err() {
-                tracing::error!("parts still in flight after 10 s; stopping anyway");
+            if timeout_at(step(deadline, PARTS_GRACE), &mut all_done).await.is_err() {
+                tracing::error!("parts still in flight after {} s; stopping anyway", PARTS_GRACE.as_secs());
+                for c in &controller_aborts {
+                    c.abort();
+                }
             }
         }
-        self.finish().await
+        self.finish(deadline).await
     }
 
-    async fn finish(mut self) -> Value {
+    async fn finish(mut self, deadline: Instant) -> Stopped {
         for h in self.background.drain(..) {
             h.abort();
         }
-        // Gates end once their controllers (the only senders) are gone.
+        // Gates end once their controllers (the only senders) are gone. One that has not ended
+        // by now is aborted, and waited for, before the safe-state write: a gate left running
+        // could switch its output on after it.
+        let gates_until = step(deadline, GATES_GRACE);
         for g in self.gates.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), g).await;
+            let abort = g.abort_handle();
+            if timeout_at(gates_until, g).await.is_err() {
+                tracing::warn!("a reject gate or result block had not finished; aborted before the safe-state write");
+                abort.abort();
+            }
         }
-        let failures = self.outputs.all_to_safe_state().await;
-        if failures.is_empty() {
-            tracing::info!("all outputs in their safe state");
+        tokio::task::yield_now().await; // let aborted tasks be dropped
+        let failures = self.outputs.confirm_all_safe(step(deadline, SAFE_STATE_TIME)).await;
+        let outputs_safe = failures.is_empty();
+        if outputs_safe {
+            tracing::info!("all outputs in their safe state (written and read back)");
+        } else {
+            for (name, why) in &failures {
+                tracing::error!(output = %name, %why, "output NOT confirmed in its safe state at stop");
+            }
         }
         // Every controller has ended, so the results channel closes once the forwarder has
         // handed the last parts to telemetry: wait for that before MQTT stops.
         if let Some(results) = self.results.take() {
-            if tokio::time::timeout(Duration::from_secs(5), results).await.is_err() {
-                tracing::warn!("results still being handed to telemetry after 5 s; stopping anyway");
+            if timeout_at(step(deadline, RESULTS_TIME), results).await.is_err() {
+                tracing::warn!("results still being handed to telemetry; stopping anyway");
             }
         }
         let joins: Vec<_> = self.cameras.drain(..).chain(self.workers.drain(..)).collect();
@@ -69,8 +114,8 @@ impl Running {
         });
         // A camera stuck inside a driver or network read cannot be
         // interrupted; do not let it hold the stop (the process exit ends it).
-        if tokio::time::timeout(Duration::from_secs(2), joined).await.is_err() {
-            tracing::warn!("a camera or inference thread did not finish within 2 s; leaving it behind");
+        if timeout_at(step(deadline, THREADS_TIME), joined).await.is_err() {
+            tracing::warn!("a camera or inference thread did not finish in time; leaving it behind");
         }
         let final_stats = stats_doc(&self.stats, true);
         let (json_session, sparkplug_session) = (self.mqtt.take(), self.sparkplug.take());
@@ -90,7 +135,14 @@ impl Running {
                 let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
             }
         };
-        tokio::join!(json, sparkplug);
-        final_stats
+        if timeout_at(deadline, async { tokio::join!(json, sparkplug) }).await.is_err() {
+            tracing::warn!("MQTT sessions had not stopped at the stop deadline; leaving them");
+        }
+        Stopped { stats: final_stats, outputs_safe }
     }
+}
+
+/// The end of a step: `cap` from now, but never past the stop's `deadline`.
+fn step(deadline: Instant, cap: Duration) -> Instant {
+    (Instant::now() + cap).min(deadline)
 }

@@ -382,7 +382,7 @@ async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, us
         last = now;
         n += 1;
     }
-    let final_stats = run.await.map_err(|e| e.to_string())?;
+    let final_stats = run.await.map_err(|e| e.to_string())?.stats;
     let span = last.duration_since(first.unwrap_or(last)).as_secs_f64();
     let fps = if n > 1 { (n - 1) as f64 / span } else { 0.0 };
     let _ = (load, stats.tasks.values().map(|t| t.stats.processed.load(Ordering::Relaxed)).sum::<u64>());

@@ -102,7 +102,7 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
             }
         }
     }
-    let final_stats = run.await.map_err(|e| e.to_string())?;
+    let final_stats = run.await.map_err(|e| e.to_string())?.stats;
     let task = final_stats["tasks"].as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default();
     println!("\nsummary");
     println!("  parts inspected:        {}", task["processed"]);

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::bus::{Bus, Device};
+use super::bus::{Bus, Device, ReadData};
 use super::link::{Link, LinkError, ModbusLink, Transport};
-use crate::config::{wire_address, Level, ModbusConfig, ModbusDeviceConfig, OutputArea};
+use crate::config::{wire_address, Level, ModbusConfig, ModbusDeviceConfig, OutputArea, PointArea};
 use crate::part::actuator::{Actuator, Written};
 
 /// A token bucket: `rate` writes per second on average, `burst` at once.
@@ -76,6 +76,29 @@ impl OutputHandle {
 
     pub async fn to_safe_state(&self) -> Result<(), LinkError> {
         self.set(self.safe_state.is_on()).await
+    }
+
+    /// Write the safe state and read it back: confirmed only when the device holds it.
+    pub async fn confirm_safe(&self) -> Result<(), String> {
+        self.to_safe_state().await.map_err(|e| e.to_string())?;
+        let safe = self.safe_state.is_on();
+        let held = match self.area {
+            OutputArea::Coil => match self.device.read(PointArea::Coil, self.address, 1).await {
+                Ok(ReadData::Bits(b)) => b.first().copied(),
+                Ok(_) => None,
+                Err(e) => return Err(format!("written, but the read-back failed: {e}")),
+            },
+            OutputArea::HoldingRegister => match self.device.read(PointArea::HoldingRegister, self.address, 1).await {
+                Ok(ReadData::Words(w)) => w.first().map(|v| *v != 0),
+                Ok(_) => None,
+                Err(e) => return Err(format!("written, but the read-back failed: {e}")),
+            },
+        };
+        match held {
+            Some(h) if h == safe => Ok(()),
+            Some(h) => Err(format!("written, but the device reads back {}", if h { "on" } else { "off" })),
+            None => Err("written, but the read-back had no value".into()),
+        }
     }
 }
 
@@ -295,6 +318,47 @@ impl Outputs {
         self.to_safe_state(|_| true).await
     }
 
+    /// Drive every output to its safe state and read each back, retrying the ones not yet
+    /// confirmed until `deadline`; returns the outputs still not confirmed, with why.
+    pub async fn confirm_all_safe(&self, deadline: Instant) -> Vec<(String, String)> {
+        let mut pending: Vec<(String, OutputHandle)> =
+            self.outputs.iter().map(|(n, h)| (n.clone(), h.clone())).collect();
+        let mut failures = Vec::new();
+        while !pending.is_empty() {
+            let mut set = tokio::task::JoinSet::new();
+            for (name, h) in pending.drain(..) {
+                set.spawn(async move {
+                    let r = h.confirm_safe().await;
+                    (name, h, r)
+                });
+            }
+            let until = tokio::time::timeout_at(deadline, async {
+                let mut round = Vec::new();
+                while let Some(Ok(r)) = set.join_next().await {
+                    round.push(r);
+                }
+                round
+            });
+            let Ok(round) = until.await else {
+                // Out of time with writes in flight: whatever did not answer is unconfirmed.
+                failures.push(("(some outputs)".to_string(), "no answer before the stop deadline".to_string()));
+                return failures;
+            };
+            failures.clear();
+            for (name, h, r) in round {
+                if let Err(why) = r {
+                    failures.push((name.clone(), why));
+                    pending.push((name, h));
+                }
+            }
+            if pending.is_empty() || Instant::now() + RETRY_SAFE >= deadline {
+                break;
+            }
+            tokio::time::sleep(RETRY_SAFE).await;
+        }
+        failures
+    }
+
     /// Drive the outputs `which` selects to their safe state; returns the failures.
     pub async fn to_safe_state(&self, which: impl Fn(&str) -> bool) -> Vec<(String, LinkError)> {
         let mut set = tokio::task::JoinSet::new();
@@ -313,6 +377,9 @@ impl Outputs {
         failures
     }
 }
+
+/// Between rounds of safe-state writes that were not confirmed.
+const RETRY_SAFE: Duration = Duration::from_millis(250);
 
 /// Writes per second a remote command may make to one writable point.
 pub const COMMAND_RATE: (f64, f64) = (5.0, 5.0);

@@ -47,8 +47,9 @@ async fn rejects_resume_after_the_plc_comes_back() {
         }
     }
     let _ = stop_tx.send(());
-    let final_stats = run.await.unwrap();
-    let t = &final_stats["tasks"]["inspect"];
+    let stopped = run.await.unwrap();
+    assert!(stopped.outputs_safe, "the PLC is back at stop: the safe state is written and read back");
+    let t = &stopped.stats["tasks"]["inspect"];
     assert!(t["rejects_failed"].as_u64().unwrap() >= 3);
     assert!(t["rejects_fired"].as_u64().unwrap() >= 3);
     assert!(plc.pulses(10) >= 3);

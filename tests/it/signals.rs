@@ -70,3 +70,33 @@ fn signals_never_kill_the_node_silently() {
     assert!(text.contains("all outputs in their safe state"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
 }
+
+/// A stop that cannot confirm the safe state says so: the PLC is gone when SIGTERM comes, every
+/// safe-state write is retried until the stop's deadline, the journal names the output, and the
+/// exit status is a failure (systemd restarts the service, whose start drives the outputs safe
+/// again). Before, the daemon said "stopped cleanly" and exited 0. The whole stop stays inside
+/// the unit's `TimeoutStopSec=25s`.
+#[test]
+fn a_stop_that_cannot_confirm_the_safe_state_fails() {
+    require_ort();
+    let plc_rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = plc_rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let broker = Broker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/test-line/cell-1/tasks/+/result");
+    let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
+    let log = dir.path().join("daemon.log");
+    let mut child = run_daemon(&cfg, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(sub.wait_for(|t, _| t.ends_with("/result"), Duration::from_secs(60)), "no result: {}", logs());
+    drop(plc_rt); // the PLC and its connections are gone
+    let t0 = Instant::now();
+    kill(child.id(), "TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(40));
+    let took = t0.elapsed();
+    let text = logs();
+    assert!(!status.success(), "unconfirmed safe state must not exit 0:\n{text}");
+    assert!(text.contains("output=reject_gate") && text.contains("NOT confirmed in its safe state"), "{text}");
+    assert!(took < Duration::from_secs(25), "the stop took {took:?}, past TimeoutStopSec");
+    assert!(!text.contains("panicked"), "{text}");
+}

@@ -119,7 +119,7 @@ async fn pipeline(
         last = now;
         count += 1;
     }
-    let stats = run.await.map_err(|e| e.to_string())?;
+    let stats = run.await.map_err(|e| e.to_string())?.stats;
     let span = last.duration_since(first.unwrap_or(last)).as_secs_f64();
     Ok((if count > 1 { (count - 1) as f64 / span } else { 0.0 }, stats))
 }
