@@ -21,10 +21,19 @@ use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
 use crate::config::{MqttConfig, TlsConfig};
 use crate::util::backoff::Backoff;
 
-/// Largest packet we send or accept. The 10 KiB default does not hold a
-/// Sparkplug birth or a stats message of a node with many tasks. Incoming
-/// commands have their own, much smaller limit.
+/// Largest packet we send. The 10 KiB default does not hold a Sparkplug
+/// birth or a stats message of a node with many tasks.
 pub const MAX_PACKET: usize = 1 << 20;
+
+/// Largest packet we accept. What comes in is commands (refused above 4 KiB
+/// anyway, with a reason, so a little over that must still be read) and
+/// Sparkplug STATE; a bigger packet ends the connection (rumqttc's rule) and
+/// the session reconnects. With [`INCOMING_BUFFER`] this bounds what the
+/// outside can make the node hold to 1 MiB.
+pub const MAX_INCOMING_PACKET: usize = 64 << 10;
+
+/// Incoming messages waiting for the command door; more are dropped and logged.
+pub const INCOMING_BUFFER: usize = 16;
 
 /// One broker of the configured list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +61,7 @@ pub fn options(cfg: &MqttConfig, server: &Server, client_id: &str, tls: Option<&
     let mut opts = MqttOptions::new(client_id, server.host.clone(), server.port);
     opts.set_keep_alive(cfg.keep_alive.get());
     opts.set_clean_session(true);
-    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_PACKET);
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.clone());
     }

@@ -111,7 +111,7 @@ impl Mqtt {
             cfg.client_id.clone().unwrap_or_else(|| format!("linesight-{}-{}", node.group_id, node.node_id));
         let tls = cfg.tls.as_ref().map(connection::tls_client_config).transpose()?;
         let (tx, rx) = mpsc::channel(BUFFER);
-        let (in_tx, in_rx) = mpsc::channel(256);
+        let (in_tx, in_rx) = mpsc::channel(connection::INCOMING_BUFFER);
         let queue = Arc::new(QueueStats::default());
         queue.configured.store(durable.is_some(), Ordering::Relaxed);
         let session = Session {
