@@ -90,6 +90,7 @@ impl GateSettings {
 enum Cmd {
     Enter { part_id: u64, arrival: Arrival, reply: oneshot::Sender<GateOutcome> },
     Verdict { part_id: u64, reject: bool },
+    Hold { until: Instant, reply: oneshot::Sender<Result<(), String>> },
 }
 
 /// A handle to send parts to the gate task.
@@ -127,6 +128,16 @@ impl Gate {
     /// The part's verdict: whether it must be thrown out.
     pub fn verdict(&self, part_id: u64, reject: bool) {
         let _ = self.tx.send(Cmd::Verdict { part_id, reject });
+    }
+
+    /// Hold the gate in reject from now until `until`, whatever the parts' verdicts (the
+    /// purge after an unclean stop: parts judged before it, or never judged, are between the
+    /// camera and the gate, and none may pass). Pulses during the hold merge with it; the
+    /// gate goes off at the later of the two. Resolves once the "on" write was answered.
+    pub async fn hold(&self, until: Instant) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Hold { until, reply }).map_err(|_| "reject gate task has stopped".to_string())?;
+        rx.await.unwrap_or_else(|_| Err("reject gate task has stopped".into()))
     }
 }
 
@@ -219,6 +230,9 @@ async fn run(
             cmd = rx.recv(), if open => match cmd {
                 Some(Cmd::Enter { part_id, arrival, reply }) => st.enter(part_id, arrival, reply),
                 Some(Cmd::Verdict { part_id, reject }) => st.verdict(part_id, reject),
+                Some(Cmd::Hold { until, reply }) => {
+                    let _ = reply.send(st.hold(until).await);
+                }
                 None => open = false,
             },
             _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {
@@ -289,6 +303,20 @@ impl State {
             Arrival::Counts(c) => Slot::Counts(c),
         };
         self.parts.insert(part_id, Entry { slot, seq: self.seq, verdict: None, reply });
+    }
+
+    async fn hold(&mut self, until: Instant) -> Result<(), String> {
+        self.off_at = Some(self.off_at.map_or(until, |o| o.max(until)));
+        let r = self.output.set(true).await;
+        match &r {
+            Ok(()) => self.stats.purges.fetch_add(1, Ordering::Relaxed),
+            // The off-time stays: whatever the write did, the gate is switched off at `until`.
+            Err(e) => {
+                tracing::error!(output = %self.output.name(), error = %e, "reject gate could not be held on for the purge");
+                0
+            }
+        };
+        r
     }
 
     fn verdict(&mut self, part_id: u64, reject: bool) {
@@ -579,5 +607,24 @@ mod tests {
         let rx = gate.enter(9, Arrival::Time(Instant::now() + Duration::from_millis(10)));
         gate.verdict(9, true);
         assert!(matches!(rx.await.unwrap(), GateOutcome::Failed(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_keeps_the_gate_on_through_pulses_and_ends_at_the_later() {
+        let (rec, gate, task, stats) = setup(GateSettings::timed(Duration::from_millis(50)));
+        let t0 = Instant::now();
+        gate.hold(t0 + Duration::from_millis(300)).await.unwrap();
+        // A part rejected during the hold does not switch the gate off at its pulse's end...
+        let a = gate.enter(1, Arrival::Time(t0 + Duration::from_millis(100)));
+        gate.verdict(1, true);
+        // ... and one whose pulse outlasts the hold extends it.
+        let b = gate.enter(2, Arrival::Time(t0 + Duration::from_millis(280)));
+        gate.verdict(2, true);
+        a.await.unwrap();
+        b.await.unwrap();
+        drop(gate);
+        task.await.unwrap();
+        assert_eq!(ms_since(&rec, t0), vec![(0, true), (100, true), (280, true), (330, false)]);
+        assert_eq!(stats.purges.load(Ordering::Relaxed), 1);
     }
 }

@@ -61,6 +61,8 @@ pub struct TaskStats {
     pub triggers: AtomicU64,
     /// Parts whose reject could not be written.
     pub rejects_failed: AtomicU64,
+    /// Times the gate was held in reject after an unclean stop (see `app`'s purge).
+    pub purges: AtomicU64,
     /// Results that could not be handed to MQTT (buffer full).
     pub telemetry_dropped: AtomicU64,
     pub inference_ms: Window,
