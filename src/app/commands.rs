@@ -40,14 +40,8 @@ impl Router {
                 let spec = &self.points.specs[point.as_str()];
                 self.outputs.write_point(point, spec, value).await
             }
-            Command::EnableTask { task } => {
-                self.task(task)?.set_enabled(true);
-                Ok(())
-            }
-            Command::DisableTask { task } => {
-                self.task(task)?.set_enabled(false);
-                Ok(())
-            }
+            Command::EnableTask { task } => self.task(task)?.set_enabled(true),
+            Command::DisableTask { task } => self.task(task)?.set_enabled(false),
             Command::SetThreshold { task, threshold } => self.task(task)?.set_threshold(*threshold),
             // Answered by the Sparkplug session itself; never routed here.
             Command::Rebirth => Err("rebirth is the Sparkplug session's".into()),

@@ -125,7 +125,7 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     running.results = Some(tokio::spawn(results));
     running.stats = node_stats(&outputs, &groups, entries, running.stats.heartbeats.clone(), &sessions);
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
-    let commander = start_command_router(&line.points, &outputs, &sessions, &mut running);
+    let commander = start_command_router(config, &line.points, &outputs, &sessions, &mut running);
     let sparkplug_task =
         sessions.start_publishers(config, &running.stats, &line.points.points, commander, &mut running.background)?;
     start_workers(config, groups, &mut running)?;
@@ -269,8 +269,10 @@ fn start_supervisor(
     running.background.push(tokio::spawn(supervisor.run()));
 }
 
-/// Where both command doors send what they parsed.
+/// Where both command doors send what they parsed, after the replay and rate checks (whose
+/// memory of command ids lives in `runtime.state_dir`).
 fn start_command_router(
+    config: &Config,
     points: &Points,
     outputs: &Outputs,
     sessions: &Sessions,
@@ -283,7 +285,8 @@ fn start_command_router(
         tasks: running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect(),
     };
     running.background.push(tokio::spawn(router.run(requests)));
-    sessions.commander(route)
+    let guard = crate::telemetry::guard::Guard::open(&config.runtime.state_dir);
+    sessions.commander(route, Arc::new(guard))
 }
 
 /// One inference worker thread per model.

@@ -13,6 +13,7 @@ use crate::part::sample::Point;
 use crate::stats::{CameraStats, NodeStats, QueueStats};
 use crate::telemetry::commands::{self, Commander};
 use crate::telemetry::durable::{AckBy, Durable};
+use crate::telemetry::guard::Guard;
 use crate::telemetry::mqtt::{Incoming, Mqtt, Topics};
 use crate::telemetry::sparkplug::{self, Pending, Sparkplug};
 use crate::telemetry::Telemetry;
@@ -60,9 +61,9 @@ impl Sessions {
         self.mqtt.as_ref().map(|(m, _)| m.queue.clone()).or_else(|| self.sparkplug.as_ref().map(|_| Default::default()))
     }
 
-    /// Both command doors (JSON and Sparkplug) send to `route`.
-    pub fn commander(&self, route: mpsc::Sender<commands::CommandRequest>) -> Commander {
-        Commander { route, rebirth: self.sparkplug.as_ref().map(|s| s.rebirth.clone()) }
+    /// Both command doors (JSON and Sparkplug) pass `guard` and send to `route`.
+    pub fn commander(&self, route: mpsc::Sender<commands::CommandRequest>, guard: Arc<Guard>) -> Commander {
+        Commander { route, rebirth: self.sparkplug.as_ref().map(|s| s.rebirth.clone()), guard }
     }
 
     /// Start everything that publishes through the sessions: camera status, point values, the

@@ -22,7 +22,7 @@ use crate::line::trigger;
 use crate::modbus::handshake;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
-use crate::part::control::TaskControl;
+use crate::part::control::{CommandLimits, TaskControl};
 use crate::part::queue::FrameQueue;
 use crate::part::sample::{Position, Sample};
 use crate::part::{PartResult, Verdict, Waiting};
@@ -70,14 +70,17 @@ impl Wiring<'_> {
             Err(_) => unusable_rule(&model_cfg.path),
         };
         let provider = group.loaded.as_ref().map_or("none", |l| l.provider());
+        let limits = CommandLimits::for_task(&task.commands, info.threshold);
         tracing::info!(
             task = %name, model = %info.name, version = %info.version, kind = info.kind,
-            provider, ng_threshold = %format!("{:.3}", info.threshold), "task ready"
+            provider, ng_threshold = %format!("{:.3}", info.threshold),
+            command_thresholds = %format!("{}..{}", limits.threshold.0, limits.threshold.1),
+            command_disable = limits.allow_disable, "task ready"
         );
         let stats = Arc::new(TaskStats::default());
         let cam_stats = Arc::new(CameraStats::default());
         let task_progress = Arc::new(AtomicU64::new(0));
-        let control = Arc::new(TaskControl::new(info.threshold));
+        let control = Arc::new(TaskControl::new(name, info.threshold, limits));
         let handshake_stats = task.handshake.as_ref().map(|_| Arc::new(HandshakeStats::default()));
         let reject = match &task.reject {
             Some(r) => Some(self.reject_plan(r, &stats, running)?),

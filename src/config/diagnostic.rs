@@ -137,6 +137,9 @@ pub(crate) fn hint_for(message: &str) -> String {
     if message.contains("out of range") {
         return "use a value inside the range given".into();
     }
+    if message.starts_with("invalid length") {
+        return "give as many values as expected, e.g. `[0.3, 0.7]` for a pair".into();
+    }
     if message.starts_with("expected") || message.starts_with("invalid type") {
         return "see firmware-config/linesight.schema.json for the expected form".into();
     }

@@ -241,9 +241,18 @@ pub struct PointConfig {
     /// Publish the value at least this often even when it does not change.
     #[serde(default = "default_publish_every")]
     pub publish_every: Dur,
-    /// Whether a remote command may set this point. Only coils and holding registers can be writable.
+    /// Whether a remote command may set this point. Only coils and holding registers can be writable;
+    /// a writable number needs `min` and `max`.
     #[serde(default)]
     pub writable: bool,
+    /// Writable numbers: the lowest engineering value (after scale and offset) a command may write.
+    /// A command below it is refused and never reaches the device.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Writable numbers: the highest engineering value (after scale and offset) a command may write.
+    /// A command above it is refused and never reaches the device.
+    #[serde(default)]
+    pub max: Option<f64>,
 }
 
 fn default_publish_every() -> Dur {

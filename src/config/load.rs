@@ -291,6 +291,7 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     if let Some(p) = &mut config.runtime.onnxruntime {
         fix(p);
     }
+    fix(&mut config.runtime.state_dir);
 }
 
 #[cfg(test)]

@@ -548,7 +548,34 @@ pub struct TaskConfig {
     /// A result block (a key of `modbus.result_blocks`) the PLC reads each verdict from, with a handshake.
     #[serde(default)]
     pub handshake: Option<String>,
+    /// What remote commands (JSON or Sparkplug) may change in this task. Without it, `set-threshold`
+    /// may move the NG threshold by at most 0.2 from the configured one (never below 0.05 or above
+    /// 0.95) and `disable-task` is refused.
+    #[serde(default)]
+    pub commands: TaskCommandsConfig,
 }
+
+// The limits of what a remote command may change in one task: a command must never be able to
+// switch inspection off (a threshold of 1 passes every defect; a disabled task stops the line).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskCommandsConfig {
+    /// `[low, high]`: the NG thresholds a `set-threshold` command (or a Sparkplug
+    /// `Inspection/NG Threshold`) may set, both inside (0, 1). Defaults to the task's NG threshold
+    /// ± 0.2, never below 0.05 or above 0.95. Anything outside is refused with the limit.
+    #[serde(default)]
+    pub threshold: Option<[f64; 2]>,
+    /// Whether `disable-task` (a Sparkplug `Inspection/Enabled` = false) is allowed. A disabled task
+    /// gives every part ERROR, which the reject gate throws out. Default: refused.
+    #[serde(default)]
+    pub allow_disable: bool,
+}
+
+/// How far a command may move a task's NG threshold from the configured one when the task sets no
+/// `commands.threshold`, and the bounds it never leaves.
+pub const DEFAULT_THRESHOLD_SPAN: f64 = 0.2;
+pub const DEFAULT_THRESHOLD_FLOOR: f64 = 0.05;
+pub const DEFAULT_THRESHOLD_CEILING: f64 = 0.95;
 
 fn default_inference_timeout() -> Dur {
     Dur::from_secs(1)
@@ -630,8 +657,9 @@ pub struct RejectConfig {
     pub confirm: Option<ConfirmConfig>,
 }
 
-// The `runtime` section: the ONNX Runtime library and how many threads inference may use.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+// The `runtime` section: the ONNX Runtime library, how many threads inference may use, and
+// where the node keeps what must survive a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Path to `libonnxruntime.so`. Defaults to the `ORT_DYLIB_PATH` environment variable.
@@ -640,6 +668,20 @@ pub struct RuntimeConfig {
     /// Threads the node may use for inference in all; defaults to the number of cores.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Folder for the node's own state across restarts (the ids of recent remote commands, so a
+    /// replayed command is refused); the service's StateDirectory. Created when first needed.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { onnxruntime: None, threads: None, state_dir: default_state_dir() }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/linesight")
 }
 
 /// A duration written with its unit: `80ms`, `1.5s`, `2m`, `250us`.

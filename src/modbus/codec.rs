@@ -49,6 +49,8 @@ pub struct PointSpec {
     pub order: WordOrder,
     pub scale: f64,
     pub offset: f64,
+    /// A writable number's engineering limits (`min`, `max`): a command outside them is refused.
+    pub limits: Option<(f64, f64)>,
 }
 
 impl PointSpec {
@@ -66,6 +68,7 @@ impl PointSpec {
             order: p.order.unwrap_or(dev.order),
             scale: p.scale.unwrap_or(1.0),
             offset: p.offset.unwrap_or(0.0),
+            limits: p.min.zip(p.max),
         }
     }
 
@@ -340,7 +343,17 @@ mod tests {
 
     fn spec(ty: PointType, order: WordOrder) -> PointSpec {
         let count = ty.registers(Some(1));
-        PointSpec { area: PointArea::HoldingRegister, address: 0, ty, bit: None, count, order, scale: 1.0, offset: 0.0 }
+        PointSpec {
+            area: PointArea::HoldingRegister,
+            address: 0,
+            ty,
+            bit: None,
+            count,
+            order,
+            scale: 1.0,
+            offset: 0.0,
+            limits: None,
+        }
     }
 
     fn scaled(ty: PointType, scale: f64, offset: f64) -> PointSpec {

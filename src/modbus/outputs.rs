@@ -304,6 +304,7 @@ impl Outputs {
         if spec.bit.is_some() {
             return Err(format!("point `{name}` is one bit of a register; writing it would race the PLC"));
         }
+        within_limits(name, spec, value)?;
         let words = super::codec::encode_registers(spec, value)?;
         tracing::info!(target: "linesight::audit", point = %name, value = %value, "set-point");
         reg.write(0, words).await.map_err(|e| format!("device `{}`: {e}", reg.device.name))
@@ -380,6 +381,29 @@ impl Outputs {
 
 /// Between rounds of safe-state writes that were not confirmed.
 const RETRY_SAFE: Duration = Duration::from_millis(250);
+
+/// A writable number's value against its engineering limits (`min`, `max`), before anything is
+/// encoded or sent. A number without limits is refused: check-config requires them.
+fn within_limits(name: &str, spec: &super::codec::PointSpec, value: &serde_json::Value) -> Result<(), String> {
+    use crate::config::PointType;
+    if matches!(spec.ty, PointType::Bool | PointType::String) {
+        return Ok(());
+    }
+    let Some((min, max)) = spec.limits else {
+        return Err(format!(
+            "point `{name}` has no engineering limits: set `modbus.points.{name}.min` and `max` in the config"
+        ));
+    };
+    let Some(v) = value.as_f64() else {
+        return Err(format!("point `{name}` takes a number, not {value}"));
+    };
+    if !(v >= min && v <= max) {
+        return Err(format!(
+            "set-point refused: {v} is outside the limits of point `{name}`, {min} to {max} (`modbus.points.{name}.min` and `max`); nothing was written; to write it, change the limits in the config"
+        ));
+    }
+    Ok(())
+}
 
 /// Writes per second a remote command may make to one writable point.
 pub const COMMAND_RATE: (f64, f64) = (5.0, 5.0);
@@ -458,5 +482,43 @@ pub(crate) mod testing {
         fn is_connected(&self) -> bool {
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::recorded;
+    use crate::modbus::codec::PointSpec;
+    use serde_json::json;
+
+    const SECTION: &str = "  devices: { plc: { tcp: \"127.0.0.1:502\" } }\n  points:\n    speed: { device: plc, area: holding-register, address: 40, type: u16, scale: 0.01, poll: 1s, writable: true, min: 0.2, max: 1.5 }\n    bare: { device: plc, area: holding-register, address: 41, type: u16, poll: 1s, writable: true }";
+
+    fn spec(name: &str) -> PointSpec {
+        let yaml = format!(
+            "node: {{ group_id: g, node_id: n }}\nmodbus:\n{SECTION}\ncameras: {{}}\nmodels: {{}}\ntasks: {{}}\n"
+        );
+        let cfg: crate::config::Config =
+            crate::config::yaml::from_node(&crate::config::yaml::parse(&yaml).unwrap()).unwrap();
+        PointSpec::from_config(&cfg.modbus.points[name], &cfg.modbus.devices["plc"])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_outside_the_limits_is_refused_and_never_sent() {
+        let (rec, outputs) = recorded(SECTION);
+        let speed = spec("speed");
+        for v in [json!(1.6), json!(0.1), json!(-3), json!(1e9)] {
+            let e = outputs.write_point("speed", &speed, &v).await.unwrap_err();
+            assert!(e.contains("outside the limits of point `speed`, 0.2 to 1.5"), "{e}");
+            assert!(e.contains("`modbus.points.speed.min` and `max`"), "{e}");
+        }
+        assert!(rec.writes.lock().unwrap().is_empty(), "a refused value never reaches the device");
+        outputs.write_point("speed", &speed, &json!(1.5)).await.unwrap();
+        outputs.write_point("speed", &speed, &json!(0.2)).await.unwrap();
+        let writes: Vec<Vec<u16>> = rec.writes.lock().unwrap().iter().map(|(_, _, v)| v.clone()).collect();
+        assert_eq!(writes, vec![vec![150], vec![20]], "the limits are inclusive, in engineering units");
+        // A writable number without limits (check-config refuses it) is never written either.
+        let e = outputs.write_point("bare", &spec("bare"), &json!(1)).await.unwrap_err();
+        assert!(e.contains("no engineering limits"), "{e}");
+        assert_eq!(rec.writes.lock().unwrap().len(), 2);
     }
 }

@@ -8,13 +8,17 @@
 //! Commands are never a way in: retained messages are ignored (a command
 //! left on the broker must not fire again at every restart), payloads are
 //! size-limited, every command is parsed against its schema (unknown
-//! commands and unknown or missing fields are refused with the reason), and
-//! logged with its source and result under `linesight::audit`. The only
-//! write a command can cause is to a point the config marks `writable`,
-//! through the same guarded, rate-limited path as every other write.
+//! commands and unknown or missing fields are refused with the reason),
+//! passes the [`super::guard`] (not stale, not a replayed id, not above the
+//! node's command rate), and is logged with its source and result under
+//! `linesight::audit`. What a command may change is limited by the config:
+//! a task's threshold range and whether it may be disabled
+//! (`tasks.<task>.commands`), and the only write it can cause is to a point
+//! the config marks `writable`, inside its `min` and `max`, through the same
+//! guarded, rate-limited path as every other write.
 //!
 //! ```json
-//! {"id": "42", "command": "set-point", "point": "speed_setpoint", "value": 12.5}
+//! {"id": "42", "ts": "2026-11-28T04:30:00Z", "command": "set-point", "point": "speed_setpoint", "value": 12.5}
 //! {"id": "42", "ok": true}
 //! {"id": "43", "ok": false, "error": "point `oven_temp` is not writable: the config does not mark it `writable`"}
 //! ```
@@ -26,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::guard::{CommandId, Guard, Origin, MAX_ID_CHARS};
 use super::mqtt::{Incoming, Mqtt};
 
 /// Larger command payloads are refused unread.
@@ -42,7 +47,7 @@ pub enum Command {
     EnableTask { task: String },
     /// Stop trusting a task's model: its parts get ERROR and are rejected.
     DisableTask { task: String },
-    /// A task's NG threshold (a probability in (0, 1]); lasts until restart.
+    /// A task's NG threshold, inside the task's command limits; lasts until restart.
     SetThreshold { task: String, threshold: f64 },
     /// Sparkplug: publish NBIRTH and every DBIRTH again.
     Rebirth,
@@ -68,9 +73,29 @@ pub struct Commander {
     pub route: mpsc::Sender<CommandRequest>,
     /// Wakes the Sparkplug session for a rebirth; None without Sparkplug.
     pub rebirth: Option<Arc<Notify>>,
+    /// Time, replay and rate checks, shared by both doors.
+    pub guard: Arc<Guard>,
 }
 
 impl Commander {
+    /// Check a message's `count` commands before any of them runs: not stale, not a replay, not
+    /// above the node's command rate (see [`super::guard`]). A refusal is logged under
+    /// `linesight::audit` with its reason.
+    pub async fn admit(&self, origin: &Origin, count: usize) -> Result<(), String> {
+        let guard = self.guard.clone();
+        let o = origin.clone();
+        let now = tokio::time::Instant::now();
+        let now_ms = crate::util::time::now_ms();
+        // The id file is written (and fsynced) before the command runs: off the async threads.
+        let result = tokio::task::spawn_blocking(move || guard.admit(&o, count, now_ms, now))
+            .await
+            .unwrap_or_else(|e| Err(format!("command refused: the replay check failed ({e})")));
+        if let Err(e) = &result {
+            tracing::warn!(target: "linesight::audit", source = %origin.source, id = %origin.id, error = %e, "command refused");
+        }
+        result
+    }
+
     /// Execute one validated command; `source` (a topic) goes into the audit log.
     pub async fn execute(&self, cmd: &Command, source: &str) -> Result<(), String> {
         let result = self.run(cmd, source).await;
@@ -101,9 +126,30 @@ impl Commander {
     }
 }
 
+/// A JSON command and when its sender says it sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonCommand {
+    pub command: Command,
+    /// `ts` (RFC 3339 or ms since 1970) as ms since 1970, if given.
+    pub sent_ms: Option<i64>,
+}
+
+/// `ts`: an RFC 3339 string or a number of milliseconds since 1970.
+fn timestamp(ts: &Value) -> Result<i64, String> {
+    let bad =
+        || format!("`ts` {ts} is not a time: give RFC 3339 (e.g. \"2026-11-28T04:30:00Z\") or milliseconds since 1970");
+    match ts {
+        Value::String(s) => crate::util::time::parse_rfc3339_ms(s).ok_or_else(bad),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// Parse a JSON command. Returns its id (null when unreadable) and the
 /// command, or why it was refused.
-pub fn parse_json(payload: &[u8]) -> (Value, Result<Command, String>) {
+pub fn parse_json(payload: &[u8]) -> (Value, Result<JsonCommand, String>) {
     if payload.len() > MAX_COMMAND_BYTES {
         return (
             Value::Null,
@@ -121,6 +167,13 @@ pub fn parse_json(payload: &[u8]) -> (Value, Result<Command, String>) {
     if !(id.is_string() || id.is_number()) {
         return (id, Err("every command needs an `id` (a string or a number) to answer to".into()));
     }
+    if id.as_str().map_or(id.to_string().chars().count(), |s| s.chars().count()) > MAX_ID_CHARS {
+        return (id, Err(format!("`id` is longer than {MAX_ID_CHARS} characters")));
+    }
+    let sent_ms = match obj.remove("ts").map(|ts| timestamp(&ts)).transpose() {
+        Ok(ms) => ms,
+        Err(e) => return (id, Err(e)),
+    };
     let cmd = match obj.get("command") {
         None => Err(format!("missing `command`; known: {KNOWN}")),
         Some(Value::String(c)) if !KNOWN.split(", ").any(|k| k == c) => {
@@ -129,7 +182,7 @@ pub fn parse_json(payload: &[u8]) -> (Value, Result<Command, String>) {
         Some(Value::String(_)) => serde_json::from_value::<Command>(doc).map_err(|e| e.to_string()),
         Some(_) => Err("`command` must be a string".into()),
     };
-    (id, cmd)
+    (id, cmd.map(|command| JsonCommand { command, sent_ms }))
 }
 
 /// Answer JSON commands until the MQTT task stops.
@@ -144,7 +197,13 @@ pub async fn serve_json(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, comm
         }
         let (id, parsed) = parse_json(&msg.payload);
         let result = match parsed {
-            Ok(cmd) => commander.execute(&cmd, &msg.topic).await,
+            Ok(c) => {
+                let origin = Origin { source: msg.topic.clone(), id: CommandId::json(&id), sent_ms: c.sent_ms };
+                match commander.admit(&origin, 1).await {
+                    Ok(()) => commander.execute(&c.command, &msg.topic).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => {
                 tracing::warn!(target: "linesight::audit", topic = %msg.topic, id = %id, error = %e, "command refused");
                 Err(e)
@@ -168,7 +227,28 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> (Value, Result<Command, String>) {
-        parse_json(s.as_bytes())
+        let (id, c) = parse_json(s.as_bytes());
+        (id, c.map(|c| c.command))
+    }
+
+    fn sent(s: &str) -> Result<Option<i64>, String> {
+        parse_json(s.as_bytes()).1.map(|c| c.sent_ms)
+    }
+
+    #[test]
+    fn ts_is_rfc3339_or_epoch_ms_and_optional() {
+        assert_eq!(sent(r#"{"id":1,"command":"rebirth"}"#), Ok(None));
+        assert_eq!(sent(r#"{"id":1,"command":"rebirth","ts":1795840496789}"#), Ok(Some(1_795_840_496_789)));
+        assert_eq!(
+            sent(r#"{"id":1,"command":"rebirth","ts":"2026-11-28T04:34:56.789Z"}"#),
+            Ok(Some(1_795_840_496_789))
+        );
+        for bad in [r#""yesterday""#, "true", "[1]", r#""2026-11-28""#] {
+            let e = sent(&format!(r#"{{"id":1,"command":"rebirth","ts":{bad}}}"#)).unwrap_err();
+            assert!(e.contains("is not a time") && e.contains("RFC 3339"), "{e}");
+        }
+        let long = format!(r#"{{"id":"{}","command":"rebirth"}}"#, "x".repeat(MAX_ID_CHARS + 1));
+        assert!(sent(&long).unwrap_err().contains("longer than 128"));
     }
 
     #[test]

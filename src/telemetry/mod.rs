@@ -10,12 +10,14 @@
 //! - [`connection`]: what both sessions share: brokers, TLS, refusal reasons.
 //! - [`durable`]: store-and-forward through the disk queue ([`crate::store`]).
 //! - [`commands`]: the remote command set, and the JSON door to it.
+//! - [`guard`]: what every command passes first: not stale, not a replay, not a flood.
 //! - [`cameras`], [`points`]: retained camera status and point values.
 
 pub mod cameras;
 pub mod commands;
 pub mod connection;
 pub mod durable;
+pub mod guard;
 pub mod json;
 pub mod mqtt;
 pub mod points;

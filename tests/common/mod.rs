@@ -143,6 +143,13 @@ tasks:
     )
 }
 
+/// `yaml` (a config without a `runtime:` section) with the node's state (the ids of recent
+/// commands, remembered so that a replay is refused) in `dir` instead of /var/lib/linesight.
+/// Every test that sends commands needs it: the ids outlive the daemon.
+pub fn with_state_dir(yaml: &str, dir: &Path) -> String {
+    format!("{yaml}runtime:\n  state_dir: \"{}\"\n", dir.display())
+}
+
 pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("node.yaml");
     std::fs::write(&p, text).unwrap();

@@ -109,6 +109,12 @@ pub fn publish(port: u16, topic: &str, metrics: Value) {
     run(&["--publish", topic, "--metrics", &metrics.to_string()], port);
 }
 
+/// Publish a Sparkplug payload with these metrics and this payload timestamp (ms since 1970):
+/// the same metrics and timestamp give the same bytes.
+pub fn publish_at(port: u16, topic: &str, metrics: Value, timestamp: u64) {
+    run(&["--publish", topic, "--metrics", &metrics.to_string(), "--timestamp", &timestamp.to_string()], port);
+}
+
 /// Publish raw bytes (hex), for malformed payloads.
 pub fn publish_raw(port: u16, topic: &str, hex: &str) {
     run(&["--publish", topic, "--raw-hex", hex], port);

@@ -639,3 +639,59 @@ fn an_edited_config_is_checked_again() {
     let e = loaded.edited(|c| c.tasks.get_mut("inspect").unwrap().camera = "nowhere".into()).unwrap_err().to_string();
     assert!(e.contains("node.yaml (edited)") && e.contains("nowhere"), "{e}");
 }
+
+/// The valid file with `commands` under the task, on line 29.
+fn with_commands(section: &str) -> String {
+    valid().replace("    model: surface\n", &format!("    model: surface\n    commands: {section}\n"))
+}
+
+#[test]
+fn command_limits_are_an_ordered_interval_inside_zero_to_one() {
+    loads(&with_commands("{ threshold: [0.3, 0.7], allow_disable: true }"));
+    loads(&with_commands("{ threshold: [0.5, 0.5] }"));
+    loads(&with_commands("{ allow_disable: false }"));
+    one_error(&with_commands("{ threshold: [0.7, 0.3] }"), 29, 28, &["[0.7, 0.3] are not in order", "[0.3, 0.7]"]);
+    for bad in ["[0, 0.5]", "[0.5, 1]", "[-0.1, 0.5]", "[0.2, 1.5]"] {
+        one_error(&with_commands(&format!("{{ threshold: {bad} }}")), 29, 28, &["are not inside (0, 1)", "0 < low"]);
+    }
+    one_error(&with_commands("{ threshold: [0.3] }"), 29, 28, &["invalid length 1"]);
+    one_error(&with_commands("{ allow_disabel: true }"), 29, 17, &["unknown field `allow_disabel`", "allow_disable"]);
+}
+
+/// The line I/O file with one more point, `extra` its settings.
+fn with_point(extra: &str) -> String {
+    with_line_io().replace("  heartbeat:", &format!("    speed: {{ device: plc, {extra} }}\n  heartbeat:"))
+}
+
+#[test]
+fn a_writable_number_needs_engineering_limits() {
+    let hr = "area: holding-register, address: 41, type: u16, scale: 0.01, poll: 1s";
+    loads(&with_point(&format!("{hr}, writable: true, min: 0, max: 1.5")));
+    loads(&with_point(&format!("{hr}, writable: true, min: 0.5, max: 0.5")));
+    // On/off points need none.
+    loads(&with_point("area: coil, address: 41, poll: 1s, writable: true"));
+    errors_contain(
+        &with_point(&format!("{hr}, writable: true")),
+        &[&["a writable number needs engineering limits: `min` and `max` missing", "add `min:` and `max:`"]],
+    );
+    errors_contain(&with_point(&format!("{hr}, writable: true, min: 0")), &[&["`max` missing"]]);
+    errors_contain(&with_point(&format!("{hr}, writable: true, max: 3")), &[&["`min` missing"]]);
+    errors_contain(&with_point(&format!("{hr}, writable: true, min: 2, max: 1")), &[&["`min` 2 is above `max` 1"]]);
+    errors_contain(
+        &with_point(&format!("{hr}, min: 0, max: 1")),
+        &[&["limit what a command may write, and this point is not writable", "writable: true"]],
+    );
+    errors_contain(
+        &with_point("area: coil, address: 41, poll: 1s, writable: true, min: 0, max: 1"),
+        &[&["only apply to numbers, not to Bool"]],
+    );
+}
+
+#[test]
+fn the_state_dir_defaults_to_var_lib_and_resolves_against_the_file() {
+    let loaded = config::load_str(&valid(), "node.yaml", Path::new("/etc/linesight")).unwrap();
+    assert_eq!(loaded.config().runtime.state_dir, Path::new("/var/lib/linesight"));
+    let text = format!("{}runtime:\n  state_dir: state\n", valid());
+    let loaded = config::load_str(&text, "node.yaml", Path::new("/etc/linesight")).unwrap();
+    assert_eq!(loaded.config().runtime.state_dir, Path::new("/etc/linesight/state"));
+}

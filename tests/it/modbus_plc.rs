@@ -42,7 +42,7 @@ modbus:
     eye: {{ device: plc, area: discrete-input, address: 1, poll: 2ms }}
     encoder: {{ device: plc, area: input-register, address: 20, type: u32, order: CDAB, poll: 2ms }}
     temp: {{ device: plc, area: input-register, address: 30, type: i16, scale: 0.1, unit: "°C", poll: 50ms, deadband: 0.5 }}
-    speed_sp: {{ device: plc, area: holding-register, address: 40, type: u16, scale: 0.01, poll: 100ms, writable: true }}
+    speed_sp: {{ device: plc, area: holding-register, address: 40, type: u16, scale: 0.01, poll: 100ms, writable: true, min: 0, max: 1.5 }}
   outputs:
     reject_gate: {{ device: plc, area: coil, address: 10, safe_state: off }}
     lamp_green: {{ device: plc, area: coil, address: 11, safe_state: off }}
@@ -64,8 +64,10 @@ tasks:
     inference_timeout: 3s
     reject: {{ output: reject_gate, {gate_at}, pulse: 30ms }}
     handshake: cell
+runtime: {{ state_dir: "{state}" }}
 "#,
         stills = stills.display(),
+        state = stills.parent().unwrap().join("state").display(),
         model = repo().join("models/surface-classifier.onnx").display(),
     )
 }
@@ -236,6 +238,9 @@ async fn triggered_parts_are_rejected_at_the_encoder_distance_with_handshake_hea
     publish(r#"{"id":"c2","command":"set-point","point":"temp","value":3}"#);
     publish(r#"{"id":"c3","command":"set-output","output":"reject_gate","value":true}"#);
     publish("not json");
+    // Outside the point's engineering limits (min 0, max 1.5): refused before anything is sent.
+    publish(r#"{"id":"c5","command":"set-point","point":"speed_sp","value":9}"#);
+    publish(r#"{"id":"c6","command":"set-point","point":"speed_sp","value":-0.5}"#);
     let responses =
         |id: &str| sub.messages("/commands/response").into_iter().filter(|r| r["id"] == id).collect::<Vec<Value>>();
     assert!(
@@ -248,11 +253,23 @@ async fn triggered_parts_are_rejected_at_the_encoder_distance_with_handshake_hea
         wait_msg(&sub, |t, p| t.ends_with("/commands/response") && p.contains("not JSON"), Duration::from_secs(5))
             .await
     );
+    assert!(
+        wait_msg(&sub, |t, p| t.ends_with("/commands/response") && p.contains("c6"), Duration::from_secs(10)).await
+    );
+    assert_eq!(
+        responses("c5")[0]["error"],
+        "set-point refused: 9 is outside the limits of point `speed_sp`, 0 to 1.5 (`modbus.points.speed_sp.min` and \
+         `max`); nothing was written; to write it, change the limits in the config"
+    );
+    assert!(responses("c6")[0]["error"].as_str().unwrap().contains("-0.5 is outside the limits of point `speed_sp`"));
     assert_eq!(plc.get_hr(40, 1).await, vec![125], "1.25 m/s at scale 0.01");
     plc.sync().await;
     assert!(responses("c4").is_empty(), "a retained command is never executed");
     assert!(logs().contains("retained command ignored"), "{}", logs());
     assert!(!plc.writes().iter().any(|w| w.hr(30).is_some() || w.hr(40) == Some(200)));
+    // The PLC saw exactly one write of the set-point register: c1's. The refused values never reached it.
+    let sp_writes: Vec<u16> = plc.writes().iter().filter_map(|w| w.hr(40)).collect();
+    assert_eq!(sp_writes, vec![125], "only the accepted value was written: {sp_writes:?}");
     assert_eq!(plc.writes().iter().filter(|w| gate_on(w)).count(), 6, "no command can fire the gate");
 
     // Stop: heartbeat stops, every output to its safe state.

@@ -212,7 +212,10 @@ fn json_commands_are_answered_by_id_and_refused_with_reasons() {
     );
     let sub = Subscriber::start(broker.port, &format!("{base}/#"));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0));
+    // This task may be disabled by command (refused by default: see command_limits.rs).
+    let yaml = node_yaml(&plc.addr.to_string(), broker.port, "loop: true", 10.0)
+        .replace("    reject: {", "    commands: { allow_disable: true }\n    reject: {");
+    let cfg = write_config(dir.path(), &with_state_dir(&yaml, dir.path()));
     let log = dir.path().join("daemon.log");
     let mut child = run_daemon(&cfg, &log);
     assert!(

@@ -23,8 +23,10 @@ fn topic(kind: &str) -> String {
 }
 
 /// The test node in the Sparkplug dialect; `mqtt_extra` goes into the `mqtt:` map, `sp_extra` into `sparkplug:`.
+/// Its task may be disabled by command (`commands: { allow_disable: true }`); its threshold keeps
+/// the default command limits (the model's 0.66 ± 0.2). Its state (command ids) is kept in `dir`.
 fn sp_yaml(plc: &str, port: u16, dir: &Path, mqtt_extra: &str, sp_extra: &str) -> String {
-    node_yaml(plc, port, "loop: true", 20.0)
+    let yaml = node_yaml(plc, port, "loop: true", 20.0)
         .replace(
             "stats_interval: 1s, keep_alive: 5s }",
             &format!(
@@ -32,6 +34,8 @@ fn sp_yaml(plc: &str, port: u16, dir: &Path, mqtt_extra: &str, sp_extra: &str) -
                 dir.display()
             ),
         )
+        .replace("    reject: {", "    commands: { allow_disable: true }\n    reject: {");
+    with_state_dir(&yaml, dir)
 }
 
 fn bd_seq(msg: &Value) -> u64 {
@@ -111,16 +115,46 @@ fn session_births_seq_rebirth_commands_and_a_clean_death() {
 
     // Commands: threshold, disable (parts become ERROR, never OK), enable.
     let dcmd = format!("{}/inspect", topic("DCMD"));
-    sp::publish(
-        broker.port,
-        &dcmd,
-        json!([{"name": "Inspection/NG Threshold", "datatype_name": "Double", "value": 0.9}]),
-    );
-    assert!(
-        d.wait(Duration::from_secs(10), |m| m.iter().any(|m| kind(m) == "DDATA"
-            && value(m, "Inspection/NG Threshold").and_then(Value::as_f64).is_some_and(|t| (t - 0.9).abs() < 1e-6))),
-        "threshold command not reflected"
-    );
+    let threshold_is = |t: f64| {
+        move |m: &Value| {
+            kind(m) == "DDATA"
+                && value(m, "Inspection/NG Threshold").and_then(Value::as_f64).is_some_and(|v| (v - t).abs() < 1e-6)
+        }
+    };
+    // Outside the default command limits (0.46 to 0.86 around the model's 0.66): refused, counted, unchanged.
+    let before = refused(&d);
+    for t in [1.0, 0.9] {
+        let threshold = json!([{"name": "Inspection/NG Threshold", "datatype_name": "Double", "value": t}]);
+        sp::publish(broker.port, &dcmd, threshold);
+    }
+    assert!(d.wait(Duration::from_secs(10), |_| refused(&d) >= before + 2), "threshold 1.0 and 0.9 refused");
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(audit.contains("threshold 1 refused: task `inspect` takes 0.46 to 0.86 by command"), "{audit}");
+    let threshold = json!([{"name": "Inspection/NG Threshold", "datatype_name": "Double", "value": 0.8}]);
+    sp::publish(broker.port, &dcmd, threshold);
+    assert!(d.wait(Duration::from_secs(10), |m| m.iter().any(threshold_is(0.8))), "threshold command not reflected");
+    assert!(!d.all().iter().any(|m| threshold_is(1.0)(m) || threshold_is(0.9)(m)), "a refused threshold was applied");
+
+    // A stale payload timestamp, and the same payload twice (a replay): refused, and counted.
+    let before = refused(&d);
+    let stale = json!([{"name": "Inspection/NG Threshold", "datatype_name": "Double", "value": 0.7}]);
+    sp::publish_at(broker.port, &dcmd, stale, sp::now_ms() - 120_000);
+    let once = json!([{"name": "Inspection/NG Threshold", "datatype_name": "Double", "value": 0.75}]);
+    let at = sp::now_ms();
+    sp::publish_at(broker.port, &dcmd, once.clone(), at);
+    assert!(d.wait(Duration::from_secs(10), |m| m.iter().any(threshold_is(0.75))), "a fresh command is executed");
+    let mark = d.count();
+    let back = json!([{"name": "Inspection/NG Threshold", "datatype_name": "Double", "value": 0.8}]);
+    sp::publish(broker.port, &dcmd, back);
+    assert!(d.wait(Duration::from_secs(10), |m| m[mark..].iter().any(threshold_is(0.8))));
+    let mark = d.count();
+    sp::publish_at(broker.port, &dcmd, once, at);
+    assert!(d.wait(Duration::from_secs(10), |_| refused(&d) >= before + 2), "stale and replayed commands refused");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!d.all()[mark..].iter().any(threshold_is(0.75)), "a replayed command was executed");
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(audit.contains("its payload timestamp is 120."), "{audit}");
+    assert!(audit.contains("this exact payload was already received"), "{audit}");
     sp::publish(
         broker.port,
         &dcmd,

@@ -247,8 +247,10 @@ fn point_timing(p: &PointConfig, path: &[&str], c: &mut Collector) {
     }
 }
 
-/// Only whole coils and holding registers can be written.
+/// Only whole coils and holding registers can be written, and a writable
+/// number has the engineering limits every command is checked against.
 fn point_writable(p: &PointConfig, path: &[&str], c: &mut Collector) {
+    point_limits(p, path, c);
     if p.writable && p.bit.is_some() {
         c.at(
             &join(path, &["writable"]),
@@ -262,6 +264,56 @@ fn point_writable(p: &PointConfig, path: &[&str], c: &mut Collector) {
             format!("a {:?} cannot be written", p.area),
             "only coils and holding registers can be writable; remove `writable`",
         );
+    }
+}
+
+/// `min` and `max`: required on a writable number, finite and in order; nowhere else.
+fn point_limits(p: &PointConfig, path: &[&str], c: &mut Collector) {
+    let ty = p.value_type();
+    let numeric = !matches!(ty, PointType::Bool | PointType::String);
+    let given = p.min.is_some() || p.max.is_some();
+    let at = |k: &'static str| join(path, &[k]);
+    if given && !numeric {
+        let key = if p.min.is_some() { "min" } else { "max" };
+        c.at(&at(key), format!("`min` and `max` only apply to numbers, not to {ty:?}"), "remove them");
+        return;
+    }
+    if given && !p.writable {
+        let key = if p.min.is_some() { "min" } else { "max" };
+        c.at(
+            &at(key),
+            "`min` and `max` limit what a command may write, and this point is not writable",
+            "remove them, or add `writable: true`",
+        );
+        return;
+    }
+    if !(p.writable && numeric && p.area.is_writable()) {
+        return;
+    }
+    match (p.min, p.max) {
+        (Some(min), Some(max)) => {
+            if !(min.is_finite() && max.is_finite()) {
+                c.at(&at("min"), format!("limits {min} to {max} are not numbers"), "use finite numbers");
+            } else if min > max {
+                c.at(
+                    &at("min"),
+                    format!("`min` {min} is above `max` {max}"),
+                    "give the lowest value a command may write as `min`, the highest as `max`",
+                );
+            }
+        }
+        (min, max) => {
+            let missing = match (min, max) {
+                (None, None) => "`min` and `max`",
+                (None, Some(_)) => "`min`",
+                _ => "`max`",
+            };
+            c.at(
+                &at("writable"),
+                format!("a writable number needs engineering limits: {missing} missing"),
+                "add `min:` and `max:` in engineering units (after scale and offset): a command outside them is refused",
+            );
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub(super) fn check(config: &Config, broken: &Broken, c: &mut Collector) {
         let path = ["tasks", name.as_str()];
         camera_and_model(config, broken, name, task, &mut owners, c);
         rules(&path, &task.rules, c);
+        command_limits(&path, &task.commands, c);
         if task.inference_timeout.get().is_zero() {
             c.at(
                 &join(&path, &["inference_timeout"]),
@@ -125,6 +126,26 @@ fn rules(path: &[&str], rules: &RulesConfig, c: &mut Collector) {
                 "write it as [x1, y1, x2, y2] with x2 > x1 and y2 > y1 (image pixels)",
             );
         }
+    }
+}
+
+/// The thresholds a command may set: an ordered interval inside (0, 1).
+fn command_limits(path: &[&str], commands: &TaskCommandsConfig, c: &mut Collector) {
+    let Some([low, high]) = commands.threshold else { return };
+    let at = join(path, &["commands", "threshold"]);
+    let inside = |v: f64| v > 0.0 && v < 1.0;
+    if !(inside(low) && inside(high)) {
+        c.at(
+            &at,
+            format!("command threshold limits [{low}, {high}] are not inside (0, 1)"),
+            "give `[low, high]` with 0 < low <= high < 1, e.g. [0.3, 0.7]",
+        );
+    } else if low > high {
+        c.at(
+            &at,
+            format!("command threshold limits [{low}, {high}] are not in order"),
+            format!("write the lower limit first: [{high}, {low}]"),
+        );
     }
 }
 

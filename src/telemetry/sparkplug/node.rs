@@ -29,6 +29,7 @@ use crate::stats::{CameraStatus, NodeStats};
 use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
 use crate::telemetry::connection::{self, Ended, Server};
 use crate::telemetry::durable::{Durable, Stamp};
+use crate::telemetry::guard::{CommandId, Origin};
 
 impl Pending {
     /// Start the session. Fails only when the TLS files cannot be used.
@@ -396,10 +397,23 @@ impl Session {
                 Err(e) => refuse(e),
             }
         }
+        if commands.is_empty() {
+            return;
+        }
+        // Sparkplug commands carry no id: the payload's digest stands for it, and its timestamp is checked.
+        let origin = Origin {
+            source: p.topic.clone(),
+            id: CommandId::sparkplug(&p.topic, &p.payload),
+            sent_ms: payload.timestamp.and_then(|t| i64::try_from(t).ok()),
+        };
         let commander = self.commander.clone();
         let counts = self.counts.clone();
         let source = p.topic.clone();
         tokio::spawn(async move {
+            if let Err(e) = commander.admit(&origin, commands.len()).await {
+                counts.refuse(e);
+                return;
+            }
             for c in commands {
                 match commander.execute(&c, &source).await {
                     Ok(()) => {
