@@ -22,6 +22,7 @@
 pub mod commands;
 pub mod models;
 pub mod publish;
+pub mod purge;
 pub mod sessions;
 pub mod stop;
 pub mod supervisor;
@@ -39,6 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::camera::Opener;
 use crate::config::{Config, LoadedConfig};
+use crate::decision::reject::Gate;
 use crate::inference::{runtime, Worker};
 use crate::line::encoder;
 use crate::modbus::heartbeat;
@@ -87,6 +89,8 @@ pub struct Running {
     progress: Arc<AtomicU64>,
     /// What must not hang; the systemd watchdog and the PLC heartbeat follow it.
     liveness: Arc<Liveness>,
+    /// Says, while it exists, that the node runs; removed by a stop in order.
+    marker: Option<purge::Marker>,
     cameras: Vec<std::thread::JoinHandle<()>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     controllers: Vec<JoinHandle<()>>,
@@ -108,14 +112,16 @@ pub struct Running {
 pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, StartError> {
     let config = loaded.config();
     let outputs = outputs_to_safe_state(config).await;
+    let marker = purge::Marker::take(&config.runtime.state_dir);
     let (env, threads) = onnx_runtime(config)?;
     let mut sessions = Sessions::open(config)?;
     let mut running = Running::new(outputs.clone());
+    running.marker = Some(marker);
     let line = line_io(config, &outputs, &mut running);
     let mut groups = models::load_all(config, env, threads, &sessions.telemetry).await?;
     let (results_tx, results_rx) = mpsc::channel(RESULTS_BUFFER);
     let built = build_tasks(config, &outputs, &line, results_tx, &mut groups, &mut opts, &mut running)?;
-    let (entries, watched, cameras) = split(built);
+    let (entries, watched, cameras, gates) = split(built);
     let results = publish::forward_results(
         results_rx,
         sessions.telemetry.clone(),
@@ -130,6 +136,9 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
         sessions.start_publishers(config, &running.stats, &line.points.points, commander, &mut running.background)?;
     start_workers(config, groups, &mut running)?;
     start_cameras(cameras, &mut running)?;
+    if running.marker.as_ref().is_some_and(|m| m.unclean) {
+        purge::purge(config, &gates).await;
+    }
     start_periodic(config, &sessions, &mut running);
     running.mqtt = sessions.mqtt.take();
     running.sparkplug = sessions.sparkplug.take().zip(sparkplug_task);
@@ -204,17 +213,25 @@ fn build_tasks(
     Ok(built)
 }
 
-type Split = (BTreeMap<String, crate::stats::TaskEntry>, Vec<supervisor::WatchedTask>, Vec<crate::camera::Camera>);
+type Split = (
+    BTreeMap<String, crate::stats::TaskEntry>,
+    Vec<supervisor::WatchedTask>,
+    Vec<crate::camera::Camera>,
+    Vec<(String, Gate)>,
+);
 
 fn split(built: Vec<(String, BuiltTask)>) -> Split {
     let mut entries = BTreeMap::new();
-    let (mut watched, mut cameras) = (Vec::new(), Vec::new());
+    let (mut watched, mut cameras, mut gates) = (Vec::new(), Vec::new(), Vec::new());
     for (name, b) in built {
+        if let Some(g) = b.gate {
+            gates.push((name.clone(), g));
+        }
         entries.insert(name, b.entry);
         watched.push(b.watched);
         cameras.push(b.camera);
     }
-    (entries, watched, cameras)
+    (entries, watched, cameras, gates)
 }
 
 /// The registry of every figure, now that every task exists.
@@ -358,6 +375,7 @@ impl Running {
             stop: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(AtomicU64::new(0)),
             liveness: Arc::new(Liveness::default()),
+            marker: None,
             cameras: Vec::new(),
             workers: Vec::new(),
             controllers: Vec::new(),

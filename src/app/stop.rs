@@ -138,6 +138,12 @@ impl Running {
         if timeout_at(deadline, async { tokio::join!(json, sparkplug) }).await.is_err() {
             tracing::warn!("MQTT sessions had not stopped at the stop deadline; leaving them");
         }
+        // A stop in order with every output confirmed safe: the next start needs no purge.
+        if outputs_safe {
+            if let Some(m) = &self.marker {
+                m.clear();
+            }
+        }
         Stopped { stats: final_stats, outputs_safe }
     }
 }

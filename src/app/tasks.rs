@@ -41,6 +41,8 @@ pub struct BuiltTask {
     pub entry: TaskEntry,
     pub watched: WatchedTask,
     pub camera: Camera,
+    /// The task's reject gate, for the purge after an unclean stop.
+    pub gate: Option<Gate>,
 }
 
 /// Everything a task needs from the rest of the node.
@@ -86,6 +88,7 @@ impl Wiring<'_> {
             Some(r) => Some(self.reject_plan(r, &stats, running)?),
             None => None,
         };
+        let gate = reject.as_ref().map(|plan| plan.gate.clone());
         let handshake = self.handshake(task, handshake_stats.clone(), running)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let task_arc: Arc<str> = name.into();
@@ -145,7 +148,7 @@ impl Wiring<'_> {
             control,
             model: model_doc(&info),
         };
-        Ok(BuiltTask { entry, watched, camera })
+        Ok(BuiltTask { entry, watched, camera, gate })
     }
 
     /// The task's reject gate, started, and where it sits downstream.

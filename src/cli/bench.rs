@@ -426,15 +426,21 @@ tasks:
     # later than that would come after its part had passed the gate; here
     # the part gets ERROR instead (counted), and the gate fires for it.
     inference_timeout: {gate}ms
-runtime: {{ threads: {threads} }}
+runtime: {{ threads: {threads}, state_dir: {state} }}
 "#,
         plc = yaml_string(plc),
         camera = camera_yaml(video, None)?,
         model = model_yaml(args, 1)?,
         gate = BENCH_GATE_DELAY.as_millis(),
         threads = args.threads,
+        state = path_yaml(&state_dir())?,
     );
     load_config(&yaml)
+}
+
+/// The bench's own state directory (command ids, the run marker), away from a daemon's.
+pub(super) fn state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("linesight-bench-{}", std::process::id()))
 }
 
 /// A file camera on the test video, one part per frame, at `fps` or (without)

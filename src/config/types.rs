@@ -655,6 +655,13 @@ pub struct RejectConfig {
     /// A sensor that confirms the gate acted; a missing confirmation raises an alarm.
     #[serde(default)]
     pub confirm: Option<ConfirmConfig>,
+    /// How long the gate is held in reject after an unclean stop (a crash, a kill, a power cut),
+    /// from the moment the cameras start again: every part between the camera and the gate was
+    /// judged by a process that is gone, or not at all, and none may pass. Default: the gate's
+    /// `delay` plus its `pulse`; for a gate placed by `distance`, 10 s (set it to the line's
+    /// travel time from the camera to the gate).
+    #[serde(default)]
+    pub purge: Option<Dur>,
 }
 
 // The `runtime` section: the ONNX Runtime library, how many threads inference may use, and

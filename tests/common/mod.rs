@@ -150,8 +150,13 @@ pub fn with_state_dir(yaml: &str, dir: &Path) -> String {
     format!("{yaml}runtime:\n  state_dir: \"{}\"\n", dir.display())
 }
 
+/// Write `text` as `dir/node.yaml`. A config without a `runtime:` section gets its state
+/// directory in `dir`: the node's state (command ids, the run marker that makes a restart after
+/// a kill purge the gates) must not be shared between tests running side by side.
 pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("node.yaml");
+    let has_runtime = text.lines().any(|l| l.starts_with("runtime:"));
+    let text = if has_runtime { text.to_string() } else { with_state_dir(text, &dir.join("state")) };
     std::fs::write(&p, text).unwrap();
     p
 }

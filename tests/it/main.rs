@@ -24,6 +24,7 @@ mod modbus_reconnect;
 mod mqtt_durable;
 mod mqtt_security;
 mod pipeline;
+mod purge;
 mod pyplc_smoke;
 mod shared_model;
 mod signals;

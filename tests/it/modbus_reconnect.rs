@@ -18,7 +18,8 @@ async fn rejects_resume_after_the_plc_comes_back() {
     let plc_addr = format!("127.0.0.1:{port}");
     let yaml = node_yaml(&plc_addr, 1, "loop: true", 20.0)
         .replace("mqtt: { host: 127.0.0.1, port: 1, stats_interval: 1s, keep_alive: 5s }\n", "");
-    let cfg = config::load_str(&yaml, "node.yaml", std::path::Path::new("/")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config::load_str(&with_state_dir(&yaml, state.path()), "node.yaml", std::path::Path::new("/")).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let running = app::start(&cfg, app::Options { observer: Some(tx), ..Default::default() }).await.unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -495,7 +495,8 @@ fn json_telemetry_of_a_short_run() {
     let broken = dir.path().join("broken.onnx");
     std::fs::write(&broken, b"this is not an ONNX file").unwrap();
     let cfg = dir.path().join("node.yaml");
-    std::fs::write(&cfg, run_yaml(&plc.addr().to_string(), broker.port, &broken, "snapshot-json", "")).unwrap();
+    let yaml = run_yaml(&plc.addr().to_string(), broker.port, &broken, "snapshot-json", "");
+    std::fs::write(&cfg, crate::common::with_state_dir(&yaml, &dir.path().join("state"))).unwrap();
     let log = dir.path().join("daemon.log");
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 
@@ -626,7 +627,8 @@ fn sparkplug_payloads_of_a_short_run() {
         dir.path().join("bdseq").display()
     );
     let cfg = dir.path().join("node.yaml");
-    std::fs::write(&cfg, run_yaml(&plc.addr().to_string(), broker.port, &broken, "snapshot-sp", &sp)).unwrap();
+    let yaml = run_yaml(&plc.addr().to_string(), broker.port, &broken, "snapshot-sp", &sp);
+    std::fs::write(&cfg, crate::common::with_state_dir(&yaml, &dir.path().join("state"))).unwrap();
     let log = dir.path().join("daemon.log");
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
 

@@ -89,11 +89,12 @@ fn cameras_config(
     let tasks: Vec<String> =
         (0..n).map(|i| format!("cam{i}: {{ camera: cam{i}, model: model, inference_timeout: 30s }}")).collect();
     let yaml = format!(
-        "node: {{ group_id: bench, node_id: bench }}\ncameras: {{ {} }}\nmodels:\n  model: {}\ntasks: {{ {} }}\nruntime: {{ threads: {} }}\n",
+        "node: {{ group_id: bench, node_id: bench }}\ncameras: {{ {} }}\nmodels:\n  model: {}\ntasks: {{ {} }}\nruntime: {{ threads: {}, state_dir: {} }}\n",
         cameras.join(", "),
         model_yaml(args, batch)?,
         tasks.join(", "),
-        args.threads
+        args.threads,
+        super::path_yaml(&super::state_dir())?
     );
     load_config(&yaml)
 }
