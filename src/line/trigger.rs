@@ -76,6 +76,10 @@ impl Detector {
     }
 }
 
+/// Parts waiting for their frame at most; more than a line holds between a trigger and its
+/// camera's frame, unless the camera is gone.
+pub const MAX_WAITING: usize = 1024;
+
 /// Run until the point's poller stops.
 pub async fn run(
     camera: Arc<str>,
@@ -105,7 +109,15 @@ pub async fn run(
             stats.triggers.fetch_add(1, Ordering::Relaxed);
             // Announce first, so the part is in the gate's register before its frame can be judged.
             let _ = events.send(PartEvent::Captured(part.clone()));
-            waiting.lock().unwrap_or_else(|p| p.into_inner()).push_back(part);
+            let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounded while the camera is away (it takes the oldest part per frame, skipping
+            // those past their deadline): a part dropped here is already announced, so its
+            // controller gives it ERROR at its deadline and the gate throws it out. Counted.
+            if w.len() >= MAX_WAITING {
+                w.pop_front();
+                stats.waiting_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            w.push_back(part);
         }
         if point.changed().await.is_err() {
             return;
@@ -147,5 +159,33 @@ mod tests {
         assert_eq!(step(2), 0);
         assert_eq!(step(40_000), 0, "a jump is resynchronised, not 40,000 parts");
         assert_eq!(step(40_001), 1);
+    }
+
+    #[tokio::test]
+    async fn the_waiting_list_is_bounded_while_the_camera_is_away() {
+        let (tx, rx) = watch::channel(reading(Value::UInt(0), Quality::Good));
+        let waiting: Waiting = Default::default();
+        let (events, mut announced) = mpsc::unbounded_channel();
+        let stats = Arc::new(TaskStats::default());
+        let detector = Detector::new(TriggerOn::Increment, PointType::U32);
+        let task = tokio::spawn(run("cam".into(), rx, detector, waiting.clone(), events, stats.clone()));
+        tokio::task::yield_now().await; // the first reading syncs the counter
+                                        // Parts counted one reading at a time, no camera taking any.
+        for n in 1..=(MAX_WAITING as u64 + 100) {
+            tx.send(Sample { reads: n + 1, ..reading(Value::UInt(n), Quality::Good) }).unwrap();
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // the last reading seen before the poller goes
+        }
+        drop(tx);
+        task.await.unwrap();
+        let mut n = 0;
+        while announced.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MAX_WAITING + 100, "every part is announced (its controller judges it ERROR)");
+        assert_eq!(waiting.lock().unwrap().len(), MAX_WAITING);
+        assert_eq!(stats.waiting_dropped.load(Ordering::Relaxed), 100);
     }
 }

@@ -61,6 +61,9 @@ pub struct TaskStats {
     pub triggers: AtomicU64,
     /// Parts whose reject could not be written.
     pub rejects_failed: AtomicU64,
+    /// Triggered parts dropped from the list waiting for a frame (full while the camera was
+    /// away); each still got ERROR from its controller and was rejected.
+    pub waiting_dropped: AtomicU64,
     /// Times the gate was held in reject after an unclean stop (see `app`'s purge).
     pub purges: AtomicU64,
     /// Results that could not be handed to MQTT (buffer full).

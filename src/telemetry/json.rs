@@ -137,6 +137,7 @@ fn task_doc(t: &TaskEntry) -> Value {
         "rejects_failed": get(&s.rejects_failed),
         "telemetry_dropped": get(&s.telemetry_dropped),
         "purges": get(&s.purges),
+        "waiting_dropped": get(&s.waiting_dropped),
         "inference_ms": s.inference_ms.percentiles(),
         "capture_to_decision_ms": s.capture_to_decision_ms.percentiles(),
         "capture_to_reject_ack_ms": s.capture_to_reject_ack_ms.percentiles(),
