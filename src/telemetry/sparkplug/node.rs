@@ -71,6 +71,7 @@ impl Pending {
             stats,
             points,
             commander,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(COMMANDS_IN_FLIGHT)),
             counts: counts.clone(),
             durable,
             seq: 0,
@@ -85,6 +86,9 @@ impl Pending {
         Ok((tokio::spawn(session.run()), counts))
     }
 }
+
+/// Command payloads executed at once at most; more are refused (counted, logged).
+const COMMANDS_IN_FLIGHT: usize = 4;
 
 /// Each queued NDATA carries its queue id, for de-duplication after an at-least-once replay.
 const ID_METRIC: &str = "Queue/Message Id";
@@ -101,6 +105,8 @@ struct Session {
     /// Every configured point (DDATA reports them per device; DCMD writes them).
     points: Arc<BTreeMap<String, Point>>,
     commander: Commander,
+    /// Command payloads being executed (see [`COMMANDS_IN_FLIGHT`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
     counts: Arc<CommandCounts>,
     durable: Option<Durable>,
     bdseq: BdSeq,
@@ -409,7 +415,16 @@ impl Session {
         let commander = self.commander.clone();
         let counts = self.counts.clone();
         let source = p.topic.clone();
+        // One task per command payload, so a slow write never holds the session's event loop;
+        // but never more than a few at once, whatever the network sends.
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            counts.refuse(format!(
+                "command refused: {COMMANDS_IN_FLIGHT} commands are still being executed; send it again later"
+            ));
+            return;
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = commander.admit(&origin, commands.len()).await {
                 counts.refuse(e);
                 return;
