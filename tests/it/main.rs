@@ -15,6 +15,7 @@ mod camera_rtsp;
 mod camera_transform;
 mod classifier_parity;
 mod config_check;
+mod crafted_models;
 mod infer_eval;
 mod layers;
 mod modbus_hostile;
