@@ -184,7 +184,10 @@ impl Anomaly {
         }
         if let Some(v) = present(&self.map) {
             let (shape, m) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
-            let hw = [shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize];
+            let [.., h, w] = shape[..] else {
+                return Err(format!("`anomaly_map` has shape {:?}, expected [N, 1, h, w]", &shape[..]));
+            };
+            let hw = [h as usize, w as usize];
             for (r, chunk) in results.iter_mut().zip(m.chunks(per_frame(m.len(), n))) {
                 r.map_max = Some(chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max));
                 r.map_shape = Some(hw);
@@ -269,11 +272,21 @@ fn check_io(session: &Session, c: &AnomalyContract) -> Result<Io, String> {
             found()
         ));
     };
+    let map = out("anomaly_map", TensorElementType::Float32);
+    let map_shape =
+        session.outputs().iter().find(|o| Some(o.name()) == map.as_deref()).and_then(|o| o.dtype().tensor_shape());
+    // The map's height and width are its last two dimensions: a map of lower rank is no image.
+    if map_shape.is_some_and(|s| s.len() < 2) {
+        return Err(format!(
+            "expected `anomaly_map` Float32 [N, 1, h, w] as anomalib's exporter writes it, {}",
+            found()
+        ));
+    }
     Ok(Io {
         input: input.name().to_string(),
         score,
         label: out("pred_label", TensorElementType::Bool),
-        map: out("anomaly_map", TensorElementType::Float32),
+        map,
         mask: out("pred_mask", TensorElementType::Bool),
         batch: usize::try_from(shape[0]).ok(),
     })

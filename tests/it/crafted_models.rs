@@ -33,3 +33,10 @@ fn a_segment_nms_export_without_mask_coefficients_is_refused_at_load() {
     assert!(e.contains("nms=True"), "{e}");
     assert!(e.contains("[N, 37, A]") && e.contains("[N, 32, H/4, W/4]"), "the error gives the shapes expected: {e}");
 }
+
+#[test]
+fn an_anomaly_map_that_is_not_an_image_is_refused_at_load() {
+    // anomaly_map [1]: it used to load, then read the map's size at shape[len - 2].
+    let e = refused("anomaly-flat-map.onnx");
+    assert!(e.contains("anomaly_map") && e.contains("[N, 1, h, w]"), "{e}");
+}
