@@ -432,6 +432,10 @@ pub struct ModelConfig {
     /// Defaults to `<path>.json` when that file exists.
     #[serde(default)]
     pub sidecar: Option<PathBuf>,
+    /// The model file's SHA-256, 64 hex digits (`sha256sum model.onnx`). When set, a file with other
+    /// content is refused at load (a model error naming the file, the pinned and the actual hash).
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Execution providers in priority order. Each one either registers or is reported with the reason, then the next is tried.
     #[serde(default = "default_providers")]
     pub providers: Vec<ProviderConfig>,

@@ -19,9 +19,8 @@ use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
-use super::classifier::{hex, sidecar_for, Timing};
+use super::classifier::{sidecar_for, Timing};
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use crate::config::ModelConfig;
 use crate::part::AnomalyResult;
@@ -107,9 +106,7 @@ impl Anomaly {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
         let contract = read_contract(cfg).map_err(fail)?;
-        let bytes =
-            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
-        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let (bytes, sha256) = super::runtime::read_model(cfg)?;
         let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
         let io = check_io(&built.session, &contract).map_err(fail)?;

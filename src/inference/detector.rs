@@ -11,7 +11,6 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType};
-use sha2::Digest;
 
 use super::classifier::Timing;
 use super::runtime::{build_session, ProviderReport, RuntimeError};
@@ -63,9 +62,7 @@ pub fn is_ultralytics(session: &Session) -> bool {
 impl Detector {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
-        let bytes =
-            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
-        let sha256 = super::classifier::hex(&sha2::Sha256::digest(&bytes));
+        let (bytes, sha256) = super::runtime::read_model(cfg)?;
         let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
         let map: HashMap<String, String> = match built.session.metadata() {

@@ -9,7 +9,7 @@ use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 
-use crate::config::{ProviderConfig, RuntimeConfig};
+use crate::config::{ModelConfig, ProviderConfig, RuntimeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -56,6 +56,29 @@ pub fn environment(lib: &Path) -> Result<&'static Environment, RuntimeError> {
             .map_err(|e| format!("ONNX Runtime environment cannot start: {e}"))
     });
     env.as_ref().map_err(|e| RuntimeError::Library(e.clone()))
+}
+
+/// A model file's content and its SHA-256 (lower-case hex), refused when the config pins
+/// (`models.<m>.sha256`) another hash. Every adapter reads its file through here.
+pub fn read_model(cfg: &ModelConfig) -> Result<(Vec<u8>, String), RuntimeError> {
+    use sha2::Digest;
+    let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
+    let bytes =
+        std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
+    let sha256 = super::classifier::hex(&sha2::Sha256::digest(&bytes));
+    check_pin(cfg.sha256.as_deref(), &sha256).map_err(fail)?;
+    Ok((bytes, sha256))
+}
+
+/// The file's hash against the config's pin, if any (hex in either case).
+fn check_pin(pin: Option<&str>, actual: &str) -> Result<(), String> {
+    match pin {
+        Some(want) if !want.eq_ignore_ascii_case(actual) => Err(format!(
+            "its sha256 is {actual}, the config pins {} (models.<name>.sha256): this is not the file that was pinned; copy the right one, or pin this one",
+            want.to_ascii_lowercase()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What happened to each configured execution provider.
@@ -219,6 +242,15 @@ pub fn build_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_is_compared_in_either_case_and_a_mismatch_names_both_hashes() {
+        let actual = "ab".repeat(32);
+        assert!(check_pin(None, &actual).is_ok());
+        assert!(check_pin(Some(&"AB".repeat(32)), &actual).is_ok());
+        let e = check_pin(Some(&"CD".repeat(32)), &actual).unwrap_err();
+        assert!(e.contains(&actual) && e.contains(&"cd".repeat(32)), "{e}");
+    }
 
     #[test]
     fn the_engine_cache_is_keyed_by_model_tensorrt_gpu_and_precision() {
