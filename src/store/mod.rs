@@ -50,6 +50,8 @@
 //!   highest contiguous acknowledged seq once per loop tick), not per PUBACK.
 //! - [`Store::peek`] returns records at once, synced or not (a record lost to a power cut after
 //!   it was sent was delivered; its number is not reused, see above).
+//! - Private: the folder (and any parent it creates) is 0700, segments and ledger 0600, set
+//!   explicitly, so a daemon run by hand with a lax umask does not leave messages readable to others.
 //! - One owner: the MQTT task owns the `Store` (it is `Send`, not `Sync`); two processes must not
 //!   open the same directory (there is no lock file).
 
@@ -63,6 +65,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::util::private_fs;
 use segment::Entry;
 
 const LEDGER: &str = "ack";
@@ -246,7 +249,7 @@ fn write_ledger(dir: &Path, acked: u64, reserved: u64) -> Result<(), StoreError>
     b.extend_from_slice(&acked.to_le_bytes());
     b.extend_from_slice(&reserved.to_le_bytes());
     b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-    let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    let mut f = private_fs::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
     f.write_all(&b).map_err(|e| io_err("write", &tmp, e))?;
     f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
     drop(f);
@@ -275,7 +278,7 @@ impl Store {
             )));
         }
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        private_fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         let tmp = dir.join(LEDGER_TMP);
         match fs::remove_file(&tmp) {
             Ok(()) => {}
@@ -397,11 +400,7 @@ impl Store {
     fn new_segment(&mut self) -> Result<(), StoreError> {
         let first = self.next_seq;
         let path = self.cfg.dir.join(segment::segment_name(first));
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
+        let file = private_fs::open(OpenOptions::new().read(true).append(true).create(true), &path)
             .map_err(|e| io_err("create", &path, e))?;
         // A leftover file of that name (e.g. an empty segment) holds nothing we need.
         file.set_len(0).map_err(|e| io_err("truncate", &path, e))?;

@@ -479,3 +479,23 @@ fn pushing_past_max_seq_is_an_error_not_an_overflow() {
     assert!(matches!(s.push("t", b"x", 1, false), Err(StoreError::Exhausted)));
     assert_eq!(seqs(&s), [MAX_SEQ]);
 }
+
+#[test]
+fn the_queue_is_for_the_services_user_alone_whatever_the_umask() {
+    // Run by hand, the daemon inherits the shell's umask (0022 here): without explicit modes the
+    // queue's messages were world-readable. Folders 0700, segments and ledger 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(&dir.path().join("state/queue"));
+    let (mut s, _) = open(&c);
+    push_n(&mut s, 3);
+    s.ack(1).unwrap();
+    assert_eq!((mode(&dir.path().join("state")), mode(&c.dir)), (0o700, 0o700));
+    assert_eq!(mode(&c.dir.join(LEDGER)), 0o600);
+    let segs = segment_files(&c.dir);
+    assert!(!segs.is_empty());
+    for seg in segs {
+        assert_eq!(mode(&seg), 0o600, "{}", seg.display());
+    }
+}
