@@ -89,7 +89,7 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Password for the broker, if it requires one.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A disk queue for results and alarms, so that they survive a broker outage, a crash and a power
     /// cut (see docs/mqtt.md). Without it, what cannot be sent while no broker is connected is lost.
     #[serde(default)]
@@ -128,6 +128,39 @@ impl MqttConfig {
             dialect: Dialect::Json,
             sparkplug: SparkplugConfig::default(),
         }
+    }
+}
+
+// A secret from the config (the broker password): read and written as the plain string, never
+// shown by `Debug` (so no log line or panic message that prints the config prints it).
+// Plain comments, not docs: a doc comment would land in the schema, which says `string`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(inline)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it (the MQTT CONNECT).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -737,6 +770,16 @@ impl JsonSchema for Dur {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_broker_password() {
+        let mut m = MqttConfig::new("broker", 1883);
+        m.username = Some("cell-07".into());
+        m.password = Some("hunter2-s3cret".into());
+        let shown = format!("{m:?} {m:#?}");
+        assert!(!shown.contains("hunter2-s3cret"), "{shown}");
+        assert!(shown.contains("cell-07") && shown.contains("***"), "{shown}");
+    }
 
     #[test]
     fn durations_need_units() {

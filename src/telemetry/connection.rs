@@ -54,7 +54,7 @@ pub fn options(cfg: &MqttConfig, server: &Server, client_id: &str, tls: Option<&
     opts.set_clean_session(true);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        opts.set_credentials(u.clone(), p.clone());
+        opts.set_credentials(u.clone(), p.expose());
     }
     if let Some(tls) = tls {
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
