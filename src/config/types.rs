@@ -78,7 +78,7 @@ pub struct MqttConfig {
     /// First topic level of every JSON topic.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Keep-alive: a dead link is noticed within about 1.5 times this. Keep it short on a factory network.
+    /// Keep-alive: the ping period. A link silent for 1.5 times this is given up (on both sides). Keep it short on a factory network.
     #[serde(default = "default_keep_alive")]
     pub keep_alive: Dur,
     /// How often the stats message is published.

@@ -22,6 +22,7 @@ mod modbus_hostile;
 mod modbus_plc;
 mod modbus_reconnect;
 mod mqtt_durable;
+mod mqtt_keepalive;
 mod mqtt_security;
 mod pipeline;
 mod pyplc_smoke;
