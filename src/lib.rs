@@ -16,7 +16,7 @@
 //! | module | layer | may import | why it sits here |
 //! |---|---|---|---|
 //! | [`config`] | ground | — | the YAML schema, diagnostics with line and column, validation; every other module reads its section |
-//! | [`util`] | ground | — | time formatting, backoff with jitter, percentiles |
+//! | [`util`] | ground | — | time formatting, backoff with jitter, percentiles, files for the service's user alone |
 //! | [`part`] | ground | `config`, `util` | the pipeline's vocabulary: frames, parts, model outputs, verdicts, results, point samples, the actuator trait |
 //! | [`stats`] | ground | `config`, `util`, `part` | every counter type; plain data each stage writes and others read |
 //! | [`store`] | devices and stores | `util` | the disk-backed segmented log behind MQTT store-and-forward |

@@ -5,7 +5,7 @@
 //! results reach telemetry, final stats and `offline` are published.
 //!
 //! One deadline for the whole stop, [`STOP_DEADLINE`], inside the unit's
-//! `TimeoutStopSec=25s`: each step gets its own cap and never more than what
+//! `TimeoutStopSec=35s`: each step gets its own cap and never more than what
 //! is left, so a stuck step cannot push the safe-state write past systemd's
 //! SIGKILL.
 
@@ -22,8 +22,8 @@ use super::Running;
 use crate::service::notify;
 use crate::telemetry::json::stats_doc;
 
-/// The whole stop, from the signal to the last MQTT message; systemd's `TimeoutStopSec=25s`
-/// leaves 3 s to spare.
+/// The whole stop, from the signal to the last MQTT message; systemd's `TimeoutStopSec=35s`
+/// leaves a margin.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(22);
 
 /// Caps of the steps (each also bounded by what is left of the deadline).

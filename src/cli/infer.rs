@@ -56,6 +56,7 @@ pub fn load(path: &Path, threads: usize) -> Result<Model, String> {
         path: path.to_path_buf(),
         kind: None,
         sidecar: None,
+        sha256: None,
         providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(threads) })],
     };
     crate::inference::load_model(env, &cfg, threads).map_err(|e| e.to_string())

@@ -78,7 +78,7 @@ pub struct MqttConfig {
     /// First topic level of every JSON topic.
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Keep-alive: a dead link is noticed within about 1.5 times this. Keep it short on a factory network.
+    /// Keep-alive: the ping period. A link silent for 1.5 times this is given up (on both sides). Keep it short on a factory network.
     #[serde(default = "default_keep_alive")]
     pub keep_alive: Dur,
     /// How often the stats message is published.
@@ -89,7 +89,7 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Password for the broker, if it requires one.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A disk queue for results and alarms, so that they survive a broker outage, a crash and a power
     /// cut (see docs/mqtt.md). Without it, what cannot be sent while no broker is connected is lost.
     #[serde(default)]
@@ -128,6 +128,39 @@ impl MqttConfig {
             dialect: Dialect::Json,
             sparkplug: SparkplugConfig::default(),
         }
+    }
+}
+
+// A secret from the config (the broker password): read and written as the plain string, never
+// shown by `Debug` (so no log line or panic message that prints the config prints it).
+// Plain comments, not docs: a doc comment would land in the schema, which says `string`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(inline)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it (the MQTT CONNECT).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -432,6 +465,10 @@ pub struct ModelConfig {
     /// Defaults to `<path>.json` when that file exists.
     #[serde(default)]
     pub sidecar: Option<PathBuf>,
+    /// The model file's SHA-256, 64 hex digits (`sha256sum model.onnx`). When set, a file with other
+    /// content is refused at load (a model error naming the file, the pinned and the actual hash).
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Execution providers in priority order. Each one either registers or is reported with the reason, then the next is tried.
     #[serde(default = "default_providers")]
     pub providers: Vec<ProviderConfig>,
@@ -782,6 +819,16 @@ impl JsonSchema for Dur {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_broker_password() {
+        let mut m = MqttConfig::new("broker", 1883);
+        m.username = Some("cell-07".into());
+        m.password = Some("hunter2-s3cret".into());
+        let shown = format!("{m:?} {m:#?}");
+        assert!(!shown.contains("hunter2-s3cret"), "{shown}");
+        assert!(shown.contains("cell-07") && shown.contains("***"), "{shown}");
+    }
 
     #[test]
     fn durations_need_units() {

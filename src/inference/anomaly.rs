@@ -19,9 +19,8 @@ use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
-use super::classifier::{hex, sidecar_for, Timing};
+use super::classifier::{sidecar_for, Timing};
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use crate::config::ModelConfig;
 use crate::part::AnomalyResult;
@@ -107,9 +106,7 @@ impl Anomaly {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
         let contract = read_contract(cfg).map_err(fail)?;
-        let bytes =
-            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
-        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let (bytes, sha256) = super::runtime::read_model(cfg)?;
         let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
         let io = check_io(&built.session, &contract).map_err(fail)?;
@@ -184,7 +181,10 @@ impl Anomaly {
         }
         if let Some(v) = present(&self.map) {
             let (shape, m) = v.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
-            let hw = [shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize];
+            let [.., h, w] = shape[..] else {
+                return Err(format!("`anomaly_map` has shape {:?}, expected [N, 1, h, w]", &shape[..]));
+            };
+            let hw = [h as usize, w as usize];
             for (r, chunk) in results.iter_mut().zip(m.chunks(per_frame(m.len(), n))) {
                 r.map_max = Some(chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max));
                 r.map_shape = Some(hw);
@@ -269,11 +269,21 @@ fn check_io(session: &Session, c: &AnomalyContract) -> Result<Io, String> {
             found()
         ));
     };
+    let map = out("anomaly_map", TensorElementType::Float32);
+    let map_shape =
+        session.outputs().iter().find(|o| Some(o.name()) == map.as_deref()).and_then(|o| o.dtype().tensor_shape());
+    // The map's height and width are its last two dimensions: a map of lower rank is no image.
+    if map_shape.is_some_and(|s| s.len() < 2) {
+        return Err(format!(
+            "expected `anomaly_map` Float32 [N, 1, h, w] as anomalib's exporter writes it, {}",
+            found()
+        ));
+    }
     Ok(Io {
         input: input.name().to_string(),
         score,
         label: out("pred_label", TensorElementType::Bool),
-        map: out("anomaly_map", TensorElementType::Float32),
+        map,
         mask: out("pred_mask", TensorElementType::Bool),
         batch: usize::try_from(shape[0]).ok(),
     })

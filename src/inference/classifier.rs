@@ -15,7 +15,6 @@ use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, ValueType};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use crate::config::{ModelConfig, ModelKind};
@@ -135,9 +134,7 @@ impl Timing {
 impl Classifier {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
-        let bytes =
-            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
-        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let (bytes, sha256) = super::runtime::read_model(cfg)?;
         let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
         let contract = read_contract(&built.session, cfg).map_err(fail)?;

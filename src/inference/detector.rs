@@ -11,7 +11,6 @@ use opencv::imgproc;
 use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType};
-use sha2::Digest;
 
 use super::classifier::Timing;
 use super::runtime::{build_session, ProviderReport, RuntimeError};
@@ -63,9 +62,7 @@ pub fn is_ultralytics(session: &Session) -> bool {
 impl Detector {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
-        let bytes =
-            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
-        let sha256 = super::classifier::hex(&sha2::Sha256::digest(&bytes));
+        let (bytes, sha256) = super::runtime::read_model(cfg)?;
         let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
         let map: HashMap<String, String> = match built.session.metadata() {
@@ -79,15 +76,15 @@ impl Detector {
                 meta.task
             )));
         }
-        let (input, output_name, output, batch, protos) = check_io(&built.session, &meta).map_err(fail)?;
+        let io = check_io(&built.session, &meta).map_err(fail)?;
         Ok(Detector {
             session: built.session,
             meta,
-            input,
-            output_name,
-            output,
-            batch,
-            protos,
+            input: io.input,
+            output_name: io.output,
+            output: io.layout,
+            batch: io.batch,
+            protos: io.protos,
             provider: built.provider,
             providers: built.reports,
             sha256,
@@ -242,7 +239,11 @@ impl Detector {
                     let base = i * p.nm * plane;
                     let mut logits = vec![0.0_f32; plane];
                     for k in 0..p.nm {
-                        let c = one[(4 + nc + k) * cols + r.anchor];
+                        // In bounds: the run checked rows == 4 + nc + nm (raw layout; check_io
+                        // refuses segmentation with any other).
+                        let c = *one
+                            .get((4 + nc + k) * cols + r.anchor)
+                            .ok_or_else(|| format!("output shape {dims:?} holds no mask coefficients"))?;
                         for (l, v) in logits.iter_mut().zip(&data[base + k * plane..base + (k + 1) * plane]) {
                             *l += c * v;
                         }
@@ -265,82 +266,201 @@ impl Detector {
     }
 }
 
+/// One input or output of the session as the file declares it.
+#[derive(Debug, Clone)]
+struct Port {
+    name: String,
+    ty: Option<TensorElementType>,
+    shape: Option<Vec<i64>>,
+}
+
+impl Port {
+    fn of(name: &str, ty: &ort::value::ValueType) -> Port {
+        Port { name: name.to_string(), ty: ty.tensor_type(), shape: ty.tensor_shape().map(|s| s.to_vec()) }
+    }
+
+    fn describe(&self) -> String {
+        match (self.ty, &self.shape) {
+            (Some(t), Some(s)) => format!("`{}` {t:?} {s:?}", self.name),
+            _ => format!("`{}` (not a tensor)", self.name),
+        }
+    }
+}
+
+/// What [`check_ports`] accepted.
+#[derive(Debug)]
+struct Io {
+    input: String,
+    output: String,
+    layout: Output,
+    batch: Option<usize>,
+    protos: Option<Protos>,
+}
+
+/// Most mask coefficients a segmentation export may declare (Ultralytics writes 32).
+const MAX_MASKS: i64 = 256;
+
 /// The session's input and output must be what the metadata declares.
-#[allow(clippy::type_complexity)]
-fn check_io(
-    session: &Session,
-    meta: &YoloMeta,
-) -> Result<(String, String, Output, Option<usize>, Option<Protos>), String> {
-    let nc = meta.names.len();
+fn check_io(session: &Session, meta: &YoloMeta) -> Result<Io, String> {
+    let inputs: Vec<Port> = session.inputs().iter().map(|i| Port::of(i.name(), i.dtype())).collect();
+    let outputs: Vec<Port> = session.outputs().iter().map(|o| Port::of(o.name(), o.dtype())).collect();
+    check_ports(meta, &inputs, &outputs).map_err(|why| {
+        let i: Vec<String> = inputs.iter().map(Port::describe).collect();
+        let o: Vec<String> = outputs.iter().map(Port::describe).collect();
+        format!("{why}, found inputs {} and outputs {}", i.join(", "), o.join(", "))
+    })
+}
+
+/// [`check_io`] on the declared inputs and outputs: every shape the decoder relies on is
+/// checked here, so that a file whose shapes disagree with its metadata is refused at load
+/// (saying what was expected) instead of being indexed out of bounds at the first part.
+fn check_ports(meta: &YoloMeta, inputs: &[Port], outputs: &[Port]) -> Result<Io, String> {
+    let nc = meta.names.len() as i64;
     let (in_h, in_w) = (i64::from(meta.imgsz.0), i64::from(meta.imgsz.1));
-    let describe = |name: &str, ty: &ort::value::ValueType| match (ty.tensor_type(), ty.tensor_shape()) {
-        (Some(t), Some(s)) => format!("`{name}` {t:?} {:?}", &s[..]),
-        _ => format!("`{name}` {ty:?}"),
+    let [input] = inputs else {
+        return Err("a YOLO detector has one input".into());
     };
-    let found = || {
-        let i: Vec<String> = session.inputs().iter().map(|i| describe(i.name(), i.dtype())).collect();
-        let o: Vec<String> = session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
-        format!("found inputs {} and outputs {}", i.join(", "), o.join(", "))
-    };
-    let [input] = session.inputs() else {
-        return Err(format!("a YOLO detector has one input; {}", found()));
-    };
-    let ok_in = input.dtype().tensor_type() == Some(TensorElementType::Float32)
-        && input.dtype().tensor_shape().is_some_and(|s| {
-            s.len() == 4
-                && (s[0] >= 1 || s[0] == -1)
-                && s[1] == 3
-                && (s[2] == in_h || s[2] == -1)
-                && (s[3] == in_w || s[3] == -1)
-        });
+    let in_shape = input.shape.as_deref().unwrap_or_default();
+    let ok_in = input.ty == Some(TensorElementType::Float32)
+        && matches!(in_shape, [b, 3, h, w]
+            if (*b >= 1 || *b == -1) && (*h == in_h || *h == -1) && (*w == in_w || *w == -1));
     if !ok_in {
         return Err(format!(
-            "expected input Float32 [N, 3, {in_h}, {in_w}] (imgsz from its metadata; a half=True export is not supported), {}",
-            found()
+            "expected input Float32 [N, 3, {in_h}, {in_w}] (imgsz from its metadata; a half=True export is not supported)"
         ));
     }
-    let Some(output) = session.outputs().first() else {
-        return Err(format!("it has no output; {}", found()));
+    let batch = usize::try_from(in_shape[0]).ok();
+    let Some(output) = outputs.first() else {
+        return Err("it has no output".into());
     };
-    let shape = output.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
-    let batch = input.dtype().tensor_shape().and_then(|s| usize::try_from(s[0]).ok());
-    // Segmentation: a second output of mask prototypes [N, nm, H/4, W/4], and nm coefficient rows.
+    // Segmentation: a second output of mask prototypes [N, nm, H/4, W/4] (one prototype cell per
+    // 4 input pixels, which the mask arithmetic relies on), and nm coefficient rows.
     let protos = if meta.task == "segment" {
-        let p = session.outputs().get(1).ok_or_else(|| {
-            format!("a YOLO segmentation export has a second output of mask prototypes [N, 32, H/4, W/4]; {}", found())
-        })?;
-        match p.dtype().tensor_shape().map(|s| s.to_vec()).as_deref() {
-            Some([_, nm, mh, mw]) if *nm > 0 && *mh > 0 && *mw > 0 => {
-                Some(Protos { name: p.name().to_string(), nm: *nm as usize, mh: *mh as usize, mw: *mw as usize })
+        let (mh, mw) = (in_h / 4, in_w / 4);
+        let expected = format!("mask prototypes [N, 32, H/4, W/4] = [N, 32, {mh}, {mw}] as the second output");
+        let p = outputs.get(1).ok_or_else(|| format!("a YOLO segmentation export has {expected}"))?;
+        match p.shape.as_deref() {
+            Some([b, nm, h, w])
+                if p.ty == Some(TensorElementType::Float32)
+                    && (*b >= 1 || *b == -1)
+                    && (1..=MAX_MASKS).contains(nm)
+                    && *h == mh
+                    && *w == mw
+                    && in_h % 4 == 0
+                    && in_w % 4 == 0 =>
+            {
+                Some(Protos { name: p.name.clone(), nm: *nm as usize, mh: mh as usize, mw: mw as usize })
             }
-            _ => return Err(format!("expected mask prototypes [N, 32, H/4, W/4] as the second output, {}", found())),
+            _ => return Err(format!("expected Float32 {expected}")),
         }
     } else {
         None
     };
     let nm = protos.as_ref().map_or(0, |p| p.nm as i64);
-    let out = match (meta.end2end, shape.as_slice()) {
+    let raw_rows = 4 + nc + nm;
+    let raw = |extra: &str| {
+        if protos.is_some() {
+            format!(
+                "[N, {raw_rows}, A] (4 box values, {nc} class scores and {nm} mask coefficients per anchor) with mask prototypes [N, {nm}, H/4, W/4]{extra}"
+            )
+        } else {
+            format!("[N, {raw_rows}, A] (4 box values and {nc} class scores per anchor){extra}")
+        }
+    };
+    if protos.is_some() && meta.end2end {
+        // An nms=True segmentation export carries its mask coefficients in each row
+        // ([N, K, 6 + 32]); linesight decodes segmentation from the raw output only.
+        return Err(format!(
+            "its metadata says nms=True (end2end), which linesight reads for detection only: export the segmentation model with nms=False, which gives output {}",
+            raw("")
+        ));
+    }
+    let shape = output.shape.as_deref().unwrap_or_default();
+    let layout = match (meta.end2end, shape) {
         // Dynamic exports may leave the channel count symbolic (-1): the run checks it.
-        (false, [b, c, n])
-            if (*b >= 1 || *b == -1) && (*c == 4 + nc as i64 + nm || *c == -1) && (*n > 0 || *n == -1) =>
-        {
+        (false, [b, c, n]) if (*b >= 1 || *b == -1) && (*c == raw_rows || *c == -1) && (*n > 0 || *n == -1) => {
             Output::Raw
         }
         (true, [b, k, 6]) if (*b >= 1 || *b == -1) && (*k > 0 || *k == -1) => Output::Nms,
         _ => {
-            let expected = if meta.end2end {
-                "[N, K, 6] (an nms=True export)".to_string()
-            } else {
-                format!(
-                    "[N, {}, A] (4 box values, {nc} class scores and {nm} mask coefficients per anchor)",
-                    4 + nc as i64 + nm
-                )
-            };
-            return Err(format!("expected output {expected}, {}", found()));
+            let expected = if meta.end2end { "[N, K, 6] (an nms=True export)".to_string() } else { raw("") };
+            return Err(format!("expected output {expected}"));
         }
     };
-    if output.dtype().tensor_type() != Some(TensorElementType::Float32) {
-        return Err(format!("expected a Float32 output, {}", found()));
+    if output.ty != Some(TensorElementType::Float32) {
+        return Err("expected a Float32 output".into());
     }
-    Ok((input.name().to_string(), output.name().to_string(), out, batch, protos))
+    Ok(Io { input: input.name.clone(), output: output.name.clone(), layout, batch, protos })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(task: &str, end2end: bool) -> YoloMeta {
+        YoloMeta { task: task.into(), names: vec!["scratch".into()], imgsz: (32, 32), stride: 32, end2end }
+    }
+
+    fn port(name: &str, shape: &[i64]) -> Port {
+        Port { name: name.into(), ty: Some(TensorElementType::Float32), shape: Some(shape.to_vec()) }
+    }
+
+    fn images() -> Vec<Port> {
+        vec![port("images", &[1, 3, 32, 32])]
+    }
+
+    #[test]
+    fn real_layouts_are_accepted() {
+        let io = check_ports(&meta("detect", false), &images(), &[port("output0", &[1, 5, 21])]).unwrap();
+        assert_eq!((io.layout, io.batch, io.protos.is_none()), (Output::Raw, Some(1), true));
+        let io = check_ports(&meta("detect", true), &images(), &[port("output0", &[-1, 300, 6])]).unwrap();
+        assert_eq!(io.layout, Output::Nms);
+        let seg = [port("output0", &[1, 37, 21]), port("output1", &[1, 32, 8, 8])];
+        let io = check_ports(&meta("segment", false), &images(), &seg).unwrap();
+        let p = io.protos.unwrap();
+        assert_eq!((p.nm, p.mh, p.mw), (32, 8, 8));
+    }
+
+    #[test]
+    fn a_segment_nms_export_is_refused_with_the_shapes_expected() {
+        // [N, K, 6]: no mask coefficients at all; [N, K, 38]: Ultralytics' nms=True layout,
+        // which linesight does not decode for masks. Both are refused, never indexed.
+        for k in [[1, 2, 6], [1, 300, 38]] {
+            let outs = [port("output0", &k), port("output1", &[1, 32, 8, 8])];
+            let e = check_ports(&meta("segment", true), &images(), &outs).unwrap_err();
+            assert!(e.contains("nms=False") && e.contains("[N, 37, A]") && e.contains("[N, 32, H/4, W/4]"), "{e}");
+        }
+    }
+
+    #[test]
+    fn prototype_shapes_from_the_file_are_bounded() {
+        let seg = |protos: &[i64]| {
+            let outs = [port("output0", &[1, -1, 21]), port("output1", protos)];
+            check_ports(&meta("segment", false), &images(), &outs)
+        };
+        // Sizes whose product overflows, prototypes that do not cover the input at 4 px a cell,
+        // symbolic or zero sizes, a missing prototype output: all refused at load.
+        for bad in
+            [&[1, i64::MAX, i64::MAX, i64::MAX][..], &[1, 32, 16, 16], &[1, 32, -1, -1], &[1, 0, 8, 8], &[1, 32, 8]]
+        {
+            let e = seg(bad).unwrap_err();
+            assert!(e.contains("[N, 32, 8, 8]"), "{bad:?}: {e}");
+        }
+        let e = check_ports(&meta("segment", false), &images(), &[port("output0", &[1, 37, 21])]).unwrap_err();
+        assert!(e.contains("second output"), "{e}");
+    }
+
+    #[test]
+    fn outputs_that_disagree_with_the_metadata_are_refused() {
+        let e = check_ports(&meta("detect", false), &images(), &[port("output0", &[1, 6, 21])]).unwrap_err();
+        assert!(e.contains("[N, 5, A]"), "{e}");
+        let e = check_ports(&meta("detect", true), &images(), &[port("output0", &[1, 300, 7])]).unwrap_err();
+        assert!(e.contains("[N, K, 6]"), "{e}");
+        let e = check_ports(&meta("detect", false), &[port("images", &[1, 3, 64, 64])], &[]).unwrap_err();
+        assert!(e.contains("[N, 3, 32, 32]"), "{e}");
+        let e = check_ports(&meta("detect", false), &images(), &[]).unwrap_err();
+        assert!(e.contains("no output"), "{e}");
+        let e = check_ports(&meta("detect", false), &[], &[]).unwrap_err();
+        assert!(e.contains("one input"), "{e}");
+    }
 }

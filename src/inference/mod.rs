@@ -82,8 +82,7 @@ pub fn load_model(
         Some(k) => k,
         None => {
             let fail = |why: String| runtime::RuntimeError::Model { path: cfg.path.clone(), why };
-            let bytes = std::fs::read(&cfg.path)
-                .map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
+            let (bytes, _) = runtime::read_model(cfg)?;
             let cpu = [crate::config::ProviderConfig::Cpu(Default::default())];
             let probe = runtime::build_session(env, &cfg.path, &bytes, &cpu, 1)?;
             let ultralytics = detector::is_ultralytics(&probe.session);

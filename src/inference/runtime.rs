@@ -9,7 +9,7 @@ use ort::ep::{self, ExecutionProviderDispatch};
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 
-use crate::config::{ProviderConfig, RuntimeConfig};
+use crate::config::{ModelConfig, ProviderConfig, RuntimeConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -56,6 +56,29 @@ pub fn environment(lib: &Path) -> Result<&'static Environment, RuntimeError> {
             .map_err(|e| format!("ONNX Runtime environment cannot start: {e}"))
     });
     env.as_ref().map_err(|e| RuntimeError::Library(e.clone()))
+}
+
+/// A model file's content and its SHA-256 (lower-case hex), refused when the config pins
+/// (`models.<m>.sha256`) another hash. Every adapter reads its file through here.
+pub fn read_model(cfg: &ModelConfig) -> Result<(Vec<u8>, String), RuntimeError> {
+    use sha2::Digest;
+    let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
+    let bytes =
+        std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
+    let sha256 = super::classifier::hex(&sha2::Sha256::digest(&bytes));
+    check_pin(cfg.sha256.as_deref(), &sha256).map_err(fail)?;
+    Ok((bytes, sha256))
+}
+
+/// The file's hash against the config's pin, if any (hex in either case).
+fn check_pin(pin: Option<&str>, actual: &str) -> Result<(), String> {
+    match pin {
+        Some(want) if !want.eq_ignore_ascii_case(actual) => Err(format!(
+            "its sha256 is {actual}, the config pins {} (models.<name>.sha256): this is not the file that was pinned; copy the right one, or pin this one",
+            want.to_ascii_lowercase()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What happened to each configured execution provider.
@@ -135,14 +158,104 @@ pub fn engine_cache_dir(root: &Path, model_sha256: &str, fp16: bool, device: u32
     root.join(key)
 }
 
-fn dispatch(p: &ProviderConfig, model_sha256: &str) -> ExecutionProviderDispatch {
+/// The file, in an engine cache folder, that says what its engines were built for.
+pub const ENGINE_KEY_FILE: &str = "linesight-engine.key";
+
+/// What a TensorRT engine depends on: the whole model (its full SHA-256), the ONNX Runtime build
+/// (which writes and reads the engine files), the TensorRT version, the GPU and device index, and
+/// the provider options that change the engine (precision). One `name=value` a line.
+pub fn engine_key(model_sha256: &str, onnxruntime: &str, tensorrt: &str, gpu: &str, device: u32, fp16: bool) -> String {
+    let clean = |s: &str| s.replace(['\n', '\r'], " ");
+    format!(
+        "linesight-engine-key=1\nmodel_sha256={}\nonnxruntime={}\ntensorrt={}\ngpu={}\ndevice={device}\nfp16={fp16}\n",
+        clean(model_sha256),
+        clean(onnxruntime),
+        clean(tensorrt),
+        clean(gpu)
+    )
+}
+
+/// What [`check_engine_cache`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineCache {
+    /// The key file matches: the engines in the folder were built for this key.
+    Valid,
+    /// No folder, or an empty one: the engine will be built.
+    Empty,
+    /// The folder held files under another key, or under none (an older linesight, a copy from
+    /// another device, a build cut short): everything in it was removed, the engine will be built.
+    Cleared,
+}
+
+/// Check an engine cache folder against `key` before ONNX Runtime is pointed at it. Only a
+/// folder whose key file says exactly `key` is used as it is; any other content is removed (the
+/// folder itself is created 0700 when missing). The key is written by [`write_engine_key`] once
+/// the session has been built, so a build cut short leaves a folder without a key, which the next
+/// start clears.
+pub fn check_engine_cache(dir: &Path, key: &str) -> std::io::Result<EngineCache> {
+    let key_file = dir.join(ENGINE_KEY_FILE);
+    if std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+        return Ok(EngineCache::Valid);
+    }
+    crate::util::private_fs::create_dir_all(dir)?;
+    let mut cleared = false;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        cleared = true;
+    }
+    Ok(if cleared { EngineCache::Cleared } else { EngineCache::Empty })
+}
+
+/// Record that the engines in `dir` are built for `key` (written atomically, 0600).
+pub fn write_engine_key(dir: &Path, key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{ENGINE_KEY_FILE}.tmp"));
+    let mut f = crate::util::private_fs::create(&tmp)?;
+    f.write_all(key.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(ENGINE_KEY_FILE))
+}
+
+/// The ONNX Runtime build, for the engine key (`ort::info()`: version, git commit, build flags).
+fn onnxruntime_build() -> String {
+    std::panic::catch_unwind(ort::info).map_or_else(|_| "unknown".to_string(), str::to_string)
+}
+
+/// An engine cache folder, checked against its key: `Some((dir, key))` to hand to TensorRT and
+/// to write the key into once the session is built, `None` to run without a cache (logged).
+fn engine_cache(root: &Path, model_sha256: &str, fp16: bool, device: u32) -> Option<(PathBuf, String)> {
+    let dir = engine_cache_dir(root, model_sha256, fp16, device);
+    let key = engine_key(model_sha256, &onnxruntime_build(), &tensorrt_version(), &gpu_name(device), device, fp16);
+    match check_engine_cache(&dir, &key) {
+        Ok(state) => {
+            if state == EngineCache::Cleared {
+                tracing::warn!(dir = %dir.display(), "TensorRT engine cache held engines built for something else (or of a build cut short): cleared, the engine is built afresh");
+            }
+            tracing::info!(dir = %dir.display(), reused = state == EngineCache::Valid, "TensorRT engine cache (a first start builds the engine: minutes, not READY until done)");
+            Some((dir, key))
+        }
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), error = %e, "TensorRT engine cache cannot be checked or cleared; running without it (the engine is built at every start)");
+            None
+        }
+    }
+}
+
+fn dispatch(p: &ProviderConfig, model_sha256: &str, keys: &mut Vec<(PathBuf, String)>) -> ExecutionProviderDispatch {
     match p {
         ProviderConfig::Tensorrt(t) => {
             let mut trt = ep::TensorRT::default().with_device_id(t.device as i32).with_fp16(t.fp16);
-            if let Some(root) = &t.engine_cache {
-                let dir = engine_cache_dir(root, model_sha256, t.fp16, t.device);
-                tracing::info!(dir = %dir.display(), "TensorRT engine cache (a first start builds the engine: minutes, not READY until done)");
-                let dir = dir.to_string_lossy().to_string();
+            if let Some((dir, key)) =
+                t.engine_cache.as_deref().and_then(|root| engine_cache(root, model_sha256, t.fp16, t.device))
+            {
+                let path = dir.to_string_lossy().to_string();
+                keys.push((dir, key));
+                let dir = path;
                 trt = trt
                     .with_engine_cache(true)
                     .with_engine_cache_path(&dir)
@@ -189,10 +302,14 @@ pub fn build_session(
         .map_err(|e| fail(e.to_string()))?;
     let mut reports = Vec::new();
     let mut provider = None;
+    let mut engine_keys = Vec::new();
     for p in providers {
         let name = provider_name(p);
-        match dispatch(p, &model_sha256).register(&mut builder) {
+        let mut keys = Vec::new();
+        match dispatch(p, &model_sha256, &mut keys).register(&mut builder) {
             Ok(()) => {
+                // Only a provider that registered builds engines under its key.
+                engine_keys.append(&mut keys);
                 tracing::info!(model = %model.display(), provider = name, "execution provider registered");
                 provider.get_or_insert(name);
                 reports.push(ProviderReport { name, registered: true, error: None });
@@ -213,12 +330,83 @@ pub fn build_session(
     let session = builder.commit_from_memory(bytes).map_err(|e| {
         fail(format!("ONNX Runtime refuses it: {e} (is it a complete ONNX file? re-export it or copy it again)"))
     })?;
+    for (dir, key) in engine_keys {
+        if let Err(e) = write_engine_key(&dir, &key) {
+            tracing::warn!(dir = %dir.display(), error = %e, "TensorRT engine cache key cannot be written; the next start clears the cache and builds again");
+        }
+    }
     Ok(BuiltSession { session, provider, reports })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_is_compared_in_either_case_and_a_mismatch_names_both_hashes() {
+        let actual = "ab".repeat(32);
+        assert!(check_pin(None, &actual).is_ok());
+        assert!(check_pin(Some(&"AB".repeat(32)), &actual).is_ok());
+        let e = check_pin(Some(&"CD".repeat(32)), &actual).unwrap_err();
+        assert!(e.contains(&actual) && e.contains(&"cd".repeat(32)), "{e}");
+    }
+
+    #[test]
+    fn the_engine_key_changes_with_everything_an_engine_depends_on() {
+        let sha = "ab".repeat(32);
+        let base = engine_key(&sha, "ORT 1.32.0 commit a", "10.3.0", "Orin", 0, true);
+        let others = [
+            engine_key(
+                &"cd".repeat(32), // another model
+                "ORT 1.32.0 commit a",
+                "10.3.0",
+                "Orin",
+                0,
+                true,
+            ),
+            engine_key(&sha, "ORT 1.32.1 commit b", "10.3.0", "Orin", 0, true),
+            engine_key(&sha, "ORT 1.32.0 commit a", "10.4.0", "Orin", 0, true),
+            engine_key(&sha, "ORT 1.32.0 commit a", "10.3.0", "Xavier", 0, true),
+            engine_key(&sha, "ORT 1.32.0 commit a", "10.3.0", "Orin", 1, true),
+            engine_key(&sha, "ORT 1.32.0 commit a", "10.3.0", "Orin", 0, false),
+        ];
+        assert!(others.iter().all(|k| *k != base), "{others:#?}");
+        assert!(base.contains(&format!("model_sha256={sha}\n")), "the whole hash, not a prefix: {base}");
+        // A value cannot forge another line.
+        assert_eq!(engine_key(&sha, "x\nfp16=false", "t", "g", 0, true).lines().count(), 7);
+    }
+
+    #[test]
+    fn an_engine_cache_is_used_only_under_its_own_key() {
+        // No GPU here: this checks the key logic that guards the folder handed to TensorRT,
+        // not TensorRT reading engines.
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache/model-trt10-Orin-fp16");
+        let key = engine_key(&"ab".repeat(32), "ORT 1.32.0", "10.3.0", "Orin", 0, true);
+        // A new folder: created 0700, nothing to use.
+        assert_eq!(check_engine_cache(&dir, &key).unwrap(), EngineCache::Empty);
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        // Built (an engine file appears), then the key is written: the next start reuses it.
+        std::fs::write(dir.join("engine.trt"), b"engine").unwrap();
+        write_engine_key(&dir, &key).unwrap();
+        assert_eq!(check_engine_cache(&dir, &key).unwrap(), EngineCache::Valid);
+        assert!(dir.join("engine.trt").exists());
+        // Another key (say a TensorRT upgrade under the same folder name): everything goes.
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/timing.cache"), b"t").unwrap();
+        let other = engine_key(&"ab".repeat(32), "ORT 1.32.0", "10.4.0", "Orin", 0, true);
+        assert_eq!(check_engine_cache(&dir, &other).unwrap(), EngineCache::Cleared);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "engines, timing cache and key removed");
+        // Engines without a key (a build cut short, an older linesight, a copied folder): cleared.
+        std::fs::write(dir.join("engine.trt"), b"half an engine").unwrap();
+        assert_eq!(check_engine_cache(&dir, &key).unwrap(), EngineCache::Cleared);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // A damaged key file is no key.
+        write_engine_key(&dir, &key).unwrap();
+        std::fs::write(dir.join(ENGINE_KEY_FILE), &key[..key.len() - 2]).unwrap();
+        assert_eq!(check_engine_cache(&dir, &key).unwrap(), EngineCache::Cleared);
+    }
 
     #[test]
     fn the_engine_cache_is_keyed_by_model_tensorrt_gpu_and_precision() {

@@ -47,6 +47,9 @@ impl YoloMeta {
                 if v.iter().enumerate().any(|(n, (i, _))| *i != n as i64) {
                     return Err("metadata `names` must number the classes 0, 1, 2, ...".into());
                 }
+                if v.is_empty() {
+                    return Err("metadata `names` lists no class".into());
+                }
                 v.into_iter().map(|(_, s)| s).collect()
             }
             _ => return Err("metadata `names` is not a dict".into()),
@@ -252,6 +255,9 @@ mod tests {
         let e = YoloMeta::from_metadata(&meta(&[("task", "detect"), ("names", "[1]"), ("imgsz", "[640, 640]")]));
         assert!(e.unwrap_err().contains("`names`"));
         assert!(YoloMeta::from_metadata(&meta(&[("names", "{0: 'a'}")])).unwrap_err().contains("`task`"));
+        // No class at all: the classifier would split its output into chunks of 0.
+        let e = YoloMeta::from_metadata(&meta(&[("task", "classify"), ("names", "{}"), ("imgsz", "[64, 64]")]));
+        assert!(e.unwrap_err().contains("no class"));
     }
 
     #[test]

@@ -14,9 +14,8 @@ use opencv::core::Mat;
 use opencv::prelude::*;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType};
-use sha2::Digest;
 
-use super::classifier::{hex, Timing};
+use super::classifier::Timing;
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use super::yolo::YoloMeta;
 use crate::config::ModelConfig;
@@ -126,9 +125,7 @@ pub fn classify_preprocess(bgr: &[u8], h: usize, w: usize, size: usize, out: &mu
 impl YoloClassifier {
     pub fn load(env: &ort::environment::Environment, cfg: &ModelConfig, threads: usize) -> Result<Self, RuntimeError> {
         let fail = |why: String| RuntimeError::Model { path: cfg.path.clone(), why };
-        let bytes =
-            std::fs::read(&cfg.path).map_err(|e| fail(format!("cannot read: {e} (check the path and permissions)")))?;
-        let sha256 = hex(&sha2::Sha256::digest(&bytes));
+        let (bytes, sha256) = super::runtime::read_model(cfg)?;
         let built = build_session(env, &cfg.path, &bytes, &cfg.providers, threads)?;
         drop(bytes);
         let map: HashMap<String, String> = match built.session.metadata() {

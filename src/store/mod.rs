@@ -40,6 +40,9 @@
 //!   torn write from a crash and is cut off. Elsewhere the scan resynchronises on the next valid
 //!   record, so only the damaged records are lost; they are counted in [`Recovery`]. A damaged
 //!   segment stays on disk until nothing in it is left to send, then it is deleted like any other.
+//!   Numbers read from the disk are bounded by [`MAX_SEQ`]: a segment named above it holds nothing
+//!   that can be sent, so it is reported in [`Recovery::corrupt_segments`], its records counted as
+//!   lost, and deleted; a record numbered above it is damage; a ledger beyond it is unreadable.
 //! - I/O errors (a full disk) come back as [`StoreError::Io`] naming the file; nothing panics.
 //!   After a failed fsync the store refuses further work ([`StoreError::Poisoned`]): what reached
 //!   the disk is unknown, so reopen it (which rescans).
@@ -47,6 +50,8 @@
 //!   highest contiguous acknowledged seq once per loop tick), not per PUBACK.
 //! - [`Store::peek`] returns records at once, synced or not (a record lost to a power cut after
 //!   it was sent was delivered; its number is not reused, see above).
+//! - Private: the folder (and any parent it creates) is 0700, segments and ledger 0600, set
+//!   explicitly, so a daemon run by hand with a lax umask does not leave messages readable to others.
 //! - One owner: the MQTT task owns the `Store` (it is `Send`, not `Sync`); two processes must not
 //!   open the same directory (there is no lock file).
 
@@ -60,6 +65,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::util::private_fs;
 use segment::Entry;
 
 const LEDGER: &str = "ack";
@@ -68,6 +74,12 @@ const LEDGER_MAGIC: &[u8; 8] = b"LSACK001";
 const LEDGER_LEN: usize = 28;
 /// Sequence numbers reserved in the ledger at a time (one ledger write per block).
 pub const SEQ_BLOCK: u64 = 4096;
+/// The highest sequence number a record may carry: 2^63 - 1, out of reach of any real queue (a
+/// million records a second for 290,000 years) and far enough below `u64::MAX` that no arithmetic
+/// on numbers read from the disk can overflow. A segment named above it, a record numbered above
+/// it and a ledger beyond it are damage; a push that would need a number above it is refused
+/// ([`StoreError::Exhausted`]).
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// Smallest accepted `segment_bytes`.
 pub const MIN_SEGMENT_BYTES: u64 = 64;
 /// Largest accepted `segment_bytes` (record offsets are kept as u32).
@@ -161,6 +173,8 @@ pub enum StoreError {
     Invalid(&'static str),
     #[error("ack of seq {seq} beyond the last pushed record {last}")]
     AckBeyondEnd { seq: u64, last: u64 },
+    #[error("sequence numbers used up (the next would be above {MAX_SEQ}); move the queue directory aside")]
+    Exhausted,
     #[error("store unusable after a failed fsync ({0}); reopen it")]
     Poisoned(String),
 }
@@ -215,8 +229,10 @@ fn read_ledger(dir: &Path) -> Result<(u64, u64, bool), StoreError> {
             let ok = b.len() == LEDGER_LEN
                 && &b[..8] == LEDGER_MAGIC
                 && crc32fast::hash(&b[..24]).to_le_bytes() == b[24..28];
-            if ok {
-                Ok((u64_at(&b, 8), u64_at(&b, 16), false))
+            // Numbers beyond MAX_SEQ cannot have been written by a store: not trusted.
+            let (acked, reserved) = if ok { (u64_at(&b, 8), u64_at(&b, 16)) } else { (0, 0) };
+            if ok && acked <= MAX_SEQ && reserved <= MAX_SEQ {
+                Ok((acked, reserved, false))
             } else {
                 Ok((0, 0, true))
             }
@@ -233,7 +249,7 @@ fn write_ledger(dir: &Path, acked: u64, reserved: u64) -> Result<(), StoreError>
     b.extend_from_slice(&acked.to_le_bytes());
     b.extend_from_slice(&reserved.to_le_bytes());
     b.extend_from_slice(&crc32fast::hash(&b).to_le_bytes());
-    let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    let mut f = private_fs::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
     f.write_all(&b).map_err(|e| io_err("write", &tmp, e))?;
     f.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
     drop(f);
@@ -262,7 +278,7 @@ impl Store {
             )));
         }
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
+        private_fs::create_dir_all(&dir).map_err(|e| io_err("create directory", &dir, e))?;
         let tmp = dir.join(LEDGER_TMP);
         match fs::remove_file(&tmp) {
             Ok(()) => {}
@@ -272,15 +288,31 @@ impl Store {
         let (acked, reserved, ledger_reset) = read_ledger(&dir)?;
 
         let mut names = Vec::new();
+        let mut out_of_range = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))? {
             let entry = entry.map_err(|e| io_err("list", &dir, e))?;
-            if let Some(first) = entry.file_name().to_str().and_then(segment::parse_segment_name) {
-                names.push(first);
+            match entry.file_name().to_str().and_then(segment::parse_segment_name) {
+                Some(first) if first <= MAX_SEQ => names.push(first),
+                Some(first) => out_of_range.push(first),
+                None => {}
             }
         }
         names.sort_unstable();
+        out_of_range.sort_unstable();
 
-        let mut rec = Recovery { acked, ledger_reset, segments: names.len(), ..Recovery::default() };
+        let mut rec =
+            Recovery { acked, ledger_reset, segments: names.len() + out_of_range.len(), ..Recovery::default() };
+        for first in out_of_range {
+            // Not a name this store gives (numbering would overflow from it): damage.
+            let path = dir.join(segment::segment_name(first));
+            let data = fs::read(&path).map_err(|e| io_err("read", &path, e))?;
+            let records = segment::scan_range(&data, 0, u64::MAX).entries.len() as u64;
+            tracing::warn!(path = %path.display(), records, "store: segment named beyond the highest sequence number; counted as lost and deleted");
+            rec.lost_records += records;
+            rec.lost_bytes += data.len() as u64;
+            fs::remove_file(&path).map_err(|e| io_err("remove", &path, e))?;
+            rec.corrupt_segments.push(path);
+        }
         let mut segments = VecDeque::new();
         let mut last_seq = 0u64; // highest valid seq seen, acknowledged or not
         for (i, &first) in names.iter().enumerate() {
@@ -368,11 +400,7 @@ impl Store {
     fn new_segment(&mut self) -> Result<(), StoreError> {
         let first = self.next_seq;
         let path = self.cfg.dir.join(segment::segment_name(first));
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
+        let file = private_fs::open(OpenOptions::new().read(true).append(true).create(true), &path)
             .map_err(|e| io_err("create", &path, e))?;
         // A leftover file of that name (e.g. an empty segment) holds nothing we need.
         file.set_len(0).map_err(|e| io_err("truncate", &path, e))?;
@@ -446,8 +474,11 @@ impl Store {
             }
         }
         let seq = self.next_seq;
+        if seq > MAX_SEQ {
+            return Err(StoreError::Exhausted);
+        }
         if seq > self.reserved {
-            let reserved = seq + SEQ_BLOCK - 1;
+            let reserved = seq.checked_add(SEQ_BLOCK - 1).map_or(MAX_SEQ, |r| r.min(MAX_SEQ));
             write_ledger(&self.cfg.dir, self.acked, reserved)?;
             self.reserved = reserved;
         }

@@ -140,14 +140,20 @@ pub(crate) struct Scan {
 }
 
 /// Scans a whole segment. A record is accepted only if it is valid and its sequence number is
-/// greater than `after` and than every record accepted before it. After damage the scan
+/// greater than `after` and than every record accepted before it, and at most
+/// [`super::MAX_SEQ`]. After damage the scan
 /// resynchronises on the next offset holding a valid record, so intact records behind a damaged
 /// one are kept.
 pub(crate) fn scan(buf: &[u8], after: u64) -> Scan {
+    scan_range(buf, after, super::MAX_SEQ)
+}
+
+/// [`scan`], accepting sequence numbers up to `max` (records numbered above it are damage).
+pub(crate) fn scan_range(buf: &[u8], after: u64, max: u64) -> Scan {
     let mut out = Scan::default();
     let mut last = after;
     let mut pos = 0;
-    let accept = |p: usize, last: u64| decode_at(buf, p).filter(|d| d.seq > last);
+    let accept = |p: usize, last: u64| decode_at(buf, p).filter(|d| d.seq > last && d.seq <= max);
     while pos < buf.len() {
         if let Some(d) = accept(pos, last) {
             out.entries.push(Entry { seq: d.seq, offset: pos as u32, len: d.len as u32 });

@@ -409,3 +409,93 @@ fn ack_deletes_segments_across_a_restart_jump() {
     assert_eq!(segment_files(dir.path()).len(), 1);
     assert_eq!(s.bytes(), 0);
 }
+
+#[test]
+fn a_segment_named_near_u64_max_is_damage_not_a_panic() {
+    // Names and numbers come from the disk: a segment named with the largest u64 (20 digits, a
+    // valid name) made `seq + SEQ_BLOCK - 1` and `last_seq + 1` overflow. Such a segment is
+    // damage: reported with its path, its records counted as lost, deleted (nothing in it can be
+    // sent); the intact queue is recovered and numbering goes on from it.
+    for (name, rec_seq) in [(u64::MAX, u64::MAX), (u64::MAX - SEQ_BLOCK / 2, u64::MAX - 3), (MAX_SEQ + 1, 7)] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cfg(dir.path());
+        {
+            let (mut s, _) = open(&c);
+            push_n(&mut s, 3);
+        }
+        let bad = dir.path().join(segment::segment_name(name));
+        let mut b = Vec::new();
+        segment::encode(&mut b, rec_seq, "line/1/verdict", b"x", 1, false);
+        fs::write(&bad, &b).unwrap();
+        let (mut s, rec) = open(&c);
+        assert_eq!(rec.corrupt_segments, vec![bad.clone()], "{name}");
+        assert_eq!((rec.lost_records, rec.lost_bytes), (1, b.len() as u64), "{name}");
+        assert_eq!((rec.records, rec.next_seq), (3, SEQ_BLOCK + 1), "{name}");
+        assert!(!bad.exists(), "{name}: nothing in it can be sent");
+        assert_eq!(seqs(&s), [1, 2, 3]);
+        assert_eq!(s.push("t", b"x", 1, false).unwrap(), SEQ_BLOCK + 1);
+        drop(s);
+        let (s, rec) = open(&c);
+        assert!(rec.corrupt_segments.is_empty(), "{name}: reported once");
+        assert_eq!(seqs(&s), [1, 2, 3, SEQ_BLOCK + 1]);
+    }
+}
+
+#[test]
+fn record_numbers_and_ledgers_beyond_max_seq_are_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    {
+        let (mut s, _) = open(&c);
+        push_n(&mut s, 3);
+    }
+    // A valid record numbered u64::MAX appended to the newest segment: damage, not the last seq.
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut b = Vec::new();
+    segment::encode(&mut b, u64::MAX, "t", b"x", 1, false);
+    OpenOptions::new().append(true).open(&seg).unwrap().write_all(&b).unwrap();
+    let (mut s, rec) = open(&c);
+    assert_eq!((rec.records, rec.next_seq, rec.torn_tail_bytes), (3, SEQ_BLOCK + 1, b.len() as u64));
+    assert_eq!(s.push("t", b"x", 1, false).unwrap(), SEQ_BLOCK + 1);
+    drop(s);
+    // A ledger with a valid CRC whose numbers are beyond MAX_SEQ: unreadable, not trusted.
+    write_ledger(dir.path(), u64::MAX, u64::MAX).unwrap();
+    let (mut s, rec) = open(&c);
+    assert!(rec.ledger_reset);
+    assert_eq!((rec.acked, rec.records), (0, 4));
+    assert!(s.push("t", b"x", 1, false).unwrap() > SEQ_BLOCK + 1);
+}
+
+#[test]
+fn pushing_past_max_seq_is_an_error_not_an_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(dir.path());
+    // The highest number a segment may be named with: the store opens, takes one record, and
+    // then refuses (the numbers are used up) instead of wrapping.
+    fs::write(dir.path().join(segment::segment_name(MAX_SEQ)), b"").unwrap();
+    let (mut s, rec) = open(&c);
+    assert_eq!(rec.next_seq, MAX_SEQ);
+    assert_eq!(s.push("t", b"x", 1, false).unwrap(), MAX_SEQ);
+    assert!(matches!(s.push("t", b"x", 1, false), Err(StoreError::Exhausted)));
+    assert_eq!(seqs(&s), [MAX_SEQ]);
+}
+
+#[test]
+fn the_queue_is_for_the_services_user_alone_whatever_the_umask() {
+    // Run by hand, the daemon inherits the shell's umask (0022 here): without explicit modes the
+    // queue's messages were world-readable. Folders 0700, segments and ledger 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg(&dir.path().join("state/queue"));
+    let (mut s, _) = open(&c);
+    push_n(&mut s, 3);
+    s.ack(1).unwrap();
+    assert_eq!((mode(&dir.path().join("state")), mode(&c.dir)), (0o700, 0o700));
+    assert_eq!(mode(&c.dir.join(LEDGER)), 0o600);
+    let segs = segment_files(&c.dir);
+    assert!(!segs.is_empty());
+    for seg in segs {
+        assert_eq!(mode(&seg), 0o600, "{}", seg.display());
+    }
+}

@@ -63,7 +63,7 @@ pub fn options(cfg: &MqttConfig, server: &Server, client_id: &str, tls: Option<&
     opts.set_clean_session(true);
     opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_PACKET);
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
-        opts.set_credentials(u.clone(), p.clone());
+        opts.set_credentials(u.clone(), p.expose());
     }
     if let Some(tls) = tls {
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
@@ -135,6 +135,41 @@ pub async fn connect(eventloop: &mut EventLoop) -> Result<ConnAck, ConnectionErr
         if let Event::Incoming(Packet::ConnAck(ack)) = eventloop.poll().await? {
             return Ok(ack);
         }
+    }
+}
+
+/// When a connection is given up for silence: 1.5 x keep-alive after the last packet heard from
+/// the broker (any packet: a PINGRESP at the latest). rumqttc sends a PINGREQ every keep-alive
+/// and, on its own, only fails when the next one is due with the last still unanswered: up to
+/// 2 x keep-alive after the link died. The broker answers a PINGREQ within a round trip, so a live
+/// link is never silent for more than a keep-alive plus a round trip; 1.5 x leaves half a
+/// keep-alive for the round trip, and matches the broker's side (MQTT 3.1.1 §3.1.2.10: it drops
+/// a client silent for 1.5 x keep-alive, and publishes its Will).
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    keep_alive: Duration,
+    last_heard: tokio::time::Instant,
+}
+
+impl Liveness {
+    /// From the CONNACK, just received.
+    pub fn new(keep_alive: Duration) -> Self {
+        Liveness { keep_alive, last_heard: tokio::time::Instant::now() }
+    }
+
+    /// Something came from the broker.
+    pub fn heard(&mut self) {
+        self.last_heard = tokio::time::Instant::now();
+    }
+
+    /// Past this instant without a packet from the broker, the link is dead.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.last_heard + self.keep_alive * 3 / 2
+    }
+
+    /// For the log: how long the broker has been silent.
+    pub fn silent_for(&self) -> Duration {
+        self.last_heard.elapsed()
     }
 }
 

@@ -253,6 +253,7 @@ impl Session {
             }
         };
         tracing::info!(%server, session_present = ack.session_present, "MQTT connected");
+        let mut alive = connection::Liveness::new(self.cfg.keep_alive.get());
         let mut queued: u64 = 0;
         let mut sent: u64 = 0;
         if let Some(d) = &mut self.durable {
@@ -319,7 +320,14 @@ impl Session {
                     }
                     None => return Ended::Stopped,
                 },
-                ev = eventloop.poll() => match ev {
+                _ = tokio::time::sleep_until(alive.deadline()) => {
+                    if let Some(d) = &mut self.durable {
+                        d.on_disconnected();
+                    }
+                    tracing::warn!(%server, silent_ms = alive.silent_for().as_millis() as u64, "MQTT connection lost: nothing from the broker for 1.5 x keep-alive (a dead link); reconnecting");
+                    return Ended::Failed { was_connected: true };
+                }
+                ev = eventloop.poll() => match ev.inspect(|e| if matches!(e, Event::Incoming(_)) { alive.heard() }) {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
                         // Never block the event loop on a slow consumer: a flood is dropped and logged.

@@ -1,7 +1,8 @@
-//! Small helpers every layer may use: time formatting, backoff, percentiles.
+//! Small helpers every layer may use: time formatting, backoff, percentiles, private files.
 //!
 //! A ground module: it imports nothing of the crate, so any layer may import it.
 
 pub mod backoff;
 pub mod percentiles;
+pub mod private_fs;
 pub mod time;

@@ -24,6 +24,7 @@ fn model() -> Classifier {
         path: repo().join("models/surface-classifier.onnx"),
         kind: None,
         sidecar: None,
+        sha256: None,
         providers: vec![ProviderConfig::Cpu(CpuProvider { threads: Some(1) })],
     };
     Classifier::load(env, &cfg, 1).unwrap()

@@ -217,6 +217,16 @@ fn bad_values() {
 }
 
 #[test]
+fn a_model_pin_must_be_a_sha256() {
+    let model = repo().join("models/surface-classifier.onnx").display().to_string();
+    let pin =
+        |v: &str| valid().replace(&format!("    path: {model}\n"), &format!("    path: {model}\n    sha256: {v}\n"));
+    config::load_str(&pin(&"aB".repeat(32)), "node.yaml", Path::new("/")).unwrap();
+    one_error(&pin("abc"), 25, 13, &["sha256 `abc` is not a SHA-256", "sha256sum"]);
+    one_error(&pin(&"g".repeat(64)), 25, 13, &["is not a SHA-256"]);
+}
+
+#[test]
 fn missing_files_and_sections() {
     let text = valid().replace("samples/line.avi", "samples/nothing.avi");
     one_error(&text, 21, 13, &["nothing.avi` does not exist"]);

@@ -225,6 +225,39 @@ fn corrupt_model_stops_the_start_with_a_clear_message() {
     assert!(err.contains("broken.onnx") && err.contains("ONNX Runtime refuses it"), "{err}");
 }
 
+/// `models.<m>.sha256` pins the file: another file (or a changed one) is a model error naming
+/// the file, the pinned and the actual hash; with the only model refused the start fails with 66.
+#[test]
+fn a_model_that_is_not_the_pinned_file_stops_the_start() {
+    use sha2::Digest;
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo().join("models/surface-classifier.onnx");
+    let actual: String =
+        sha2::Sha256::digest(std::fs::read(&model).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+    let pinned = "0123456789abcdef".repeat(4);
+    let yaml = node_yaml("127.0.0.1:1", 1883, "", 10.0).replace(
+        &format!("    path: {}\n", model.display()),
+        &format!("    path: {}\n    sha256: {pinned}\n", model.display()),
+    );
+    assert!(yaml.contains("sha256"));
+    let cfg = write_config(dir.path(), &yaml);
+    let out = Command::new(bin()).args(["--log-format", "text", "run", "--config"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(linesight::EXIT_MODEL), "{err}");
+    assert!(err.contains("surface-classifier.onnx") && err.contains(&pinned) && err.contains(&actual), "{err}");
+
+    // The right pin loads (hex in either case), whatever the kind (probe included).
+    let lib = linesight::inference::runtime::library_path(&Default::default()).unwrap();
+    let env = linesight::inference::runtime::environment(&lib).unwrap();
+    let mut m = linesight::config::load_str(&yaml, "node.yaml", dir.path()).unwrap().config().models["surface"].clone();
+    m.sha256 = Some(actual.to_uppercase());
+    assert!(linesight::inference::load_model(env, &m, 1).is_ok());
+    m.sha256 = Some(pinned.clone());
+    let Err(e) = linesight::inference::load_model(env, &m, 1) else { panic!("a wrong pin loads") };
+    assert!(e.to_string().contains(&pinned) && e.to_string().contains(&actual), "{e}");
+}
+
 /// One of two models is a corrupt file: its task rejects every part (ERROR,
 /// with the reason), the fault is raised, and the other task inspects as usual.
 #[test]

@@ -33,6 +33,15 @@ fn model_entry(name: &str, model: &ModelConfig, c: &mut Collector) {
             );
         }
     }
+    if let Some(pin) = &model.sha256 {
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            c.at(
+                &at("sha256"),
+                format!("sha256 `{pin}` is not a SHA-256 (64 hex digits)"),
+                "pin the file with the output of `sha256sum <model>.onnx` (its first word), or remove the key",
+            );
+        }
+    }
     if model.providers.is_empty() {
         c.at(&at("providers"), "no execution provider listed", "list at least `- cpu: {}`");
     }

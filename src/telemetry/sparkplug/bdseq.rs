@@ -4,10 +4,12 @@
 //! that follows repeats it, so a host can tell a stale death from the
 //! current one. The file holds the number the *next* connect will use; it
 //! is written (and synced) before the connect goes out, so a power cut can
-//! skip a number but never reuse one.
+//! skip a number but never reuse one. The file is 0600 and a folder made for it 0700.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::util::private_fs;
 
 #[derive(Debug)]
 pub struct BdSeq {
@@ -47,10 +49,10 @@ impl BdSeq {
 
     fn save(&self) -> std::io::Result<()> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            private_fs::create_dir_all(dir)?;
         }
         let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = private_fs::create(&tmp)?;
         writeln!(f, "{}", self.next)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
@@ -79,5 +81,20 @@ mod tests {
         assert_eq!((w.take(), w.take()), (255, 0));
         std::fs::write(&path, "garbage").unwrap();
         assert_eq!(BdSeq::open(&path).take(), 0);
+    }
+
+    #[test]
+    fn the_file_and_its_new_folder_are_for_the_services_user_alone() {
+        // Umask-independent: 0700 for a folder made here, 0600 for the file, also when an older
+        // file was readable by others.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/bdseq");
+        BdSeq::open(&path).take();
+        assert_eq!((mode(&dir.path().join("state")), mode(&path)), (0o700, 0o600));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        BdSeq::open(&path).take();
+        assert_eq!(mode(&path), 0o600);
     }
 }

@@ -513,6 +513,7 @@ impl Session {
             self.births(&client, bd);
             Phase::Online
         };
+        let mut alive = connection::Liveness::new(self.cfg.keep_alive.get());
         let mut report = tokio::time::interval(self.sp.report_every.get());
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -544,7 +545,14 @@ impl Session {
                     }
                     None => return Ended::Stopped,
                 },
-                ev = eventloop.poll() => match ev {
+                _ = tokio::time::sleep_until(alive.deadline()) => {
+                    if let Some(d) = &mut self.durable {
+                        d.on_disconnected();
+                    }
+                    tracing::warn!(%server, silent_ms = alive.silent_for().as_millis() as u64, "Sparkplug connection lost: nothing from the broker for 1.5 x keep-alive (a dead link); the broker publishes our NDEATH");
+                    return Ended::Failed { was_connected: true };
+                }
+                ev = eventloop.poll() => match ev.inspect(|e| if matches!(e, Event::Incoming(_)) { alive.heard() }) {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if Some(&p.topic) == state_topic.as_ref() {
                             match self.host_state(&p) {
