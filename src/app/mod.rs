@@ -282,6 +282,7 @@ fn start_supervisor(
         faults: running.stats.faults.clone(),
         plain_outputs,
         telemetry: sessions.telemetry.clone(),
+        fault_word: outputs.fault_word().cloned(),
     };
     running.background.push(tokio::spawn(supervisor.run()));
 }

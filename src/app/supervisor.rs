@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::config::StackLightConfig;
-use crate::modbus::Outputs;
+use crate::modbus::{Outputs, RegisterHandle};
 use crate::part::queue::FrameQueue;
 use crate::part::Frame;
 use crate::stats::{CameraStats, CameraStatus, DeviceStats, Faults, QueueStats, RejectWindow, TaskStats};
@@ -56,7 +56,27 @@ pub const QUEUE_ALARM: Duration = Duration::from_secs(60);
 /// How long a missing gate confirmation stays an active alarm.
 pub const CONFIRM_ALARM: Duration = Duration::from_secs(10);
 
-/// The faults of this moment, as human-readable reasons.
+/// The bits of the fault word (`modbus.fault_word`), as docs/modbus.md lists them.
+pub mod fault_bit {
+    /// Any line fault (every bit below but the telemetry loss).
+    pub const ANY: u16 = 1 << 0;
+    /// A camera offline, stalled or not connected.
+    pub const CAMERA: u16 = 1 << 1;
+    /// A task's model cannot be used (every part rejected).
+    pub const MODEL: u16 = 1 << 2;
+    /// Inference stalled (frames waiting, no progress).
+    pub const INFERENCE: u16 = 1 << 3;
+    /// A reject gate did not confirm a pulse.
+    pub const GATE_CONFIRM: u16 = 1 << 4;
+    /// A Modbus device unreachable.
+    pub const DEVICE: u16 = 1 << 5;
+    /// The MQTT disk queue lost messages (an alarm, not a line fault).
+    pub const TELEMETRY: u16 = 1 << 6;
+    /// Always set when linesight writes the word: 0 means "never written since the PLC started".
+    pub const WRITTEN: u16 = 1 << 15;
+}
+
+/// The faults of this moment, as human-readable reasons; their bits are added to `bits`.
 pub fn current_faults(
     tasks: &[WatchedTask],
     devices: &BTreeMap<String, Arc<DeviceStats>>,
@@ -64,6 +84,7 @@ pub fn current_faults(
     stalls: &mut BTreeMap<String, (u64, Instant)>,
     confirms: &mut BTreeMap<String, (u64, Option<Instant>)>,
     now: Instant,
+    bits: &mut u16,
 ) -> Vec<String> {
     let mut faults = Vec::new();
     for t in tasks {
@@ -74,17 +95,24 @@ pub fn current_faults(
         }
         if c.1.is_some_and(|at| now - at < CONFIRM_ALARM) {
             faults.push(format!("task `{}`: the reject gate did not confirm a pulse ({missing} so far)", t.name));
+            *bits |= fault_bit::GATE_CONFIRM;
         }
         if let Some(why) = &t.unusable {
             faults.push(format!("task `{}`: its model cannot be used, every part is rejected: {why}", t.name));
+            *bits |= fault_bit::MODEL;
         }
         match t.camera_stats.status() {
-            CameraStatus::Offline => faults.push(format!("camera `{}` offline", t.camera)),
+            CameraStatus::Offline => {
+                faults.push(format!("camera `{}` offline", t.camera));
+                *bits |= fault_bit::CAMERA;
+            }
             CameraStatus::Stalled => {
-                faults.push(format!("camera `{}` stalled: no new frame (or the same frame repeated)", t.camera))
+                faults.push(format!("camera `{}` stalled: no new frame (or the same frame repeated)", t.camera));
+                *bits |= fault_bit::CAMERA;
             }
             CameraStatus::Connecting if since_start > CONNECT_GRACE => {
-                faults.push(format!("camera `{}` not connected", t.camera))
+                faults.push(format!("camera `{}` not connected", t.camera));
+                *bits |= fault_bit::CAMERA;
             }
             _ => {}
         }
@@ -94,12 +122,14 @@ pub fn current_faults(
             *entry = (done, now);
         } else if now - entry.1 >= STALL_AFTER {
             faults.push(format!("task `{}`: inference stalled ({} frames waiting)", t.name, t.queue.len()));
+            *bits |= fault_bit::INFERENCE;
         }
     }
     for (name, d) in devices {
         // A device never used yet has no state; only a link seen down counts.
         if d.unreachable() {
             faults.push(format!("Modbus device `{name}` unreachable"));
+            *bits |= fault_bit::DEVICE;
         }
     }
     faults
@@ -122,6 +152,9 @@ pub struct Supervisor {
     pub plain_outputs: Vec<String>,
     /// Where the alarm list goes when it changes.
     pub telemetry: Telemetry,
+    /// The register the PLC reads the fault bits from ([`fault_bit`]), if configured; written on
+    /// change and re-asserted every few seconds (a PLC that restarted reads it right again).
+    pub fault_word: Option<RegisterHandle>,
 }
 
 impl Supervisor {
@@ -137,7 +170,9 @@ impl Supervisor {
             faults: faults_out,
             plain_outputs,
             telemetry,
+            fault_word,
         } = self;
+        let mut written_word: Option<u16> = None;
         let started = Instant::now();
         let mut tick = interval(CHECK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -150,7 +185,9 @@ impl Supervisor {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            let mut faults = current_faults(&tasks, &devices, now - started, &mut stalls, &mut confirms, now);
+            let mut bits = 0;
+            let mut faults =
+                current_faults(&tasks, &devices, now - started, &mut stalls, &mut confirms, now, &mut bits);
             // Line faults drive the lamps and the safe state; a telemetry loss is
             // an alarm only (it does not make the line unsafe).
             let faulted = !faults.is_empty();
@@ -162,6 +199,7 @@ impl Supervisor {
                 }
                 if queue_seen.1.is_some_and(|t| now - t < QUEUE_ALARM) {
                     faults.push(format!("MQTT queue full or damaged: {dropped} messages lost so far"));
+                    bits |= fault_bit::TELEMETRY;
                 }
             }
             if faults != faults_out.list() {
@@ -194,6 +232,12 @@ impl Supervisor {
             let reassert = now - last_assert >= REASSERT;
             if reassert {
                 last_assert = now;
+            }
+            if let Some(word) = &fault_word {
+                let value = bits | fault_bit::WRITTEN | if faulted { fault_bit::ANY } else { 0 };
+                if written_word != Some(value) || reassert {
+                    written_word = word.write(0, vec![value]).await.ok().map(|_| value);
+                }
             }
             for (name, on) in want {
                 if shown.get(&name) == Some(&on) && !reassert {
@@ -238,7 +282,7 @@ mod tests {
         let mut confirms = BTreeMap::new();
         let t0 = Instant::now();
         // Nothing waiting: never a stall, however long.
-        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, t0).is_empty());
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, t0, &mut 0).is_empty());
         let frame = Frame {
             part: crate::part::PartInfo {
                 camera: "c".into(),
@@ -251,10 +295,10 @@ mod tests {
         };
         let _ = queue.push(frame, crate::part::queue::WhenFull::Refuse);
         let at = |s| t0 + Duration::from_secs(s);
-        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(1)).is_empty());
-        let f = current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(4));
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(1), &mut 0).is_empty());
+        let f = current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(4), &mut 0);
         assert_eq!(f, vec!["task `t`: inference stalled (1 frames waiting)".to_string()]);
         progress.fetch_add(1, Ordering::Relaxed);
-        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(5)).is_empty());
+        assert!(current_faults(&tasks, &devices, Duration::ZERO, &mut stalls, &mut confirms, at(5), &mut 0).is_empty());
     }
 }

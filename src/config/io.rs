@@ -35,13 +35,18 @@ pub struct ModbusConfig {
     /// linesight is alive and put the line into its own safe state when the counter stops.
     #[serde(default)]
     pub heartbeat: Option<HeartbeatConfig>,
+    /// A holding register where linesight writes the faults it sees, one bit each (docs/modbus.md),
+    /// so the PLC sees what systemd and MQTT see: camera lost, model unusable, inference stalled, a
+    /// gate that did not confirm, a device unreachable.
+    #[serde(default)]
+    pub fault_word: Option<FaultWordConfig>,
     /// Result blocks for PLCs that read results with a handshake (see docs/modbus.md), by name.
     #[serde(default)]
     pub result_blocks: BTreeMap<String, ResultBlockConfig>,
 }
 
 /// The keys of the `modbus` section (the loader reads them one by one).
-pub const MODBUS_KEYS: &[&str] = &["devices", "points", "outputs", "heartbeat", "result_blocks"];
+pub const MODBUS_KEYS: &[&str] = &["devices", "points", "outputs", "heartbeat", "fault_word", "result_blocks"];
 
 // One device on the bus or network: how to reach it and how it counts and orders its data.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -315,6 +320,16 @@ pub struct HeartbeatConfig {
     /// Write period. The PLC should fault the line when the counter has not changed for 3 periods.
     #[serde(default = "default_heartbeat_period")]
     pub period: Dur,
+}
+
+// The register the PLC reads linesight's faults from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultWordConfig {
+    /// The device (a key of `modbus.devices`) whose holding register receives the fault bits.
+    pub device: String,
+    /// Holding register address, counted as the device's `addressing` says.
+    pub address: u32,
 }
 
 fn default_heartbeat_period() -> Dur {

@@ -140,6 +140,9 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         modbus.points = named(mb.get("points"), c, &mut broken.points);
         modbus.outputs = named(mb.get("outputs"), c, &mut broken.outputs);
         modbus.result_blocks = named(mb.get("result_blocks"), c, &mut broken.result_blocks);
+        if let Some(fw) = mb.get("fault_word").filter(|n| !is_null(n)) {
+            modbus.fault_word = one::<FaultWordConfig>(fw, c);
+        }
         if let Some(hb) = mb.get("heartbeat").filter(|n| !is_null(n)) {
             modbus.heartbeat = one::<HeartbeatConfig>(hb, c);
         }

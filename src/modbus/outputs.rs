@@ -237,6 +237,9 @@ impl Outputs {
         if let Some(hb) = &modbus.heartbeat {
             block("heartbeat".into(), &hb.device, hb.address, 1, OUTPUT_RATE);
         }
+        if let Some(fw) = &modbus.fault_word {
+            block("fault_word".into(), &fw.device, fw.address, 1, OUTPUT_RATE);
+        }
         for (name, rb) in &modbus.result_blocks {
             block(
                 format!("result_blocks.{name}"),
@@ -269,6 +272,11 @@ impl Outputs {
     /// The heartbeat register, if declared.
     pub fn heartbeat(&self) -> Option<&RegisterHandle> {
         self.registers.get("heartbeat")
+    }
+
+    /// The fault word's register, if declared.
+    pub fn fault_word(&self) -> Option<&RegisterHandle> {
+        self.registers.get("fault_word")
     }
 
     /// A declared result block.

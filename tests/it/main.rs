@@ -17,6 +17,7 @@ mod classifier_parity;
 mod command_limits;
 mod config_check;
 mod crafted_models;
+mod fault_word;
 mod infer_eval;
 mod layers;
 mod modbus_hostile;

@@ -24,6 +24,9 @@ pub(super) fn check(config: &Config, broken: &Broken, c: &mut Collector) {
     if let Some(hb) = &config.modbus.heartbeat {
         written.extend(heartbeat(config, broken, hb, c));
     }
+    if let Some(fw) = &config.modbus.fault_word {
+        written.extend(fault_word(config, broken, fw, c));
+    }
     for (name, rb) in &config.modbus.result_blocks {
         written.extend(result_block(config, broken, name, rb, c));
     }
@@ -339,6 +342,14 @@ fn heartbeat(config: &Config, broken: &Broken, hb: &HeartbeatConfig, c: &mut Col
     let dev = device_of(config, broken, &path, "the heartbeat", &hb.device, c)?;
     let start = span(&path, dev, &hb.device, hb.address, 1, c)?;
     Some(Written::new(&hb.device, false, start, 1, "the heartbeat".into(), &path))
+}
+
+/// The fault word's device and address. Returns what it writes.
+fn fault_word(config: &Config, broken: &Broken, fw: &FaultWordConfig, c: &mut Collector) -> Option<Written> {
+    let path = ["modbus", "fault_word"];
+    let dev = device_of(config, broken, &path, "the fault word", &fw.device, c)?;
+    let start = span(&path, dev, &fw.device, fw.address, 1, c)?;
+    Some(Written::new(&fw.device, false, start, 1, "the fault word".into(), &path))
 }
 
 /// A result block: its buffer, its handshake polling, device and addresses. Returns what it writes.
