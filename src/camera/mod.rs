@@ -21,6 +21,7 @@ use crate::part::queue::{FrameQueue, Pushed, WhenFull};
 use crate::part::{Frame, PartEvent, PartInfo};
 use crate::stats::{CameraStats, CameraStatus};
 use crate::util::backoff::Backoff;
+use crate::util::throttle::{Report, Throttle};
 use source::FrameSource;
 
 /// A cheap fingerprint of a frame: a hash of every 61st byte (a frozen
@@ -69,7 +70,7 @@ impl Camera {
     fn run(mut self) {
         let mut capture = self.start_capture();
         while !self.stop.load(Ordering::Relaxed) {
-            let Some(src) = self.open(&mut capture.backoff) else { continue };
+            let Some(src) = self.open(&mut capture.backoff, &mut capture.open_log) else { continue };
             if self.stream(src, &mut capture) == Streamed::Finished {
                 break;
             }
@@ -89,6 +90,7 @@ impl Camera {
         Capture {
             // Reopening a live source: 200 ms doubling to 10 s, ±25 % jitter.
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            open_log: Throttle::default(),
             seq: 0,
             interval,
             stall_frames,
@@ -113,14 +115,19 @@ impl Camera {
 
     /// Open the source. When it cannot be opened: offline, and the backoff
     /// waited out here (stop honoured) before the caller tries again.
-    fn open(&mut self, backoff: &mut Backoff) -> Option<Box<dyn FrameSource>> {
+    fn open(&mut self, backoff: &mut Backoff, log: &mut Throttle) -> Option<Box<dyn FrameSource>> {
         if self.stats.status() != CameraStatus::Online {
             self.stats.set_status(CameraStatus::Connecting);
         }
         match (self.opener)() {
             Ok(src) => {
                 if self.stats.status() != CameraStatus::Online {
-                    tracing::info!(camera = %self.name, "camera online");
+                    match log.recovered(Instant::now()) {
+                        Some((away, attempts)) => {
+                            tracing::info!(camera = %self.name, away_s = away.as_secs(), attempts, "camera online again")
+                        }
+                        None => tracing::info!(camera = %self.name, "camera online"),
+                    }
                 }
                 self.stats.set_status(CameraStatus::Online);
                 Some(src)
@@ -128,7 +135,15 @@ impl Camera {
             Err(e) => {
                 self.stats.set_status(CameraStatus::Offline);
                 let wait = backoff.delay();
-                tracing::error!(camera = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "camera cannot open; retrying");
+                match log.failed(Instant::now()) {
+                    Some(Report::First) => {
+                        tracing::error!(camera = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "camera cannot open; retrying")
+                    }
+                    Some(Report::Still { repeats, total, for_s }) => {
+                        tracing::error!(camera = %self.name, error = %e, repeats, total, for_s, "camera still cannot open (logged once a minute)")
+                    }
+                    None => {}
+                }
                 self.sleep(wait);
                 None
             }
@@ -318,6 +333,8 @@ impl Camera {
 /// What the capture loop carries from frame to frame, and across reopens.
 struct Capture {
     backoff: Backoff,
+    /// The "cannot open" log of a camera that stays away: at its start, once a minute, at its end.
+    open_log: Throttle,
     /// Frames delivered so far: the part id of the last one.
     seq: u64,
     /// The configured frame interval (files paced to a line), if any.

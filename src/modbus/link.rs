@@ -20,6 +20,7 @@ use tokio_modbus::{Request, Response, Slave};
 
 use crate::config::{Parity, RtuConfig};
 use crate::util::backoff::Backoff;
+use crate::util::throttle::{Report, Throttle};
 
 /// Why a request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +110,8 @@ pub struct Link {
     backoff: Backoff,
     /// When the last request ended, for the gap.
     quiet_since: Instant,
+    /// The link-down log of a device that stays away: at its start, once a minute, at its end.
+    down_log: Throttle,
 }
 
 /// Reconnect delays: 100 ms doubling to 5 s, ±25 % jitter (so that the links
@@ -128,6 +131,7 @@ impl Link {
             retry_at: now,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
             quiet_since: now,
+            down_log: Throttle::default(),
         }
     }
 
@@ -149,7 +153,13 @@ impl Link {
             }
             match timeout(self.connect_timeout, open(self.transport.clone())).await {
                 Ok(Ok(ctx)) => {
-                    tracing::info!(device = %self.name, link = %self.transport, "Modbus link connected");
+                    match self.down_log.recovered(std::time::Instant::now()) {
+                        Some((down, attempts)) => tracing::info!(
+                            device = %self.name, link = %self.transport, down_s = down.as_secs(), attempts,
+                            "Modbus link connected again"
+                        ),
+                        None => tracing::info!(device = %self.name, link = %self.transport, "Modbus link connected"),
+                    }
                     // The backoff is reset by a good answer, not by the connect:
                     // a device that accepts TCP but answers garbage must not get
                     // a fresh connection every 100 ms (PLCs have few slots).
@@ -168,7 +178,15 @@ impl Link {
         self.ctx = None;
         let wait = self.backoff.delay();
         self.retry_at = Instant::now() + wait;
-        tracing::warn!(device = %self.name, link = %self.transport, error = %why, retry_in_ms = wait.as_millis() as u64, "Modbus link down");
+        match self.down_log.failed(std::time::Instant::now()) {
+            Some(Report::First) => {
+                tracing::warn!(device = %self.name, link = %self.transport, error = %why, retry_in_ms = wait.as_millis() as u64, "Modbus link down")
+            }
+            Some(Report::Still { repeats, total, for_s }) => {
+                tracing::warn!(device = %self.name, link = %self.transport, error = %why, repeats, total, for_s, "Modbus link still down (logged once a minute)")
+            }
+            None => {}
+        }
         LinkError::Down(format!("`{}` ({}): {why}", self.name, self.transport))
     }
 }
