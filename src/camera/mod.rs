@@ -135,7 +135,7 @@ impl Camera {
             Err(e) => {
                 self.stats.set_status(CameraStatus::Offline);
                 let wait = backoff.delay();
-                match log.failed(Instant::now()) {
+                match log.failed(Instant::now(), &e.to_string()) {
                     Some(Report::First) => {
                         tracing::error!(camera = %self.name, error = %e, retry_in_ms = wait.as_millis() as u64, "camera cannot open; retrying")
                     }

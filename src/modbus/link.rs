@@ -178,7 +178,7 @@ impl Link {
         self.ctx = None;
         let wait = self.backoff.delay();
         self.retry_at = Instant::now() + wait;
-        match self.down_log.failed(std::time::Instant::now()) {
+        match self.down_log.failed(std::time::Instant::now(), &why) {
             Some(Report::First) => {
                 tracing::warn!(device = %self.name, link = %self.transport, error = %why, retry_in_ms = wait.as_millis() as u64, "Modbus link down")
             }

@@ -20,6 +20,7 @@ use super::connection::{self, Ended, Server};
 use super::durable::{self, Durable};
 use crate::config::{MqttConfig, NodeIdentity};
 use crate::stats::QueueStats;
+use crate::util::throttle::{Report, Throttle};
 
 /// Topic names, all under `<prefix>/<group_id>/<node_id>`.
 #[derive(Debug, Clone)]
@@ -125,6 +126,7 @@ impl Mqtt {
             queue_stats: queue.clone(),
             rx,
             stopping: None,
+            connect_log: Throttle::default(),
         };
         let task = tokio::spawn(session.run());
         Ok((Mqtt { tx, topics, queue }, task, in_rx))
@@ -153,6 +155,8 @@ impl Mqtt {
 
 /// The task's whole world.
 struct Session {
+    /// Failed connects: logged at the start, once a minute while they last, and at the end.
+    connect_log: Throttle,
     cfg: MqttConfig,
     client_id: String,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -248,10 +252,21 @@ impl Session {
             Ok(ack) => ack,
             Err(e) => {
                 let why = connection::explain(&e, server);
-                tracing::warn!(%server, error = %why, "MQTT connection refused or failed; trying again (the next broker, if several are configured)");
+                match self.connect_log.failed(std::time::Instant::now(), &format!("{server}: {why}")) {
+                    Some(Report::First) => {
+                        tracing::warn!(%server, error = %why, "MQTT connection refused or failed; trying again (the next broker, if several are configured)")
+                    }
+                    Some(Report::Still { repeats, total, for_s }) => {
+                        tracing::warn!(%server, error = %why, repeats, total, for_s, "MQTT connection still failing (logged once a minute)")
+                    }
+                    None => {}
+                }
                 return Ended::Failed { was_connected: false };
             }
         };
+        if let Some((down, attempts)) = self.connect_log.recovered(std::time::Instant::now()) {
+            tracing::info!(%server, down_s = down.as_secs(), attempts, "connected after failed attempts");
+        }
         tracing::info!(%server, session_present = ack.session_present, "MQTT connected");
         let mut alive = connection::Liveness::new(self.cfg.keep_alive.get());
         let mut queued: u64 = 0;

@@ -15,6 +15,8 @@ pub struct Throttle {
     quiet: u64,
     /// Failures since the fault started.
     total: u64,
+    /// Why it fails: a different reason is a new fault, logged at once.
+    reason: String,
 }
 
 /// What to log for a failure.
@@ -27,8 +29,14 @@ pub enum Report {
 }
 
 impl Throttle {
-    /// A failure at `now`: what to log, or `None` to stay quiet.
-    pub fn failed(&mut self, now: Instant) -> Option<Report> {
+    /// A failure at `now` for `reason`: what to log, or `None` to stay quiet.
+    pub fn failed(&mut self, now: Instant, reason: &str) -> Option<Report> {
+        if reason != self.reason {
+            // Another cause is another fault: say so now, whatever was said a moment ago.
+            self.reason = reason.to_string();
+            self.since = None;
+            self.total = 0;
+        }
         self.total += 1;
         let Some(since) = self.since else {
             self.since = Some(now);
@@ -63,14 +71,24 @@ mod tests {
     fn an_hour_of_failures_every_second_is_sixty_one_lines() {
         let mut t = Throttle::default();
         let t0 = Instant::now();
-        let logged = (0..3600).filter(|s| t.failed(t0 + Duration::from_secs(*s)).is_some()).count();
+        let logged = (0..3600).filter(|s| t.failed(t0 + Duration::from_secs(*s), "refused").is_some()).count();
         assert_eq!(logged, 60, "the first, then one a minute");
         assert_eq!(
-            t.failed(t0 + Duration::from_secs(3600)),
+            t.failed(t0 + Duration::from_secs(3600), "refused"),
             Some(Report::Still { repeats: 60, total: 3601, for_s: 3600 })
         );
         assert_eq!(t.recovered(t0 + Duration::from_secs(3601)), Some((Duration::from_secs(3601), 3601)));
         assert_eq!(t.recovered(t0 + Duration::from_secs(3602)), None, "nothing to report twice");
-        assert_eq!(t.failed(t0 + Duration::from_secs(4000)), Some(Report::First), "a new fault starts afresh");
+        assert_eq!(
+            t.failed(t0 + Duration::from_secs(4000), "refused"),
+            Some(Report::First),
+            "a new fault starts afresh"
+        );
+        assert_eq!(t.failed(t0 + Duration::from_secs(4001), "refused"), None);
+        assert_eq!(
+            t.failed(t0 + Duration::from_secs(4002), "timed out"),
+            Some(Report::First),
+            "another cause is logged at once"
+        );
     }
 }

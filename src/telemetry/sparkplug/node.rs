@@ -30,6 +30,7 @@ use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
 use crate::telemetry::connection::{self, Ended, Server};
 use crate::telemetry::durable::{Durable, Stamp};
 use crate::telemetry::guard::{CommandId, Origin};
+use crate::util::throttle::{Report, Throttle};
 
 impl Pending {
     /// Start the session. Fails only when the TLS files cannot be used.
@@ -82,6 +83,7 @@ impl Pending {
             rates: BTreeMap::new(),
             host_ts: 0,
             stopping: None,
+            connect_log: Throttle::default(),
         };
         Ok((tokio::spawn(session.run()), counts))
     }
@@ -94,6 +96,8 @@ const COMMANDS_IN_FLIGHT: usize = 4;
 const ID_METRIC: &str = "Queue/Message Id";
 
 struct Session {
+    /// Failed connects: logged at the start, once a minute while they last, and at the end.
+    connect_log: Throttle,
     cfg: MqttConfig,
     sp: SparkplugConfig,
     topics: Topics,
@@ -491,8 +495,19 @@ impl Session {
         let state_topic = host.as_deref().map(Topics::state);
         if let Err(e) = connection::connect(&mut eventloop).await {
             let why = connection::explain(&e, server);
-            tracing::warn!(%server, error = %why, "Sparkplug connection refused or failed; trying again (the next broker, if several are configured)");
+            match self.connect_log.failed(std::time::Instant::now(), &format!("{server}: {why}")) {
+                Some(Report::First) => {
+                    tracing::warn!(%server, error = %why, "Sparkplug connection refused or failed; trying again (the next broker, if several are configured)")
+                }
+                Some(Report::Still { repeats, total, for_s }) => {
+                    tracing::warn!(%server, error = %why, repeats, total, for_s, "Sparkplug connection still failing (logged once a minute)")
+                }
+                None => {}
+            }
             return Ended::Failed { was_connected: false };
+        }
+        if let Some((down, attempts)) = self.connect_log.recovered(std::time::Instant::now()) {
+            tracing::info!(%server, down_s = down.as_secs(), attempts, "connected after failed attempts");
         }
         tracing::info!(%server, bd_seq = bd, "Sparkplug session connected");
         if let Some(d) = &mut self.durable {
