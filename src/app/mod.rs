@@ -85,8 +85,6 @@ pub struct Running {
     pub stats: Arc<NodeStats>,
     /// Tells capture threads to stop.
     stop: Arc<AtomicBool>,
-    /// Frames judged by any worker.
-    progress: Arc<AtomicU64>,
     /// What must not hang; the systemd watchdog and the PLC heartbeat follow it.
     liveness: Arc<Liveness>,
     /// Says, while it exists, that the node runs; removed by a stop in order.
@@ -129,7 +127,7 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
         tasks::task_stats(&entries),
     );
     running.results = Some(tokio::spawn(results));
-    running.stats = node_stats(&outputs, &groups, entries, running.stats.heartbeats.clone(), &sessions);
+    running.stats = node_stats(&outputs, &groups, entries, line.heartbeats.clone(), &sessions);
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
     let commander = start_command_router(config, &line.points, &outputs, &sessions, &mut running);
     let sparkplug_task =
@@ -183,14 +181,17 @@ fn line_io(config: &Config, outputs: &Outputs, running: &mut Running) -> LineIo 
         Some(rx)
     });
     let line_running = config.line.running.as_ref().and_then(|name| points.subscribe(name));
-    if let (Some(reg), Some(hb)) = (outputs.heartbeat(), &config.modbus.heartbeat) {
-        let beats = Arc::new(AtomicU64::new(0));
-        let alive = running.liveness.clone();
-        running.background.push(tokio::spawn(heartbeat::run(reg.clone(), hb.period.get(), beats.clone(), alive)));
-        Arc::get_mut(&mut running.stats).expect("not shared yet").heartbeats = Some(beats);
-    }
+    let heartbeats = match (outputs.heartbeat(), &config.modbus.heartbeat) {
+        (Some(reg), Some(hb)) => {
+            let beats = Arc::new(AtomicU64::new(0));
+            let alive = running.liveness.clone();
+            running.background.push(tokio::spawn(heartbeat::run(reg.clone(), hb.period.get(), beats.clone(), alive)));
+            Some(beats)
+        }
+        _ => None,
+    };
     let reject_window = config.stack_light.ng_rate.as_ref().map(|n| Arc::new(RejectWindow::new(n.window)));
-    LineIo { points, encoder, running: line_running, reject_window }
+    LineIo { points, encoder, running: line_running, reject_window, heartbeats }
 }
 
 /// Every task, wired into its model's group; cameras are returned, not started.
@@ -319,7 +320,6 @@ fn start_workers(config: &Config, groups: BTreeMap<&str, Group>, running: &mut R
             batch_wait: cfg.batch_wait.get(),
             bell: g.bell,
             iou: 0.7,
-            progress: running.progress.clone(),
             stats: g.stats,
             busy: running
                 .liveness
@@ -374,7 +374,6 @@ impl Running {
                 models: BTreeMap::new(),
             }),
             stop: Arc::new(AtomicBool::new(false)),
-            progress: Arc::new(AtomicU64::new(0)),
             liveness: Arc::new(Liveness::default()),
             marker: None,
             cameras: Vec::new(),

@@ -34,6 +34,8 @@ pub struct LineIo {
     pub encoder: Option<watch::Receiver<Option<Position>>>,
     pub running: Option<watch::Receiver<Sample>>,
     pub reject_window: Option<Arc<RejectWindow>>,
+    /// Heartbeat writes acknowledged, when a heartbeat is configured.
+    pub heartbeats: Option<Arc<AtomicU64>>,
 }
 
 /// What building a task leaves behind for the rest of the start.

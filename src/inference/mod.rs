@@ -260,8 +260,6 @@ pub struct Worker {
     pub batch_wait: Duration,
     pub bell: Arc<Doorbell>,
     pub iou: f32,
-    /// Incremented per judged frame; the systemd watchdog feeds only while it moves.
-    pub progress: Arc<AtomicU64>,
     pub stats: Arc<ModelStats>,
     /// Marked while an inference call runs: one that does not return is a hang (the
     /// watchdog and the heartbeat stop), unlike an idle worker.
@@ -401,7 +399,6 @@ impl Worker {
 
     fn send(&self, i: usize, inspection: Inspection) {
         let m = &self.members[i];
-        self.progress.fetch_add(1, Ordering::Relaxed);
         m.task_progress.fetch_add(1, Ordering::Relaxed);
         // A controller that is gone is shutting down; its queue is closed and drains.
         let _ = m.events.send(PartEvent::Inspected(inspection));

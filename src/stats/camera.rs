@@ -2,8 +2,8 @@
 //! and the supervisor.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
+
+use crate::util::time::monotonic_ms;
 
 /// Camera state as telemetry reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,18 +43,12 @@ pub struct CameraStats {
     /// Frames identical to the one before (not inspected: not a fresh image).
     pub repeated: AtomicU64,
     status: AtomicU8,
-    /// When the last new (not repeated) frame arrived, in ms since [`clock`].
+    /// When the last new (not repeated) frame arrived, in ms on [`monotonic_ms`].
     last_new_ms: AtomicU64,
     /// No new frame for longer than this is a stall; 0 when the frame interval is unknown.
     stall_after_ms: AtomicU64,
     /// The same frame came `stall_frames` times in a row.
     frozen: AtomicBool,
-}
-
-/// Milliseconds on a monotonic clock shared by every camera.
-fn clock() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl CameraStats {
@@ -64,7 +58,7 @@ impl CameraStats {
         match self.status.load(Ordering::Relaxed) {
             1 => {
                 let limit = self.stall_after_ms.load(Ordering::Relaxed);
-                let silent = clock().saturating_sub(self.last_new_ms.load(Ordering::Relaxed));
+                let silent = monotonic_ms().saturating_sub(self.last_new_ms.load(Ordering::Relaxed));
                 if self.frozen.load(Ordering::Relaxed) || (limit > 0 && silent > limit) {
                     CameraStatus::Stalled
                 } else {
@@ -88,13 +82,13 @@ impl CameraStats {
 
     /// A new (not repeated) frame arrived now.
     pub fn mark_new_frame(&self) {
-        self.last_new_ms.store(clock(), Ordering::Relaxed);
+        self.last_new_ms.store(monotonic_ms(), Ordering::Relaxed);
     }
 
     /// Set by the capture thread, the state's one writer.
     pub fn set_status(&self, s: CameraStatus) {
         if s == CameraStatus::Online {
-            self.last_new_ms.store(clock(), Ordering::Relaxed);
+            self.last_new_ms.store(monotonic_ms(), Ordering::Relaxed);
             self.frozen.store(false, Ordering::Relaxed);
         }
         self.status.store(s as u8, Ordering::Relaxed);

@@ -8,13 +8,14 @@
 //! while they work; a watcher asks [`Liveness::stuck`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Milliseconds on a process-wide monotonic clock, plus one (0 means "idle").
+use crate::util::time::monotonic_ms;
+
+/// The shared monotonic clock, plus one (0 means "idle").
 fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    monotonic_ms() + 1
 }
 
 /// One piece of work that should end: an inference worker's current call.

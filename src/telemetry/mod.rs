@@ -40,16 +40,16 @@ impl Telemetry {
     /// its document (for in-process observers) and false when a dialect's
     /// buffer was full (the caller counts it).
     pub fn result(&self, result: &PartResult) -> (Value, bool) {
-        let doc = &json::result_doc(result);
+        let doc = json::result_doc(result);
         let task = &*result.task;
         let mut ok = true;
         if let Some(m) = &self.json {
-            ok &= m.publish_durable(m.topics.result(task), serde_json::to_vec(doc).unwrap_or_default(), false);
+            ok &= m.publish_durable(m.topics.result(task), serde_json::to_vec(&doc).unwrap_or_default(), false);
         }
         if let Some(sp) = &self.sparkplug {
-            ok &= sp.result(task, doc);
+            ok &= sp.result(task, &doc);
         }
-        (doc.clone(), ok)
+        (doc, ok)
     }
 
     /// A task's life: `warming` while its model loads (a TensorRT engine build can take

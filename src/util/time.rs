@@ -98,6 +98,13 @@ pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     Some(secs * 1000 + millis)
 }
 
+/// Milliseconds on one monotonic clock shared by the whole process (from its first use), for
+/// timestamps kept in atomics (camera frames, busy workers).
+pub fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
