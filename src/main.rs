@@ -163,7 +163,7 @@ fn run(path: PathBuf) -> ExitCode {
             }
         };
         tracing::info!("inspecting");
-        let on_signal = Answers { path: path.clone(), running: loaded, stats: running.stats.clone() };
+        let on_signal = Answers { reloader: running.reloader(), stats: running.stats.clone() };
         let stopped = running.run_until(signals.stop_requested(on_signal)).await;
         if stopped.outputs_safe {
             tracing::info!("stopped cleanly");
@@ -179,32 +179,18 @@ fn run(path: PathBuf) -> ExitCode {
 
 /// What the daemon does on SIGHUP and SIGUSR1.
 struct Answers {
-    path: PathBuf,
-    /// The config the node runs.
-    running: config::LoadedConfig,
+    reloader: app::reload::Reloader,
     stats: std::sync::Arc<linesight::stats::NodeStats>,
 }
 
 impl service::signals::OnSignal for Answers {
-    /// Check the file whole. An invalid file is refused with every problem and the running
-    /// config stays. A valid, changed one is reported: applying it needs a restart (hot reload
-    /// is not built yet), never a half-applied config.
+    /// Read the file again and apply it between two parts, or refuse it whole (see
+    /// `app::reload`); the outcome is logged and published in the stats' `config` section.
     fn reload(&mut self) {
-        match config::load_file(&self.path) {
-            Err(errors) => {
-                for d in &errors.0 {
-                    tracing::error!(problem = %d, "config reload refused; the running config stays");
-                }
-            }
-            Ok(new) => {
-                let same = serde_json::to_value(new.config()).ok() == serde_json::to_value(self.running.config()).ok();
-                if same {
-                    tracing::info!(config = %self.path.display(), "config checked: valid and unchanged");
-                } else {
-                    tracing::warn!(config = %self.path.display(), "config checked: valid but changed; it takes effect at the next restart (systemctl restart linesight): changes are not applied while running yet");
-                }
-            }
-        }
+        let reloader = self.reloader.clone();
+        tokio::spawn(async move {
+            let _ = reloader.reload("SIGHUP").await;
+        });
     }
 
     fn status(&mut self) {

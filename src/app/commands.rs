@@ -1,6 +1,7 @@
 //! Where remote commands land. Telemetry parses and audits them and sends
 //! each as a [`CommandRequest`]; this routes it to the one thing it may
-//! change: a task's control (enabled, threshold) or a point the config marks
+//! change: a task's control (enabled, threshold), the running config (`reload`: the file
+//! is read again and applied or refused whole, see [`super::reload`]), or a point the config marks
 //! writable, through the same guarded, rate-limited path as every other
 //! Modbus write. Commands are executed one at a time, in arrival order.
 
@@ -19,18 +20,20 @@ pub struct Router {
     pub points: Points,
     pub outputs: Outputs,
     pub tasks: BTreeMap<String, Arc<TaskControl>>,
+    /// Applies the config file again (`reload`).
+    pub reloader: super::reload::Reloader,
 }
 
 impl Router {
     /// Answer requests until every sender (the MQTT doors) is gone.
     pub async fn run(self, mut requests: mpsc::Receiver<CommandRequest>) {
         while let Some(req) = requests.recv().await {
-            let result = self.execute(&req.command).await;
+            let result = self.execute(&req.command, &req.source).await;
             let _ = req.reply.send(result);
         }
     }
 
-    async fn execute(&self, cmd: &Command) -> Result<(), String> {
+    async fn execute(&self, cmd: &Command, source: &str) -> Result<(), String> {
         match cmd {
             Command::SetPoint { point, value } => {
                 let p = self.points.get(point).ok_or_else(|| format!("no point `{point}` in the config"))?;
@@ -43,6 +46,7 @@ impl Router {
             Command::EnableTask { task } => self.task(task)?.set_enabled(true),
             Command::DisableTask { task } => self.task(task)?.set_enabled(false),
             Command::SetThreshold { task, threshold } => self.task(task)?.set_threshold(*threshold),
+            Command::Reload => self.reloader.reload(source).await.map(|_| ()),
             // Answered by the Sparkplug session itself; never routed here.
             Command::Rebirth => Err("rebirth is the Sparkplug session's".into()),
         }

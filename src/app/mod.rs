@@ -23,6 +23,7 @@ pub mod commands;
 pub mod models;
 pub mod publish;
 pub mod purge;
+pub mod reload;
 pub mod sessions;
 pub mod stop;
 pub mod supervisor;
@@ -102,6 +103,8 @@ pub struct Running {
     /// Trigger tasks: stopped first at shutdown, like the cameras (they
     /// announce parts, and hold the controllers' event channels open).
     triggers: Vec<JoinHandle<()>>,
+    /// Applies a changed config file (SIGHUP, the `reload` command).
+    reloader: Option<reload::Reloader>,
 }
 
 /// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
@@ -119,7 +122,7 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     let mut groups = models::load_all(config, env, threads, &sessions.telemetry).await?;
     let (results_tx, results_rx) = mpsc::channel(RESULTS_BUFFER);
     let built = build_tasks(config, &outputs, &line, results_tx, &mut groups, &mut opts, &mut running)?;
-    let (entries, watched, cameras, gates) = split(built);
+    let (entries, watched, cameras, gates, handles) = split(built);
     let results = publish::forward_results(
         results_rx,
         sessions.telemetry.clone(),
@@ -128,8 +131,10 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     );
     running.results = Some(tokio::spawn(results));
     running.stats = node_stats(&outputs, &groups, entries, line.heartbeats.clone(), &sessions);
+    let reloader = reloader(loaded, handles, &groups, env, &running.stats);
+    running.reloader = Some(reloader.clone());
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
-    let commander = start_command_router(config, &line.points, &outputs, &sessions, &mut running);
+    let commander = start_command_router(config, &line.points, &outputs, &sessions, reloader, &mut running);
     let sparkplug_task =
         sessions.start_publishers(config, &running.stats, &line.points.points, commander, &mut running.background)?;
     start_workers(config, groups, &mut running)?;
@@ -219,20 +224,38 @@ type Split = (
     Vec<supervisor::WatchedTask>,
     Vec<crate::camera::Camera>,
     Vec<(String, Gate)>,
+    BTreeMap<String, reload::TaskHandles>,
 );
 
 fn split(built: Vec<(String, BuiltTask)>) -> Split {
     let mut entries = BTreeMap::new();
+    let mut handles = BTreeMap::new();
     let (mut watched, mut cameras, mut gates) = (Vec::new(), Vec::new(), Vec::new());
     for (name, b) in built {
         if let Some(g) = b.gate {
             gates.push((name.clone(), g));
         }
+        handles.insert(name.clone(), b.reload);
         entries.insert(name, b.entry);
         watched.push(b.watched);
         cameras.push(b.camera);
     }
-    (entries, watched, cameras, gates)
+    (entries, watched, cameras, gates, handles)
+}
+
+/// The one owner of the running config, for SIGHUP and the `reload` command.
+fn reloader(
+    loaded: &LoadedConfig,
+    tasks: BTreeMap<String, reload::TaskHandles>,
+    groups: &BTreeMap<&str, Group>,
+    env: &'static ort::environment::Environment,
+    stats: &NodeStats,
+) -> reload::Reloader {
+    let models = groups
+        .iter()
+        .map(|(name, g)| (name.to_string(), reload::ModelHandles { swaps: g.swap_tx.clone(), threads: g.threads }))
+        .collect();
+    reload::Reloader::new(loaded, tasks, models, env, stats.reloads.clone())
 }
 
 /// The registry of every figure, now that every task exists.
@@ -251,6 +274,7 @@ fn node_stats(
         faults: Arc::new(Faults::default()),
         heartbeats,
         mqtt_queue: sessions.queue_stats(),
+        reloads: Default::default(),
     })
 }
 
@@ -295,12 +319,14 @@ fn start_command_router(
     points: &Points,
     outputs: &Outputs,
     sessions: &Sessions,
+    reloader: reload::Reloader,
     running: &mut Running,
 ) -> crate::telemetry::commands::Commander {
     let (route, requests) = mpsc::channel(COMMAND_BUFFER);
     let router = commands::Router {
         points: points.clone(),
         outputs: outputs.clone(),
+        reloader,
         tasks: running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect(),
     };
     running.background.push(tokio::spawn(router.run(requests)));
@@ -315,6 +341,7 @@ fn start_workers(config: &Config, groups: BTreeMap<&str, Group>, running: &mut R
         let worker = Worker {
             model: model_name.into(),
             loaded: g.loaded,
+            swaps: g.swaps,
             members: g.members,
             batch: cfg.batch,
             batch_wait: cfg.batch_wait.get(),
@@ -372,6 +399,7 @@ impl Running {
                 heartbeats: None,
                 mqtt_queue: None,
                 models: BTreeMap::new(),
+                reloads: Default::default(),
             }),
             stop: Arc::new(AtomicBool::new(false)),
             liveness: Arc::new(Liveness::default()),
@@ -386,6 +414,12 @@ impl Running {
             sparkplug: None,
             background: Vec::new(),
             triggers: Vec::new(),
+            reloader: None,
         }
+    }
+
+    /// Applies a changed config file while the line runs.
+    pub fn reloader(&self) -> reload::Reloader {
+        self.reloader.clone().expect("set by start")
     }
 }

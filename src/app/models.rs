@@ -16,7 +16,7 @@ use crate::config::{Config, ModelConfig, ProviderConfig, RulesConfig};
 use crate::decision::rules::{ClassifierRule, DetectionRule, Rule};
 use crate::decision::Band;
 use crate::inference::runtime::ProviderReport;
-use crate::inference::{Loaded, Member};
+use crate::inference::{Loaded, Member, ModelSwap};
 use crate::part::queue::Doorbell;
 use crate::stats::ModelStats;
 use crate::telemetry::Telemetry;
@@ -71,12 +71,21 @@ async fn load_one(
             Err(why)
         }
     };
-    Group { loaded, bell: Arc::new(Doorbell::default()), members: Vec::new(), stats }
+    let (swap_tx, swaps) = std::sync::mpsc::channel();
+    Group {
+        loaded,
+        bell: Arc::new(Doorbell::default()),
+        members: Vec::new(),
+        stats,
+        threads: model_threads,
+        swap_tx,
+        swaps,
+    }
 }
 
 /// Off the runtime threads: loading blocks, and the first run is where lazy providers
 /// (TensorRT with dynamic shapes) build their engine.
-async fn load_and_warm(
+pub(super) async fn load_and_warm(
     model_cfg: &ModelConfig,
     env: &'static ort::environment::Environment,
     threads: usize,
@@ -109,6 +118,11 @@ pub struct Group {
     pub bell: Arc<Doorbell>,
     pub members: Vec<Member>,
     pub stats: Arc<ModelStats>,
+    /// Its share of the inference threads (a model swapped in by a reload gets the same).
+    pub threads: usize,
+    /// Where a reload sends a replacement, and where the worker takes it.
+    pub swap_tx: std::sync::mpsc::Sender<ModelSwap>,
+    pub swaps: std::sync::mpsc::Receiver<ModelSwap>,
 }
 
 /// Each model the tasks use, with its tasks.
@@ -147,6 +161,13 @@ pub struct ModelInfo {
     pub classes: Vec<String>,
     /// The task's NG threshold: a probability for classifiers, the minimum confidence for detectors.
     pub threshold: f32,
+}
+
+impl ModelInfo {
+    /// `name@version`, as results name the model that judged them.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
 }
 
 /// A task's verdict rule for a loaded model, from the task's `rules`.

@@ -289,6 +289,7 @@ mod tests {
                 part_id: 1,
                 captured: std::time::Instant::now(),
                 captured_wall: std::time::SystemTime::now(),
+                stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
             },
             image: opencv::core::Mat::default(),
             is_part: true,

@@ -4,25 +4,26 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::models::{rule_for, unusable_rule, Group, ModelInfo};
+use super::reload::{gate_at, TaskHandles};
 use super::supervisor::WatchedTask;
 use super::{Running, StartError};
 use crate::camera::{Camera, Opener};
 use crate::config::{CameraMode, Config, RejectConfig, TaskConfig};
-use crate::decision::controller::{Controller, GateDistance, RejectPlan};
+use crate::decision::controller::{Controller, RejectPlan, TaskSettings};
 use crate::decision::reject::{Gate, GateSettings};
 use crate::inference::Member;
 use crate::line::trigger;
 use crate::modbus::handshake;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
-use crate::part::control::{CommandLimits, TaskControl};
+use crate::part::control::{CommandLimits, TaskControl, Versions};
 use crate::part::queue::FrameQueue;
 use crate::part::sample::{Position, Sample};
 use crate::part::{PartResult, Verdict, Waiting};
@@ -45,6 +46,8 @@ pub struct BuiltTask {
     pub camera: Camera,
     /// The task's reject gate, for the purge after an unclean stop.
     pub gate: Option<Gate>,
+    /// What a reload may change.
+    pub reload: TaskHandles,
 }
 
 /// Everything a task needs from the rest of the node.
@@ -94,33 +97,37 @@ impl Wiring<'_> {
         let handshake = self.handshake(task, handshake_stats.clone(), running)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let task_arc: Arc<str> = name.into();
-        let floor = rule.score_floor();
-        let controller = Controller {
-            task: task_arc.clone(),
+        let floor = Arc::new(Versions::new(rule.score_floor()));
+        let settings = Arc::new(Versions::new(TaskSettings {
             rule,
             classes: info.classes.clone().into(),
+            model_label: info.label().into(),
+            uncertain: task.rules.uncertain.as_ref().map(|u| u.action).unwrap_or_default(),
+            gate_at: gate_at(task.reject.as_ref()),
+        }));
+        let controller = Controller {
+            task: task_arc.clone(),
+            settings: settings.clone(),
             inference_timeout: task.inference_timeout.get(),
             part_per_frame: cam_cfg.mode != CameraMode::FreeRunning,
             reject,
             results: self.results.clone(),
             stats: stats.clone(),
-            model_label: format!("{}@{}", info.name, info.version).into(),
             handshake,
             reject_window: self.line.reject_window.clone(),
-            uncertain: task.rules.uncertain.as_ref().map(|u| u.action).unwrap_or_default(),
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
         let queue = Arc::new(FrameQueue::with_doorbell(cam_cfg.queue, group.bell.clone()));
         group.members.push(Member {
             task: task_arc,
-            floor,
+            floor: floor.clone(),
             queue: queue.clone(),
             events: events_tx.clone(),
             max_age: task.inference_timeout.get(),
             task_progress: task_progress.clone(),
             control: control.clone(),
         });
-        let waiting = self.trigger(task, &events_tx, &stats, running)?;
+        let waiting = self.trigger(task, &events_tx, &stats, &control, running)?;
         let watched = WatchedTask {
             name: name.to_string(),
             camera: task.camera.clone(),
@@ -140,17 +147,20 @@ impl Wiring<'_> {
             opener: opener.unwrap_or_else(|| Camera::opener_for(&cam_cfg.source, cam_cfg.timeout.get())),
             waiting,
             max_age: task.inference_timeout.get(),
+            control: control.clone(),
         };
+        let model_doc = Arc::new(RwLock::new(model_doc(&info)));
         let entry = TaskEntry {
             camera: task.camera.clone(),
             camera_stats: cam_stats,
             stats,
             provider: provider.to_string(),
             handshake: handshake_stats,
-            control,
-            model: model_doc(&info),
+            control: control.clone(),
+            model: model_doc.clone(),
         };
-        Ok(BuiltTask { entry, watched, camera, gate })
+        let reload = TaskHandles { control, settings, floor, model_doc };
+        Ok(BuiltTask { entry, watched, camera, gate, reload })
     }
 
     /// The task's reject gate, started, and where it sits downstream.
@@ -175,12 +185,7 @@ impl Wiring<'_> {
         };
         let (gate, gate_task) = Gate::start(Arc::new(handle), settings, stats.clone());
         running.gates.push(gate_task);
-        let at = match (r.delay, r.distance) {
-            (_, Some(n)) => GateDistance::Counts(n),
-            (Some(d), None) => GateDistance::Delay(d.get()),
-            (None, None) => GateDistance::Delay(Duration::ZERO), // refused by validation
-        };
-        Ok(RejectPlan { gate, output: r.output.clone(), at, encoder: self.line.encoder.clone() })
+        Ok(RejectPlan { gate, output: r.output.clone(), encoder: self.line.encoder.clone() })
     }
 
     /// The result block the PLC reads this task's verdicts from, if it has one.
@@ -213,6 +218,7 @@ impl Wiring<'_> {
         task: &TaskConfig,
         events: &mpsc::UnboundedSender<crate::part::PartEvent>,
         stats: &Arc<TaskStats>,
+        control: &Arc<TaskControl>,
         running: &mut Running,
     ) -> Result<Option<Waiting>, StartError> {
         let Some(t) = &task.trigger else { return Ok(None) };
@@ -230,13 +236,14 @@ impl Wiring<'_> {
             waiting.clone(),
             events.clone(),
             stats.clone(),
+            control.clone(),
         )));
         Ok(Some(waiting))
     }
 }
 
 /// The task's model as the stats message reports it.
-fn model_doc(info: &ModelInfo) -> serde_json::Value {
+pub fn model_doc(info: &ModelInfo) -> serde_json::Value {
     json!({
         "name": info.name,
         "version": info.version,

@@ -52,6 +52,8 @@ pub struct Camera {
     pub waiting: Option<crate::part::Waiting>,
     /// Triggered mode: a part waiting longer than this already got ERROR; its frame is not taken.
     pub max_age: Duration,
+    /// The task's settings: each part frame is stamped with them when it is captured.
+    pub control: Arc<crate::part::control::TaskControl>,
 }
 
 impl Camera {
@@ -265,6 +267,7 @@ impl Camera {
             part_id: seq,
             captured: Instant::now(),
             captured_wall: SystemTime::now(),
+            stamp: self.control.stamp(),
         };
         if is_part {
             // Announce before queueing so the controller's deadline starts at capture.

@@ -22,19 +22,33 @@ use tokio::sync::{oneshot, watch};
 use super::reject::{Arrival, Gate, GateOutcome};
 use super::rules::Rule;
 use crate::config::UncertainAction;
+use crate::part::control::Versions;
 use crate::part::result::RejectReport;
 use crate::part::sample::Position;
 use crate::part::{Judgement, PartEvent, PartInfo, PartResult, Verdict};
 use crate::stats::{RejectWindow, TaskStats};
+
+/// What a reload may replace in a task's decisions. A part is judged and timed by the settings
+/// of the generation it was announced in ([`crate::part::control::Stamp`]).
+pub struct TaskSettings {
+    /// How the task turns model outputs into verdicts.
+    pub rule: Rule,
+    pub classes: Arc<[String]>,
+    /// `name@version` of the task's model.
+    pub model_label: Arc<str>,
+    /// What happens to an UNCERTAIN part.
+    pub uncertain: UncertainAction,
+    /// How far downstream the gate is, when the task has one.
+    pub gate_at: GateDistance,
+}
 
 /// One task's decisions: judges each inspected frame by the task's rule,
 /// sends the part to the gate, and hands the finished part out as a
 /// [`PartResult`].
 pub struct Controller {
     pub task: Arc<str>,
-    /// How the task turns model outputs into verdicts.
-    pub rule: Rule,
-    pub classes: Arc<[String]>,
+    /// The task's settings by config generation.
+    pub settings: Arc<Versions<TaskSettings>>,
     pub inference_timeout: Duration,
     /// Frames stand for parts (registered with a deadline) rather than being free-running samples.
     pub part_per_frame: bool,
@@ -43,20 +57,15 @@ pub struct Controller {
     /// counts the result as `telemetry_dropped` rather than holding up the next part.
     pub results: mpsc::Sender<PartResult>,
     pub stats: Arc<TaskStats>,
-    /// `name@version` of the task's model.
-    pub model_label: Arc<str>,
     /// The result block the PLC reads verdicts from, if any.
     pub handshake: Option<mpsc::UnboundedSender<(u64, Verdict)>>,
     /// The recent reject share the stack light shows.
     pub reject_window: Option<Arc<RejectWindow>>,
-    /// What happens to an UNCERTAIN part.
-    pub uncertain: UncertainAction,
 }
 
 pub struct RejectPlan {
     pub gate: Gate,
     pub output: String,
-    pub at: GateDistance,
     /// The line's position, for `GateDistance::Counts`.
     pub encoder: Option<watch::Receiver<Option<Position>>>,
 }
@@ -69,9 +78,9 @@ pub enum GateDistance {
 }
 
 impl RejectPlan {
-    /// When a part announced at `announced` reaches the gate.
-    fn arrival(&self, announced: Instant) -> Arrival {
-        match self.at {
+    /// When a part announced at `announced` reaches a gate `at` downstream.
+    fn arrival(&self, at: GateDistance, announced: Instant) -> Arrival {
+        match at {
             GateDistance::Delay(d) => Arrival::Time(announced + d),
             GateDistance::Counts(n) => {
                 // The encoder is read every few ms: place the part where the
@@ -101,12 +110,19 @@ impl Controller {
                         let due = Instant::from_std(p.captured) + this.inference_timeout;
                         deadlines.insert((due, p.part_id), ());
                         if let Some(plan) = &this.reject {
-                            at_gate.insert(p.part_id, plan.gate.enter(p.part_id, plan.arrival(Instant::from_std(p.captured))));
+                            // A part whose settings are gone (see `Versions`) is thrown out where the
+                            // newest settings put the gate: it will be judged ERROR.
+                            let s = this.settings_of(&p);
+                            let arrival = plan.arrival(s.gate_at, Instant::from_std(p.captured));
+                            at_gate.insert(p.part_id, plan.gate.enter(p.part_id, arrival));
                         }
                         pending.insert(p.part_id, p);
                     }
                     Some(PartEvent::Inspected(inspection)) => {
-                        let j = this.rule.judge(inspection);
+                        let j = match this.settings.at(inspection.part.stamp.generation) {
+                            Some(s) => s.rule.judge(inspection),
+                            None => Judgement::error(inspection.part, "its settings were replaced by reloads while it waited".into()),
+                        };
                         let tracked = pending.remove(&j.part.part_id);
                         if let Some(p) = &tracked {
                             deadlines.remove(&(Instant::from_std(p.captured) + this.inference_timeout, p.part_id));
@@ -158,12 +174,18 @@ impl Controller {
         while in_flight.join_next().await.is_some() {}
     }
 
+    /// The settings `p` is judged and timed by; the newest when its own are gone.
+    fn settings_of(&self, p: &PartInfo) -> Arc<TaskSettings> {
+        self.settings.at(p.stamp.generation).unwrap_or_else(|| self.settings.latest())
+    }
+
     async fn finish(
         self: &Arc<Self>,
         j: Judgement,
         in_flight: &mut JoinSet<()>,
         at_gate: &mut HashMap<u64, oneshot::Receiver<GateOutcome>>,
     ) {
+        let s = self.settings_of(&j.part);
         let decided = Instant::now();
         let captured = Instant::from_std(j.part.captured);
         let to_decision = decided.saturating_duration_since(captured);
@@ -173,7 +195,7 @@ impl Controller {
             self.stats.inference_ms.record(j.inference_ms);
         }
         self.stats.capture_to_decision_ms.record(ms(to_decision));
-        let rejects = j.verdict.rejects(self.uncertain);
+        let rejects = j.verdict.rejects(s.uncertain);
         if let Some(w) = &self.reject_window {
             w.record(rejects);
         }
@@ -182,16 +204,16 @@ impl Controller {
         }
         let mut result = PartResult {
             task: self.task.clone(),
-            classes: self.classes.clone(),
-            model: self.model_label.clone(),
+            classes: s.classes.clone(),
+            model: s.model_label.clone(),
             capture_to_decision_ms: ms(to_decision),
             capture_to_reject_ack_ms: None,
-            uncertain_action: (j.verdict == Verdict::Uncertain).then_some(self.uncertain),
+            uncertain_action: (j.verdict == Verdict::Uncertain).then_some(s.uncertain),
             flagged: false,
             reject: None,
             judgement: j,
         };
-        if result.judgement.verdict == Verdict::Uncertain && self.uncertain == UncertainAction::Flag {
+        if result.judgement.verdict == Verdict::Uncertain && s.uncertain == UncertainAction::Flag {
             self.stats.flagged.fetch_add(1, Ordering::Relaxed);
             result.flagged = true;
         }
@@ -207,7 +229,7 @@ impl Controller {
         // enters now, and only if it must be thrown out.
         let outcome = match at_gate.remove(&id) {
             Some(rx) => Some(rx),
-            None if rejects => Some(plan.gate.enter(id, plan.arrival(captured))),
+            None if rejects => Some(plan.gate.enter(id, plan.arrival(s.gate_at, captured))),
             None => None,
         };
         plan.gate.verdict(id, rejects);
@@ -280,15 +302,31 @@ mod tests {
             part_id: id,
             captured: tokio::time::Instant::now().into_std(),
             captured_wall: SystemTime::now(),
+            stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
+        }
+    }
+
+    /// OK below `band`, UNCERTAIN from it, NG from `threshold`; the gate `delay_ms` downstream.
+    fn settings(threshold: f32, band: f32, delay_ms: u64, uncertain: UncertainAction) -> TaskSettings {
+        TaskSettings {
+            rule: Rule::Classifier(ClassifierRule {
+                ok: vec![true, false],
+                ng_threshold: threshold,
+                band: Some(Band { from: band }),
+            }),
+            classes: vec!["good".to_string(), "bad".to_string()].into(),
+            model_label: format!("m@{threshold}").into(),
+            uncertain,
+            gate_at: GateDistance::Delay(Duration::from_millis(delay_ms)),
         }
     }
 
     /// A frame the model scored P(NG) = `ng`: OK below 0.3, UNCERTAIN from 0.3, NG from 0.5.
     fn inspected(p: PartInfo, ng: f32) -> Inspection {
         Inspection {
+            threshold: p.stamp.threshold,
             part: p,
             output: Ok(ModelOutput::Probs(vec![1.0 - ng, ng])),
-            threshold: 0.5,
             preprocess_ms: 1.0,
             inference_ms: 2.0,
         }
@@ -306,26 +344,14 @@ mod tests {
         let (results, rx) = mpsc::channel(16);
         let c = Controller {
             task: "t".into(),
-            rule: Rule::Classifier(ClassifierRule {
-                ok: vec![true, false],
-                ng_threshold: 0.5,
-                band: Some(Band { from: 0.3 }),
-            }),
-            classes: vec!["good".to_string(), "bad".to_string()].into(),
+            settings: Arc::new(Versions::new(settings(0.5, 0.3, 100, UncertainAction::Reject))),
             inference_timeout: Duration::from_millis(50),
             part_per_frame: true,
-            reject: Some(RejectPlan {
-                gate,
-                output: "gate".into(),
-                at: GateDistance::Delay(Duration::from_millis(100)),
-                encoder: None,
-            }),
+            reject: Some(RejectPlan { gate, output: "gate".into(), encoder: None }),
             handshake: None,
             reject_window: None,
-            uncertain: UncertainAction::Reject,
             results,
             stats: stats.clone(),
-            model_label: "m@1".into(),
         };
         (c, rec, rx, stats)
     }
@@ -384,7 +410,7 @@ mod tests {
             [(UncertainAction::Reject, true), (UncertainAction::Pass, false), (UncertainAction::Flag, false)]
         {
             let (mut c, rec, mut results, stats) = controller();
-            c.uncertain = action;
+            c.settings = Arc::new(Versions::new(settings(0.5, 0.3, 100, action)));
             let (tx, rx) = mpsc::unbounded_channel();
             let run = tokio::spawn(c.run(rx));
             tx.send(PartEvent::Captured(part(1))).unwrap();
@@ -399,5 +425,51 @@ mod tests {
             assert_eq!(stats.uncertain.load(Ordering::Relaxed), 1);
             assert_eq!(stats.flagged.load(Ordering::Relaxed), u64::from(action == UncertainAction::Flag));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_applies_to_parts_announced_after_it_and_never_to_earlier_ones() {
+        let (mut c, rec, mut results, _stats) = controller();
+        let versions = Arc::new(Versions::new(settings(0.5, 0.3, 100, UncertainAction::Pass)));
+        c.settings = versions.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let run = tokio::spawn(c.run(rx));
+        let t0 = tokio::time::Instant::now();
+        let old = part(1);
+        tx.send(PartEvent::Captured(old.clone())).unwrap();
+        // The reload: a lower threshold and the gate further away, for generation 1 on.
+        versions.push(1, settings(0.35, 0.2, 200, UncertainAction::Pass));
+        let mut new = part(2);
+        new.stamp = crate::part::control::Stamp { generation: 1, threshold: 0.35 };
+        tx.send(PartEvent::Captured(new.clone())).unwrap();
+        tx.send(PartEvent::Inspected(inspected(old, 0.4))).unwrap();
+        tx.send(PartEvent::Inspected(inspected(new, 0.4))).unwrap();
+        let a = results.recv().await.unwrap();
+        let b = results.recv().await.unwrap();
+        drop(tx);
+        run.await.unwrap();
+        assert_eq!((a.judgement.part.part_id, a.judgement.verdict, &*a.model), (1, Verdict::Uncertain, "m@0.5"));
+        assert_eq!((b.judgement.part.part_id, b.judgement.verdict, &*b.model), (2, Verdict::Ng, "m@0.35"));
+        let on: Vec<_> = rec.writes().iter().filter(|w| w.1).map(|w| w.0 - t0).collect();
+        assert_eq!(on, vec![Duration::from_millis(200)], "only the new part is thrown out, at the new distance");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_older_than_every_kept_setting_is_rejected() {
+        let (c, rec, mut results, _stats) = controller();
+        for g in 1..=crate::part::control::KEPT_GENERATIONS as u64 {
+            c.settings.push(g, settings(0.5, 0.3, 100, UncertainAction::Reject));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let run = tokio::spawn(c.run(rx));
+        let p = part(1); // generation 0: its settings are gone
+        tx.send(PartEvent::Captured(p.clone())).unwrap();
+        tx.send(PartEvent::Inspected(inspected(p, 0.0))).unwrap();
+        let r = results.recv().await.unwrap();
+        drop(tx);
+        run.await.unwrap();
+        assert_eq!(r.judgement.verdict, Verdict::Error);
+        assert!(r.judgement.error.unwrap().contains("replaced by reloads"));
+        assert_eq!(rec.writes().iter().filter(|w| w.1).count(), 1);
     }
 }

@@ -6,6 +6,10 @@
 //! and blocks) and serves every task that uses the model, batching frames
 //! from their cameras (see [`Worker`]). It takes frames until every queue is
 //! closed and empty, so a shutdown finishes the parts already captured.
+//!
+//! A reload replaces a model between two parts ([`ModelSwap`]): each frame is inferred by the
+//! model of its part's config generation, so parts announced before the swap are inferred by the
+//! old model and parts announced after by the new one, never one part by half of each.
 
 pub mod anomaly;
 pub mod classifier;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::part::control::TaskControl;
+use crate::part::control::{TaskControl, Versions};
 use crate::part::output::ScoreFloor;
 use crate::part::queue::{Closed, Doorbell, FrameQueue};
 use crate::part::{Frame, Inspection, ModelOutput, PartEvent};
@@ -227,8 +231,8 @@ pub type ClassContract = (Vec<String>, Vec<bool>, Option<f32>);
 /// One task served by an inference worker.
 pub struct Member {
     pub task: Arc<str>,
-    /// The lowest score the task's rule needs reported.
-    pub floor: ScoreFloor,
+    /// The lowest score the task's rule needs reported, per config generation.
+    pub floor: Arc<Versions<ScoreFloor>>,
     /// The task's camera queue (rings the worker's doorbell).
     pub queue: Arc<FrameQueue<Frame>>,
     pub events: UnboundedSender<PartEvent>,
@@ -237,8 +241,26 @@ pub struct Member {
     pub max_age: Duration,
     /// Frames judged for this task alone (the fault supervisor watches it).
     pub task_progress: Arc<AtomicU64>,
-    /// Enabled and threshold, as commands set them; read per frame.
+    /// Whether the task inspects, as commands set it; read per frame.
     pub control: Arc<TaskControl>,
+}
+
+/// A model replacing the worker's, for parts from `generation` on (a reload). Loaded and warmed
+/// before it is sent, so the swap itself costs nothing.
+pub struct ModelSwap {
+    pub generation: u64,
+    pub loaded: Result<Loaded, String>,
+}
+
+/// A frame ready for inference: its member, the frame, the threshold its part was stamped with.
+type Ready = (usize, Frame, f32);
+
+/// A model the worker may still need: parts announced from `from` on use it.
+struct Version {
+    from: u64,
+    /// When it was replaced by a newer one; it is dropped once no frame can still need it.
+    replaced: Option<Instant>,
+    loaded: Result<Loaded, String>,
 }
 
 /// The thread that owns one model's session and serves every task using
@@ -255,6 +277,8 @@ pub struct Worker {
     pub model: Arc<str>,
     /// The model, or why it could not be loaded: then every frame is judged ERROR with that reason.
     pub loaded: Result<Loaded, String>,
+    /// Models replacing it (a reload), taken between batches.
+    pub swaps: std::sync::mpsc::Receiver<ModelSwap>,
     pub members: Vec<Member>,
     pub batch: usize,
     pub batch_wait: Duration,
@@ -271,7 +295,35 @@ impl Worker {
         std::thread::Builder::new().name(format!("infer-{}", self.model)).spawn(move || self.run())
     }
 
-    fn run(mut self) {
+    fn run(self) {
+        let Worker { model, loaded, members, batch, batch_wait, bell, iou, stats, busy, swaps } = self;
+        let versions = vec![Version { from: 0, replaced: None, loaded }];
+        let oldest_frame = members.iter().map(|m| m.max_age).max().unwrap_or_default();
+        let mut w =
+            Running { model, versions, members, batch, batch_wait, bell, iou, stats, busy, swaps, oldest_frame };
+        w.run();
+    }
+}
+
+/// The worker's state while it runs.
+struct Running {
+    model: Arc<str>,
+    /// Oldest first; the newest is the one new parts use.
+    versions: Vec<Version>,
+    members: Vec<Member>,
+    batch: usize,
+    batch_wait: Duration,
+    bell: Arc<Doorbell>,
+    iou: f32,
+    stats: Arc<ModelStats>,
+    busy: Arc<Busy>,
+    swaps: std::sync::mpsc::Receiver<ModelSwap>,
+    /// No frame older than this is inferred (the members' longest `max_age`).
+    oldest_frame: Duration,
+}
+
+impl Running {
+    fn run(&mut self) {
         let mut first = 0;
         let mut done = vec![false; self.members.len()];
         let batch = self.batch.max(1);
@@ -301,35 +353,71 @@ impl Worker {
                 }
             }
             first = (first + 1) % self.members.len().max(1);
+            // After the frames are taken: a swap is sent before the generation it belongs to
+            // is stamped on any part, so a frame of the new generation finds its model here.
+            self.take_swaps();
             self.judge(frames);
         }
         tracing::debug!(model = %self.model, "inference worker finished");
     }
 
+    /// New models from a reload; old ones are dropped once no frame can still need them.
+    fn take_swaps(&mut self) {
+        while let Ok(swap) = self.swaps.try_recv() {
+            let now = Instant::now();
+            if let Some(last) = self.versions.last_mut() {
+                last.replaced = Some(now);
+            }
+            tracing::info!(model = %self.model, generation = swap.generation, "model replaced: parts announced from now on are inferred by the new one");
+            self.versions.push(Version { from: swap.generation, replaced: None, loaded: swap.loaded });
+        }
+        let oldest = self.oldest_frame;
+        self.versions.retain(|v| v.replaced.map_or(true, |at| at.elapsed() <= oldest));
+    }
+
+    /// The model for parts of `generation`: the newest one from at or before it.
+    fn version_for(&self, generation: u64) -> Option<usize> {
+        self.versions.iter().rposition(|v| v.from <= generation)
+    }
+
     /// Infer one batch and hand every frame's inspection to its task's controller, which judges it.
+    /// Frames of different models (a reload while they waited) are inferred model by model.
     fn judge(&mut self, frames: Vec<(usize, Frame)>) {
-        let mut ready: Vec<(usize, Frame, f32)> = Vec::with_capacity(frames.len());
+        let mut by_version: Vec<(usize, Vec<Ready>)> = Vec::new();
         for (i, frame) in frames {
             let m = &self.members[i];
             let age = frame.part.captured.elapsed();
+            let version = self.version_for(frame.part.stamp.generation);
             let why = if age > m.max_age {
                 format!("frame was {} ms old when inference could start", age.as_millis())
             } else if !m.control.enabled() {
                 "task disabled by command: parts are not inspected, so they are rejected".to_string()
-            } else {
-                ready.push((i, frame, m.control.threshold()));
+            } else if let Some(v) = version {
+                let threshold = frame.part.stamp.threshold;
+                match by_version.iter_mut().find(|(k, _)| *k == v) {
+                    Some((_, list)) => list.push((i, frame, threshold)),
+                    None => by_version.push((v, vec![(i, frame, threshold)])),
+                }
                 continue;
+            } else {
+                "its model was replaced by reloads while the frame waited: it is not inferred by another".to_string()
             };
             self.send(i, Inspection::failed(frame.part, why));
         }
-        if ready.is_empty() {
-            return;
+        for (v, ready) in by_version {
+            self.judge_with(v, ready);
         }
-        let conf = ready.iter().map(|(i, _, t)| self.members[*i].floor.at(*t)).fold(1.0_f32, f32::min);
+    }
+
+    fn judge_with(&mut self, v: usize, ready: Vec<Ready>) {
+        let floor = |i: usize, f: &Frame| {
+            self.members[i].floor.at(f.part.stamp.generation).map_or(0.0, |fl| fl.at(f.part.stamp.threshold))
+        };
+        let conf = ready.iter().map(|(i, f, _)| floor(*i, f)).fold(1.0_f32, f32::min);
         let images: Vec<&Mat> = ready.iter().map(|(_, f, _)| &f.image).collect();
         // Just below the threshold, so a score equal to it is kept (the rule's test is inclusive).
         self.busy.begin();
-        let result = match &mut self.loaded {
+        let result = match &mut self.versions[v].loaded {
             Ok(model) => model.infer(&images, conf * 0.999, self.iou),
             Err(why) => Err(format!("{why}; the part cannot be inspected")),
         };
@@ -338,6 +426,7 @@ impl Worker {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats.frames.fetch_add(ready.len() as u64, Ordering::Relaxed);
         self.stats.largest_batch.fetch_max(ready.len() as u64, Ordering::Relaxed);
+        let usable = self.versions[v].loaded.is_ok();
         match result {
             Ok((outputs, timing)) => {
                 let n = ready.len() as f64;
@@ -354,15 +443,15 @@ impl Worker {
             }
             // One camera's bad frame (say, an image that cannot be preprocessed) must not cost
             // the other cameras' parts in the same batch their verdicts: infer each one alone.
-            Err(_) if ready.len() > 1 && self.loaded.is_ok() => {
+            Err(_) if ready.len() > 1 && usable => {
                 for (i, frame, threshold) in ready {
-                    let inspection = self.infer_alone(i, frame, conf, threshold);
+                    let inspection = self.infer_alone(v, i, frame, conf, threshold);
                     self.send(i, inspection);
                 }
             }
             Err(e) => {
                 // An unusable model was reported once at start and is an active fault: not per batch.
-                if self.loaded.is_ok() {
+                if usable {
                     tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
                 }
                 for (i, frame, _) in ready {
@@ -373,9 +462,9 @@ impl Worker {
     }
 
     /// One frame in a batch of its own, after its batch failed.
-    fn infer_alone(&mut self, i: usize, frame: Frame, conf: f32, threshold: f32) -> Inspection {
+    fn infer_alone(&mut self, v: usize, i: usize, frame: Frame, conf: f32, threshold: f32) -> Inspection {
         self.busy.begin();
-        let one = self
+        let one = self.versions[v]
             .loaded
             .as_mut()
             .map_err(|why| why.clone())

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{PointType, TriggerOn};
+use crate::part::control::TaskControl;
 use crate::part::sample::{Quality, Sample};
 use crate::part::{PartEvent, PartInfo};
 use crate::stats::TaskStats;
@@ -88,6 +89,7 @@ pub async fn run(
     waiting: Waiting,
     events: mpsc::UnboundedSender<PartEvent>,
     stats: Arc<TaskStats>,
+    control: Arc<TaskControl>,
 ) {
     let mut next_id: u64 = 1;
     let mut last_reads = 0;
@@ -103,8 +105,13 @@ pub async fn run(
         };
         for _ in 0..parts {
             let captured = at.map(|t| t.into_std()).unwrap_or_else(std::time::Instant::now);
-            let part =
-                PartInfo { camera: camera.clone(), part_id: next_id, captured, captured_wall: SystemTime::now() };
+            let part = PartInfo {
+                camera: camera.clone(),
+                part_id: next_id,
+                captured,
+                captured_wall: SystemTime::now(),
+                stamp: control.stamp(),
+            };
             next_id += 1;
             stats.triggers.fetch_add(1, Ordering::Relaxed);
             // Announce first, so the part is in the gate's register before its frame can be judged.
@@ -161,6 +168,11 @@ mod tests {
         assert_eq!(step(40_001), 1);
     }
 
+    fn control() -> Arc<TaskControl> {
+        let limits = crate::part::control::CommandLimits::for_task(&Default::default(), 0.5);
+        Arc::new(TaskControl::new("t", 0.5, limits))
+    }
+
     #[tokio::test]
     async fn the_waiting_list_is_bounded_while_the_camera_is_away() {
         let (tx, rx) = watch::channel(reading(Value::UInt(0), Quality::Good));
@@ -168,7 +180,7 @@ mod tests {
         let (events, mut announced) = mpsc::unbounded_channel();
         let stats = Arc::new(TaskStats::default());
         let detector = Detector::new(TriggerOn::Increment, PointType::U32);
-        let task = tokio::spawn(run("cam".into(), rx, detector, waiting.clone(), events, stats.clone()));
+        let task = tokio::spawn(run("cam".into(), rx, detector, waiting.clone(), events, stats.clone(), control()));
         tokio::task::yield_now().await; // the first reading syncs the counter
                                         // Parts counted one reading at a time, no camera taking any.
         for n in 1..=(MAX_WAITING as u64 + 100) {

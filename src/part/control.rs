@@ -1,6 +1,10 @@
-//! What remote commands may change in a running task: whether it inspects,
-//! and its NG threshold. The command handler writes, the inference worker
-//! reads per frame; one atomic each, so neither waits for the other.
+//! What may change in a running task: whether it inspects and its NG threshold (commands), and
+//! every setting a config reload replaces ([`Versions`]).
+//!
+//! A part is stamped when it is announced (captured, or triggered) with the task's threshold and
+//! the node's config generation ([`TaskControl::stamp`]); it is judged and timed by those, so a
+//! change never applies to half a part: parts announced before a `set-threshold` or a reload are
+//! judged by the old settings, parts announced after by the new.
 //!
 //! A disabled task does not pass parts: every part it sees gets ERROR ("task
 //! disabled"), which the reject gate throws out. Disabling inspection is a
@@ -11,7 +15,9 @@
 //! not allow, is refused here, whichever door (JSON or Sparkplug) the command
 //! came through.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::config::{TaskCommandsConfig, DEFAULT_THRESHOLD_CEILING, DEFAULT_THRESHOLD_FLOOR, DEFAULT_THRESHOLD_SPAN};
 
@@ -55,24 +61,48 @@ impl CommandLimits {
 pub struct TaskControl {
     /// The task's name, for refusals that say which setting to change.
     task: String,
-    limits: CommandLimits,
     enabled: AtomicBool,
-    /// f32 bits.
-    threshold: AtomicU32,
+    /// Threshold, limits and generation change together (a reload replaces all three), so they
+    /// share one lock; it is read once per part, by the thread that announces it.
+    current: RwLock<Current>,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    generation: u64,
+    threshold: f32,
+    limits: CommandLimits,
+}
+
+/// What a part is judged by, fixed when it is announced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stamp {
+    /// The node's config generation (0 at start, one more per applied reload).
+    pub generation: u64,
+    /// The task's NG threshold.
+    pub threshold: f32,
 }
 
 impl TaskControl {
     pub fn new(task: &str, threshold: f32, limits: CommandLimits) -> Self {
         TaskControl {
             task: task.to_string(),
-            limits,
             enabled: AtomicBool::new(true),
-            threshold: AtomicU32::new(threshold.to_bits()),
+            current: RwLock::new(Current { generation: 0, threshold, limits }),
         }
     }
 
-    pub fn limits(&self) -> &CommandLimits {
-        &self.limits
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        // Nothing panics while holding it; a poisoned lock still holds consistent values.
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Current> {
+        self.current.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn limits(&self) -> CommandLimits {
+        self.read().limits.clone()
     }
 
     pub fn enabled(&self) -> bool {
@@ -82,7 +112,7 @@ impl TaskControl {
     /// Enabling is always allowed (it is the safe direction); disabling only when the config says
     /// `commands.allow_disable: true`.
     pub fn set_enabled(&self, on: bool) -> Result<(), String> {
-        if !on && !self.limits.allow_disable {
+        if !on && !self.read().limits.allow_disable {
             let t = &self.task;
             return Err(format!(
                 "disable-task refused: task `{t}` may not be disabled by a command (`tasks.{t}.commands.allow_disable` is false, the default; a disabled task rejects every part); to allow it, set `tasks.{t}.commands.allow_disable: true` in the config"
@@ -93,7 +123,13 @@ impl TaskControl {
     }
 
     pub fn threshold(&self) -> f32 {
-        f32::from_bits(self.threshold.load(Ordering::Relaxed))
+        self.read().threshold
+    }
+
+    /// The settings a part announced now is judged by.
+    pub fn stamp(&self) -> Stamp {
+        let c = self.read();
+        Stamp { generation: c.generation, threshold: c.threshold }
     }
 
     /// A threshold is a probability: (0, 1]; zero would reject every part silently, one would
@@ -102,23 +138,78 @@ impl TaskControl {
         if !(t.is_finite() && t > 0.0 && t <= 1.0) {
             return Err(format!("threshold {t} is out of range: use a probability above 0 and at most 1"));
         }
-        let (low, high) = self.limits.threshold;
+        let mut c = self.write();
+        let (low, high) = c.limits.threshold;
         if t < low || t > high {
             let name = &self.task;
-            let why = if self.limits.configured {
+            let why = if c.limits.configured {
                 format!("`tasks.{name}.commands.threshold`")
             } else {
                 format!(
                     "the default: its NG threshold {} ± {DEFAULT_THRESHOLD_SPAN}, never below {DEFAULT_THRESHOLD_FLOOR} or above {DEFAULT_THRESHOLD_CEILING}",
-                    self.limits.base
+                    c.limits.base
                 )
             };
             return Err(format!(
                 "threshold {t} refused: task `{name}` takes {low} to {high} by command ({why}); to change the limits, set `tasks.{name}.commands.threshold: [low, high]` in the config"
             ));
         }
-        self.threshold.store((t as f32).to_bits(), Ordering::Relaxed);
+        c.threshold = t as f32;
         Ok(())
+    }
+
+    /// A reload: from now on parts carry `generation`, and, when the config's threshold changed,
+    /// the new one (which replaces a threshold set by command; otherwise that one stays). The
+    /// settings of `generation` must be in place (pushed to every [`Versions`]) before this.
+    pub fn switch(&self, generation: u64, threshold: Option<f32>, limits: CommandLimits) {
+        let mut c = self.write();
+        c.generation = generation;
+        if let Some(t) = threshold {
+            c.threshold = t;
+        }
+        c.limits = limits;
+    }
+}
+
+/// How many generations of settings are kept. A part waits at most its inference timeout, so
+/// only reloads in quick succession reach back this far; a part older than every kept
+/// generation is judged ERROR (rejected), never by settings it was not announced under.
+pub const KEPT_GENERATIONS: usize = 8;
+
+/// Settings a reload replaces, each with the generation it applies from: a part is judged by the
+/// settings of its own generation ([`Stamp::generation`]). Written by the reload (before the
+/// switch), read per part.
+#[derive(Debug)]
+pub struct Versions<T> {
+    list: RwLock<VecDeque<(u64, Arc<T>)>>,
+}
+
+impl<T> Versions<T> {
+    /// The settings of generation 0 (the start).
+    pub fn new(first: T) -> Self {
+        Versions { list: RwLock::new(VecDeque::from([(0, Arc::new(first))])) }
+    }
+
+    /// The settings parts of `generation` are judged by; `None` when they were dropped (see
+    /// [`KEPT_GENERATIONS`]).
+    pub fn at(&self, generation: u64) -> Option<Arc<T>> {
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        list.iter().rev().find(|(from, _)| *from <= generation).map(|(_, v)| v.clone())
+    }
+
+    /// The newest settings.
+    pub fn latest(&self) -> Arc<T> {
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        list.back().map(|(_, v)| v.clone()).expect("never empty")
+    }
+
+    /// Settings for parts from `generation` on.
+    pub fn push(&self, generation: u64, settings: T) {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.push_back((generation, Arc::new(settings)));
+        while list.len() > KEPT_GENERATIONS {
+            list.pop_front();
+        }
     }
 }
 
@@ -192,5 +283,34 @@ mod tests {
         assert!(!c.enabled());
         assert!(c.set_enabled(true).is_ok());
         assert!(c.enabled());
+    }
+
+    #[test]
+    fn a_switch_stamps_later_parts_and_replaces_the_limits() {
+        let c = TaskControl::new("inspect", 0.5, limits(None, false, 0.5));
+        assert!(c.set_threshold(0.6).is_ok());
+        assert_eq!(c.stamp(), Stamp { generation: 0, threshold: 0.6 });
+        // A reload that does not change the threshold keeps the commanded one.
+        c.switch(1, None, limits(None, false, 0.5));
+        assert_eq!(c.stamp(), Stamp { generation: 1, threshold: 0.6 });
+        c.switch(2, Some(0.8), limits(None, false, 0.8));
+        assert_eq!(c.stamp(), Stamp { generation: 2, threshold: 0.8 });
+        assert!(c.set_threshold(0.95).is_ok(), "the new limits are 0.6..0.95");
+        assert!(c.set_threshold(0.5).is_err());
+    }
+
+    #[test]
+    fn versions_answer_by_generation_and_forget_the_oldest() {
+        let v = Versions::new("start");
+        v.push(3, "third");
+        assert_eq!(*v.at(0).unwrap(), "start");
+        assert_eq!(*v.at(2).unwrap(), "start");
+        assert_eq!(*v.at(3).unwrap(), "third");
+        assert_eq!(*v.at(9).unwrap(), "third");
+        for g in 10..10 + KEPT_GENERATIONS as u64 {
+            v.push(g, "later");
+        }
+        assert!(v.at(2).is_none(), "a part older than every kept generation has no settings");
+        assert_eq!(*v.latest(), "later");
     }
 }

@@ -75,6 +75,8 @@ pub struct PartInfo {
     pub captured: Instant,
     /// Wall-clock capture time, for reports.
     pub captured_wall: SystemTime,
+    /// The settings the part is judged and timed by, fixed when it was announced.
+    pub stamp: control::Stamp,
 }
 
 /// The inference worker's view of one frame.

@@ -3,8 +3,8 @@
 //! status line are all views of it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -18,10 +18,39 @@ pub struct TaskEntry {
     pub camera_stats: Arc<CameraStats>,
     pub stats: Arc<TaskStats>,
     pub provider: String,
-    pub model: Value,
+    /// The task's model as the stats report it; replaced by a reload that changes the model.
+    pub model: Arc<RwLock<Value>>,
     pub handshake: Option<Arc<HandshakeStats>>,
     /// Enabled and threshold, as commands set them.
     pub control: Arc<TaskControl>,
+}
+
+impl TaskEntry {
+    pub fn model(&self) -> Value {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Config reloads: how many were applied and refused, and the last one's outcome.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// The config generation parts are stamped with now: 0 at start, one more per applied reload.
+    pub generation: AtomicU64,
+    pub applied: AtomicU64,
+    pub refused: AtomicU64,
+    /// `{"at", "result": "applied" | "refused" | "unchanged", "source", "changes" | "problems"}`.
+    pub last: Mutex<Option<Value>>,
+}
+
+impl ReloadStats {
+    pub fn doc(&self) -> Value {
+        serde_json::json!({
+            "generation": self.generation.load(Ordering::Relaxed),
+            "applied": self.applied.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
+            "last": self.last.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        })
+    }
 }
 
 /// Every figure of the node.
@@ -37,4 +66,6 @@ pub struct NodeStats {
     pub mqtt_queue: Option<Arc<QueueStats>>,
     /// Per model: its inference calls and the frames they held.
     pub models: BTreeMap<String, Arc<ModelStats>>,
+    /// Config reloads.
+    pub reloads: Arc<ReloadStats>,
 }

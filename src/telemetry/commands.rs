@@ -51,9 +51,11 @@ pub enum Command {
     SetThreshold { task: String, threshold: f64 },
     /// Sparkplug: publish NBIRTH and every DBIRTH again.
     Rebirth,
+    /// Read the config file again and apply what may change while running, or refuse it whole.
+    Reload,
 }
 
-pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth";
+pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload";
 
 /// A command on its way to the part of the node that acts on it (`app`
 /// routes it to the task controls or the Modbus outputs), with the door it

@@ -23,6 +23,8 @@ pub fn result_doc(r: &PartResult) -> Value {
         "verdict": j.verdict,
         "captured_at": rfc3339(j.part.captured_wall),
         "model": &*r.model,
+        "ng_threshold": round4(f64::from(j.part.stamp.threshold)),
+        "config_generation": j.part.stamp.generation,
         "timings_ms": {
             "preprocess": round3(j.preprocess_ms),
             "inference": round3(j.inference_ms),
@@ -89,6 +91,7 @@ pub fn stats_doc(s: &NodeStats, last: bool) -> Value {
         "modbus": devices,
         "faults": s.faults.list(),
         "heartbeats": s.heartbeats.as_ref().map(|h| h.load(Ordering::Relaxed)),
+        "config": s.reloads.doc(),
     });
     if let Some(q) = s.mqtt_queue.as_ref().filter(|q| q.configured.load(Ordering::Relaxed)) {
         v["mqtt_queue"] = json!({
@@ -142,9 +145,9 @@ fn task_doc(t: &TaskEntry) -> Value {
         "capture_to_decision_ms": s.capture_to_decision_ms.percentiles(),
         "capture_to_reject_ack_ms": s.capture_to_reject_ack_ms.percentiles(),
         "provider": t.provider,
-        "model": t.model,
+        "model": t.model(),
         "enabled": t.control.enabled(),
-        "ng_threshold": (f64::from(t.control.threshold()) * 1e4).round() / 1e4,
+        "ng_threshold": round4(f64::from(t.control.threshold())),
     })
 }
 
@@ -176,4 +179,9 @@ pub fn model_doc(m: &ModelStats) -> Value {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Thresholds at 4 decimals, as the task's stats show them.
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }

@@ -150,7 +150,8 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
     let c2d = s.capture_to_decision_ms.percentiles();
     let inf = s.inference_ms.percentiles();
     let pct = |p: f64, n: usize| (n > 0).then_some(p);
-    let model = |k: &str| t.model.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    let doc = t.model();
+    let model = |k: &str| doc.get(k).and_then(Json::as_str).unwrap_or("").to_string();
     vec![
         Metric::text("Camera/Name", t.camera.clone()),
         Metric::text("Camera/Status", c.status().as_str()),

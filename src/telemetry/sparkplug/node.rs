@@ -323,6 +323,7 @@ impl Session {
         let mut all = vec![
             Metric::new("bdSeq", DataType::Int64, MValue::Int(i64::from(bd))),
             Metric::boolean("Node Control/Rebirth", false),
+            Metric::boolean("Node Control/Reload", false),
         ];
         all.extend(node.iter().cloned());
         all.extend(self.events.values().cloned());
@@ -454,7 +455,10 @@ impl Session {
         match device {
             None => match name {
                 "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
-                _ => Err(format!("unknown node command metric `{name}`; the node takes `Node Control/Rebirth`")),
+                "Node Control/Reload" => Ok(as_bool()?.then_some(Command::Reload)),
+                _ => Err(format!(
+                    "unknown node command metric `{name}`; the node takes `Node Control/Rebirth` and `Node Control/Reload`"
+                )),
             },
             Some(dev) if self.stats.tasks.contains_key(dev) => match name {
                 "Inspection/Enabled" => Ok(Some(if as_bool()? {
