@@ -43,7 +43,7 @@ fn signals_never_kill_the_node_silently() {
     assert!(sub.wait_for(|t, _| t.ends_with("/result"), Duration::from_secs(60)), "no result: {}", logs());
 
     kill(pid, "HUP");
-    assert!(wait_log(&log, "config checked: valid and unchanged", Duration::from_secs(10)), "{}", logs());
+    assert!(wait_log(&log, "config reload: valid and unchanged", Duration::from_secs(10)), "{}", logs());
     std::fs::write(&cfg, yaml.replace("node:", "nodes:")).unwrap();
     kill(pid, "HUP");
     assert!(wait_log(&log, "config reload refused", Duration::from_secs(10)), "{}", logs());
