@@ -16,17 +16,18 @@ use super::supervisor::WatchedTask;
 use super::{Running, StartError};
 use crate::camera::{Camera, Opener};
 use crate::config::{CameraMode, Config, RejectConfig, TaskConfig};
-use crate::decision::controller::{Controller, RejectPlan, TaskSettings};
+use crate::decision::controller::{Controller, RejectPlan, ResultBlock, TaskSettings};
 use crate::decision::reject::{Gate, GateSettings};
 use crate::inference::Member;
 use crate::line::trigger;
 use crate::modbus::handshake;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
+use crate::part::announce::{Announcer, EVENTS_BUFFER};
 use crate::part::control::{CommandLimits, TaskControl, Versions};
 use crate::part::queue::FrameQueue;
 use crate::part::sample::{Position, Sample};
-use crate::part::{PartResult, Verdict, Waiting};
+use crate::part::{PartResult, Waiting};
 use crate::stats::{CameraStats, HandshakeStats, RejectWindow, TaskEntry, TaskStats};
 
 /// The line I/O tasks share: points, and the encoder and line-running signals derived from them.
@@ -49,6 +50,10 @@ pub struct BuiltTask {
     /// What a reload may change.
     pub reload: TaskHandles,
 }
+
+/// Verdicts on their way to a result block's task, which takes them at once (its own `buffer`
+/// holds those the PLC has not read); only a stuck task fills this, and then they count as lost.
+const HANDSHAKE_BUFFER: usize = 1024;
 
 /// Everything a task needs from the rest of the node.
 pub struct Wiring<'a> {
@@ -95,7 +100,9 @@ impl Wiring<'_> {
         };
         let gate = reject.as_ref().map(|plan| plan.gate.clone());
         let handshake = self.handshake(task, handshake_stats.clone(), running)?;
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // Waiting longer than the stall time for room in the controller's queue is a hung node.
+        let busy = running.liveness.watch(format!("controller of task `{name}`"), super::supervisor::STALL_AFTER * 2);
+        let (events_tx, events_rx) = Announcer::channel(EVENTS_BUFFER, busy);
         let task_arc: Arc<str> = name.into();
         let floor = Arc::new(Versions::new(rule.score_floor()));
         let settings = Arc::new(Versions::new(TaskSettings {
@@ -142,7 +149,7 @@ impl Wiring<'_> {
             config: cam_cfg.clone(),
             queue,
             stats: cam_stats.clone(),
-            events: events_tx,
+            events: events_tx.clone(),
             stop: self.stop.clone(),
             opener: opener.unwrap_or_else(|| Camera::opener_for(&cam_cfg.source, cam_cfg.timeout.get())),
             waiting,
@@ -158,6 +165,7 @@ impl Wiring<'_> {
             handshake: handshake_stats,
             control: control.clone(),
             model: model_doc.clone(),
+            events_waited: events_tx.waited_counter(),
         };
         let reload = TaskHandles { control, settings, floor, model_doc };
         Ok(BuiltTask { entry, watched, camera, gate, reload })
@@ -194,29 +202,29 @@ impl Wiring<'_> {
         task: &TaskConfig,
         stats: Option<Arc<HandshakeStats>>,
         running: &mut Running,
-    ) -> Result<Option<mpsc::UnboundedSender<(u64, Verdict)>>, StartError> {
+    ) -> Result<Option<ResultBlock>, StartError> {
         let (Some(block), Some(hs)) = (&task.handshake, stats) else { return Ok(None) };
         let (Some(reg), Some(cfg)) = (self.outputs.result_block(block), self.config.modbus.result_blocks.get(block))
         else {
             return Err(StartError::Other(format!("result block `{block}` has no device")));
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(HANDSHAKE_BUFFER);
         running.gates.push(tokio::spawn(handshake::run(
             reg.clone(),
             cfg.ack_poll.get(),
             cfg.buffer,
             rx,
-            hs,
+            hs.clone(),
             Duration::from_secs(1),
         )));
-        Ok(Some(tx))
+        Ok(Some((tx, hs)))
     }
 
     /// Triggered tasks: the task that turns the trigger point's edges into parts.
     fn trigger(
         &self,
         task: &TaskConfig,
-        events: &mpsc::UnboundedSender<crate::part::PartEvent>,
+        events: &Announcer,
         stats: &Arc<TaskStats>,
         control: &Arc<TaskControl>,
         running: &mut Running,

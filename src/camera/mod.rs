@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::part::announce::Announcer;
 use opencv::core::Mat;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{CameraConfig, CameraMode, SourceConfig};
 use crate::part::queue::{FrameQueue, Pushed, WhenFull};
@@ -45,7 +45,8 @@ pub struct Camera {
     pub config: CameraConfig,
     pub queue: Arc<FrameQueue<Frame>>,
     pub stats: Arc<CameraStats>,
-    pub events: UnboundedSender<PartEvent>,
+    /// The task's controller (waits when it is full: a part is never announced twice or lost).
+    pub events: Announcer,
     pub stop: Arc<AtomicBool>,
     pub opener: Opener,
     /// Triggered mode: parts waiting for their frame (filled by the task's trigger).
@@ -271,7 +272,7 @@ impl Camera {
         };
         if is_part {
             // Announce before queueing so the controller's deadline starts at capture.
-            let _ = self.events.send(PartEvent::Captured(part.clone()));
+            self.events.send_blocking(PartEvent::Captured(part.clone()));
         }
         match self.queue.push(Frame { part, image, is_part }, when_full) {
             Pushed::Queued => {}
@@ -281,7 +282,7 @@ impl Camera {
             Pushed::Refused(f) | Pushed::Closed(f) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 if f.is_part {
-                    let _ = self.events.send(PartEvent::Unjudged(
+                    self.events.send_blocking(PartEvent::Unjudged(
                         f.part,
                         "inspection queue full: inference is behind the line".into(),
                     ));
@@ -313,9 +314,10 @@ impl Camera {
             Pushed::Displaced(_) => {}
             Pushed::Refused(f) | Pushed::Closed(f) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                let _ = self
-                    .events
-                    .send(PartEvent::Unjudged(f.part, "inspection queue full: inference is behind the line".into()));
+                self.events.send_blocking(PartEvent::Unjudged(
+                    f.part,
+                    "inspection queue full: inference is behind the line".into(),
+                ));
             }
         }
     }

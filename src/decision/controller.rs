@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::mpsc::{self, Receiver};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ use crate::part::control::Versions;
 use crate::part::result::RejectReport;
 use crate::part::sample::Position;
 use crate::part::{Judgement, PartEvent, PartInfo, PartResult, Verdict};
-use crate::stats::{RejectWindow, TaskStats};
+use crate::stats::{HandshakeStats, RejectWindow, TaskStats};
 
 /// What a reload may replace in a task's decisions. A part is judged and timed by the settings
 /// of the generation it was announced in ([`crate::part::control::Stamp`]).
@@ -58,10 +58,14 @@ pub struct Controller {
     pub results: mpsc::Sender<PartResult>,
     pub stats: Arc<TaskStats>,
     /// The result block the PLC reads verdicts from, if any.
-    pub handshake: Option<mpsc::UnboundedSender<(u64, Verdict)>>,
+    /// Bounded; a full queue (the block's task stuck) counts the verdict as `lost`, never waits.
+    pub handshake: Option<ResultBlock>,
     /// The recent reject share the stack light shows.
     pub reject_window: Option<Arc<RejectWindow>>,
 }
+
+/// Where a task's verdicts go for the PLC's result block, and its figures.
+pub type ResultBlock = (mpsc::Sender<(u64, Verdict)>, Arc<HandshakeStats>);
 
 pub struct RejectPlan {
     pub gate: Gate,
@@ -95,7 +99,7 @@ impl RejectPlan {
 impl Controller {
     /// Run until every sender of `events` is gone (camera and worker
     /// finished), then until every reject in flight has been written.
-    pub async fn run(self, mut events: UnboundedReceiver<PartEvent>) {
+    pub async fn run(self, mut events: Receiver<PartEvent>) {
         let this = Arc::new(self);
         let mut pending: BTreeMap<u64, PartInfo> = BTreeMap::new();
         let mut deadlines: BTreeMap<(Instant, u64), ()> = BTreeMap::new();
@@ -199,8 +203,10 @@ impl Controller {
         if let Some(w) = &self.reject_window {
             w.record(rejects);
         }
-        if let Some(h) = &self.handshake {
-            let _ = h.send((j.part.part_id, j.verdict));
+        if let Some((h, stats)) = &self.handshake {
+            if let Err(mpsc::error::TrySendError::Full(_)) = h.try_send((j.part.part_id, j.verdict)) {
+                stats.lost.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let mut result = PartResult {
             task: self.task.clone(),
@@ -359,15 +365,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_part_without_a_verdict_gets_error_and_is_rejected_on_time() {
         let (c, rec, mut results, stats) = controller();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(64);
         let run = tokio::spawn(c.run(rx));
         let t0 = tokio::time::Instant::now();
         let p1 = part(1);
-        tx.send(PartEvent::Captured(p1.clone())).unwrap();
-        tx.send(PartEvent::Captured(part(2))).unwrap();
+        tx.try_send(PartEvent::Captured(p1.clone())).unwrap();
+        tx.try_send(PartEvent::Captured(part(2))).unwrap();
         // Part 2 is judged OK in time; part 1 never is (a stalled inference).
         tokio::time::sleep(Duration::from_millis(20)).await;
-        tx.send(PartEvent::Inspected(inspected(part(2), 0.1))).unwrap();
+        tx.try_send(PartEvent::Inspected(inspected(part(2), 0.1))).unwrap();
         let first = results.recv().await.unwrap().judgement;
         assert_eq!((first.part.part_id, first.verdict), (2, Verdict::Ok));
         let second = results.recv().await.unwrap();
@@ -380,7 +386,7 @@ mod tests {
         assert_eq!(writes[0].0 - t0, Duration::from_millis(100));
         assert!(writes[0].1);
         // The verdict that finally comes is ignored and counted.
-        tx.send(PartEvent::Inspected(inspected(p1, 0.1))).unwrap();
+        tx.try_send(PartEvent::Inspected(inspected(p1, 0.1))).unwrap();
         drop(tx);
         run.await.unwrap();
         assert_eq!(stats.late_verdicts.load(Ordering::Relaxed), 1);
@@ -391,11 +397,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_part_that_found_the_queue_full_is_rejected() {
         let (c, rec, mut results, _stats) = controller();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(64);
         let run = tokio::spawn(c.run(rx));
         let p = part(7);
-        tx.send(PartEvent::Captured(p.clone())).unwrap();
-        tx.send(PartEvent::Unjudged(p, "inspection queue full".into())).unwrap();
+        tx.try_send(PartEvent::Captured(p.clone())).unwrap();
+        tx.try_send(PartEvent::Unjudged(p, "inspection queue full".into())).unwrap();
         drop(tx);
         let r = results.recv().await.unwrap();
         assert_eq!(r.judgement.verdict, Verdict::Error);
@@ -411,10 +417,10 @@ mod tests {
         {
             let (mut c, rec, mut results, stats) = controller();
             c.settings = Arc::new(Versions::new(settings(0.5, 0.3, 100, action)));
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(64);
             let run = tokio::spawn(c.run(rx));
-            tx.send(PartEvent::Captured(part(1))).unwrap();
-            tx.send(PartEvent::Inspected(inspected(part(1), 0.4))).unwrap();
+            tx.try_send(PartEvent::Captured(part(1))).unwrap();
+            tx.try_send(PartEvent::Inspected(inspected(part(1), 0.4))).unwrap();
             drop(tx);
             let r = results.recv().await.unwrap();
             run.await.unwrap();
@@ -432,18 +438,18 @@ mod tests {
         let (mut c, rec, mut results, _stats) = controller();
         let versions = Arc::new(Versions::new(settings(0.5, 0.3, 100, UncertainAction::Pass)));
         c.settings = versions.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(64);
         let run = tokio::spawn(c.run(rx));
         let t0 = tokio::time::Instant::now();
         let old = part(1);
-        tx.send(PartEvent::Captured(old.clone())).unwrap();
+        tx.try_send(PartEvent::Captured(old.clone())).unwrap();
         // The reload: a lower threshold and the gate further away, for generation 1 on.
         versions.push(1, settings(0.35, 0.2, 200, UncertainAction::Pass));
         let mut new = part(2);
         new.stamp = crate::part::control::Stamp { generation: 1, threshold: 0.35 };
-        tx.send(PartEvent::Captured(new.clone())).unwrap();
-        tx.send(PartEvent::Inspected(inspected(old, 0.4))).unwrap();
-        tx.send(PartEvent::Inspected(inspected(new, 0.4))).unwrap();
+        tx.try_send(PartEvent::Captured(new.clone())).unwrap();
+        tx.try_send(PartEvent::Inspected(inspected(old, 0.4))).unwrap();
+        tx.try_send(PartEvent::Inspected(inspected(new, 0.4))).unwrap();
         let a = results.recv().await.unwrap();
         let b = results.recv().await.unwrap();
         drop(tx);
@@ -460,16 +466,36 @@ mod tests {
         for g in 1..=crate::part::control::KEPT_GENERATIONS as u64 {
             c.settings.push(g, settings(0.5, 0.3, 100, UncertainAction::Reject));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(64);
         let run = tokio::spawn(c.run(rx));
         let p = part(1); // generation 0: its settings are gone
-        tx.send(PartEvent::Captured(p.clone())).unwrap();
-        tx.send(PartEvent::Inspected(inspected(p, 0.0))).unwrap();
+        tx.try_send(PartEvent::Captured(p.clone())).unwrap();
+        tx.try_send(PartEvent::Inspected(inspected(p, 0.0))).unwrap();
         let r = results.recv().await.unwrap();
         drop(tx);
         run.await.unwrap();
         assert_eq!(r.judgement.verdict, Verdict::Error);
         assert!(r.judgement.error.unwrap().contains("replaced by reloads"));
         assert_eq!(rec.writes().iter().filter(|w| w.1).count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_result_block_that_takes_nothing_costs_counted_verdicts_not_a_wait() {
+        let (mut c, _rec, mut results, _stats) = controller();
+        let (block, _stuck) = mpsc::channel(1);
+        let hs = Arc::new(HandshakeStats::default());
+        c.handshake = Some((block, hs.clone()));
+        let (tx, rx) = mpsc::channel(64);
+        let run = tokio::spawn(c.run(rx));
+        for id in 1..=3 {
+            tx.try_send(PartEvent::Captured(part(id))).unwrap();
+            tx.try_send(PartEvent::Inspected(inspected(part(id), 0.1))).unwrap();
+        }
+        for _ in 1..=3 {
+            assert_eq!(results.recv().await.unwrap().judgement.verdict, Verdict::Ok, "every part judged");
+        }
+        drop(tx);
+        run.await.unwrap();
+        assert_eq!(hs.lost.load(Ordering::Relaxed), 2, "one verdict fits the block's queue; two are lost, counted");
     }
 }

@@ -96,8 +96,15 @@ enum Cmd {
 /// A handle to send parts to the gate task.
 #[derive(Clone)]
 pub struct Gate {
-    tx: mpsc::UnboundedSender<Cmd>,
+    tx: mpsc::Sender<Cmd>,
+    stats: Arc<TaskStats>,
 }
+
+/// Commands waiting for the gate task: far more than the parts between a camera and its gate on
+/// any line. The gate task takes them at once; only a stuck one fills this, and then the
+/// controller is never made to wait on it: an entry is reported as a failed reject, a verdict as
+/// `gate_overflows` (the part is then "uninspected" at the gate: `on_deadline_miss` applies).
+pub const GATE_BUFFER: usize = 8192;
 
 impl Gate {
     /// Start the task that owns `output`. It ends when every `Gate` is
@@ -107,27 +114,35 @@ impl Gate {
         settings: GateSettings,
         stats: Arc<TaskStats>,
     ) -> (Gate, tokio::task::JoinHandle<()>) {
-        // Unbounded: the controller must never wait on the gate; the number
-        // of parts between camera and gate bounds it in practice.
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(output, settings, stats, rx));
-        (Gate { tx }, task)
+        let (tx, rx) = mpsc::channel(GATE_BUFFER);
+        let task = tokio::spawn(run(output, settings, stats.clone(), rx));
+        (Gate { tx, stats }, task)
     }
 
     /// A part entered the register; the receiver yields what happened to it at the gate.
     pub fn enter(&self, part_id: u64, arrival: Arrival) -> oneshot::Receiver<GateOutcome> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(Cmd::Enter { reply, .. })) =
-            self.tx.send(Cmd::Enter { part_id, arrival, reply })
-        {
-            let _ = reply.send(GateOutcome::Failed("reject gate task has stopped".into()));
+        match self.tx.try_send(Cmd::Enter { part_id, arrival, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(Cmd::Enter { reply, .. })) => {
+                self.stats.gate_overflows.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(GateOutcome::Failed(format!(
+                    "reject gate queue full ({GATE_BUFFER} commands): the gate task is stuck"
+                )));
+            }
+            Err(mpsc::error::TrySendError::Closed(Cmd::Enter { reply, .. })) => {
+                let _ = reply.send(GateOutcome::Failed("reject gate task has stopped".into()));
+            }
+            Err(_) => unreachable!("an Enter was sent"),
         }
         rx
     }
 
     /// The part's verdict: whether it must be thrown out.
     pub fn verdict(&self, part_id: u64, reject: bool) {
-        let _ = self.tx.send(Cmd::Verdict { part_id, reject });
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Cmd::Verdict { part_id, reject }) {
+            self.stats.gate_overflows.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Hold the gate in reject from now until `until`, whatever the parts' verdicts (the
@@ -136,7 +151,7 @@ impl Gate {
     /// gate goes off at the later of the two. Resolves once the "on" write was answered.
     pub async fn hold(&self, until: Instant) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Hold { until, reply }).map_err(|_| "reject gate task has stopped".to_string())?;
+        self.tx.send(Cmd::Hold { until, reply }).await.map_err(|_| "reject gate task has stopped".to_string())?;
         rx.await.unwrap_or_else(|_| Err("reject gate task has stopped".into()))
     }
 }
@@ -180,12 +195,7 @@ struct State {
     confirm_on: bool,
 }
 
-async fn run(
-    output: Arc<dyn Actuator>,
-    settings: GateSettings,
-    stats: Arc<TaskStats>,
-    mut rx: mpsc::UnboundedReceiver<Cmd>,
-) {
+async fn run(output: Arc<dyn Actuator>, settings: GateSettings, stats: Arc<TaskStats>, mut rx: mpsc::Receiver<Cmd>) {
     let mut encoder = settings.encoder.clone();
     let mut running_rx = settings.running.clone();
     let mut confirm_rx = settings.confirm.as_ref().map(|c| c.0.clone());
@@ -460,6 +470,22 @@ mod tests {
     use crate::part::actuator::testing::Recording;
     use crate::part::sample::Value;
     use std::time::SystemTime;
+
+    #[tokio::test]
+    async fn a_stuck_gate_task_never_makes_the_controller_wait_and_is_counted() {
+        // A gate whose task takes nothing (stuck): its queue fills, and then every entry is
+        // answered at once as a failed reject, every verdict counted.
+        let stats = Arc::new(TaskStats::default());
+        let (tx, _stuck) = mpsc::channel(GATE_BUFFER);
+        let gate = Gate { tx, stats: stats.clone() };
+        for id in 0..GATE_BUFFER as u64 {
+            drop(gate.enter(id, Arrival::Time(Instant::now())));
+        }
+        let outcome = gate.enter(u64::MAX, Arrival::Time(Instant::now())).await.unwrap();
+        assert!(matches!(&outcome, GateOutcome::Failed(e) if e.contains("queue full")), "{outcome:?}");
+        gate.verdict(u64::MAX, true);
+        assert_eq!(stats.gate_overflows.load(Ordering::Relaxed), 2);
+    }
 
     fn setup(settings: GateSettings) -> (Arc<Recording>, Gate, tokio::task::JoinHandle<()>, Arc<TaskStats>) {
         let rec = Recording::new();

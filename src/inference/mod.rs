@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc::UnboundedSender;
-
+use crate::part::announce::Announcer;
 use crate::part::control::{TaskControl, Versions};
 use crate::part::output::ScoreFloor;
 use crate::part::queue::{Closed, Doorbell, FrameQueue};
@@ -235,7 +234,7 @@ pub struct Member {
     pub floor: Arc<Versions<ScoreFloor>>,
     /// The task's camera queue (rings the worker's doorbell).
     pub queue: Arc<FrameQueue<Frame>>,
-    pub events: UnboundedSender<PartEvent>,
+    pub events: Announcer,
     /// A frame older than this when its turn comes is not worth inferring:
     /// its part has been given ERROR by the controller already.
     pub max_age: Duration,
@@ -490,7 +489,7 @@ impl Running {
         let m = &self.members[i];
         m.task_progress.fetch_add(1, Ordering::Relaxed);
         // A controller that is gone is shutting down; its queue is closed and drains.
-        let _ = m.events.send(PartEvent::Inspected(inspection));
+        m.events.send_blocking(PartEvent::Inspected(inspection));
     }
 }
 

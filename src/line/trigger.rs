@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::config::{PointType, TriggerOn};
+use crate::part::announce::Announcer;
 use crate::part::control::TaskControl;
 use crate::part::sample::{Quality, Sample};
 use crate::part::{PartEvent, PartInfo};
@@ -87,7 +88,7 @@ pub async fn run(
     mut point: watch::Receiver<Sample>,
     mut detector: Detector,
     waiting: Waiting,
-    events: mpsc::UnboundedSender<PartEvent>,
+    events: Announcer,
     stats: Arc<TaskStats>,
     control: Arc<TaskControl>,
 ) {
@@ -115,7 +116,7 @@ pub async fn run(
             next_id += 1;
             stats.triggers.fetch_add(1, Ordering::Relaxed);
             // Announce first, so the part is in the gate's register before its frame can be judged.
-            let _ = events.send(PartEvent::Captured(part.clone()));
+            events.send(PartEvent::Captured(part.clone())).await;
             let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
             // Bounded while the camera is away (it takes the oldest part per frame, skipping
             // those past their deadline): a part dropped here is already announced, so its
@@ -177,7 +178,7 @@ mod tests {
     async fn the_waiting_list_is_bounded_while_the_camera_is_away() {
         let (tx, rx) = watch::channel(reading(Value::UInt(0), Quality::Good));
         let waiting: Waiting = Default::default();
-        let (events, mut announced) = mpsc::unbounded_channel();
+        let (events, mut announced) = Announcer::channel(2 * MAX_WAITING, Default::default());
         let stats = Arc::new(TaskStats::default());
         let detector = Detector::new(TriggerOn::Increment, PointType::U32);
         let task = tokio::spawn(run("cam".into(), rx, detector, waiting.clone(), events, stats.clone(), control()));

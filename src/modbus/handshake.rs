@@ -59,7 +59,7 @@ pub async fn run(
     block: RegisterHandle,
     ack_poll: Duration,
     buffer: usize,
-    mut results: mpsc::UnboundedReceiver<(u64, Verdict)>,
+    mut results: mpsc::Receiver<(u64, Verdict)>,
     stats: Arc<HandshakeStats>,
     grace: Duration,
 ) {
@@ -168,11 +168,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn next_result_waits_for_the_acknowledgement() {
         let (rec, block) = setup();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(16);
         let stats = Arc::new(HandshakeStats::default());
         let task = tokio::spawn(run(block, Duration::from_millis(10), 4, rx, stats.clone(), Duration::from_secs(1)));
-        tx.send((7, Verdict::Ok)).unwrap();
-        tx.send((8, Verdict::Ng)).unwrap();
+        tx.try_send((7, Verdict::Ok)).unwrap();
+        tx.try_send((8, Verdict::Ng)).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Only the first is in the block: the PLC has not acknowledged it.
         assert_eq!(blocks(&rec), vec![encode(7, Verdict::Ok, 1, false, 0)]);
@@ -189,12 +189,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unread_results_overflow_and_set_the_overrun_flag() {
         let (rec, block) = setup();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(16);
         let stats = Arc::new(HandshakeStats::default());
         let task =
             tokio::spawn(run(block, Duration::from_millis(10), 2, rx, stats.clone(), Duration::from_millis(200)));
         for id in 1..=5 {
-            tx.send((id, Verdict::Ok)).unwrap();
+            tx.try_send((id, Verdict::Ok)).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         // 1 is in the block; 2..5 wait in a buffer of 2: 2 and 3 are lost.

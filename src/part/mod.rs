@@ -5,6 +5,7 @@
 //! [`PartResult`]s, telemetry reports them.
 //!
 //! - [`queue`]: the bounded frame queue between a camera and its worker.
+//! - [`announce`]: the bounded way into a task's controller (part events), which waits, never drops.
 //! - [`control`]: what commands may change in a running task.
 //! - [`output`]: what a model said about one frame (class scores, boxes, anomaly scores).
 //! - [`sample`]: the latest reading of a point, its quality, and the line's position.
@@ -12,6 +13,7 @@
 //! - [`result`]: a finished part, as decision hands it to telemetry.
 
 pub mod actuator;
+pub mod announce;
 pub mod control;
 pub mod output;
 pub mod queue;

@@ -7,42 +7,10 @@
 //! call that has not returned within its stall time. Those pieces mark themselves busy here
 //! while they work; a watcher asks [`Liveness::stuck`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::util::time::monotonic_ms;
-
-/// The shared monotonic clock, plus one (0 means "idle").
-fn now_ms() -> u64 {
-    monotonic_ms() + 1
-}
-
-/// One piece of work that should end: an inference worker's current call.
-#[derive(Debug, Default)]
-pub struct Busy {
-    since_ms: AtomicU64,
-}
-
-impl Busy {
-    /// Work started.
-    pub fn begin(&self) {
-        self.since_ms.store(now_ms(), Ordering::Relaxed);
-    }
-
-    /// Work ended.
-    pub fn end(&self) {
-        self.since_ms.store(0, Ordering::Relaxed);
-    }
-
-    /// How long the current work has run; `None` when idle.
-    pub fn busy_for(&self) -> Option<Duration> {
-        match self.since_ms.load(Ordering::Relaxed) {
-            0 => None,
-            since => Some(Duration::from_millis(now_ms().saturating_sub(since))),
-        }
-    }
-}
+pub use crate::util::busy::Busy;
 
 /// Every watched piece of the node, with how long each may stay busy.
 #[derive(Debug, Default)]

@@ -23,6 +23,8 @@ pub struct TaskEntry {
     pub handshake: Option<Arc<HandshakeStats>>,
     /// Enabled and threshold, as commands set them.
     pub control: Arc<TaskControl>,
+    /// Announcements that waited for room in the controller's queue (`part::announce`).
+    pub events_waited: Arc<AtomicU64>,
 }
 
 impl TaskEntry {

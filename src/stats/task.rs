@@ -64,6 +64,8 @@ pub struct TaskStats {
     /// Triggered parts dropped from the list waiting for a frame (full while the camera was
     /// away); each still got ERROR from its controller and was rejected.
     pub waiting_dropped: AtomicU64,
+    /// Gate commands refused because the gate's queue was full (a stuck gate task).
+    pub gate_overflows: AtomicU64,
     /// Times the gate was held in reject after an unclean stop (see `app`'s purge).
     pub purges: AtomicU64,
     /// Results that could not be handed to MQTT (buffer full).

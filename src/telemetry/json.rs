@@ -141,6 +141,8 @@ fn task_doc(t: &TaskEntry) -> Value {
         "telemetry_dropped": get(&s.telemetry_dropped),
         "purges": get(&s.purges),
         "waiting_dropped": get(&s.waiting_dropped),
+        "gate_overflows": get(&s.gate_overflows),
+        "events_waited": get(&t.events_waited),
         "inference_ms": s.inference_ms.percentiles(),
         "capture_to_decision_ms": s.capture_to_decision_ms.percentiles(),
         "capture_to_reject_ack_ms": s.capture_to_reject_ack_ms.percentiles(),

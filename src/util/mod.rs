@@ -1,9 +1,10 @@
 //! Small helpers every layer may use: time formatting, backoff, percentiles, private files, log
-//! throttling.
+//! throttling, the busy mark of the liveness watch.
 //!
 //! A ground module: it imports nothing of the crate, so any layer may import it.
 
 pub mod backoff;
+pub mod busy;
 pub mod percentiles;
 pub mod private_fs;
 pub mod throttle;
