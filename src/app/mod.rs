@@ -140,7 +140,7 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     start_workers(config, groups, &mut running)?;
     start_cameras(cameras, &mut running)?;
     if running.marker.as_ref().is_some_and(|m| m.unclean) {
-        purge::purge(config, &gates).await;
+        purge::purge(config, &gates, line.encoder.as_ref()).await;
     }
     start_periodic(config, &sessions, &mut running);
     running.mqtt = sessions.mqtt.take();

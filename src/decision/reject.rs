@@ -90,7 +90,7 @@ impl GateSettings {
 enum Cmd {
     Enter { part_id: u64, arrival: Arrival, reply: oneshot::Sender<GateOutcome> },
     Verdict { part_id: u64, reject: bool },
-    Hold { until: Instant, reply: oneshot::Sender<Result<(), String>> },
+    Hold { until: Arrival, reply: oneshot::Sender<Result<(), String>> },
 }
 
 /// A handle to send parts to the gate task.
@@ -147,9 +147,12 @@ impl Gate {
 
     /// Hold the gate in reject from now until `until`, whatever the parts' verdicts (the
     /// purge after an unclean stop: parts judged before it, or never judged, are between the
-    /// camera and the gate, and none may pass). Pulses during the hold merge with it; the
-    /// gate goes off at the later of the two. Resolves once the "on" write was answered.
-    pub async fn hold(&self, until: Instant) -> Result<(), String> {
+    /// camera and the gate, and none may pass). `until` counts like a part's arrival: a time
+    /// stands still while the line stands (the parts on the belt do not move), a position waits
+    /// for the encoder. Pulses during the hold merge with it; the gate goes off at the later of
+    /// the two (a position hold adds one pulse, so the last part is thrown out, not just reached).
+    /// Resolves once the "on" write was answered.
+    pub async fn hold(&self, until: Arrival) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Cmd::Hold { until, reply }).await.map_err(|_| "reject gate task has stopped".to_string())?;
         rx.await.unwrap_or_else(|_| Err("reject gate task has stopped".into()))
@@ -193,6 +196,8 @@ struct State {
     missed: std::collections::VecDeque<u64>,
     /// Last state of the confirmation sensor.
     confirm_on: bool,
+    /// A purge in progress: until when (or where) the gate stays on whatever the verdicts.
+    hold: Option<Slot>,
 }
 
 async fn run(output: Arc<dyn Actuator>, settings: GateSettings, stats: Arc<TaskStats>, mut rx: mpsc::Receiver<Cmd>) {
@@ -212,6 +217,7 @@ async fn run(output: Arc<dyn Actuator>, settings: GateSettings, stats: Arc<TaskS
         confirms: Vec::new(),
         missed: std::collections::VecDeque::new(),
         confirm_on: confirm_rx.as_ref().is_some_and(|r| r.borrow().as_bool() == Some(true)),
+        hold: None,
     };
     let mut open = true;
     loop {
@@ -221,6 +227,7 @@ async fn run(output: Arc<dyn Actuator>, settings: GateSettings, stats: Arc<TaskS
             && st.off_at.is_none()
             && st.confirms.is_empty()
             && !st.parts.values().any(|e| matches!(e.slot, Slot::Time(_)))
+            && !matches!(st.hold, Some(Slot::Time(_)))
         {
             // Nothing more can arrive by time; parts waiting for an encoder
             // that no longer moves will not arrive before the stop.
@@ -305,18 +312,31 @@ async fn fine_sleep_until(t: Instant) {
 const SPIN_LAST: Duration = Duration::from_micros(400);
 
 impl State {
-    fn enter(&mut self, part_id: u64, arrival: Arrival, reply: oneshot::Sender<GateOutcome>) {
-        self.seq += 1;
-        let slot = match arrival {
+    /// Where an arrival stands now: a time is frozen while the line stands.
+    fn slot(&self, arrival: Arrival) -> Slot {
+        match arrival {
             Arrival::Time(t) if self.running => Slot::Time(t),
             Arrival::Time(t) => Slot::Frozen(t.saturating_duration_since(Instant::now())),
             Arrival::Counts(c) => Slot::Counts(c),
-        };
+        }
+    }
+
+    fn enter(&mut self, part_id: u64, arrival: Arrival, reply: oneshot::Sender<GateOutcome>) {
+        self.seq += 1;
+        let slot = self.slot(arrival);
         self.parts.insert(part_id, Entry { slot, seq: self.seq, verdict: None, reply });
     }
 
-    async fn hold(&mut self, until: Instant) -> Result<(), String> {
-        self.off_at = Some(self.off_at.map_or(until, |o| o.max(until)));
+    async fn hold(&mut self, until: Arrival) -> Result<(), String> {
+        let slot = self.slot(until);
+        // A second hold lasts to the later end; a time and a position are not comparable, and
+        // the newer one is kept (a purge is one per start).
+        self.hold = Some(match (self.hold, slot) {
+            (Some(Slot::Time(a)), Slot::Time(b)) => Slot::Time(a.max(b)),
+            (Some(Slot::Frozen(a)), Slot::Frozen(b)) => Slot::Frozen(a.max(b)),
+            (Some(Slot::Counts(a)), Slot::Counts(b)) => Slot::Counts(a.max(b)),
+            (_, s) => s,
+        });
         let r = self.output.set(true).await;
         match &r {
             Ok(()) => self.stats.purges.fetch_add(1, Ordering::Relaxed),
@@ -349,13 +369,15 @@ impl State {
         }
         self.running = running;
         let now = Instant::now();
+        let thaw = |slot: Slot| match slot {
+            Slot::Time(t) if !running => Slot::Frozen(t.saturating_duration_since(now)),
+            Slot::Frozen(left) if running => Slot::Time(now + left),
+            other => other,
+        };
         for e in self.parts.values_mut() {
-            e.slot = match e.slot {
-                Slot::Time(t) if !running => Slot::Frozen(t.saturating_duration_since(now)),
-                Slot::Frozen(left) if running => Slot::Time(now + left),
-                other => other,
-            };
+            e.slot = thaw(e.slot);
         }
+        self.hold = self.hold.map(thaw);
         tracing::info!(output = %self.output.name(), running, "line {}: time-scheduled rejects {}", if running { "runs" } else { "stopped" }, if running { "resume" } else { "freeze" });
     }
 
@@ -387,7 +409,8 @@ impl State {
     fn next_event(&self) -> Option<Instant> {
         let parts = self.parts.values().filter_map(|e| self.due(e.slot));
         let confirms = self.confirms.iter().map(|c| c.1);
-        parts.chain(self.off_at).chain(confirms).min()
+        let hold = self.hold.and_then(|h| self.due(h));
+        parts.chain(self.off_at).chain(confirms).chain(hold).min()
     }
 
     async fn process(&mut self, now: Instant) {
@@ -409,8 +432,16 @@ impl State {
             self.stats.confirm_missing.fetch_add(missing as u64, Ordering::Relaxed);
             tracing::error!(output = %self.output.name(), pulses = missing, "ALARM: the reject gate did not confirm a pulse; check the gate and its sensor");
         }
+        if let Some(h) = self.hold {
+            if self.due(h).is_some_and(|t| t <= now) {
+                self.hold = None;
+                let end = if matches!(h, Slot::Counts(_)) { now + self.s.pulse } else { now };
+                self.off_at = Some(self.off_at.map_or(end, |o| o.max(end)));
+            }
+        }
         if let Some(t) = self.off_at {
-            if t <= now {
+            // During a purge the gate stays on: the hold's end schedules the off.
+            if t <= now && self.hold.is_none() {
                 self.off_at = None;
                 match self.output.set(false).await {
                     Ok(()) => self.off_retry = OFF_RETRY_MIN,
@@ -424,6 +455,8 @@ impl State {
                         self.off_retry = (self.off_retry * 2).min(Duration::from_secs(1));
                     }
                 }
+            } else if t <= now {
+                self.off_at = None;
             }
         }
     }
@@ -639,7 +672,7 @@ mod tests {
     async fn a_hold_keeps_the_gate_on_through_pulses_and_ends_at_the_later() {
         let (rec, gate, task, stats) = setup(GateSettings::timed(Duration::from_millis(50)));
         let t0 = Instant::now();
-        gate.hold(t0 + Duration::from_millis(300)).await.unwrap();
+        gate.hold(Arrival::Time(t0 + Duration::from_millis(300))).await.unwrap();
         // A part rejected during the hold does not switch the gate off at its pulse's end...
         let a = gate.enter(1, Arrival::Time(t0 + Duration::from_millis(100)));
         gate.verdict(1, true);
@@ -652,5 +685,41 @@ mod tests {
         task.await.unwrap();
         assert_eq!(ms_since(&rec, t0), vec![(0, true), (100, true), (280, true), (330, false)]);
         assert_eq!(stats.purges.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_purge_stands_still_while_the_line_stands() {
+        let (run_tx, run_rx) = watch::channel(sample(Value::Bool(true), Instant::now()));
+        let settings = GateSettings { running: Some(run_rx), ..GateSettings::timed(Duration::from_millis(30)) };
+        let (rec, gate, task, _) = setup(settings);
+        let t0 = Instant::now();
+        gate.hold(Arrival::Time(t0 + Duration::from_millis(1000))).await.unwrap();
+        // The line stands from 200 ms to 700 ms: the belt does not move, the hold does not count.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        run_tx.send(sample(Value::Bool(false), Instant::now())).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run_tx.send(sample(Value::Bool(true), Instant::now())).unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        drop(gate);
+        task.await.unwrap();
+        assert_eq!(ms_since(&rec, t0), vec![(0, true), (1500, false)], "held 1000 ms of running line");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_purge_by_position_waits_for_the_encoder() {
+        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: Instant::now(), speed: 0.0 }));
+        let settings = GateSettings { encoder: Some(enc_rx), ..GateSettings::timed(Duration::from_millis(30)) };
+        let (rec, gate, task, _) = setup(settings);
+        let t0 = Instant::now();
+        gate.hold(Arrival::Counts(500)).await.unwrap();
+        // Nothing moves for a second: the gate stays on.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(ms_since(&rec, t0), vec![(0, true)]);
+        enc_tx.send(Some(Position { counts: 500, at: Instant::now(), speed: 0.0 })).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(gate);
+        drop(enc_tx);
+        task.await.unwrap();
+        assert_eq!(ms_since(&rec, t0), vec![(0, true), (1030, false)], "off one pulse after the position");
     }
 }
