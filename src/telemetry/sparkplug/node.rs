@@ -637,9 +637,13 @@ impl Session {
         };
         let online = doc.get("online").and_then(serde_json::Value::as_bool)?;
         let ts = doc.get("timestamp").and_then(serde_json::Value::as_u64)?;
-        if ts < self.host_ts {
+        let now = u64::try_from(crate::util::time::now_ms()).unwrap_or(0);
+        if !current(ts, self.host_ts, now) {
             tracing::info!(topic = %p.topic, ts, newest = self.host_ts, "stale primary host STATE ignored");
             return None;
+        }
+        if ts < self.host_ts {
+            tracing::warn!(topic = %p.topic, ts, newest = self.host_ts, "primary host STATE older than the last one taken, but on this node's clock while the last one was ahead of it: the host's clock was stepped back; taken");
         }
         self.host_ts = ts;
         Some(online)
@@ -675,5 +679,44 @@ impl Session {
         if let Some((done, _)) = self.stopping.take() {
             let _ = done.send(());
         }
+    }
+}
+
+/// How far the primary host's clock and ours may differ and still count as agreeing.
+const CLOCK_AGREEMENT_MS: u64 = 60_000;
+
+/// Whether a primary host STATE stamped `ts` is current, given the newest one taken (`newest`)
+/// and this node's clock (`now`), all in ms since the epoch. The Sparkplug rule: an older
+/// timestamp is stale (a Will of an old session that arrives after the new session's `online`).
+/// One exception, so that a host whose clock was ahead and is stepped back is not ignored until
+/// its clock passes the old time again: a STATE on this node's clock beats a newest one that is
+/// ahead of it.
+fn current(ts: u64, newest: u64, now: u64) -> bool {
+    let newest_from_the_future = newest > now.saturating_add(CLOCK_AGREEMENT_MS);
+    ts >= newest || (newest_from_the_future && ts.abs_diff(now) <= CLOCK_AGREEMENT_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::current;
+
+    const NOW: u64 = 1_800_000_000_000;
+    const HOUR: u64 = 3_600_000;
+
+    #[test]
+    fn an_older_state_is_stale() {
+        assert!(current(NOW, NOW - 5, NOW));
+        assert!(current(NOW, NOW, NOW), "the same timestamp again (a rebirth of the same session)");
+        assert!(!current(NOW - 5, NOW, NOW), "the old session's Will after the new online");
+    }
+
+    #[test]
+    fn a_host_clock_stepped_back_is_not_ignored_for_an_hour() {
+        // The host's clock ran an hour ahead; it is corrected, and its new online is stamped now.
+        assert!(current(NOW + 1_000, NOW + HOUR, NOW));
+        // A STATE that is neither on our clock nor newer stays stale.
+        assert!(!current(NOW - 2 * HOUR, NOW + HOUR, NOW));
+        // When this node's own clock is the odd one (the host's agrees with itself), the rule holds.
+        assert!(!current(NOW + HOUR - 5, NOW + HOUR, NOW - 3 * HOUR));
     }
 }
