@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
@@ -27,7 +27,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// mosquitto_sub with a persistent session (-c with a fixed id): the broker
 /// keeps the subscription and queues for it across a restart. Returns the
 /// process and the result payloads it prints.
-fn persistent_subscriber(port: u16, id: &str) -> (std::process::Child, Arc<Mutex<Vec<serde_json::Value>>>) {
+pub(crate) fn persistent_subscriber(port: u16, id: &str) -> (std::process::Child, Arc<Mutex<Vec<serde_json::Value>>>) {
     let mut sub = Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "-i", id, "-q", "1"])
         .args(["-t", "linesight/+/+/tasks/+/result", "-v"])
@@ -51,7 +51,7 @@ fn persistent_subscriber(port: u16, id: &str) -> (std::process::Child, Arc<Mutex
 }
 
 /// The test node with its results going through a disk queue in `queue`, synced per message.
-fn queued_node_yaml(plc: &str, port: u16, queue: &std::path::Path) -> String {
+pub(crate) fn queued_node_yaml(plc: &str, port: u16, queue: &std::path::Path) -> String {
     node_yaml(plc, port, "", 10.0).replace(
         "stats_interval: 1s, keep_alive: 5s }",
         &format!("stats_interval: 1s, keep_alive: 2s, queue: {{ dir: {}, fsync_every: 0ms }} }}", queue.display()),
