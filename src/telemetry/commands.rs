@@ -215,12 +215,13 @@ pub async fn serve_json(mut incoming: mpsc::Receiver<Incoming>, mqtt: Mqtt, comm
             Ok(()) => json!({"id": id, "ok": true}),
             Err(e) => json!({"id": id, "ok": false, "error": e}),
         };
-        mqtt.publish(
+        mqtt.publish_waiting(
             mqtt.topics.command_responses(),
             serde_json::to_vec(&reply).unwrap_or_default(),
             QoS::AtLeastOnce,
             false,
-        );
+        )
+        .await;
     }
 }
 

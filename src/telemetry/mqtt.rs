@@ -127,6 +127,8 @@ impl Mqtt {
             rx,
             stopping: None,
             connect_log: Throttle::default(),
+            flood_log: Throttle::default(),
+            last_drop: None,
         };
         let task = tokio::spawn(session.run());
         Ok((Mqtt { tx, topics, queue }, task, in_rx))
@@ -135,6 +137,13 @@ impl Mqtt {
     /// Queue a message. Returns false when the buffer is full (the caller counts it).
     pub fn publish(&self, topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> bool {
         self.tx.try_send(Msg::Publish { topic, payload, qos, retain }).is_ok()
+    }
+
+    /// Like [`Mqtt::publish`], but waits for room instead of dropping the message: for answers to
+    /// commands, so that a flood of commands is slowed down (and with it what the broker sends
+    /// us) rather than answered only in part.
+    pub async fn publish_waiting(&self, topic: String, payload: Vec<u8>, qos: QoS, retain: bool) -> bool {
+        self.tx.send(Msg::Publish { topic, payload, qos, retain }).await.is_ok()
     }
 
     /// Queue a message that must not be lost: on disk first when the queue is
@@ -153,10 +162,16 @@ impl Mqtt {
     }
 }
 
+/// A flood of incoming messages is over after this long without a drop.
+const FLOOD_QUIET: Duration = Duration::from_secs(10);
+
 /// The task's whole world.
 struct Session {
     /// Failed connects: logged at the start, once a minute while they last, and at the end.
     connect_log: Throttle,
+    /// Incoming messages dropped unread (a flood): logged at its start, once a minute, at its end.
+    flood_log: Throttle,
+    last_drop: Option<std::time::Instant>,
     cfg: MqttConfig,
     client_id: String,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -345,9 +360,23 @@ impl Session {
                 ev = eventloop.poll() => match ev.inspect(|e| if matches!(e, Event::Incoming(_)) { alive.heard() }) {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
-                        // Never block the event loop on a slow consumer: a flood is dropped and logged.
+                        // Never block the event loop on a slow consumer: a flood is dropped and
+                        // logged, when it starts, once a minute while it lasts, and when it ends.
+                        let now = std::time::Instant::now();
                         if self.incoming.try_send(msg).is_err() {
-                            tracing::warn!(%server, topic = %p.topic, "incoming message dropped: too many waiting");
+                            self.last_drop = Some(now);
+                            match self.flood_log.failed(now, "incoming flood") {
+                                Some(Report::First) => tracing::warn!(target: "linesight::audit", %server, topic = %p.topic, "incoming messages dropped unread: too many waiting (a flood of commands); counted and logged once a minute until it ends"),
+                                Some(Report::Still { repeats, total, for_s }) => tracing::warn!(target: "linesight::audit", %server, topic = %p.topic, repeats, total, for_s, "incoming messages still dropped unread: too many waiting"),
+                                None => {}
+                            }
+                        } else if self.last_drop.is_some_and(|t| now.duration_since(t) >= FLOOD_QUIET) {
+                            // Over only after a quiet spell, not at each gap between the
+                            // sender's bursts (that would log a line per burst).
+                            self.last_drop = None;
+                            if let Some((lasted, dropped)) = self.flood_log.recovered(now) {
+                                tracing::warn!(target: "linesight::audit", %server, dropped, lasted_ms = lasted.as_millis() as u64, "incoming flood over: messages dropped unread");
+                            }
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {

@@ -37,5 +37,6 @@ mod snapshots;
 mod sparkplug;
 mod store_crash;
 mod watchdog;
+mod write_attempts;
 mod yolo_parity;
 mod yolo_seg_cls_parity;
