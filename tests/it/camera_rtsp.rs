@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use linesight::sim::plc::SimPlc;
 
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Server {
 }
 
 /// Start the server; returns it and its URL once it says READY.
-fn serve(port: u16, extra: &[&str]) -> (Server, String) {
+pub(crate) fn serve(port: u16, extra: &[&str]) -> (Server, String) {
     let mut child = Command::new("/usr/bin/python3")
         .arg(repo().join("tests/rtsp/serve.py"))
         .args(["--port", &port.to_string(), "--path", "/cam", "--fps", "10"])
@@ -43,7 +43,7 @@ fn serve(port: u16, extra: &[&str]) -> (Server, String) {
     (Server(child), url)
 }
 
-fn signal(server: &Server, sig: &str) {
+pub(crate) fn signal(server: &Server, sig: &str) {
     assert!(Command::new("kill").args([sig, &server.0.id().to_string()]).status().unwrap().success());
 }
 

@@ -34,6 +34,7 @@ mod reload;
 mod shared_model;
 mod signals;
 mod snapshots;
+mod soak;
 mod sparkplug;
 mod store_crash;
 mod watchdog;
