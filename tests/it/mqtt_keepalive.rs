@@ -1,5 +1,8 @@
 //! A half-open link (packets silently dropped, no FIN, no RST) is noticed within 1.5 x keep-alive,
 //! as docs/mqtt.md says; rumqttc alone notices at the second unanswered ping timer (up to 2 x).
+//! And with the whole daemon, both dialects at once: both sessions notice and reconnect, and no
+//! result sent into the dead link is lost (the disk queue sends again what the broker never
+//! acknowledged).
 //!
 //! A proxy between linesight and the broker forwards both ways until it has passed one PINGRESP
 //! to linesight, then drops everything on that connection (both ways) while keeping it open: the
@@ -7,6 +10,7 @@
 //! connections (the reconnect) are forwarded normally. The time from the drop until linesight
 //! closes that connection is how long the dead link went unnoticed.
 
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
+use crate::mqtt_durable::wait_until;
 use linesight::config::{Dur, MqttConfig, NodeIdentity};
+use linesight::sim::plc::SimPlc;
 use linesight::telemetry::mqtt::Mqtt;
 
 #[derive(Default)]
@@ -73,17 +79,18 @@ async fn pipe(
     }
 }
 
-async fn proxy(listener: TcpListener, broker: u16, seen: Arc<Mutex<Seen>>) {
-    let mut first = true;
+/// Forward connections to `broker`; the first `dying` of them go dead after their first PINGRESP.
+async fn proxy(listener: TcpListener, broker: u16, seen: Arc<Mutex<Seen>>, dying: usize) {
+    let mut n = 0;
     while let Ok((client, _)) = listener.accept().await {
         seen.lock().unwrap().accepted.push(Instant::now());
         let Ok(server) = TcpStream::connect(("127.0.0.1", broker)).await else { return };
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
         let dead = Arc::new(Mutex::new(false));
-        // Only the first connection dies; the reconnects are forwarded as they are.
-        let watch = if first { Some(seen.clone()) } else { None };
-        first = false;
+        // Only the first connections die; the reconnects are forwarded as they are.
+        let watch = if n < dying { Some(seen.clone()) } else { None };
+        n += 1;
         tokio::spawn(pipe(cr, sw, dead.clone(), Way::Up, watch.clone()));
         tokio::spawn(pipe(sr, cw, dead, Way::Down, watch));
     }
@@ -98,7 +105,7 @@ fn a_half_open_link_is_noticed_within_one_and_a_half_keep_alives() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        tokio::spawn(proxy(listener, broker.port, seen.clone()));
+        tokio::spawn(proxy(listener, broker.port, seen.clone(), 1));
         let mut cfg = MqttConfig::new("127.0.0.1", port);
         cfg.keep_alive = Dur::from_millis(keep_alive.as_millis() as u64);
         cfg.client_id = Some("keepalive-test".into());
@@ -120,4 +127,71 @@ fn a_half_open_link_is_noticed_within_one_and_a_half_keep_alives() {
     eprintln!("dead link given up after {unnoticed:?} (keep-alive {keep_alive:?}, bound {bound:?})");
     assert!(unnoticed <= bound, "a dead link went unnoticed for {unnoticed:?}; the bound is {bound:?}");
     assert!(unnoticed >= keep_alive, "given up after {unnoticed:?}: a live link with a slow broker would be dropped");
+}
+
+#[test]
+fn both_sessions_of_the_daemon_survive_a_half_open_link_and_lose_no_result() {
+    require_ort();
+    let broker = Broker::start().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let (listener, seen) = rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        (listener, Arc::new(Mutex::new(Seen::default())))
+    });
+    let proxy_port = listener.local_addr().unwrap().port();
+    // The JSON and the Sparkplug session's first connections both go dead.
+    rt.spawn(proxy(listener, broker.port, seen.clone(), 2));
+    // On the broker itself (never through the proxy); every durable message carries a `msg_id`.
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let durable = || -> Vec<serde_json::Value> {
+        let lines = sub.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter_map(|(_, p)| serde_json::from_str::<serde_json::Value>(p).ok())
+            .filter(|v| v["msg_id"].is_u64())
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("queue");
+    let yaml = node_yaml(&plc.addr.to_string(), proxy_port, "loop: true", 10.0).replace(
+        "stats_interval: 1s, keep_alive: 5s }",
+        &format!(
+            "stats_interval: 1s, keep_alive: 2s, dialect: both, queue: {{ dir: {}, fsync_every: 0ms }}, sparkplug: {{ bdseq_file: {}/bdseq }} }}",
+            queue.display(),
+            dir.path().display()
+        ),
+    );
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut child = run_daemon(&cfg, &log);
+    // Both first connections die, both sessions reconnect (4 connections), results flow again.
+    assert!(
+        wait_until(Duration::from_secs(60), || seen.lock().unwrap().accepted.len() >= 4),
+        "both sessions reconnect after the dead link:\n{}",
+        logs()
+    );
+    let after = durable().len();
+    assert!(wait_until(Duration::from_secs(30), || durable().len() > after + 20), "{}", logs());
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success(), "{}", logs());
+    std::thread::sleep(Duration::from_secs(1));
+    let text = logs();
+    assert_eq!(
+        text.matches("nothing from the broker for 1.5 x keep-alive").count(),
+        2,
+        "both sessions noticed:\n{text}"
+    );
+    let mut ids: Vec<u64> = durable().iter().map(|v| v["msg_id"].as_u64().unwrap()).collect();
+    let deliveries = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    let want: Vec<u64> = (ids[0]..ids[0] + ids.len() as u64).collect();
+    assert_eq!(ids, want, "a result sent into the dead link was lost");
+    eprintln!(
+        "half-open link: 2 sessions noticed and reconnected; {} durable messages, {} delivered twice, none lost (what went into the dead link was sent again after the reconnect)",
+        ids.len(),
+        deliveries - ids.len()
+    );
 }
