@@ -56,6 +56,7 @@
 //!   open the same directory (there is no lock file).
 
 pub mod segment;
+pub mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
@@ -554,14 +555,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `n` unacknowledged records numbered above `after`, oldest first: what a sender that
+    /// already has everything up to `after` in flight reads next, without reading those again.
+    /// Read errors are returned (with nothing read); damaged records are skipped as in
+    /// [`Store::peek`].
+    pub fn read_after(&self, after: u64, n: usize) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        self.read_into(after, n, &mut out)?;
+        Ok(out)
+    }
+
     fn peek_into(&self, n: usize, out: &mut Vec<Record>) -> Result<(), StoreError> {
+        self.read_into(0, n, out)
+    }
+
+    fn read_into(&self, after: u64, n: usize, out: &mut Vec<Record>) -> Result<(), StoreError> {
         let mut bad = self.bad.borrow_mut();
         for seg in &self.segments {
             if out.len() >= n {
                 break;
             }
+            // Entries are in seq order: skip what the reader has without looking at each.
+            let from = seg.entries.partition_point(|e| e.seq <= after);
             let want: Vec<Entry> =
-                seg.entries.iter().filter(|e| !bad.contains(&e.seq)).take(n - out.len()).copied().collect();
+                seg.entries.range(from..).filter(|e| !bad.contains(&e.seq)).take(n - out.len()).copied().collect();
             let (Some(first), Some(last)) = (want.first(), want.last()) else { continue };
             let start = u64::from(first.offset);
             let end = u64::from(last.offset) + u64::from(last.len);
@@ -657,6 +674,11 @@ impl Store {
     /// Sequence number the next push gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// True after a failed fsync: the store refuses all work until it is opened again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
     }
 
     /// The configuration in force.
