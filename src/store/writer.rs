@@ -482,9 +482,10 @@ impl<L: Log> Thread<L> {
         let what = if poisoned { "closed and reopened (rescanned)" } else { "tried again" };
         // Stable while the cause is: the alarm built from it changes only when the cause does.
         let problem = format!(
-            "{} in {} does not take messages: {e}; {}; {what} with backoff (at most {} s apart)",
+            "{} in {} does not take messages: {}; {}; {what} with backoff (at most {} s apart)",
             self.cfg.name,
             self.cfg.dir.display(),
+            cause(&e),
             fix(&e, &self.cfg.dir),
             self.cfg.retry_cap.as_secs_f64()
         );
@@ -492,16 +493,12 @@ impl<L: Log> Thread<L> {
         self.figures.set_problem(Some(problem));
     }
 
+    /// The log line: the problem, and the failed operation on its file.
     fn report(&mut self, e: &StoreError, problem: &str) {
-        // Throttled on the error's kind, not its text (which names the retry delay).
-        let reason = match e {
-            StoreError::Io { op, source, .. } => format!("{op}: {:?}", source.kind()),
-            other => format!("{other}"),
-        };
-        match self.throttle.failed(Instant::now(), &reason) {
-            Some(Report::First) => tracing::error!("{problem}"),
+        match self.throttle.failed(Instant::now(), problem) {
+            Some(Report::First) => tracing::error!(error = %e, "{problem}"),
             Some(Report::Still { repeats, total, for_s }) => {
-                tracing::error!(repeats, total, for_s, "{problem} (still; logged once a minute)")
+                tracing::error!(error = %e, repeats, total, for_s, "{problem} (still; logged once a minute)")
             }
             None => {}
         }
@@ -538,9 +535,10 @@ impl<L: Log> Thread<L> {
                 let delay = self.backoff.delay();
                 self.retry_at = Some(Instant::now() + delay);
                 let problem = format!(
-                    "{} in {} cannot be opened: {e}; {}; tried again with backoff (at most {} s apart)",
+                    "{} in {} cannot be opened: {}; {}; tried again with backoff (at most {} s apart)",
                     self.cfg.name,
                     self.cfg.dir.display(),
+                    cause(&e),
                     fix(&e, &self.cfg.dir),
                     self.cfg.retry_cap.as_secs_f64()
                 );
@@ -563,6 +561,15 @@ impl<L: Log> Thread<L> {
         let (dropped, lost) = self.log.as_ref().map_or((0, 0), |l| (l.dropped(), l.lost()));
         self.figures.dropped.store(self.dropped_before + dropped, Ordering::Relaxed);
         self.figures.lost.store(self.lost_before + lost, Ordering::Relaxed);
+    }
+}
+
+/// Why, without the file or the operation (the log line has them): one text per cause, so the
+/// alarm built from it changes only when the cause does, not with every file a retry touches.
+fn cause(e: &StoreError) -> String {
+    match e {
+        StoreError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
     }
 }
 

@@ -554,7 +554,7 @@ mod tests {
         let mut d =
             Durable::open(&queue(dir.path()), AckBy::Barrier("barrier".into()), "test queue", Arc::default()).unwrap();
         settle(&mut d, |d| d.epoch == 1).await; // opened (an open makes earlier reads stale)
-        // A client whose event loop is never polled: requests just wait in its channel.
+                                                // A client whose event loop is never polled: requests just wait in its channel.
         let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 256);
         d.on_connected();
         for i in 0..3 {

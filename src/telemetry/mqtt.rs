@@ -17,9 +17,9 @@ use tokio::time::Instant;
 
 use super::connection::{self, Ended, Server};
 use super::durable::{self, Durable};
-use crate::store::writer::Message;
 use crate::config::{MqttConfig, NodeIdentity};
 use crate::stats::QueueStats;
+use crate::store::writer::Message;
 use crate::util::throttle::{Report, Throttle};
 
 /// Topic names, all under `<prefix>/<group_id>/<node_id>`.

@@ -29,6 +29,7 @@ mod mqtt_security;
 mod pipeline;
 mod purge;
 mod pyplc_smoke;
+mod queue_disk;
 mod shared_model;
 mod signals;
 mod snapshots;

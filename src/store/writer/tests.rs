@@ -27,7 +27,11 @@ struct Disk {
 type Shared = Arc<Mutex<Disk>>;
 
 fn io(op: &'static str, errno: i32) -> StoreError {
-    StoreError::Io { op, path: PathBuf::from("/q/00000000000000000001.seg"), source: io::Error::from_raw_os_error(errno) }
+    StoreError::Io {
+        op,
+        path: PathBuf::from("/q/00000000000000000001.seg"),
+        source: io::Error::from_raw_os_error(errno),
+    }
 }
 
 struct MockLog {
@@ -200,7 +204,10 @@ async fn pushes_are_answered_in_order_and_reads_cover_what_they_skip() {
         other => panic!("{other:?}"),
     }
     w.try_send(Request::Read { after: 0, max: 2, tag: 8 }).unwrap();
-    assert!(matches!(next(&w).await, Event::Records { tag: 8, upto: 2, failed: false, .. }), "a full read stops at its last record");
+    assert!(
+        matches!(next(&w).await, Event::Records { tag: 8, upto: 2, failed: false, .. }),
+        "a full read stops at its last record"
+    );
     w.try_send(Request::Ack(3)).unwrap();
     assert!(matches!(next(&w).await, Event::Acked { upto: 3, ok: true, len: 2 }));
     w.try_send(Request::Flush).unwrap();
