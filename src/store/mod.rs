@@ -44,16 +44,18 @@
 //!   that can be sent, so it is reported in [`Recovery::corrupt_segments`], its records counted as
 //!   lost, and deleted; a record numbered above it is damage; a ledger beyond it is unreadable.
 //! - I/O errors (a full disk) come back as [`StoreError::Io`] naming the file; nothing panics.
-//!   After a failed fsync the store refuses further work ([`StoreError::Poisoned`]): what reached
-//!   the disk is unknown, so reopen it (which rescans).
+//!   A failed write is undone (the store stays usable: push again when there is space). After a
+//!   failed fsync the store refuses further work ([`StoreError::Poisoned`]): what reached the
+//!   disk is unknown, so reopen it (which rescans). [`writer`] does both, with backoff.
 //! - [`Store::ack`] fsyncs the ledger twice (file and directory): ack in batches (e.g. the
 //!   highest contiguous acknowledged seq once per loop tick), not per PUBACK.
 //! - [`Store::peek`] returns records at once, synced or not (a record lost to a power cut after
 //!   it was sent was delivered; its number is not reused, see above).
 //! - Private: the folder (and any parent it creates) is 0700, segments and ledger 0600, set
 //!   explicitly, so a daemon run by hand with a lax umask does not leave messages readable to others.
-//! - One owner: the MQTT task owns the `Store` (it is `Send`, not `Sync`); two processes must not
-//!   open the same directory (there is no lock file).
+//! - One owner: [`writer::Writer`]'s thread owns the `Store` (it is `Send`, not `Sync`) and does
+//!   all of its file I/O, off the async runtime; the MQTT session talks to it through channels.
+//!   Two processes must not open the same directory (there is no lock file).
 
 pub mod segment;
 pub mod writer;
@@ -193,7 +195,7 @@ struct Segment {
     entries: VecDeque<Entry>,
 }
 
-/// The queue. Single owner (the MQTT task); not meant to be shared.
+/// The queue. Single owner (its writer thread, [`writer`]); not meant to be shared.
 pub struct Store {
     cfg: StoreConfig,
     /// Oldest first; the last one is the one appended to.
