@@ -290,6 +290,28 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn a_queue_alarm_lasts_while_the_queue_is_unusable_and_a_minute_after_each_drop() {
+        let q = QueueStats::default();
+        let mut seen = (0, None);
+        let t0 = Instant::now();
+        assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0), None, "a well queue");
+        *q.problem.lock().unwrap() = Some("MQTT queue in /q does not take messages: disk full".into());
+        q.dropped.store(3, Ordering::Relaxed);
+        let alarms = queue_alarms("MQTT queue", &q, &mut seen, t0).unwrap();
+        assert_eq!(alarms.len(), 2, "{alarms:?}");
+        assert!(alarms[0].starts_with("MQTT queue in /q does not take messages") && alarms[0].contains("live only"));
+        assert!(alarms[1].starts_with("MQTT queue did not keep every message"));
+        // More drops do not change the text (each change of the list is a queued message).
+        q.dropped.store(4, Ordering::Relaxed);
+        assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(1)).unwrap(), alarms);
+        // The disk is back: the problem alarm ends at once, the drop alarm a minute after the last drop.
+        *q.problem.lock().unwrap() = None;
+        let later = queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(30)).unwrap();
+        assert_eq!(later, alarms[1..]);
+        assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(62)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_worker_is_a_fault_after_the_stall_time() {
         let queue = Arc::new(FrameQueue::new(4));
         let progress = Arc::new(AtomicU64::new(0));

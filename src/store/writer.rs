@@ -73,7 +73,8 @@ pub trait Log: Send + 'static {
     fn ack(&mut self, seq: u64) -> Result<(), StoreError>;
     fn flush(&mut self) -> Result<(), StoreError>;
     fn maybe_flush(&mut self) -> Result<(), StoreError>;
-    fn len(&self) -> usize;
+    /// Unacknowledged records ([`Store::len`]).
+    fn unacked(&self) -> usize;
     fn last_seq(&self) -> u64;
     fn dropped(&self) -> u64;
     fn lost(&self) -> u64;
@@ -97,7 +98,7 @@ impl Log for Store {
     fn maybe_flush(&mut self) -> Result<(), StoreError> {
         Store::maybe_flush(self)
     }
-    fn len(&self) -> usize {
+    fn unacked(&self) -> usize {
         Store::len(self)
     }
     fn last_seq(&self) -> u64 {
@@ -385,7 +386,7 @@ impl<L: Log> Thread<L> {
             }
             Request::Ack(seq) => {
                 let ok = self.usable(Instant::now()) && self.ack(seq);
-                let len = self.log.as_ref().map_or(0, |l| l.len());
+                let len = self.log.as_ref().map_or(0, |l| l.unacked());
                 self.send(Event::Acked { upto: seq, ok, len });
             }
             Request::Flush => {
@@ -437,7 +438,7 @@ impl<L: Log> Thread<L> {
             return self.send(Event::Refused(m));
         }
         let log = self.log.as_mut().expect("usable");
-        let pushed = log.push(&m.topic, &m.payload, m.qos, m.retain).map(|seq| (seq, log.len()));
+        let pushed = log.push(&m.topic, &m.payload, m.qos, m.retain).map(|seq| (seq, log.unacked()));
         match pushed {
             Ok((seq, len)) => {
                 if self.retry_at.take().is_some() {
@@ -522,8 +523,8 @@ impl<L: Log> Thread<L> {
     fn try_open(&mut self) {
         match (self.open)() {
             Ok((log, recovery)) => {
-                tracing::info!(dir = %self.cfg.dir.display(), ?recovery, waiting = log.len(), "{} opened", self.cfg.name);
-                let ev = Event::Opened { last_seq: log.last_seq(), len: log.len(), first: !self.opened_once };
+                tracing::info!(dir = %self.cfg.dir.display(), ?recovery, waiting = log.unacked(), "{} opened", self.cfg.name);
+                let ev = Event::Opened { last_seq: log.last_seq(), len: log.unacked(), first: !self.opened_once };
                 self.opened_once = true;
                 self.log = Some(log);
                 if self.retry_at.take().is_some() {

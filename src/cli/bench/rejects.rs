@@ -22,13 +22,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config;
-use crate::sim::broker::Broker;
-use crate::telemetry::durable::{AckBy, Durable};
-use crate::telemetry::mqtt::Mqtt;
 use crate::decision::reject::{Arrival, Gate, GateOutcome, GateSettings};
 use crate::modbus::Outputs;
+use crate::sim::broker::Broker;
 use crate::sim::plc::SimPlc;
 use crate::stats::TaskStats;
+use crate::telemetry::durable::{AckBy, Durable};
+use crate::telemetry::mqtt::Mqtt;
 use crate::util::percentiles::percentiles;
 
 const DELAY: Duration = Duration::from_millis(300);
