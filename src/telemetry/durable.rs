@@ -52,6 +52,7 @@ use crate::config::{QueueConfig, QueueFull};
 use crate::stats::QueueStats;
 use crate::store::writer::{Event, Message, Request, Writer, WriterConfig};
 use crate::store::{Record, StoreConfig, WhenFull};
+use crate::util::throttle::{Report, Throttle};
 
 /// Unacknowledged durable messages in flight at once.
 const WINDOW: usize = 64;
@@ -121,6 +122,7 @@ pub struct Durable {
     busy: u64,
     /// Messages the queue did not keep that were sent live.
     live: u64,
+    busy_log: Throttle,
 }
 
 /// The session's next answer from its queue's writer; pending forever without a queue.
@@ -182,6 +184,7 @@ impl Durable {
             read_failed: false,
             busy: 0,
             live: 0,
+            busy_log: Throttle::default(),
         }
     }
 
@@ -198,11 +201,22 @@ impl Durable {
         match self.writer.try_send(Request::Push(m)) {
             Ok(()) => {
                 self.pending.push_back(connected);
+                if let Some((for_s, refused)) = self.busy_log.recovered(std::time::Instant::now()) {
+                    tracing::info!(for_s = for_s.as_secs(), refused, "the queue's writer takes messages again");
+                }
                 Ok(())
             }
             Err(Request::Push(m)) => {
                 self.busy += 1;
-                tracing::warn!(topic = %m.topic, "MQTT queue writer far behind (its channel is full): message not queued");
+                // Throttled: a writer stuck in a hung fsync would otherwise log every message.
+                let why = "its writer is far behind (a slow or hung disk): messages not queued";
+                match self.busy_log.failed(std::time::Instant::now(), why) {
+                    Some(Report::First) => tracing::warn!(topic = %m.topic, "{why}"),
+                    Some(Report::Still { repeats, total, for_s }) => {
+                        tracing::warn!(repeats, total, for_s, "{why} (still; logged once a minute)")
+                    }
+                    None => {}
+                }
                 Err(m)
             }
             Err(_) => unreachable!("try_send gives back the request it was given"),
