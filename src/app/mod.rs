@@ -302,7 +302,7 @@ fn start_supervisor(
         outputs: outputs.clone(),
         tasks: watched,
         devices: running.stats.devices.clone(),
-        queue: running.stats.mqtt_queue.clone(),
+        queues: sessions.queues(),
         rejects: line.reject_window.clone().unwrap_or_else(|| Arc::new(RejectWindow::new(1))),
         faults: running.stats.faults.clone(),
         plain_outputs,

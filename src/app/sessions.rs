@@ -25,6 +25,9 @@ pub struct Sessions {
     incoming: Option<mpsc::Receiver<Incoming>>,
     pub sparkplug: Option<Sparkplug>,
     sparkplug_pending: Option<Pending>,
+    /// The Sparkplug session's disk queue figures (its queue starts with the session, later;
+    /// the supervisor watches them from the start).
+    sparkplug_queue: Option<Arc<QueueStats>>,
     /// Where results and alarms go: either dialect, or both.
     pub telemetry: Telemetry,
 }
@@ -35,8 +38,12 @@ impl Sessions {
         let (mqtt, incoming) = match &config.mqtt {
             Some(m) if m.dialect.json() => {
                 let commands = Topics::new(&m.prefix, &config.node).commands();
+                // A queue folder that cannot be opened does not stop the start: the queue's
+                // writer keeps trying it, and the session sends live meanwhile (an alarm says so).
                 let durable = match &m.queue {
-                    Some(q) => Some(Durable::open(q, AckBy::PubAck).map_err(StartError::Other)?),
+                    Some(q) => {
+                        Some(Durable::open(q, AckBy::PubAck, "MQTT queue", Arc::default()).map_err(StartError::Other)?)
+                    }
                     None => None,
                 };
                 let (client, task, incoming) =
@@ -52,13 +59,25 @@ impl Sessions {
             }
             _ => (None, None),
         };
+        let sparkplug_queue = match &config.mqtt {
+            Some(m) if m.dialect.sparkplug() && m.queue.is_some() => Some(Arc::default()),
+            _ => None,
+        };
         let telemetry = Telemetry { json: mqtt.as_ref().map(|(m, _)| m.clone()), sparkplug: sparkplug.clone() };
-        Ok(Sessions { mqtt, incoming, sparkplug, sparkplug_pending, telemetry })
+        Ok(Sessions { mqtt, incoming, sparkplug, sparkplug_pending, sparkplug_queue, telemetry })
     }
 
-    /// The disk queue's figures: the JSON session's; with Sparkplug alone, its session fills them in.
+    /// The disk queue's figures for the stats message and the Sparkplug metrics: the JSON
+    /// session's; with Sparkplug alone, the Sparkplug session's.
     pub fn queue_stats(&self) -> Option<Arc<QueueStats>> {
-        self.mqtt.as_ref().map(|(m, _)| m.queue.clone()).or_else(|| self.sparkplug.as_ref().map(|_| Default::default()))
+        self.mqtt.as_ref().map(|(m, _)| m.queue.clone()).or_else(|| self.sparkplug_queue.clone())
+    }
+
+    /// Every disk queue, named for the alarms: both with `dialect: both`.
+    pub fn queues(&self) -> Vec<(String, Arc<QueueStats>)> {
+        let json = self.mqtt.as_ref().map(|(m, _)| ("MQTT queue".to_string(), m.queue.clone()));
+        let sparkplug = self.sparkplug_queue.clone().map(|q| ("Sparkplug queue".to_string(), q));
+        json.into_iter().chain(sparkplug).collect()
     }
 
     /// Both command doors (JSON and Sparkplug) pass `guard` and send to `route`.
@@ -97,7 +116,8 @@ impl Sessions {
                 // Its own queue beside the JSON one: the two sessions acknowledge differently.
                 let q = QueueConfig { dir: q.dir.join("sparkplug"), ..q.clone() };
                 let barrier = sparkplug::Topics::new(&config.node).barrier();
-                Some(Durable::open(&q, AckBy::Barrier(barrier)).map_err(StartError::Other)?)
+                let stats = self.sparkplug_queue.clone().unwrap_or_default();
+                Some(Durable::open(&q, AckBy::Barrier(barrier), "Sparkplug queue", stats).map_err(StartError::Other)?)
             }
             None => None,
         };

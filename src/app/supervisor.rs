@@ -70,7 +70,7 @@ pub mod fault_bit {
     pub const GATE_CONFIRM: u16 = 1 << 4;
     /// A Modbus device unreachable.
     pub const DEVICE: u16 = 1 << 5;
-    /// The MQTT disk queue lost messages (an alarm, not a line fault).
+    /// An MQTT disk queue did not keep messages, or cannot be used (an alarm, not a line fault).
     pub const TELEMETRY: u16 = 1 << 6;
     /// Always set when linesight writes the word: 0 means "never written since the PLC started".
     pub const WRITTEN: u16 = 1 << 15;
@@ -135,6 +135,36 @@ pub fn current_faults(
     faults
 }
 
+/// The alarms of one disk queue (`seen`: the count of messages it did not keep, and when it last
+/// changed), or None when it is well.
+/// - While it cannot be used (a full or failed disk, a folder that cannot be opened): why, for
+///   as long as it lasts. The node inspects on; results and alarms go out live only.
+/// - For a minute after each message it did not keep (dropped by the full-queue policy, refused
+///   by the disk, or damaged on disk): telemetry that was meant to survive an outage may not.
+pub fn queue_alarms(
+    name: &str,
+    q: &QueueStats,
+    seen: &mut (u64, Option<Instant>),
+    now: Instant,
+) -> Option<Vec<String>> {
+    let mut alarms = Vec::new();
+    if let Some(why) = q.problem() {
+        alarms.push(format!("{why}; results and alarms go out live only while a broker is connected"));
+    }
+    let lost = q.dropped.load(Ordering::Relaxed) + q.lost.load(Ordering::Relaxed);
+    if lost != seen.0 {
+        *seen = (lost, Some(now));
+    }
+    if seen.1.is_some_and(|t| now - t < QUEUE_ALARM) {
+        // No count in the text: every change of the alarm list is an alarm message, itself
+        // queued, and a refused one would change a count, which would send another: a loop.
+        alarms.push(format!(
+            "{name} did not keep every message (full, refused by the disk, or damaged): counts in mqtt_queue of the stats"
+        ));
+    }
+    (!alarms.is_empty()).then_some(alarms)
+}
+
 /// What the supervisor watches and drives.
 pub struct Supervisor {
     pub lights: StackLightConfig,
@@ -142,8 +172,9 @@ pub struct Supervisor {
     pub tasks: Vec<WatchedTask>,
     /// Every Modbus device's link.
     pub devices: BTreeMap<String, Arc<DeviceStats>>,
-    /// The MQTT disk queue: a loss is an alarm (not a fault: it does not make the line unsafe).
-    pub queue: Option<Arc<QueueStats>>,
+    /// The MQTT disk queues, by name ("MQTT queue", "Sparkplug queue"): a loss, or a queue that
+    /// cannot be used, is an alarm (not a fault: it does not make the line unsafe).
+    pub queues: Vec<(String, Arc<QueueStats>)>,
     /// The recent reject share, for the NG-rate lamp.
     pub rejects: Arc<RejectWindow>,
     /// Where the active faults are published for everyone else to read.
@@ -165,7 +196,7 @@ impl Supervisor {
             outputs,
             tasks,
             devices,
-            queue,
+            queues,
             rejects,
             faults: faults_out,
             plain_outputs,
@@ -178,7 +209,7 @@ impl Supervisor {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stalls = BTreeMap::new();
         let mut confirms = BTreeMap::new();
-        let mut queue_seen: (u64, Option<Instant>) = (0, None);
+        let mut queue_seen: BTreeMap<String, (u64, Option<Instant>)> = BTreeMap::new();
         let mut shown: BTreeMap<String, bool> = BTreeMap::new();
         let mut last_assert = Instant::now();
         let mut was_faulted = false;
@@ -191,14 +222,9 @@ impl Supervisor {
             // Line faults drive the lamps and the safe state; a telemetry loss is
             // an alarm only (it does not make the line unsafe).
             let faulted = !faults.is_empty();
-            // A full MQTT queue drops telemetry that was meant to survive: an alarm for a minute after each drop.
-            if let Some(q) = &queue {
-                let dropped = q.dropped.load(Ordering::Relaxed) + q.lost.load(Ordering::Relaxed);
-                if dropped != queue_seen.0 {
-                    queue_seen = (dropped, Some(now));
-                }
-                if queue_seen.1.is_some_and(|t| now - t < QUEUE_ALARM) {
-                    faults.push(format!("MQTT queue full or damaged: {dropped} messages lost so far"));
+            for (name, q) in &queues {
+                if let Some(alarm) = queue_alarms(name, q, queue_seen.entry(name.clone()).or_default(), now) {
+                    faults.extend(alarm);
                     bits |= fault_bit::TELEMETRY;
                 }
             }
@@ -262,6 +288,28 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_alarm_lasts_while_the_queue_is_unusable_and_a_minute_after_each_drop() {
+        let q = QueueStats::default();
+        let mut seen = (0, None);
+        let t0 = Instant::now();
+        assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0), None, "a well queue");
+        *q.problem.lock().unwrap() = Some("MQTT queue in /q does not take messages: disk full".into());
+        q.dropped.store(3, Ordering::Relaxed);
+        let alarms = queue_alarms("MQTT queue", &q, &mut seen, t0).unwrap();
+        assert_eq!(alarms.len(), 2, "{alarms:?}");
+        assert!(alarms[0].starts_with("MQTT queue in /q does not take messages") && alarms[0].contains("live only"));
+        assert!(alarms[1].starts_with("MQTT queue did not keep every message"));
+        // More drops do not change the text (each change of the list is a queued message).
+        q.dropped.store(4, Ordering::Relaxed);
+        assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(1)).unwrap(), alarms);
+        // The disk is back: the problem alarm ends at once, the drop alarm a minute after the last drop.
+        *q.problem.lock().unwrap() = None;
+        let later = queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(30)).unwrap();
+        assert_eq!(later, alarms[1..]);
+        assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(62)), None);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_worker_is_a_fault_after_the_stall_time() {

@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// With --rejects: parts per second.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
+    /// With --rejects: also send every part's result through an MQTT disk queue in this folder
+    /// (to a local broker), as the daemon does, so the queue's fsyncs run beside the gate.
+    /// scripts/bench_slow_fsync.sh puts it on a disk whose fsync takes 200 ms.
+    #[arg(long)]
+    pub queue_dir: Option<PathBuf>,
     /// Measure the MQTT disk queue instead: write rate, QoS 1 rate to a local broker, replay time.
     #[arg(long)]
     pub queue: bool,
@@ -101,7 +106,7 @@ async fn bench_queue(args: &BenchArgs) -> Result<(), String> {
 
 /// `--rejects`: the gate's timing error against the due time.
 async fn bench_rejects(args: &BenchArgs) -> Result<(), String> {
-    let out = rejects::run(args.parts, args.rate, args.json).await?;
+    let out = rejects::run(args.parts, args.rate, args.json, args.queue_dir.as_deref()).await?;
     if args.json {
         println!("{out}");
     } else {
@@ -110,6 +115,12 @@ async fn bench_rejects(args: &BenchArgs) -> Result<(), String> {
             "reject \"on\" at the PLC vs due: p50 {} ms, p99 {} ms, max {} ms (min {} ms); deadline misses {}; failed {}",
             e["p50"], e["p99"], e["max"], e["min"], out["deadline_misses"], out["failed"]
         );
+        if let Some(q) = out.get("queue") {
+            println!(
+                "queue in {}: fsync {} ms (median of 5 before the run); {} results sent, {} waiting at the end, {} not kept",
+                q["dir"], q["fsync_ms"], q["results"], q["waiting"], q["dropped"]
+            );
+        }
         println!("machine: {}", out["machine"]);
     }
     Ok(())

@@ -44,18 +44,21 @@
 //!   that can be sent, so it is reported in [`Recovery::corrupt_segments`], its records counted as
 //!   lost, and deleted; a record numbered above it is damage; a ledger beyond it is unreadable.
 //! - I/O errors (a full disk) come back as [`StoreError::Io`] naming the file; nothing panics.
-//!   After a failed fsync the store refuses further work ([`StoreError::Poisoned`]): what reached
-//!   the disk is unknown, so reopen it (which rescans).
+//!   A failed write is undone (the store stays usable: push again when there is space). After a
+//!   failed fsync the store refuses further work ([`StoreError::Poisoned`]): what reached the
+//!   disk is unknown, so reopen it (which rescans). [`writer`] does both, with backoff.
 //! - [`Store::ack`] fsyncs the ledger twice (file and directory): ack in batches (e.g. the
 //!   highest contiguous acknowledged seq once per loop tick), not per PUBACK.
 //! - [`Store::peek`] returns records at once, synced or not (a record lost to a power cut after
 //!   it was sent was delivered; its number is not reused, see above).
 //! - Private: the folder (and any parent it creates) is 0700, segments and ledger 0600, set
 //!   explicitly, so a daemon run by hand with a lax umask does not leave messages readable to others.
-//! - One owner: the MQTT task owns the `Store` (it is `Send`, not `Sync`); two processes must not
-//!   open the same directory (there is no lock file).
+//! - One owner: [`writer::Writer`]'s thread owns the `Store` (it is `Send`, not `Sync`) and does
+//!   all of its file I/O, off the async runtime; the MQTT session talks to it through channels.
+//!   Two processes must not open the same directory (there is no lock file).
 
 pub mod segment;
+pub mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
@@ -192,7 +195,7 @@ struct Segment {
     entries: VecDeque<Entry>,
 }
 
-/// The queue. Single owner (the MQTT task); not meant to be shared.
+/// The queue. Single owner (its writer thread, [`writer`]); not meant to be shared.
 pub struct Store {
     cfg: StoreConfig,
     /// Oldest first; the last one is the one appended to.
@@ -554,14 +557,30 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `n` unacknowledged records numbered above `after`, oldest first: what a sender that
+    /// already has everything up to `after` in flight reads next, without reading those again.
+    /// Read errors are returned (with nothing read); damaged records are skipped as in
+    /// [`Store::peek`].
+    pub fn read_after(&self, after: u64, n: usize) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        self.read_into(after, n, &mut out)?;
+        Ok(out)
+    }
+
     fn peek_into(&self, n: usize, out: &mut Vec<Record>) -> Result<(), StoreError> {
+        self.read_into(0, n, out)
+    }
+
+    fn read_into(&self, after: u64, n: usize, out: &mut Vec<Record>) -> Result<(), StoreError> {
         let mut bad = self.bad.borrow_mut();
         for seg in &self.segments {
             if out.len() >= n {
                 break;
             }
+            // Entries are in seq order: skip what the reader has without looking at each.
+            let from = seg.entries.partition_point(|e| e.seq <= after);
             let want: Vec<Entry> =
-                seg.entries.iter().filter(|e| !bad.contains(&e.seq)).take(n - out.len()).copied().collect();
+                seg.entries.range(from..).filter(|e| !bad.contains(&e.seq)).take(n - out.len()).copied().collect();
             let (Some(first), Some(last)) = (want.first(), want.last()) else { continue };
             let start = u64::from(first.offset);
             let end = u64::from(last.offset) + u64::from(last.len);
@@ -657,6 +676,11 @@ impl Store {
     /// Sequence number the next push gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// True after a failed fsync: the store refuses all work until it is opened again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
     }
 
     /// The configuration in force.

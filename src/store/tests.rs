@@ -499,3 +499,18 @@ fn the_queue_is_for_the_services_user_alone_whatever_the_umask() {
         assert_eq!(mode(&seg), 0o600, "{}", seg.display());
     }
 }
+
+#[test]
+fn read_after_skips_what_the_reader_has_across_segments_and_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(&cfg(dir.path())); // 4 KiB segments: 200 records span several
+    push_n(&mut s, 200);
+    assert!(segment_files(dir.path()).len() > 2);
+    let got: Vec<u64> = s.read_after(150, 5).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(got, [151, 152, 153, 154, 155]);
+    assert!(s.read_after(200, 5).unwrap().is_empty());
+    s.ack(160).unwrap();
+    let got: Vec<u64> = s.read_after(10, 3).unwrap().iter().map(|r| r.seq).collect();
+    assert_eq!(got, [161, 162, 163], "acknowledged records are not read, whatever `after` says");
+    assert_eq!(s.read_after(0, usize::MAX).unwrap().len(), 40);
+}

@@ -97,7 +97,9 @@ pub fn stats_doc(s: &NodeStats, last: bool) -> Value {
         v["mqtt_queue"] = json!({
             "waiting": q.waiting.load(Ordering::Relaxed),
             "dropped": q.dropped.load(Ordering::Relaxed),
+            "live": q.live.load(Ordering::Relaxed),
             "lost": q.lost.load(Ordering::Relaxed),
+            "problem": q.problem(),
         });
     }
     if last {

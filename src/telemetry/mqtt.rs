@@ -8,7 +8,6 @@
 //! While no broker is reachable, messages for the disk queue are stored and
 //! everything else is dropped (a stats message is replaced by the next one).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::connection::{self, Ended, Server};
 use super::durable::{self, Durable};
 use crate::config::{MqttConfig, NodeIdentity};
 use crate::stats::QueueStats;
+use crate::store::writer::Message;
 use crate::util::throttle::{Report, Throttle};
 
 /// Topic names, all under `<prefix>/<group_id>/<node_id>`.
@@ -113,8 +113,7 @@ impl Mqtt {
         let tls = cfg.tls.as_ref().map(connection::tls_client_config).transpose()?;
         let (tx, rx) = mpsc::channel(BUFFER);
         let (in_tx, in_rx) = mpsc::channel(connection::INCOMING_BUFFER);
-        let queue = Arc::new(QueueStats::default());
-        queue.configured.store(durable.is_some(), Ordering::Relaxed);
+        let queue = durable.as_ref().map_or_else(Arc::default, |d| d.stats().clone());
         let session = Session {
             cfg: cfg.clone(),
             client_id,
@@ -123,7 +122,6 @@ impl Mqtt {
             subscriptions,
             incoming: in_tx,
             durable,
-            queue_stats: queue.clone(),
             rx,
             stopping: None,
             connect_log: Throttle::default(),
@@ -179,7 +177,6 @@ struct Session {
     subscriptions: Vec<String>,
     incoming: mpsc::Sender<Incoming>,
     durable: Option<Durable>,
-    queue_stats: Arc<QueueStats>,
     rx: mpsc::Receiver<Msg>,
     stopping: Option<(oneshot::Sender<()>, Instant)>,
 }
@@ -221,8 +218,14 @@ impl Session {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return false,
                 _ = flush_tick.tick() => self.tick(),
+                // Refused while no broker is connected: nowhere to send it; counted as dropped.
+                ev = durable::next_event(self.durable.as_ref()) => {
+                    self.queue_event(ev, None);
+                }
                 msg = self.rx.recv() => match msg {
-                    Some(Msg::Durable { topic, payload, retain }) => self.store(&topic, &payload, retain, false),
+                    Some(Msg::Durable { topic, payload, retain }) => {
+                        self.store(topic, payload, retain, None);
+                    }
                     Some(Msg::Publish { .. }) => {}
                     Some(Msg::Stop(done)) => {
                         self.stopping = Some((done, Instant::now()));
@@ -235,21 +238,47 @@ impl Session {
         }
     }
 
-    fn store(&mut self, topic: &str, payload: &[u8], retain: bool, connected: bool) {
-        if let Some(d) = &mut self.durable {
-            if !d.push(topic, payload, retain, connected) {
-                tracing::warn!(%topic, "message not stored: the MQTT queue refused it");
-            }
+    /// A message for the disk queue (there is one). True when it went out live at once
+    /// instead, because the queue's writer could not take it (`client`: connected).
+    fn store(&mut self, topic: String, payload: Vec<u8>, retain: bool, client: Option<&AsyncClient>) -> bool {
+        let Some(d) = &mut self.durable else { return false };
+        match d.push(&topic, payload, retain, client.is_some()) {
+            Ok(()) => false,
+            Err(m) => self.live(m, client),
         }
     }
 
+    /// An answer of the queue's writer. True when a message it refused went out live.
+    fn queue_event(&mut self, ev: crate::store::writer::Event, client: Option<&AsyncClient>) -> bool {
+        match self.durable.as_mut().and_then(|d| d.on_event(ev)) {
+            Some(m) => self.live(m, client),
+            None => false,
+        }
+    }
+
+    /// A message the queue did not keep: live, without `msg_id` (QoS 1), when connected;
+    /// else dropped (already counted). See the guarantees lost in [`durable`].
+    fn live(&mut self, m: Message, client: Option<&AsyncClient>) -> bool {
+        let Some(client) = client else {
+            tracing::debug!(topic = %m.topic, "not queued and no broker connected: message dropped");
+            return false;
+        };
+        if client.try_publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload).is_err() {
+            tracing::warn!("MQTT request queue full; a message the disk queue refused is dropped");
+            return false;
+        }
+        if let Some(d) = &mut self.durable {
+            d.note_plain();
+            d.sent_live();
+        }
+        true
+    }
+
     fn tick(&mut self) {
-        // The fsync policy (the loss window) is the store's; this only gives it a chance.
+        // Acknowledgements to the ledger, figures to the stats; the fsync policy (the loss
+        // window) is the writer thread's.
         if let Some(d) = &mut self.durable {
             d.tick();
-            self.queue_stats.waiting.store(d.waiting() as u64, Ordering::Relaxed);
-            self.queue_stats.dropped.store(d.dropped(), Ordering::Relaxed);
-            self.queue_stats.lost.store(d.lost(), Ordering::Relaxed);
         }
     }
 
@@ -319,6 +348,11 @@ impl Session {
             }
             tokio::select! {
                 _ = flush_tick.tick() => self.tick(),
+                ev = durable::next_event(self.durable.as_ref()) => {
+                    if self.queue_event(ev, Some(&client)) {
+                        queued += 1;
+                    }
+                }
                 msg = self.rx.recv(), if self.stopping.is_none() => match msg {
                     Some(Msg::Publish { topic, payload, qos, retain }) => {
                         if client.try_publish(topic, qos, retain, payload).is_ok() {
@@ -332,7 +366,9 @@ impl Session {
                     }
                     Some(Msg::Durable { topic, payload, retain }) => {
                         if self.durable.is_some() {
-                            self.store(&topic, &payload, retain, true);
+                            if self.store(topic, payload, retain, Some(&client)) {
+                                queued += 1;
+                            }
                         } else if client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
                             queued += 1;
                         } else {
@@ -417,11 +453,11 @@ impl Session {
         // Whatever is still in the channel and must not be lost goes to disk.
         while let Ok(msg) = self.rx.try_recv() {
             if let Msg::Durable { topic, payload, retain } = msg {
-                self.store(&topic, &payload, retain, false);
+                self.store(topic, payload, retain, None);
             }
         }
         if let Some(d) = &mut self.durable {
-            d.flush();
+            d.flush().await;
             if d.waiting() > 0 {
                 tracing::info!(waiting = d.waiting(), "MQTT queue keeps undelivered messages for the next start");
             }

@@ -30,6 +30,7 @@ mod mqtt_security;
 mod pipeline;
 mod purge;
 mod pyplc_smoke;
+mod queue_disk;
 mod reload;
 mod shared_model;
 mod signals;

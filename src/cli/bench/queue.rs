@@ -121,7 +121,12 @@ pub async fn run(backlog: u64) -> Result<Value, String> {
     let live = 100_000u64;
     let dir = Scratch::new()?;
     let (cfg, q) = mqtt_config(broker.port, dir.path());
-    let (mqtt, task, _in) = Mqtt::start(&cfg, &node, Vec::new(), Some(Durable::open(&q, AckBy::PubAck)?))?;
+    let (mqtt, task, _in) = Mqtt::start(
+        &cfg,
+        &node,
+        Vec::new(),
+        Some(Durable::open(&q, AckBy::PubAck, "MQTT queue", Default::default())?),
+    )?;
     tokio::time::sleep(Duration::from_millis(300)).await; // connected
     let payload = message(1);
     let t = Instant::now();
@@ -153,7 +158,12 @@ pub async fn run(backlog: u64) -> Result<Value, String> {
     }
     let (cfg, q) = mqtt_config(broker.port, dir.path());
     let t = Instant::now();
-    let (mqtt, task, _in) = Mqtt::start(&cfg, &node, Vec::new(), Some(Durable::open(&q, AckBy::PubAck)?))?;
+    let (mqtt, task, _in) = Mqtt::start(
+        &cfg,
+        &node,
+        Vec::new(),
+        Some(Durable::open(&q, AckBy::PubAck, "MQTT queue", Default::default())?),
+    )?;
     let replay = drain(&mqtt, t, Duration::from_secs(3600)).await?;
     mqtt.stop().await;
     let _ = task.await;

@@ -26,9 +26,10 @@ use super::{CommandCounts, Msg, Pending, Topics};
 use crate::config::{MqttConfig, NodeIdentity, SparkplugConfig};
 use crate::part::sample::Point;
 use crate::stats::{CameraStatus, NodeStats};
+use crate::store::writer::{Event as QueueEvent, Message as QueueMessage};
 use crate::telemetry::commands::{Command, Commander, MAX_COMMAND_BYTES};
 use crate::telemetry::connection::{self, Ended, Server};
-use crate::telemetry::durable::{Durable, Stamp};
+use crate::telemetry::durable::{self, Durable, Stamp};
 use crate::telemetry::guard::{CommandId, Origin};
 use crate::util::throttle::{Report, Throttle};
 
@@ -198,7 +199,7 @@ impl Session {
                         backoff.reset();
                     }
                     if self.stopping.is_some() {
-                        self.finish();
+                        self.finish().await;
                         return;
                     }
                     at += 1;
@@ -217,11 +218,13 @@ impl Session {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return false,
                 _ = flush_tick.tick() => self.tick(),
+                // Refused while no broker is connected: nowhere to send it; counted as dropped.
+                ev = durable::next_event(self.durable.as_ref()) => self.queue_event(None, ev),
                 msg = self.rx.recv() => match msg {
                     Some(Msg::Data(m)) => self.data(None, m, false),
                     Some(Msg::Stop(done)) => {
                         self.stopping = Some((done, Instant::now()));
-                        self.finish();
+                        self.finish().await;
                         return true;
                     }
                     None => return true,
@@ -231,17 +234,37 @@ impl Session {
     }
 
     fn tick(&mut self) {
+        // Acknowledgements to the ledger, figures to this queue's stats (with `dialect: both`,
+        // the supervisor watches them; the stats message shows the JSON queue's).
         if let Some(d) = &mut self.durable {
             d.tick();
-            if let Some(q) = &self.stats.mqtt_queue {
-                // With both dialects, the JSON session's queue figures are the ones in the stats.
-                if !q.configured.load(Ordering::Relaxed) || self.cfg.dialect == crate::config::Dialect::Sparkplug {
-                    q.configured.store(true, Ordering::Relaxed);
-                    q.waiting.store(d.waiting() as u64, Ordering::Relaxed);
-                    q.dropped.store(d.dropped(), Ordering::Relaxed);
-                    q.lost.store(d.lost(), Ordering::Relaxed);
-                }
-            }
+        }
+    }
+
+    /// An answer of the queue's writer: a message it refused goes out live when online
+    /// (`client`), else is dropped (already counted).
+    fn queue_event(&mut self, client: Option<&AsyncClient>, ev: QueueEvent) {
+        if let Some(m) = self.durable.as_mut().and_then(|d| d.on_event(ev)) {
+            self.live(client, m);
+        }
+    }
+
+    /// NDATA the queue did not keep: live at QoS 0 with the session's next seq and no
+    /// `Queue/Message Id` (so not de-duplicable, not replayed; see [`durable`]), or dropped.
+    fn live(&mut self, client: Option<&AsyncClient>, m: QueueMessage) {
+        let Some(client) = client else {
+            tracing::debug!("Sparkplug data not queued and not online: dropped");
+            return;
+        };
+        let Ok(mut p) = Payload::decode(m.payload.as_slice()) else { return };
+        p.seq = Some(self.next_seq());
+        if client.try_publish(m.topic, QoS::AtMostOnce, false, p.encode_to_vec()).is_err() {
+            self.seq = self.seq.wrapping_sub(1);
+            tracing::warn!("Sparkplug data the disk queue refused is dropped: MQTT request queue full");
+            return;
+        }
+        if let Some(d) = &mut self.durable {
+            d.sent_live();
         }
     }
 
@@ -283,8 +306,8 @@ impl Session {
                     metrics: metrics.iter().map(|m| m.to_proto(ts)).collect(),
                     ..Default::default()
                 };
-                if !d.push(&topic, &payload.encode_to_vec(), false, online) {
-                    tracing::warn!(%topic, "Sparkplug data not stored: the MQTT queue refused it");
+                if let Err(m) = d.push(&topic, payload.encode_to_vec(), false, online) {
+                    self.live(client.filter(|_| online), m);
                 }
             }
             (None, Some(client)) if online => {
@@ -541,7 +564,7 @@ impl Session {
                 let drained = self.durable.as_ref().map_or(true, |d| d.waiting() == 0);
                 if !online || drained || Instant::now() >= *deadline {
                     self.die(&client, &mut eventloop, bd).await;
-                    self.finish();
+                    self.finish().await;
                     return Ended::Stopped;
                 }
             }
@@ -552,6 +575,7 @@ impl Session {
             }
             tokio::select! {
                 _ = flush_tick.tick() => self.tick(),
+                ev = durable::next_event(self.durable.as_ref()) => self.queue_event(Some(&client).filter(|_| online), ev),
                 _ = report.tick(), if online => self.report(&client),
                 _ = self.rebirth.notified(), if online => {
                     tracing::info!("Sparkplug rebirth requested");
@@ -667,14 +691,14 @@ impl Session {
         tracing::info!(bd_seq = bd, "Sparkplug NDEATH published; disconnected");
     }
 
-    fn finish(&mut self) {
+    async fn finish(&mut self) {
         while let Ok(msg) = self.rx.try_recv() {
             if let Msg::Data(m) = msg {
                 self.data(None, m, false);
             }
         }
         if let Some(d) = &mut self.durable {
-            d.flush();
+            d.flush().await;
         }
         if let Some((done, _)) = self.stopping.take() {
             let _ = done.send(());
