@@ -83,6 +83,21 @@ pub enum ReadData {
     Words(Vec<u16>),
 }
 
+/// The data of a read of `count` items, if `response` is one: bits (tokio-modbus returns whole
+/// bytes of them, cut here to what was asked) or exactly `count` registers. Anything else is
+/// handed back, for the error that names it.
+pub fn read_reply(count: u16, response: Response) -> Result<ReadData, Response> {
+    let n = usize::from(count);
+    match response {
+        Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) if b.len() >= n => {
+            b.truncate(n);
+            Ok(ReadData::Bits(b))
+        }
+        Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) if w.len() == n => Ok(ReadData::Words(w)),
+        other => Err(other),
+    }
+}
+
 /// One configured device: its unit id on a bus.
 #[derive(Clone)]
 pub struct Device {
@@ -117,18 +132,8 @@ impl Device {
             PointArea::InputRegister => Request::ReadInputRegisters(start, count),
             PointArea::HoldingRegister => Request::ReadHoldingRegisters(start, count),
         };
-        let n = usize::from(count);
-        match self.call(request, false).await? {
-            // tokio-modbus returns whole bytes of bits: cut to what was asked.
-            Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) if b.len() >= n => {
-                b.truncate(n);
-                Ok(ReadData::Bits(b))
-            }
-            Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) if w.len() == n => {
-                Ok(ReadData::Words(w))
-            }
-            other => Err(self.mismatch(&other)),
-        }
+        let response = self.call(request, false).await?;
+        read_reply(count, response).map_err(|other| self.mismatch(&other))
     }
 
     fn mismatch(&self, response: &Response) -> LinkError {

@@ -153,10 +153,118 @@ fn death(bd: u8) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// What an NCMD or DCMD may address: the node's devices (tasks and Modbus devices) and points.
+pub trait Addressable {
+    /// `device` is a task (camera + model).
+    fn is_task(&self, device: &str) -> bool;
+    /// `device` is a Modbus device.
+    fn is_modbus(&self, device: &str) -> bool;
+    /// `point` is a point of Modbus device `device`.
+    fn has_point(&self, device: &str, point: &str) -> bool;
+}
+
+impl Addressable for Session {
+    fn is_task(&self, device: &str) -> bool {
+        self.stats.tasks.contains_key(device)
+    }
+    fn is_modbus(&self, device: &str) -> bool {
+        self.stats.devices.contains_key(device)
+    }
+    fn has_point(&self, device: &str, point: &str) -> bool {
+        self.points.get(point).is_some_and(|p| p.config.device == device)
+    }
+}
+
+/// An NCMD or DCMD message, checked before anything runs: the commands it carries (in order),
+/// why any of its metrics were refused, and its origin for the guard.
+#[derive(Debug)]
+pub struct CommandPayload {
+    pub commands: Vec<Command>,
+    /// One reason per refused metric; the other metrics still run.
+    pub refused: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Parse an NCMD or DCMD message on `topic` (a DCMD topic names the device). Err when the whole
+/// message is refused: retained, larger than [`MAX_COMMAND_BYTES`], or not a Sparkplug B payload.
+pub fn parse_command(
+    topics: &Topics,
+    node: &dyn Addressable,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+) -> Result<CommandPayload, String> {
+    if retain {
+        return Err("retained command ignored (clear it from the broker)".into());
+    }
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(format!("command of {} bytes: the limit is {MAX_COMMAND_BYTES}", payload.len()));
+    }
+    let decoded = Payload::decode(payload).map_err(|e| format!("not a Sparkplug B payload: {e}"))?;
+    let device = topics.dcmd_device(topic);
+    let (mut commands, mut refused) = (Vec::new(), Vec::new());
+    for m in &decoded.metrics {
+        match metric_command(node, device, m) {
+            Ok(Some(c)) => commands.push(c),
+            Ok(None) => {}
+            Err(e) => refused.push(e),
+        }
+    }
+    // Sparkplug commands carry no id: the payload's digest stands for it, and its timestamp is checked.
+    let origin = Origin {
+        source: topic.to_string(),
+        id: CommandId::sparkplug(topic, payload),
+        sent_ms: decoded.timestamp.and_then(|t| i64::try_from(t).ok()),
+    };
+    Ok(CommandPayload { commands, refused, origin })
+}
+
+/// One NCMD (`device` None) or DCMD metric as a [`Command`]; Ok(None) for a no-op (Rebirth = false).
+pub fn metric_command(
+    node: &dyn Addressable,
+    device: Option<&str>,
+    m: &proto::Metric,
+) -> Result<Option<Command>, String> {
+    let Some(name) = m.name.as_deref() else {
+        return Err("command metric without a name (linesight uses no aliases)".into());
+    };
+    let value = metrics::command_value(m)?;
+    let as_bool = || value.as_bool().ok_or_else(|| format!("`{name}` takes a Boolean"));
+    match device {
+        None => match name {
+            "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
+            _ => Err(format!("unknown node command metric `{name}`; the node takes `Node Control/Rebirth`")),
+        },
+        Some(dev) if node.is_task(dev) => match name {
+            "Inspection/Enabled" => Ok(Some(if as_bool()? {
+                Command::EnableTask { task: dev.into() }
+            } else {
+                Command::DisableTask { task: dev.into() }
+            })),
+            "Inspection/NG Threshold" => {
+                let threshold = value.as_f64().ok_or_else(|| format!("`{name}` takes a number"))?;
+                Ok(Some(Command::SetThreshold { task: dev.into(), threshold }))
+            }
+            _ => Err(format!(
+                "task device `{dev}` has no writable metric `{name}`; it takes `Inspection/Enabled` and `Inspection/NG Threshold`"
+            )),
+        },
+        Some(dev) if node.is_modbus(dev) => {
+            let point = name
+                .strip_prefix("Points/")
+                .filter(|p| node.has_point(dev, p))
+                .ok_or_else(|| format!("Modbus device `{dev}` has no point metric `{name}`"))?;
+            Ok(Some(Command::SetPoint { point: point.into(), value }))
+        }
+        Some(dev) => Err(format!("no device `{dev}` on this node")),
+    }
+}
+
 /// The stamp of queued NDATA: the session's seq, the queue id, and
 /// `is_historical` on every metric when it could not go out live.
-struct SeqStamp<'a> {
-    seq: &'a mut u8,
+pub struct SeqStamp<'a> {
+    /// The session's next message sequence number.
+    pub seq: &'a mut u8,
 }
 
 impl Stamp for SeqStamp<'_> {
@@ -388,34 +496,17 @@ impl Session {
             tracing::warn!(target: "linesight::audit", topic = %p.topic, error = %why, "Sparkplug command refused");
             self.counts.refuse(why);
         };
-        if p.retain {
-            return refuse("retained command ignored (clear it from the broker)".into());
-        }
-        if p.payload.len() > MAX_COMMAND_BYTES {
-            return refuse(format!("command of {} bytes: the limit is {MAX_COMMAND_BYTES}", p.payload.len()));
-        }
-        let payload = match Payload::decode(p.payload.as_ref()) {
-            Ok(v) => v,
-            Err(e) => return refuse(format!("not a Sparkplug B payload: {e}")),
-        };
-        let device = self.topics.dcmd_device(&p.topic);
-        let mut commands = Vec::new();
-        for m in &payload.metrics {
-            match self.to_command(device, m) {
-                Ok(Some(c)) => commands.push(c),
-                Ok(None) => {}
-                Err(e) => refuse(e),
-            }
+        let CommandPayload { commands, refused, origin } =
+            match parse_command(&self.topics, self, &p.topic, &p.payload, p.retain) {
+                Ok(parsed) => parsed,
+                Err(why) => return refuse(why),
+            };
+        for why in refused {
+            refuse(why);
         }
         if commands.is_empty() {
             return;
         }
-        // Sparkplug commands carry no id: the payload's digest stands for it, and its timestamp is checked.
-        let origin = Origin {
-            source: p.topic.clone(),
-            id: CommandId::sparkplug(&p.topic, &p.payload),
-            sent_ms: payload.timestamp.and_then(|t| i64::try_from(t).ok()),
-        };
         let commander = self.commander.clone();
         let counts = self.counts.clone();
         let source = p.topic.clone();
@@ -442,43 +533,6 @@ impl Session {
                 }
             }
         });
-    }
-
-    /// One command metric as a [`Command`]; Ok(None) for a no-op (Rebirth = false).
-    fn to_command(&self, device: Option<&str>, m: &proto::Metric) -> Result<Option<Command>, String> {
-        let Some(name) = m.name.as_deref() else {
-            return Err("command metric without a name (linesight uses no aliases)".into());
-        };
-        let value = metrics::command_value(m)?;
-        let as_bool = || value.as_bool().ok_or_else(|| format!("`{name}` takes a Boolean"));
-        match device {
-            None => match name {
-                "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
-                _ => Err(format!("unknown node command metric `{name}`; the node takes `Node Control/Rebirth`")),
-            },
-            Some(dev) if self.stats.tasks.contains_key(dev) => match name {
-                "Inspection/Enabled" => Ok(Some(if as_bool()? {
-                    Command::EnableTask { task: dev.into() }
-                } else {
-                    Command::DisableTask { task: dev.into() }
-                })),
-                "Inspection/NG Threshold" => {
-                    let threshold = value.as_f64().ok_or_else(|| format!("`{name}` takes a number"))?;
-                    Ok(Some(Command::SetThreshold { task: dev.into(), threshold }))
-                }
-                _ => Err(format!(
-                    "task device `{dev}` has no writable metric `{name}`; it takes `Inspection/Enabled` and `Inspection/NG Threshold`"
-                )),
-            },
-            Some(dev) if self.stats.devices.contains_key(dev) => {
-                let point = name
-                    .strip_prefix("Points/")
-                    .filter(|p| self.points.get(*p).is_some_and(|p| p.config.device == dev))
-                    .ok_or_else(|| format!("Modbus device `{dev}` has no point metric `{name}`"))?;
-                Ok(Some(Command::SetPoint { point: point.into(), value }))
-            }
-            Some(dev) => Err(format!("no device `{dev}` on this node")),
-        }
     }
 
     /// One connection to `server`, from CONNECT until it fails or we stop.
