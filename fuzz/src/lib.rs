@@ -29,8 +29,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+/// A target's body: any bytes in, a panic only for a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name (the corpus folder `fuzz/corpus/<name>/`, the binary `fuzz_targets/<name>.rs`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config_yaml", config_yaml),
     ("json_command", json_command),
     ("sparkplug_command", sparkplug_command),
@@ -165,10 +168,15 @@ fn json_topics() -> linesight::telemetry::mqtt::Topics {
     linesight::telemetry::mqtt::Topics::new("linesight", &node)
 }
 
-/// What a session does with an incoming PUBLISH: the JSON door for the command topic, the
-/// Sparkplug door for NCMD and DCMD topics; anything else is ignored.
+/// What a session does with an incoming PUBLISH: a topic MQTT forbids ends the connection; the
+/// JSON door takes the command topic, the Sparkplug door NCMD and DCMD topics; anything else is
+/// ignored.
 pub fn incoming_publish(topic: &str, payload: &[u8], retain: bool) {
     use linesight::telemetry::sparkplug::node::parse_command;
+    // An empty topic, a wildcard or a NUL drops the connection before any door sees the message.
+    if linesight::telemetry::connection::bad_topic(topic).is_some() {
+        return;
+    }
     if topic == json_topics().commands() {
         json_command(payload);
     }

@@ -623,6 +623,13 @@ impl Session {
                 }
                 ev = eventloop.poll() => match ev.inspect(|e| if matches!(e, Event::Incoming(_)) { alive.heard() }) {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(why) = connection::bad_topic(&p.topic) {
+                            if let Some(d) = &mut self.durable {
+                                d.on_disconnected();
+                            }
+                            tracing::warn!(%server, topic = ?p.topic, "Sparkplug connection dropped: broker {server} sent a PUBLISH {why} (an MQTT protocol violation); the broker publishes our NDEATH");
+                            return Ended::Failed { was_connected: true };
+                        }
                         if Some(&p.topic) == state_topic.as_ref() {
                             match self.host_state(&p) {
                                 Some(true) if phase == Phase::WaitingForHost => {
