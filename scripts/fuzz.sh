@@ -113,7 +113,7 @@ for t in "${TARGETS[@]}"; do
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "${log}" | tail -n 1)
     rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "${log}" | tail -n 1)
     files=$(find "${dir}" -type f | wc -l)
-    kb=$(du -sk "${dir}" | cut -f1)
+    kb=$(find "${dir}" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", (s + 1023) / 1024 }')
     ROWS+=("$(printf '| %s | %s | %s | %s | %s files, %s KB | %s | %s |' \
         "${t}" "${SECONDS_PER_TARGET}" "${runs:-?}" "${rate:-?}" "${files}" "${kb}" "${crashes}" "${rss:-?}")")
 done

@@ -27,7 +27,7 @@
 //! | `state_files` | the command id file and the bdSeq file | `telemetry::guard::Guard`, `telemetry::sparkplug::bdseq::BdSeq` |
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A target's body: any bytes in, a panic only for a bug.
 pub type Target = fn(&[u8]);
@@ -105,10 +105,24 @@ impl<'a> Input<'a> {
 // ---------------------------------------------------------------------------------------------
 // Config
 
+/// Where relative paths of a fuzzed config resolve: `firmware-config/`, as for the shipped configs
+/// (so that their models and videos exist and a config can pass validation whole).
+fn config_base() -> &'static Path {
+    static BASE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        // The fuzz crate's manifest is in fuzz/, the integration tests' in the repository root.
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        [here.join("firmware-config"), here.join("../firmware-config")]
+            .into_iter()
+            .find(|p| p.is_dir())
+            .unwrap_or_else(|| here.to_path_buf())
+    })
+}
+
 /// The config file: parse, deserialize, validate; the diagnostics rendered as check-config does.
 pub fn config_yaml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match linesight::config::load_str(text, "fuzz.yaml", Path::new("/nonexistent/linesight-fuzz")) {
+    match linesight::config::load_str(text, "fuzz.yaml", config_base()) {
         Ok(loaded) => {
             let _ = format!("{:?}", loaded.config());
         }

@@ -209,7 +209,9 @@ fn write_seeds() {
             put(&out, "config_yaml", "line-3-cell-07-sparkplug-tls.yaml", uncommented.join("\n"));
         }
     }
-    put(&out, "config_yaml", "test-node.yaml", crate::common::node_yaml("127.0.0.1:1502", 1883, "", 10.0));
+    // Its paths relative to firmware-config/, where the target resolves them.
+    let node = crate::common::node_yaml("127.0.0.1:1502", 1883, "", 10.0).replace(&repo.display().to_string(), "..");
+    put(&out, "config_yaml", "test-node.yaml", node);
 
     // JSON commands: each command, a timestamp of each kind, and refusals.
     let commands = [
