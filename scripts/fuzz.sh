@@ -2,13 +2,17 @@
 # Fuzz every parser of outside input (reliability.md item 12) with cargo-fuzz, on the stable
 # toolchain, and print a table: target, seconds, runs, execs/s, corpus, crashes.
 #
-#   scripts/fuzz.sh [--update-corpus] [SECONDS_PER_TARGET] [TARGET...]
+#   scripts/fuzz.sh [--dev] [--update-corpus] [SECONDS_PER_TARGET] [TARGET...]
 #
-#   SECONDS_PER_TARGET  default 600 (the recorded long run); CI runs 30 (scripts/test.sh)
+#   SECONDS_PER_TARGET  default 600 (the recorded long run); the short form is 30
 #   TARGET...           default: every target of fuzz/Cargo.toml (`cargo fuzz list`)
-#   --update-corpus     grow fuzz/corpus/<target>/ in place, then minimize it (cargo fuzz cmin);
-#                       without it each run starts from a copy of the committed corpus and the
-#                       checkout is left as it was.
+#   --dev               build without optimizations: a cold build takes about 60 % of the time,
+#                       each input runs several times slower (for short runs)
+#   --update-corpus     grow fuzz/corpus/<target>/ in place, then minimize it: the inputs that
+#                       cover the most code, greedily, at most LINESIGHT_FUZZ_CORPUS_CAP (200) of
+#                       them; without it each run starts from a copy of the committed corpus and
+#                       the checkout is left as it was. `--update-corpus 0` only minimizes.
+#   SECONDS_PER_TARGET 0 runs every corpus input once and fuzzes nothing.
 #
 # Environment:
 #   LINESIGHT_FUZZ_SANITIZER  none (default: works on stable; linesight forbids unsafe code) or
@@ -32,16 +36,22 @@ cd "${ROOT}"
 
 CARGO_FUZZ_VERSION=0.13.2
 UPDATE=0
-if [ "${1:-}" = "--update-corpus" ]; then
-    UPDATE=1
+PROFILE=release
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --update-corpus) UPDATE=1 ;;
+        --dev) PROFILE=debug ;;
+        *) break ;;
+    esac
     shift
-fi
+done
 SECONDS_PER_TARGET="${1:-600}"
 [ $# -gt 0 ] && shift
 case "${SECONDS_PER_TARGET}" in
-    '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [--update-corpus] [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;;
+    '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [--dev] [--update-corpus] [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2 ;;
 esac
 SANITIZER="${LINESIGHT_FUZZ_SANITIZER:-none}"
+CAP="${LINESIGHT_FUZZ_CORPUS_CAP:-200}"
 TARGET_DIR="${LINESIGHT_FUZZ_TARGET_DIR:-${ROOT}/fuzz/target}"
 JOBS=()
 [ -n "${LINESIGHT_FUZZ_JOBS:-}" ] && JOBS=(--jobs "${LINESIGHT_FUZZ_JOBS}")
@@ -59,13 +69,68 @@ else
     TARGETS=("${ALL[@]}")
 fi
 
+# What is fuzzed: the commit (and whether the tree differs from it) and the day, taken before the
+# build, so that commits made while the targets run do not end up in the table.
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)')"
+DAY="$(date -u +%Y-%m-%d)"
+
 # The instrumented build. CARGO_TARGET_DIR (set for the main build) must not send it elsewhere.
 t0=${SECONDS}
 unset CARGO_TARGET_DIR
-cargo fuzz build --fuzz-dir "${ROOT}/fuzz" --sanitizer "${SANITIZER}" --target-dir "${TARGET_DIR}" "${JOBS[@]}" >&2
+DEV=()
+[ "${PROFILE}" = debug ] && DEV=(--dev)
+cargo fuzz build --fuzz-dir "${ROOT}/fuzz" --sanitizer "${SANITIZER}" --target-dir "${TARGET_DIR}" "${DEV[@]}" "${JOBS[@]}" >&2
 BUILD_S=$((SECONDS - t0))
-BIN_DIR="${TARGET_DIR}/x86_64-unknown-linux-gnu/release"
-echo "[fuzz] build: ${BUILD_S} s (sanitizer ${SANITIZER})" >&2
+BIN_DIR="${TARGET_DIR}/x86_64-unknown-linux-gnu/${PROFILE}"
+echo "[fuzz] build: ${BUILD_S} s (${PROFILE}, sanitizer ${SANITIZER})" >&2
+
+# Replace corpus $2 by at most CAP of its inputs, chosen greedily by the code they cover: libFuzzer
+# (-merge=1, binary $1) records the edges and features of every input, then each pick is the input
+# that adds the most edges not covered yet (then features, then the smallest). $3 is scratch.
+minimize() {
+    local bin="$1" corpus="$2" work="$3"
+    mkdir -p "${work}/out"
+    "${bin}" -merge=1 -max_len=1048576 -merge_control_file="${work}/control" "${work}/out" "${corpus}" >&2
+    python3 - "${work}/control" "${corpus}" "${CAP}" <<'PY'
+import hashlib, heapq, os, shutil, sys
+control, corpus, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lines = open(control).read().split("\n")
+n = int(lines[0])
+paths = lines[2:2 + n]
+size, cov, ft = {}, {}, {}
+for line in lines[2 + n:]:
+    parts = line.split()
+    if len(parts) >= 3 and parts[0] == "STARTED":
+        size[int(parts[1])] = int(parts[2])
+    elif parts and parts[0] in ("COV", "FT"):
+        (cov if parts[0] == "COV" else ft)[int(parts[1])] = set(parts[2:])
+done = [i for i in size if i in cov or i in ft]
+covered, featured, chosen = set(), set(), []
+# Lazy greedy: a gain only shrinks as more is covered.
+heap = [(-len(cov.get(i, ())), -len(ft.get(i, ())), size[i], i) for i in done]
+heapq.heapify(heap)
+while heap and len(chosen) < cap:
+    _, _, s, i = heapq.heappop(heap)
+    gain = (len(cov.get(i, set()) - covered), len(ft.get(i, set()) - featured))
+    if gain == (0, 0):
+        continue
+    if heap and (-gain[0], -gain[1], s) > heap[0][:3]:
+        heapq.heappush(heap, (-gain[0], -gain[1], s, i))
+        continue
+    chosen.append(i)
+    covered |= cov.get(i, set())
+    featured |= ft.get(i, set())
+new = corpus + ".new"
+os.makedirs(new)
+for i in chosen:
+    data = open(paths[i], "rb").read()
+    open(os.path.join(new, hashlib.sha1(data).hexdigest()), "wb").write(data)
+shutil.rmtree(corpus)
+os.rename(new, corpus)
+every = set().union(*cov.values()) if cov else set()
+print(f"{len(covered)} of {len(every)} edges of {len(done)} inputs")
+PY
+}
 
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "${SCRATCH}"' EXIT
@@ -89,8 +154,9 @@ for t in "${TARGETS[@]}"; do
     log="${SCRATCH}/${t}.log"
     echo "[fuzz] ${t}: ${SECONDS_PER_TARGET} s" >&2
     rc=0
-    "${BIN_DIR}/${t}" "${dir}" "${extra[@]}" \
-        -max_total_time="${SECONDS_PER_TARGET}" -timeout=10 -rss_limit_mb=2048 \
+    how=(-max_total_time="${SECONDS_PER_TARGET}")
+    [ "${SECONDS_PER_TARGET}" = 0 ] && how=(-runs=0)
+    "${BIN_DIR}/${t}" "${dir}" "${extra[@]}" "${how[@]}" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="${artifacts}/" >"${log}" 2>&1 || rc=$?
     after=$(find "${artifacts}" -type f | wc -l)
     crashes=$((after - before))
@@ -102,24 +168,21 @@ for t in "${TARGETS[@]}"; do
         echo "[fuzz] ${t}: CRASH (exit ${rc}); the end of its log:" >&2
         tail -n 40 "${log}" >&2
     fi
+    kept=""
     if [ "${UPDATE}" = 1 ]; then
-        # Minimize: the smallest set of inputs with the same coverage.
-        mkdir -p "${SCRATCH}/${t}.min"
-        "${BIN_DIR}/${t}" -merge=1 -max_len=1048576 "${SCRATCH}/${t}.min" "${corpus}" >>"${log}" 2>&1
-        rm -rf "${corpus}"
-        mv "${SCRATCH}/${t}.min" "${corpus}"
+        kept=", $(minimize "${BIN_DIR}/${t}" "${corpus}" "${SCRATCH}/${t}.min" 2>>"${log}")"
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "${log}" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "${log}" | tail -n 1)
     rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "${log}" | tail -n 1)
     files=$(find "${dir}" -type f | wc -l)
     kb=$(find "${dir}" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d", (s + 1023) / 1024 }')
-    ROWS+=("$(printf '| %s | %s | %s | %s | %s files, %s KB | %s | %s |' \
-        "${t}" "${SECONDS_PER_TARGET}" "${runs:-?}" "${rate:-?}" "${files}" "${kb}" "${crashes}" "${rss:-?}")")
+    ROWS+=("$(printf '| %s | %s | %s | %s | %s files, %s KB%s | %s | %s |' \
+        "${t}" "${SECONDS_PER_TARGET}" "${runs:-?}" "${rate:-?}" "${files}" "${kb}" "${kept}" "${crashes}" "${rss:-?}")")
 done
 
 echo
-echo "Fuzzing $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (modified)'), sanitizer ${SANITIZER}, build ${BUILD_S} s"
+echo "Fuzzing ${DAY}, commit ${COMMIT}, ${PROFILE} build (${BUILD_S} s), sanitizer ${SANITIZER}"
 echo
 echo "| target | seconds | runs | execs/s | corpus | crashes | peak RSS (MB) |"
 echo "|---|---|---|---|---|---|---|"
