@@ -170,3 +170,23 @@ impl Device {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_reply_is_taken_only_when_it_holds_what_was_asked() {
+        // Bits come in whole bytes: cut to the count.
+        let bits = vec![true, false, true, true, false, false, false, false];
+        assert_eq!(read_reply(3, Response::ReadCoils(bits.clone())), Ok(ReadData::Bits(vec![true, false, true])));
+        assert_eq!(read_reply(8, Response::ReadDiscreteInputs(bits.clone())), Ok(ReadData::Bits(bits.clone())));
+        assert_eq!(read_reply(9, Response::ReadCoils(bits.clone())), Err(Response::ReadCoils(bits)));
+        // Registers: exactly the count.
+        assert_eq!(read_reply(2, Response::ReadHoldingRegisters(vec![1, 2])), Ok(ReadData::Words(vec![1, 2])));
+        assert_eq!(read_reply(2, Response::ReadInputRegisters(vec![1, 2])), Ok(ReadData::Words(vec![1, 2])));
+        assert!(read_reply(2, Response::ReadHoldingRegisters(vec![1, 2, 3])).is_err());
+        assert!(read_reply(2, Response::ReadHoldingRegisters(vec![1])).is_err());
+        assert!(read_reply(1, Response::WriteSingleRegister(1, 2)).is_err());
+    }
+}

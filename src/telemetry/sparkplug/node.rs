@@ -734,3 +734,81 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::Value as V;
+
+    /// A task `inspect`, a Modbus device `plc` with the point `speed`.
+    struct Node;
+
+    impl Addressable for Node {
+        fn is_task(&self, device: &str) -> bool {
+            device == "inspect"
+        }
+        fn is_modbus(&self, device: &str) -> bool {
+            device == "plc"
+        }
+        fn has_point(&self, device: &str, point: &str) -> bool {
+            device == "plc" && point == "speed"
+        }
+    }
+
+    fn payload(metrics: &[(&str, DataType, V)]) -> Vec<u8> {
+        let metrics = metrics
+            .iter()
+            .map(|(name, ty, v)| proto::Metric {
+                name: Some(name.to_string()),
+                datatype: Some(*ty as u32),
+                value: Some(v.clone()),
+                ..Default::default()
+            })
+            .collect();
+        Payload { timestamp: Some(1_795_840_496_789), metrics, ..Default::default() }.encode_to_vec()
+    }
+
+    #[test]
+    fn command_payloads_become_commands_and_refusals() {
+        let topics = Topics { group: "line".into(), node: "cell".into() };
+        let parse = |topic: &str, p: &[u8]| parse_command(&topics, &Node, topic, p, false);
+        let ncmd = topics.ncmd();
+        let rebirth = payload(&[("Node Control/Rebirth", DataType::Boolean, V::BooleanValue(true))]);
+        let c = parse(&ncmd, &rebirth).unwrap();
+        assert_eq!((c.commands, c.refused), (vec![Command::Rebirth], vec![]));
+        assert_eq!(c.origin.sent_ms, Some(1_795_840_496_789));
+        assert_eq!(c.origin.id, CommandId::sparkplug(&ncmd, &rebirth));
+        let no = payload(&[("Node Control/Rebirth", DataType::Boolean, V::BooleanValue(false))]);
+        assert!(parse(&ncmd, &no).unwrap().commands.is_empty(), "Rebirth = false does nothing");
+
+        let task = payload(&[
+            ("Inspection/NG Threshold", DataType::Double, V::DoubleValue(0.7)),
+            ("Inspection/Enabled", DataType::Boolean, V::BooleanValue(false)),
+            ("Inspection/Colour", DataType::String, V::StringValue("red".into())),
+        ]);
+        let c = parse("spBv1.0/line/DCMD/cell/inspect", &task).unwrap();
+        assert_eq!(
+            c.commands,
+            [
+                Command::SetThreshold { task: "inspect".into(), threshold: 0.7 },
+                Command::DisableTask { task: "inspect".into() }
+            ]
+        );
+        assert_eq!(c.refused.len(), 1);
+        assert!(c.refused[0].contains("no writable metric `Inspection/Colour`"), "{:?}", c.refused);
+
+        let point = payload(&[
+            ("Points/speed", DataType::Int32, V::IntValue(u32::MAX)),
+            ("Points/oven", DataType::Int32, V::IntValue(1)),
+        ]);
+        let c = parse("spBv1.0/line/DCMD/cell/plc", &point).unwrap();
+        assert_eq!(c.commands, [Command::SetPoint { point: "speed".into(), value: serde_json::json!(-1) }]);
+        assert!(c.refused[0].contains("no point metric `Points/oven`"), "{:?}", c.refused);
+        let c = parse("spBv1.0/line/DCMD/cell/nobody", &point).unwrap();
+        assert!(c.commands.is_empty() && c.refused.iter().all(|r| r.contains("no device `nobody`")));
+
+        assert!(parse_command(&topics, &Node, &ncmd, &rebirth, true).unwrap_err().contains("retained"));
+        assert!(parse(&ncmd, &[0xFF; 3]).unwrap_err().starts_with("not a Sparkplug B payload"));
+        assert!(parse(&ncmd, &vec![0; MAX_COMMAND_BYTES + 1]).unwrap_err().contains("the limit is 4096"));
+    }
+}
