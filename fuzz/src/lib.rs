@@ -183,8 +183,8 @@ fn json_topics() -> linesight::telemetry::mqtt::Topics {
 }
 
 /// What a session does with an incoming PUBLISH: a topic MQTT forbids ends the connection; the
-/// JSON door takes the command topic, the Sparkplug door NCMD and DCMD topics; anything else is
-/// ignored.
+/// JSON door takes the command topic, the Sparkplug door NCMD and DCMD topics and the primary
+/// host's STATE (`scada-01` here); anything else is ignored.
 pub fn incoming_publish(topic: &str, payload: &[u8], retain: bool) {
     use linesight::telemetry::sparkplug::node::parse_command;
     // An empty topic, a wildcard or a NUL drops the connection before any door sees the message.
@@ -195,6 +195,9 @@ pub fn incoming_publish(topic: &str, payload: &[u8], retain: bool) {
         json_command(payload);
     }
     let sp = sparkplug_topics();
+    if topic == linesight::telemetry::sparkplug::Topics::state("scada-01") {
+        let _ = linesight::telemetry::sparkplug::node::parse_host_state(payload);
+    }
     if topic == sp.ncmd() || sp.dcmd_device(topic).is_some() {
         if let Ok(parsed) = parse_command(&sp, &FuzzNode, topic, payload, retain) {
             assert_eq!(parsed.origin.source, topic);
@@ -206,24 +209,26 @@ pub fn incoming_publish(topic: &str, payload: &[u8], retain: bool) {
 }
 
 /// An NCMD or DCMD payload: the first byte picks the topic (node, the task, the Modbus device,
-/// an unknown device, a topic of another node) and whether it was retained.
+/// an unknown device, a device with a `/`, the primary host's STATE, another node) and whether it
+/// was retained.
 pub fn sparkplug_command(data: &[u8]) {
     let mut input = Input::new(data);
     let pick = input.u8();
     let sp = sparkplug_topics();
-    let topic = match pick % 6 {
+    let topic = match pick % 7 {
         0 => sp.ncmd(),
         1 => sp.dcmd_all().replace('+', "inspect"),
         2 => sp.dcmd_all().replace('+', "plc"),
         3 => sp.dcmd_all().replace('+', "nobody"),
         4 => sp.dcmd_all().replace('+', "plc/extra"),
+        5 => linesight::telemetry::sparkplug::Topics::state("scada-01"),
         _ => "spBv1.0/line/DCMD/other-node/plc".to_string(),
     };
     let retain = pick & 0x80 != 0;
     let payload = input.rest();
     incoming_publish(&topic, payload, retain);
     // Also the same payload as the JSON door would see it (a misrouted message).
-    if pick % 6 == 0 {
+    if pick % 7 == 0 {
         json_command(payload);
     }
 }

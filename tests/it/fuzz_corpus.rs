@@ -251,6 +251,13 @@ fn write_seeds() {
         put(&out, "sparkplug_command", &format!("command-{i}.pb"), v);
     }
 
+    put(
+        &out,
+        "sparkplug_command",
+        "state.json",
+        [&[5u8][..], br#"{"online": true, "timestamp": 1795840496789}"#].concat(),
+    );
+
     // MQTT: what a broker sends linesight, as rumqttc writes it, one connection's worth each.
     use rumqttc::{ConnAck, ConnectReturnCode, Packet, PubAck, QoS, SubAck, SubscribeReasonCode, UnsubAck};
     let connack = packet(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)));

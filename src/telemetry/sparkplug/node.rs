@@ -260,6 +260,15 @@ pub fn metric_command(
     }
 }
 
+/// A primary host's STATE payload (`{"online": true, "timestamp": ms}`): whether it is online and
+/// when it said so; None when either is missing or of the wrong type.
+pub fn parse_host_state(payload: &[u8]) -> Result<Option<(bool, u64)>, serde_json::Error> {
+    let doc: serde_json::Value = serde_json::from_slice(payload)?;
+    let online = doc.get("online").and_then(serde_json::Value::as_bool);
+    let ts = doc.get("timestamp").and_then(serde_json::Value::as_u64);
+    Ok(online.zip(ts))
+}
+
 /// The stamp of queued NDATA: the session's seq, the queue id, and
 /// `is_historical` on every metric when it could not go out live.
 pub struct SeqStamp<'a> {
@@ -685,15 +694,13 @@ impl Session {
     /// Parse a primary host STATE: Some(online) when it is current, None
     /// when stale (older timestamp) or unreadable.
     fn host_state(&mut self, p: &Publish) -> Option<bool> {
-        let doc: serde_json::Value = match serde_json::from_slice(&p.payload) {
-            Ok(v) => v,
+        let (online, ts) = match parse_host_state(&p.payload) {
+            Ok(state) => state?,
             Err(e) => {
                 tracing::warn!(topic = %p.topic, error = %e, "primary host STATE is not JSON; ignored");
                 return None;
             }
         };
-        let online = doc.get("online").and_then(serde_json::Value::as_bool)?;
-        let ts = doc.get("timestamp").and_then(serde_json::Value::as_u64)?;
         if ts < self.host_ts {
             tracing::info!(topic = %p.topic, ts, newest = self.host_ts, "stale primary host STATE ignored");
             return None;
@@ -810,5 +817,15 @@ mod tests {
         assert!(parse_command(&topics, &Node, &ncmd, &rebirth, true).unwrap_err().contains("retained"));
         assert!(parse(&ncmd, &[0xFF; 3]).unwrap_err().starts_with("not a Sparkplug B payload"));
         assert!(parse(&ncmd, &vec![0; MAX_COMMAND_BYTES + 1]).unwrap_err().contains("the limit is 4096"));
+    }
+
+    #[test]
+    fn host_state_needs_online_and_a_timestamp() {
+        assert_eq!(parse_host_state(br#"{"online": true, "timestamp": 5}"#).unwrap(), Some((true, 5)));
+        assert_eq!(parse_host_state(br#"{"online": false, "timestamp": 7, "x": 1}"#).unwrap(), Some((false, 7)));
+        assert_eq!(parse_host_state(br#"{"online": "yes", "timestamp": 5}"#).unwrap(), None);
+        assert_eq!(parse_host_state(br#"{"online": true, "timestamp": -5}"#).unwrap(), None);
+        assert_eq!(parse_host_state(b"[1]").unwrap(), None);
+        assert!(parse_host_state(b"ONLINE").is_err());
     }
 }
