@@ -489,6 +489,12 @@ pub fn model_metadata(data: &[u8]) {
         assert!(!meta.names.is_empty());
         assert!(meta.imgsz.0 >= 1 && meta.imgsz.1 >= 1 && meta.imgsz.0 <= 8192 && meta.imgsz.1 <= 8192);
         assert!(meta.stride >= 1);
+        // The stride is the number written, not a wrapped one.
+        if let Some(Ok(linesight::inference::pyliteral::Py::Int(s))) =
+            map.get("stride").map(|s| linesight::inference::pyliteral::parse(s))
+        {
+            assert_eq!(i64::from(meta.stride), s, "stride {s}");
+        }
     }
 }
 
