@@ -10,7 +10,7 @@
 //! `[N, 1, h, w]` bool. anomalib writes no metadata into the file, so a
 //! sidecar (`<model>.json`) gives the input size and the threshold.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use opencv::core::{Mat, Size};
@@ -69,10 +69,12 @@ pub struct Anomaly {
 /// The sidecar of an anomaly model, if it exists and says `kind: anomaly`.
 pub fn sidecar_says_anomaly(cfg: &ModelConfig) -> bool {
     let path = cfg.sidecar.clone().unwrap_or_else(|| sidecar_for(&cfg.path));
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .is_some_and(|v| v["kind"] == "anomaly")
+    std::fs::read_to_string(path).ok().is_some_and(|t| says_anomaly(&t))
+}
+
+/// Whether a sidecar's text is JSON saying `kind: anomaly`.
+pub fn says_anomaly(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).ok().is_some_and(|v| v["kind"] == "anomaly")
 }
 
 fn read_contract(cfg: &ModelConfig) -> Result<AnomalyContract, String> {
@@ -83,8 +85,13 @@ fn read_contract(cfg: &ModelConfig) -> Result<AnomalyContract, String> {
             path.display()
         )
     })?;
+    parse_contract(&text, &path)
+}
+
+/// An anomaly sidecar's text, checked; errors name the sidecar `path`.
+pub fn parse_contract(text: &str, path: &Path) -> Result<AnomalyContract, String> {
     let c: AnomalyContract =
-        serde_json::from_str(&text).map_err(|e| format!("sidecar `{}` is not valid: {e}", path.display()))?;
+        serde_json::from_str(text).map_err(|e| format!("sidecar `{}` is not valid: {e}", path.display()))?;
     if c.kind != "anomaly" {
         return Err(format!("sidecar `{}` says kind `{}`; an anomaly model's says `anomaly`", path.display(), c.kind));
     }

@@ -61,7 +61,13 @@ pub struct OutputSpec {
 }
 
 impl Contract {
-    fn check(&self) -> Result<(), String> {
+    /// A contract as written (ONNX metadata key `linesight`, or the sidecar), unchecked.
+    pub fn parse(text: &str) -> Result<Contract, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Whether the contract is one this adapter can run (before it is checked against the session).
+    pub fn check(&self) -> Result<(), String> {
         if self.kind != "classifier" {
             return Err(format!("its contract says kind `{}`, this adapter takes `classifier`", self.kind));
         }
@@ -274,7 +280,7 @@ fn read_contract(session: &Session, cfg: &ModelConfig) -> Result<Contract, Strin
             }
         },
     };
-    serde_json::from_str(&text).map_err(|e| format!("the contract in {from} is not valid: {e}"))
+    Contract::parse(&text).map_err(|e| format!("the contract in {from} is not valid: {e}"))
 }
 
 /// `model.onnx` -> `model.onnx.json`.

@@ -63,7 +63,8 @@ impl YoloMeta {
             _ => return Err("metadata `imgsz` must be [height, width]".into()),
         };
         let stride = match map.get("stride").map(|s| pyliteral::parse(s)) {
-            Some(Ok(Py::Int(s))) if s > 0 => s as u32,
+            // Not `as u32`: 2^32 would be stride 0, 2^32 + 32 stride 32.
+            Some(Ok(Py::Int(s))) if s > 0 && s <= i64::from(u32::MAX) => s as u32,
             None => 32,
             _ => return Err("metadata `stride` must be a positive integer".into()),
         };
@@ -258,6 +259,22 @@ mod tests {
         // No class at all: the classifier would split its output into chunks of 0.
         let e = YoloMeta::from_metadata(&meta(&[("task", "classify"), ("names", "{}"), ("imgsz", "[64, 64]")]));
         assert!(e.unwrap_err().contains("no class"));
+    }
+
+    #[test]
+    fn a_stride_beyond_u32_is_refused_not_wrapped() {
+        let with = |stride: &str| {
+            YoloMeta::from_metadata(&meta(&[
+                ("task", "detect"),
+                ("names", "{0: 'a'}"),
+                ("imgsz", "[64, 64]"),
+                ("stride", stride),
+            ]))
+        };
+        assert_eq!(with("4294967295").unwrap().stride, u32::MAX);
+        for bad in ["4294967296", "4294967328", "0", "-32", "32.0"] {
+            assert!(with(bad).unwrap_err().contains("`stride` must be a positive integer"), "{bad}");
+        }
     }
 
     #[test]

@@ -83,6 +83,21 @@ pub enum ReadData {
     Words(Vec<u16>),
 }
 
+/// The data of a read of `count` items, if `response` is one: bits (tokio-modbus returns whole
+/// bytes of them, cut here to what was asked) or exactly `count` registers. Anything else is
+/// handed back, for the error that names it.
+pub fn read_reply(count: u16, response: Response) -> Result<ReadData, Response> {
+    let n = usize::from(count);
+    match response {
+        Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) if b.len() >= n => {
+            b.truncate(n);
+            Ok(ReadData::Bits(b))
+        }
+        Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) if w.len() == n => Ok(ReadData::Words(w)),
+        other => Err(other),
+    }
+}
+
 /// One configured device: its unit id on a bus.
 #[derive(Clone)]
 pub struct Device {
@@ -117,18 +132,8 @@ impl Device {
             PointArea::InputRegister => Request::ReadInputRegisters(start, count),
             PointArea::HoldingRegister => Request::ReadHoldingRegisters(start, count),
         };
-        let n = usize::from(count);
-        match self.call(request, false).await? {
-            // tokio-modbus returns whole bytes of bits: cut to what was asked.
-            Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) if b.len() >= n => {
-                b.truncate(n);
-                Ok(ReadData::Bits(b))
-            }
-            Response::ReadInputRegisters(w) | Response::ReadHoldingRegisters(w) if w.len() == n => {
-                Ok(ReadData::Words(w))
-            }
-            other => Err(self.mismatch(&other)),
-        }
+        let response = self.call(request, false).await?;
+        read_reply(count, response).map_err(|other| self.mismatch(&other))
     }
 
     fn mismatch(&self, response: &Response) -> LinkError {
@@ -163,5 +168,25 @@ impl Device {
             Response::WriteMultipleRegisters(a, c) if a == address && c == n => Ok(()),
             other => Err(self.mismatch(&other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_reply_is_taken_only_when_it_holds_what_was_asked() {
+        // Bits come in whole bytes: cut to the count.
+        let bits = vec![true, false, true, true, false, false, false, false];
+        assert_eq!(read_reply(3, Response::ReadCoils(bits.clone())), Ok(ReadData::Bits(vec![true, false, true])));
+        assert_eq!(read_reply(8, Response::ReadDiscreteInputs(bits.clone())), Ok(ReadData::Bits(bits.clone())));
+        assert_eq!(read_reply(9, Response::ReadCoils(bits.clone())), Err(Response::ReadCoils(bits)));
+        // Registers: exactly the count.
+        assert_eq!(read_reply(2, Response::ReadHoldingRegisters(vec![1, 2])), Ok(ReadData::Words(vec![1, 2])));
+        assert_eq!(read_reply(2, Response::ReadInputRegisters(vec![1, 2])), Ok(ReadData::Words(vec![1, 2])));
+        assert!(read_reply(2, Response::ReadHoldingRegisters(vec![1, 2, 3])).is_err());
+        assert!(read_reply(2, Response::ReadHoldingRegisters(vec![1])).is_err());
+        assert!(read_reply(1, Response::WriteSingleRegister(1, 2)).is_err());
     }
 }

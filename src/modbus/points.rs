@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use super::bus::{Device, ReadData};
-use super::codec::{self, PointSpec};
+use super::codec::{self, PointSpec, ReadBlock};
 use crate::config::ModbusConfig;
-use crate::part::sample::{Point, Quality, Sample};
+use crate::part::sample::{Point, Quality, Sample, Value};
 
 /// Every point, by name.
 #[derive(Clone, Default)]
@@ -72,6 +72,16 @@ impl Points {
     }
 }
 
+/// One point's value from the data read for its `block` (of [`codec::plan_reads`], which put
+/// the point inside it; the data has the block's length, see [`super::bus::read_reply`]).
+pub fn decode_in_block(spec: &PointSpec, block: &ReadBlock, data: &ReadData) -> Result<Value, String> {
+    let offset = usize::from(spec.address - block.start);
+    match data {
+        ReadData::Words(w) => codec::decode_registers(spec, &w[offset..]),
+        ReadData::Bits(b) => Ok(codec::decode_bit(spec, b[offset])),
+    }
+}
+
 /// One point of a poll group: its name, how to decode it, where its value goes.
 type Member = (String, PointSpec, watch::Sender<Sample>);
 
@@ -103,10 +113,8 @@ async fn poll_group(device: Device, every: Duration, members: Vec<Member>) {
             }
             for &i in &block.points {
                 let (name, spec, tx) = &members[i];
-                let offset = usize::from(spec.address - block.start);
                 let decoded = match &result {
-                    Ok(ReadData::Words(w)) => codec::decode_registers(spec, &w[offset..]),
-                    Ok(ReadData::Bits(b)) => Ok(codec::decode_bit(spec, b[offset])),
+                    Ok(data) => decode_in_block(spec, block, data),
                     Err(e) => Err(e.to_string()),
                 };
                 tx.send_modify(|s| match decoded {

@@ -20,23 +20,23 @@
 use std::ops::Range;
 
 /// Record magic, first two bytes of every record.
-pub(crate) const MAGIC: u16 = 0x4C53;
+pub const MAGIC: u16 = 0x4C53;
 /// magic + len + crc.
-pub(crate) const HEADER_LEN: usize = 10;
+pub const HEADER_LEN: usize = 10;
 /// seq + qos + retain + topic_len.
-pub(crate) const FIXED_BODY_LEN: usize = 12;
+pub const FIXED_BODY_LEN: usize = 12;
 /// Largest body the scanner accepts (a damaged `len` must not make it read far).
-pub(crate) const MAX_BODY_LEN: usize = 1 << 30;
+pub const MAX_BODY_LEN: usize = 1 << 30;
 
 const MAGIC_BYTES: [u8; 2] = MAGIC.to_le_bytes();
 
 /// File name of the segment whose first record has sequence number `first_seq`.
-pub(crate) fn segment_name(first_seq: u64) -> String {
+pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")
 }
 
 /// The first sequence number encoded in a segment file name, or `None` if it is not one.
-pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+pub fn parse_segment_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".seg")?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -45,13 +45,13 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// Encoded size of a record with this topic and payload.
-pub(crate) fn encoded_len(topic_len: usize, payload_len: usize) -> u64 {
+pub fn encoded_len(topic_len: usize, payload_len: usize) -> u64 {
     (HEADER_LEN + FIXED_BODY_LEN) as u64 + topic_len as u64 + payload_len as u64
 }
 
 /// Appends one encoded record to `buf`. The caller checked the topic length fits in a u16 and
 /// the whole record in a segment.
-pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, topic: &str, payload: &[u8], qos: u8, retain: bool) {
+pub fn encode(buf: &mut Vec<u8>, seq: u64, topic: &str, payload: &[u8], qos: u8, retain: bool) {
     let body_len = FIXED_BODY_LEN + topic.len() + payload.len();
     let start = buf.len();
     buf.extend_from_slice(&MAGIC_BYTES);
@@ -70,7 +70,7 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, topic: &str, payload: &[u8], q
 
 /// One record decoded in place.
 #[derive(Debug)]
-pub(crate) struct Decoded<'a> {
+pub struct Decoded<'a> {
     pub seq: u64,
     pub qos: u8,
     pub retain: bool,
@@ -90,7 +90,7 @@ fn u32_at(buf: &[u8], pos: usize) -> u32 {
 
 /// Decodes the record starting at `pos`, or `None` if the bytes there are not a whole valid
 /// record (magic, length, CRC, field ranges).
-pub(crate) fn decode_at(buf: &[u8], pos: usize) -> Option<Decoded<'_>> {
+pub fn decode_at(buf: &[u8], pos: usize) -> Option<Decoded<'_>> {
     let rest = buf.get(pos..)?;
     if rest.len() < HEADER_LEN + FIXED_BODY_LEN || u16_at(rest, 0) != MAGIC {
         return None;
@@ -122,7 +122,7 @@ pub(crate) fn decode_at(buf: &[u8], pos: usize) -> Option<Decoded<'_>> {
 
 /// Where one valid record lies in its segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub seq: u64,
     pub offset: u32,
     pub len: u32,
@@ -130,7 +130,7 @@ pub(crate) struct Entry {
 
 /// What the scan of one segment found.
 #[derive(Debug, Default)]
-pub(crate) struct Scan {
+pub struct Scan {
     /// Valid records, in file order, with strictly increasing sequence numbers.
     pub entries: Vec<Entry>,
     /// Byte ranges that are not valid records (damage, or a torn tail).
@@ -144,12 +144,12 @@ pub(crate) struct Scan {
 /// [`super::MAX_SEQ`]. After damage the scan
 /// resynchronises on the next offset holding a valid record, so intact records behind a damaged
 /// one are kept.
-pub(crate) fn scan(buf: &[u8], after: u64) -> Scan {
+pub fn scan(buf: &[u8], after: u64) -> Scan {
     scan_range(buf, after, super::MAX_SEQ)
 }
 
 /// [`scan`], accepting sequence numbers up to `max` (records numbered above it are damage).
-pub(crate) fn scan_range(buf: &[u8], after: u64, max: u64) -> Scan {
+pub fn scan_range(buf: &[u8], after: u64, max: u64) -> Scan {
     let mut out = Scan::default();
     let mut last = after;
     let mut pos = 0;

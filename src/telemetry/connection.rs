@@ -11,9 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rumqttc::Error as MqttBytesError;
 use rumqttc::{
-    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, SubAck,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnAck, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet,
+    StateError, SubAck, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
@@ -195,6 +196,22 @@ pub async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
     .await;
 }
 
+/// Why a PUBLISH from the broker breaks MQTT 3.1.1's rules for a topic name, if it does: empty
+/// (4.7.3-1), a wildcard (3.3.2-2) or a NUL character (1.5.3-2). rumqttc passes such a topic on;
+/// both sessions drop the connection instead (4.8: close it on a protocol violation), logging the
+/// broker and the topic.
+pub fn bad_topic(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        Some("with an empty topic")
+    } else if topic.contains(['+', '#']) {
+        Some("with a wildcard in its topic")
+    } else if topic.contains('\0') {
+        Some("with a NUL character in its topic")
+    } else {
+        None
+    }
+}
+
 /// Whether the broker refused one of the topics of a SUBSCRIBE (its ACL).
 pub fn refused(ack: &SubAck) -> bool {
     ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure))
@@ -219,6 +236,15 @@ pub fn explain(e: &ConnectionError, server: &Server) -> String {
         ConnectionError::NetworkTimeout => {
             format!("broker {server} did not answer in time (network down, or a firewall drops the packets)")
         }
+        // What the broker sent cannot be read as MQTT (I/O errors, TLS alerts among them, are
+        // explained below). The connection is dropped: after a malformed packet the stream is
+        // out of step, and MQTT 3.1.1 (4.8) says to close it.
+        ConnectionError::MqttState(StateError::Deserialization(e)) if !matches!(e, MqttBytesError::Io(_)) => match e {
+            MqttBytesError::PayloadSizeLimitExceeded(n) => format!(
+                "broker {server} sent a packet of {n} bytes, over linesight's limit of {MAX_INCOMING_PACKET} (commands are at most 4 KiB); the connection is dropped"
+            ),
+            e => format!("broker {server} sent a malformed MQTT packet ({e}); the connection is dropped"),
+        },
         other => {
             // TLS and socket errors arrive wrapped at different depths
             // (`Tls`, `Io`, `MqttState(Io)`, `MqttState(Deserialization(Io))`
@@ -347,6 +373,24 @@ mod tests {
         assert!(explain(&deep, &s).contains("does not know the CA"), "{}", explain(&deep, &s));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(explain(&ConnectionError::Io(refused), &s).contains("broker runs"));
+    }
+
+    #[test]
+    fn malformed_packets_and_topics_name_the_broker() {
+        let s = Server { host: "broker".into(), port: 1883 };
+        let bad = |e| ConnectionError::MqttState(rumqttc::StateError::Deserialization(e));
+        let e = explain(&bad(rumqttc::Error::MalformedRemainingLength), &s);
+        assert_eq!(
+            e,
+            "broker broker:1883 sent a malformed MQTT packet (Malformed remaining length); the connection is dropped"
+        );
+        let e = explain(&bad(rumqttc::Error::PayloadSizeLimitExceeded(65537)), &s);
+        assert!(e.contains("broker broker:1883 sent a packet of 65537 bytes, over linesight's limit of 65536"), "{e}");
+        assert_eq!(bad_topic(""), Some("with an empty topic"));
+        assert_eq!(bad_topic("a/+/c"), Some("with a wildcard in its topic"));
+        assert_eq!(bad_topic("a/#"), Some("with a wildcard in its topic"));
+        assert_eq!(bad_topic("a\0b"), Some("with a NUL character in its topic"));
+        assert_eq!(bad_topic("linesight/line/cell/commands"), None);
     }
 
     #[test]

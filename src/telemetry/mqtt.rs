@@ -395,6 +395,13 @@ impl Session {
                 }
                 ev = eventloop.poll() => match ev.inspect(|e| if matches!(e, Event::Incoming(_)) { alive.heard() }) {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(why) = connection::bad_topic(&p.topic) {
+                            if let Some(d) = &mut self.durable {
+                                d.on_disconnected();
+                            }
+                            tracing::warn!(%server, topic = ?p.topic, "MQTT connection dropped: broker {server} sent a PUBLISH {why} (an MQTT protocol violation); reconnecting");
+                            return Ended::Failed { was_connected: true };
+                        }
                         let msg = Incoming { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
                         // Never block the event loop on a slow consumer: a flood is dropped and
                         // logged, when it starts, once a minute while it lasts, and when it ends.

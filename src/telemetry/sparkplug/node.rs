@@ -154,10 +154,130 @@ fn death(bd: u8) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// What an NCMD or DCMD may address: the node's devices (tasks and Modbus devices) and points.
+pub trait Addressable {
+    /// `device` is a task (camera + model).
+    fn is_task(&self, device: &str) -> bool;
+    /// `device` is a Modbus device.
+    fn is_modbus(&self, device: &str) -> bool;
+    /// `point` is a point of Modbus device `device`.
+    fn has_point(&self, device: &str, point: &str) -> bool;
+}
+
+impl Addressable for Session {
+    fn is_task(&self, device: &str) -> bool {
+        self.stats.tasks.contains_key(device)
+    }
+    fn is_modbus(&self, device: &str) -> bool {
+        self.stats.devices.contains_key(device)
+    }
+    fn has_point(&self, device: &str, point: &str) -> bool {
+        self.points.get(point).is_some_and(|p| p.config.device == device)
+    }
+}
+
+/// An NCMD or DCMD message, checked before anything runs: the commands it carries (in order),
+/// why any of its metrics were refused, and its origin for the guard.
+#[derive(Debug)]
+pub struct CommandPayload {
+    pub commands: Vec<Command>,
+    /// One reason per refused metric; the other metrics still run.
+    pub refused: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Parse an NCMD or DCMD message on `topic` (a DCMD topic names the device). Err when the whole
+/// message is refused: retained, larger than [`MAX_COMMAND_BYTES`], or not a Sparkplug B payload.
+pub fn parse_command(
+    topics: &Topics,
+    node: &dyn Addressable,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+) -> Result<CommandPayload, String> {
+    if retain {
+        return Err("retained command ignored (clear it from the broker)".into());
+    }
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(format!("command of {} bytes: the limit is {MAX_COMMAND_BYTES}", payload.len()));
+    }
+    let decoded = Payload::decode(payload).map_err(|e| format!("not a Sparkplug B payload: {e}"))?;
+    let device = topics.dcmd_device(topic);
+    let (mut commands, mut refused) = (Vec::new(), Vec::new());
+    for m in &decoded.metrics {
+        match metric_command(node, device, m) {
+            Ok(Some(c)) => commands.push(c),
+            Ok(None) => {}
+            Err(e) => refused.push(e),
+        }
+    }
+    // Sparkplug commands carry no id: the payload's digest stands for it, and its timestamp is checked.
+    let origin = Origin {
+        source: topic.to_string(),
+        id: CommandId::sparkplug(topic, payload),
+        sent_ms: decoded.timestamp.and_then(|t| i64::try_from(t).ok()),
+    };
+    Ok(CommandPayload { commands, refused, origin })
+}
+
+/// One NCMD (`device` None) or DCMD metric as a [`Command`]; Ok(None) for a no-op (Rebirth = false).
+pub fn metric_command(
+    node: &dyn Addressable,
+    device: Option<&str>,
+    m: &proto::Metric,
+) -> Result<Option<Command>, String> {
+    let Some(name) = m.name.as_deref() else {
+        return Err("command metric without a name (linesight uses no aliases)".into());
+    };
+    let value = metrics::command_value(m)?;
+    let as_bool = || value.as_bool().ok_or_else(|| format!("`{name}` takes a Boolean"));
+    match device {
+        None => match name {
+            "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
+            "Node Control/Reload" => Ok(as_bool()?.then_some(Command::Reload)),
+            _ => Err(format!(
+                "unknown node command metric `{name}`; the node takes `Node Control/Rebirth` and `Node Control/Reload`"
+            )),
+        },
+        Some(dev) if node.is_task(dev) => match name {
+            "Inspection/Enabled" => Ok(Some(if as_bool()? {
+                Command::EnableTask { task: dev.into() }
+            } else {
+                Command::DisableTask { task: dev.into() }
+            })),
+            "Inspection/NG Threshold" => {
+                let threshold = value.as_f64().ok_or_else(|| format!("`{name}` takes a number"))?;
+                Ok(Some(Command::SetThreshold { task: dev.into(), threshold }))
+            }
+            _ => Err(format!(
+                "task device `{dev}` has no writable metric `{name}`; it takes `Inspection/Enabled` and `Inspection/NG Threshold`"
+            )),
+        },
+        Some(dev) if node.is_modbus(dev) => {
+            let point = name
+                .strip_prefix("Points/")
+                .filter(|p| node.has_point(dev, p))
+                .ok_or_else(|| format!("Modbus device `{dev}` has no point metric `{name}`"))?;
+            Ok(Some(Command::SetPoint { point: point.into(), value }))
+        }
+        Some(dev) => Err(format!("no device `{dev}` on this node")),
+    }
+}
+
+/// A primary host's STATE payload (`{"online": true, "timestamp": ms}`): whether it is online and
+/// when it said so; None when either is missing or of the wrong type.
+pub fn parse_host_state(payload: &[u8]) -> Result<Option<(bool, u64)>, serde_json::Error> {
+    let doc: serde_json::Value = serde_json::from_slice(payload)?;
+    let online = doc.get("online").and_then(serde_json::Value::as_bool);
+    let ts = doc.get("timestamp").and_then(serde_json::Value::as_u64);
+    Ok(online.zip(ts))
+}
+
 /// The stamp of queued NDATA: the session's seq, the queue id, and
 /// `is_historical` on every metric when it could not go out live.
-struct SeqStamp<'a> {
-    seq: &'a mut u8,
+pub struct SeqStamp<'a> {
+    /// The session's next message sequence number.
+    pub seq: &'a mut u8,
 }
 
 impl Stamp for SeqStamp<'_> {
@@ -412,34 +532,17 @@ impl Session {
             tracing::warn!(target: "linesight::audit", topic = %p.topic, error = %why, "Sparkplug command refused");
             self.counts.refuse(why);
         };
-        if p.retain {
-            return refuse("retained command ignored (clear it from the broker)".into());
-        }
-        if p.payload.len() > MAX_COMMAND_BYTES {
-            return refuse(format!("command of {} bytes: the limit is {MAX_COMMAND_BYTES}", p.payload.len()));
-        }
-        let payload = match Payload::decode(p.payload.as_ref()) {
-            Ok(v) => v,
-            Err(e) => return refuse(format!("not a Sparkplug B payload: {e}")),
-        };
-        let device = self.topics.dcmd_device(&p.topic);
-        let mut commands = Vec::new();
-        for m in &payload.metrics {
-            match self.to_command(device, m) {
-                Ok(Some(c)) => commands.push(c),
-                Ok(None) => {}
-                Err(e) => refuse(e),
-            }
+        let CommandPayload { commands, refused, origin } =
+            match parse_command(&self.topics, self, &p.topic, &p.payload, p.retain) {
+                Ok(parsed) => parsed,
+                Err(why) => return refuse(why),
+            };
+        for why in refused {
+            refuse(why);
         }
         if commands.is_empty() {
             return;
         }
-        // Sparkplug commands carry no id: the payload's digest stands for it, and its timestamp is checked.
-        let origin = Origin {
-            source: p.topic.clone(),
-            id: CommandId::sparkplug(&p.topic, &p.payload),
-            sent_ms: payload.timestamp.and_then(|t| i64::try_from(t).ok()),
-        };
         let commander = self.commander.clone();
         let counts = self.counts.clone();
         let source = p.topic.clone();
@@ -466,46 +569,6 @@ impl Session {
                 }
             }
         });
-    }
-
-    /// One command metric as a [`Command`]; Ok(None) for a no-op (Rebirth = false).
-    fn to_command(&self, device: Option<&str>, m: &proto::Metric) -> Result<Option<Command>, String> {
-        let Some(name) = m.name.as_deref() else {
-            return Err("command metric without a name (linesight uses no aliases)".into());
-        };
-        let value = metrics::command_value(m)?;
-        let as_bool = || value.as_bool().ok_or_else(|| format!("`{name}` takes a Boolean"));
-        match device {
-            None => match name {
-                "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
-                "Node Control/Reload" => Ok(as_bool()?.then_some(Command::Reload)),
-                _ => Err(format!(
-                    "unknown node command metric `{name}`; the node takes `Node Control/Rebirth` and `Node Control/Reload`"
-                )),
-            },
-            Some(dev) if self.stats.tasks.contains_key(dev) => match name {
-                "Inspection/Enabled" => Ok(Some(if as_bool()? {
-                    Command::EnableTask { task: dev.into() }
-                } else {
-                    Command::DisableTask { task: dev.into() }
-                })),
-                "Inspection/NG Threshold" => {
-                    let threshold = value.as_f64().ok_or_else(|| format!("`{name}` takes a number"))?;
-                    Ok(Some(Command::SetThreshold { task: dev.into(), threshold }))
-                }
-                _ => Err(format!(
-                    "task device `{dev}` has no writable metric `{name}`; it takes `Inspection/Enabled` and `Inspection/NG Threshold`"
-                )),
-            },
-            Some(dev) if self.stats.devices.contains_key(dev) => {
-                let point = name
-                    .strip_prefix("Points/")
-                    .filter(|p| self.points.get(*p).is_some_and(|p| p.config.device == dev))
-                    .ok_or_else(|| format!("Modbus device `{dev}` has no point metric `{name}`"))?;
-                Ok(Some(Command::SetPoint { point: point.into(), value }))
-            }
-            Some(dev) => Err(format!("no device `{dev}` on this node")),
-        }
     }
 
     /// One connection to `server`, from CONNECT until it fails or we stop.
@@ -597,6 +660,13 @@ impl Session {
                 }
                 ev = eventloop.poll() => match ev.inspect(|e| if matches!(e, Event::Incoming(_)) { alive.heard() }) {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Some(why) = connection::bad_topic(&p.topic) {
+                            if let Some(d) = &mut self.durable {
+                                d.on_disconnected();
+                            }
+                            tracing::warn!(%server, topic = ?p.topic, "Sparkplug connection dropped: broker {server} sent a PUBLISH {why} (an MQTT protocol violation); the broker publishes our NDEATH");
+                            return Ended::Failed { was_connected: true };
+                        }
                         if Some(&p.topic) == state_topic.as_ref() {
                             match self.host_state(&p) {
                                 Some(true) if phase == Phase::WaitingForHost => {
@@ -652,15 +722,13 @@ impl Session {
     /// Parse a primary host STATE: Some(online) when it is current, None
     /// when stale (older timestamp) or unreadable.
     fn host_state(&mut self, p: &Publish) -> Option<bool> {
-        let doc: serde_json::Value = match serde_json::from_slice(&p.payload) {
-            Ok(v) => v,
+        let (online, ts) = match parse_host_state(&p.payload) {
+            Ok(state) => state?,
             Err(e) => {
                 tracing::warn!(topic = %p.topic, error = %e, "primary host STATE is not JSON; ignored");
                 return None;
             }
         };
-        let online = doc.get("online").and_then(serde_json::Value::as_bool)?;
-        let ts = doc.get("timestamp").and_then(serde_json::Value::as_u64)?;
         let now = u64::try_from(crate::util::time::now_ms()).unwrap_or(0);
         if !current(ts, self.host_ts, now) {
             tracing::info!(topic = %p.topic, ts, newest = self.host_ts, "stale primary host STATE ignored");
@@ -721,7 +789,7 @@ fn current(ts: u64, newest: u64, now: u64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+mod clock_tests {
     use super::current;
 
     const NOW: u64 = 1_800_000_000_000;
@@ -742,5 +810,93 @@ mod tests {
         assert!(!current(NOW - 2 * HOUR, NOW + HOUR, NOW));
         // When this node's own clock is the odd one (the host's agrees with itself), the rule holds.
         assert!(!current(NOW + HOUR - 5, NOW + HOUR, NOW - 3 * HOUR));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::Value as V;
+
+    /// A task `inspect`, a Modbus device `plc` with the point `speed`.
+    struct Node;
+
+    impl Addressable for Node {
+        fn is_task(&self, device: &str) -> bool {
+            device == "inspect"
+        }
+        fn is_modbus(&self, device: &str) -> bool {
+            device == "plc"
+        }
+        fn has_point(&self, device: &str, point: &str) -> bool {
+            device == "plc" && point == "speed"
+        }
+    }
+
+    fn payload(metrics: &[(&str, DataType, V)]) -> Vec<u8> {
+        let metrics = metrics
+            .iter()
+            .map(|(name, ty, v)| proto::Metric {
+                name: Some(name.to_string()),
+                datatype: Some(*ty as u32),
+                value: Some(v.clone()),
+                ..Default::default()
+            })
+            .collect();
+        Payload { timestamp: Some(1_795_840_496_789), metrics, ..Default::default() }.encode_to_vec()
+    }
+
+    #[test]
+    fn command_payloads_become_commands_and_refusals() {
+        let topics = Topics { group: "line".into(), node: "cell".into() };
+        let parse = |topic: &str, p: &[u8]| parse_command(&topics, &Node, topic, p, false);
+        let ncmd = topics.ncmd();
+        let rebirth = payload(&[("Node Control/Rebirth", DataType::Boolean, V::BooleanValue(true))]);
+        let c = parse(&ncmd, &rebirth).unwrap();
+        assert_eq!((c.commands, c.refused), (vec![Command::Rebirth], vec![]));
+        assert_eq!(c.origin.sent_ms, Some(1_795_840_496_789));
+        assert_eq!(c.origin.id, CommandId::sparkplug(&ncmd, &rebirth));
+        let no = payload(&[("Node Control/Rebirth", DataType::Boolean, V::BooleanValue(false))]);
+        assert!(parse(&ncmd, &no).unwrap().commands.is_empty(), "Rebirth = false does nothing");
+
+        let task = payload(&[
+            ("Inspection/NG Threshold", DataType::Double, V::DoubleValue(0.7)),
+            ("Inspection/Enabled", DataType::Boolean, V::BooleanValue(false)),
+            ("Inspection/Colour", DataType::String, V::StringValue("red".into())),
+        ]);
+        let c = parse("spBv1.0/line/DCMD/cell/inspect", &task).unwrap();
+        assert_eq!(
+            c.commands,
+            [
+                Command::SetThreshold { task: "inspect".into(), threshold: 0.7 },
+                Command::DisableTask { task: "inspect".into() }
+            ]
+        );
+        assert_eq!(c.refused.len(), 1);
+        assert!(c.refused[0].contains("no writable metric `Inspection/Colour`"), "{:?}", c.refused);
+
+        let point = payload(&[
+            ("Points/speed", DataType::Int32, V::IntValue(u32::MAX)),
+            ("Points/oven", DataType::Int32, V::IntValue(1)),
+        ]);
+        let c = parse("spBv1.0/line/DCMD/cell/plc", &point).unwrap();
+        assert_eq!(c.commands, [Command::SetPoint { point: "speed".into(), value: serde_json::json!(-1) }]);
+        assert!(c.refused[0].contains("no point metric `Points/oven`"), "{:?}", c.refused);
+        let c = parse("spBv1.0/line/DCMD/cell/nobody", &point).unwrap();
+        assert!(c.commands.is_empty() && c.refused.iter().all(|r| r.contains("no device `nobody`")));
+
+        assert!(parse_command(&topics, &Node, &ncmd, &rebirth, true).unwrap_err().contains("retained"));
+        assert!(parse(&ncmd, &[0xFF; 3]).unwrap_err().starts_with("not a Sparkplug B payload"));
+        assert!(parse(&ncmd, &vec![0; MAX_COMMAND_BYTES + 1]).unwrap_err().contains("the limit is 4096"));
+    }
+
+    #[test]
+    fn host_state_needs_online_and_a_timestamp() {
+        assert_eq!(parse_host_state(br#"{"online": true, "timestamp": 5}"#).unwrap(), Some((true, 5)));
+        assert_eq!(parse_host_state(br#"{"online": false, "timestamp": 7, "x": 1}"#).unwrap(), Some((false, 7)));
+        assert_eq!(parse_host_state(br#"{"online": "yes", "timestamp": 5}"#).unwrap(), None);
+        assert_eq!(parse_host_state(br#"{"online": true, "timestamp": -5}"#).unwrap(), None);
+        assert_eq!(parse_host_state(b"[1]").unwrap(), None);
+        assert!(parse_host_state(b"ONLINE").is_err());
     }
 }

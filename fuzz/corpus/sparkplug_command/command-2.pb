@@ -1,0 +1,3 @@
+•©½ƒ¢4$
+Inspection/NG Threshold 
+iffffffæ?

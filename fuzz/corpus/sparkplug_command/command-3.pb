@@ -1,0 +1,2 @@
+•©½ƒ¢4 
+Inspection/NG Threshold 	eš™?

@@ -1,0 +1,3 @@
+•©½ƒ¢4
+Points/speed X
+Points/name zx

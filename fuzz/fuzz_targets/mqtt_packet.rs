@@ -1,0 +1,3 @@
+#![no_main]
+// The body is linesight_fuzz::mqtt_packet (fuzz/src/lib.rs), shared with tests/it/fuzz_corpus.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| linesight_fuzz::mqtt_packet(data));

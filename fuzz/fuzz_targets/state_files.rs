@@ -1,0 +1,3 @@
+#![no_main]
+// The body is linesight_fuzz::state_files (fuzz/src/lib.rs), shared with tests/it/fuzz_corpus.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| linesight_fuzz::state_files(data));
