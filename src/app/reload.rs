@@ -8,9 +8,14 @@
 //! - a task's `rules` (threshold, uncertain band, classes, areas, zones) and `commands` limits;
 //! - a task's gate distance (`reject.delay` / `reject.distance`);
 //! - a model (`models.<name>`: file, kind, sidecar, pin, providers, classes), except `batch`
-//!   and `batch_wait`, which shape its worker.
+//!   and `batch_wait`, which shape its worker;
+//! - a camera's source, rate (`fps`, `loop`), `rotate`, `crop`, `stall_frames` and `timeout`:
+//!   its capture thread takes them between two frames and opens its source again (the part ids
+//!   go on; a triggered part waiting for its frame gets the new source's first frame after its
+//!   trigger, or ERROR and the reject if the reopen outlasts its inference timeout). Its `mode`
+//!   and `queue` shape the task and need a restart.
 //!
-//! Anything else (cameras, Modbus, MQTT, the line, a task added or removed, a gate's output or
+//! Anything else (a camera's mode or queue, Modbus, MQTT, the line, a task added or removed, a gate's output or
 //! pulse) needs a restart, and a file that changes any of it is refused whole, naming each key:
 //! a reload is applied completely or not at all, never half.
 //!
@@ -22,7 +27,7 @@
 //! ([`Versions`]), new models are handed to their workers, and last every task's control starts
 //! stamping parts with the new generation. A part announced before the switch is inferred, judged
 //! and timed by the old settings; a part announced after it by the new ones. Nothing in flight is
-//! dropped, and Modbus links, MQTT sessions and cameras keep running through it.
+//! dropped, and Modbus links, MQTT sessions and unchanged cameras keep running through it.
 //!
 //! A rule is made against a loaded model (its classes, its own threshold): for a task whose
 //! model did not change, the model file is loaded again for that (not warmed, then dropped; the
@@ -51,6 +56,8 @@ pub struct TaskHandles {
     pub floor: Arc<Versions<ScoreFloor>>,
     /// The model as the stats report it.
     pub model_doc: Arc<RwLock<Value>>,
+    /// The task's camera thread, which takes changed camera settings between two frames.
+    pub camera: std::sync::mpsc::Sender<crate::config::CameraConfig>,
 }
 
 /// What a reload may change in one running model's worker.
@@ -79,6 +86,8 @@ struct State {
 /// Everything a reload switches to, made before anything switches.
 struct Prepared {
     swaps: Vec<(String, Loaded)>,
+    /// (task, its camera's new settings) for each camera that changed.
+    cameras: Vec<(String, crate::config::CameraConfig)>,
     tasks: Vec<(String, TaskSettings, ScoreFloor, Option<f32>, CommandLimits, Value)>,
 }
 
@@ -224,8 +233,14 @@ impl State {
             };
             tasks.push((name.clone(), settings, floor, threshold, limits, super::tasks::model_doc(&info)));
         }
+        let cameras = new
+            .tasks
+            .iter()
+            .filter(|(_, t)| changes.iter().any(|k| under(k, &format!("cameras.{}", t.camera))))
+            .map(|(name, t)| (name.clone(), new.cameras[&t.camera].clone()))
+            .collect();
         if problems.is_empty() {
-            Ok(Prepared { swaps, tasks })
+            Ok(Prepared { swaps, tasks, cameras })
         } else {
             Err(problems)
         }
@@ -246,6 +261,10 @@ impl State {
         for (model, loaded) in prepared.swaps {
             // A worker that has stopped is shutting down: nothing left to judge.
             let _ = self.models[&model].swaps.send(ModelSwap { generation, loaded: Ok(loaded) });
+        }
+        for (task, camera) in prepared.cameras {
+            // A camera thread that has ended (a file that does not loop) has nothing left to take.
+            let _ = self.tasks[&task].camera.send(camera);
         }
         for (name, h) in &self.tasks {
             let (threshold, limits) = changed.remove(name).unwrap_or_else(|| (None, h.control.limits()));
@@ -303,6 +322,9 @@ fn applies_while_running(key: &str) -> bool {
         ["tasks", _, "rules", ..] | ["tasks", _, "commands", ..] => true,
         ["tasks", _, "reject", "delay" | "distance"] => true,
         ["models", _, field, ..] => !matches!(*field, "batch" | "batch_wait"),
+        ["cameras", _, field, ..] => {
+            matches!(*field, "source" | "fps" | "loop" | "rotate" | "crop" | "stall_frames" | "timeout")
+        }
         _ => false,
     }
 }
@@ -349,11 +371,21 @@ tasks:
         let mut cold = old.clone();
         cold.tasks.get_mut("t").unwrap().reject.as_mut().unwrap().pulse = config::Dur::from_millis(50);
         cold.models.get_mut("m").unwrap().batch = 4;
-        cold.cameras.get_mut("top").unwrap().fps = Some(10.0);
+        cold.cameras.get_mut("top").unwrap().mode = config::CameraMode::FreeRunning;
         let keys = changed_keys(&old, &cold);
-        assert_eq!(keys, vec!["cameras.top.fps", "models.m.batch", "tasks.t.reject.pulse"]);
+        assert_eq!(keys, vec!["cameras.top.mode", "models.m.batch", "tasks.t.reject.pulse"]);
         assert!(keys.iter().all(|k| !applies_while_running(k)), "{keys:?}");
         assert!(changed_keys(&old, &old.clone()).is_empty());
+
+        let mut camera = old.clone();
+        let top = camera.cameras.get_mut("top").unwrap();
+        top.fps = Some(10.0);
+        top.source = config::SourceConfig::File("b.avi".into());
+        top.rotate = config::Rotation::R180;
+        let keys = changed_keys(&old, &camera);
+        assert_eq!(keys, vec!["cameras.top.fps", "cameras.top.rotate", "cameras.top.source.file"]);
+        assert!(keys.iter().all(|k| applies_while_running(k)), "{keys:?}");
+        assert!(!applies_while_running("cameras.top.queue") && !applies_while_running("cameras.top"));
     }
 
     #[test]

@@ -144,6 +144,7 @@ impl Wiring<'_> {
             stats: stats.clone(),
             unusable: group.loaded.as_ref().err().cloned(),
         };
+        let (reconfigure_tx, reconfigure_rx) = std::sync::mpsc::channel();
         let camera = Camera {
             name: task.camera.as_str().into(),
             config: cam_cfg.clone(),
@@ -155,6 +156,7 @@ impl Wiring<'_> {
             waiting,
             max_age: task.inference_timeout.get(),
             control: control.clone(),
+            reconfigure: reconfigure_rx,
         };
         let model_doc = Arc::new(RwLock::new(model_doc(&info)));
         let entry = TaskEntry {
@@ -167,7 +169,7 @@ impl Wiring<'_> {
             model: model_doc.clone(),
             events_waited: events_tx.waited_counter(),
         };
-        let reload = TaskHandles { control, settings, floor, model_doc };
+        let reload = TaskHandles { control, settings, floor, model_doc, camera: reconfigure_tx };
         Ok(BuiltTask { entry, watched, camera, gate, reload })
     }
 

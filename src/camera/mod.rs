@@ -55,6 +55,8 @@ pub struct Camera {
     pub max_age: Duration,
     /// The task's settings: each part frame is stamped with them when it is captured.
     pub control: Arc<crate::part::control::TaskControl>,
+    /// A reload's new settings for this camera (`app/reload.rs`), taken between two frames.
+    pub reconfigure: std::sync::mpsc::Receiver<CameraConfig>,
 }
 
 impl Camera {
@@ -73,12 +75,50 @@ impl Camera {
     fn run(mut self) {
         let mut capture = self.start_capture();
         while !self.stop.load(Ordering::Relaxed) {
+            // A camera that cannot open takes a reload too (a corrected device path).
+            if let Some(new) = self.new_config() {
+                self.reconfigure_to(new, &mut capture);
+            }
             let Some(src) = self.open(&mut capture.backoff, &mut capture.open_log) else { continue };
-            if self.stream(src, &mut capture) == Streamed::Finished {
-                break;
+            match self.stream(src, &mut capture) {
+                Streamed::Finished => break,
+                Streamed::Reopen => {}
+                Streamed::Reconfigure(new) => self.reconfigure_to(new, &mut capture),
             }
         }
         self.queue.close();
+    }
+
+    /// The latest config a reload sent, if any arrived since the last look.
+    fn new_config(&self) -> Option<CameraConfig> {
+        let mut latest = None;
+        while let Ok(c) = self.reconfigure.try_recv() {
+            latest = Some(c);
+        }
+        latest
+    }
+
+    /// Take a reload's settings between two frames; the caller reopens the source. Frames
+    /// already queued are inspected as they are (stamped with the settings of their capture);
+    /// part ids go on from where they were, so no part id is given twice or skipped. A part
+    /// that waits for its frame (triggered) gets the first frame of the new source after its
+    /// trigger, or ERROR (rejected) if reopening takes longer than its inference timeout.
+    fn reconfigure_to(&mut self, new: CameraConfig, capture: &mut Capture) {
+        if new.source != self.config.source || new.timeout != self.config.timeout {
+            self.opener = Camera::opener_for(&new.source, new.timeout.get());
+        }
+        self.config = new;
+        let fresh = self.start_capture();
+        // What carries over: the part ids, and the outage log of a camera that stays away.
+        let (seq, open_log) = (capture.seq, std::mem::take(&mut capture.open_log));
+        *capture = Capture { seq, open_log, ..fresh };
+        if self.config.fps.is_none() {
+            // The old rate's stall limit no longer holds; a live stream learns its own again.
+            self.stats.set_stall_after_ms(0);
+        }
+        self.stats.set_frozen(false);
+        self.stats.reconfigured.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(camera = %self.name, "camera settings changed by a reload; its source is opened again");
     }
 
     /// The capture loop's state before the first frame. With a configured
@@ -161,6 +201,9 @@ impl Camera {
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Streamed::Finished;
+            }
+            if let Some(new) = self.new_config() {
+                return Streamed::Reconfigure(new);
             }
             if let Some(iv) = capture.interval {
                 pace(&mut next_due, iv);
@@ -355,12 +398,14 @@ struct Capture {
 }
 
 /// How reading an open source ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Streamed {
     /// Stop requested, or the source ended: the capture thread ends.
     Finished,
     /// Lost (after the backoff), or a looped file at its end: open it again.
     Reopen,
+    /// A reload changed the camera's settings: take them, then open the source again.
+    Reconfigure(CameraConfig),
 }
 
 /// Hold a source to its configured rate: wait for the frame's due time. If

@@ -402,7 +402,7 @@ fn default_queue() -> usize {
 }
 
 /// A frame source. Exactly one key.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceConfig {
     /// A video file (any container and codec OpenCV's FFmpeg back end reads).
@@ -418,7 +418,7 @@ pub enum SourceConfig {
 }
 
 // A V4L2 camera device and the format to ask it for.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct V4l2Config {
     /// Device node, e.g. `/dev/video0`.

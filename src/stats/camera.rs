@@ -40,6 +40,8 @@ pub struct CameraStats {
     /// Part frames that found the queue full (their parts got ERROR).
     pub refused: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Times a reload changed the camera's settings (its source opened again with them).
+    pub reconfigured: AtomicU64,
     /// Frames identical to the one before (not inspected: not a fresh image).
     pub repeated: AtomicU64,
     status: AtomicU8,

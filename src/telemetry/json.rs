@@ -132,6 +132,7 @@ fn task_doc(t: &TaskEntry) -> Value {
         "dropped": get(&c.dropped),
         "refused": get(&c.refused),
         "camera_reconnects": get(&c.reconnects),
+        "camera_reconfigured": get(&c.reconfigured),
         "ok": get(&s.ok),
         "ng": get(&s.ng),
         "error": get(&s.error),

@@ -22,7 +22,10 @@ fn ten_thousand_forbidden_writes_are_refused_logged_and_never_reach_the_plc() {
     require_ort();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let plc = rt.block_on(PyPlc::tcp(&[1]));
-    let broker = Broker::start().unwrap();
+    // The broker must pass the whole burst on: mosquitto drops QoS 1 messages queued for a
+    // client beyond `max_queued_messages` (1,000 by default) without telling anyone, and those
+    // would never reach linesight to be refused or counted.
+    let broker = Broker::start_configured("max_queued_messages 20000").unwrap();
     let sub = Subscriber::start(broker.port, &format!("{BASE}/commands/response"));
     let dir = tempfile::tempdir().unwrap();
     let yaml = node_yaml(&plc.addr().to_string(), broker.port, "loop: true", 10.0).replace(
