@@ -26,11 +26,12 @@
 //! | [`line`] | line | `config`, `util`, `part`, `stats`, `modbus` | part triggers and the encoder, from Modbus points |
 //! | [`decision`] | decision | `config`, `util`, `part`, `stats` | rules (outputs to verdicts), the part tracker, the timed reject gate; no I/O: outputs through `part::actuator`, results out on a channel |
 //! | [`telemetry`] | telemetry | `config`, `util`, `part`, `stats`, `store` | MQTT sessions, JSON and Sparkplug B dialects, durable queue, command parsing; commands leave as typed requests |
+//! | [`http`] | telemetry | `config`, `util`, `part`, `stats`, `telemetry` | the operator page, `/metrics`, health endpoints; a third door for commands, through telemetry's guard and router |
 //! | [`service`] | support | — | systemd notify and watchdog, stop signals |
 //! | [`logging`] | support | — | tracing output for terminals, journald and log shippers |
 //! | [`sim`] | support | — | a simulated PLC and a throwaway broker for the demo, bench and tests |
-//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `service` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
-//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `service`, `logging`, `sim`, `app` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval` |
+//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
+//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval` |
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod camera;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod http;
 pub mod inference;
 pub mod line;
 pub mod logging;

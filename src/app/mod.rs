@@ -31,7 +31,7 @@ pub mod tasks;
 pub mod warming;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,6 @@ use crate::line::encoder;
 use crate::modbus::heartbeat;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
-use crate::part::PartResult;
 use crate::service::notify;
 use crate::stats::{Faults, Liveness, NodeStats, RejectWindow};
 use crate::telemetry::mqtt::Mqtt;
@@ -105,6 +104,8 @@ pub struct Running {
     triggers: Vec<JoinHandle<()>>,
     /// Applies a changed config file (SIGHUP, the `reload` command).
     reloader: Option<reload::Reloader>,
+    /// Where the operator page listens, when `http` is configured.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
@@ -121,7 +122,17 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     let line = line_io(config, &outputs, &mut running);
     let mut groups = models::load_all(config, env, threads, &sessions.telemetry).await?;
     let (results_tx, results_rx) = mpsc::channel(RESULTS_BUFFER);
-    let built = build_tasks(config, &outputs, &line, results_tx, &mut groups, &mut opts, &mut running)?;
+    let views = config.http.as_ref().map(|h| Arc::new(crate::part::view::Views::new(h.live_fps, h.gallery)));
+    let wiring = Wiring {
+        config,
+        outputs: &outputs,
+        line: &line,
+        results: results_tx,
+        stop: running.stop.clone(),
+        views: views.clone(),
+    };
+    let built = build_tasks(&wiring, &mut groups, &mut opts, &mut running)?;
+    drop(wiring);
     let (entries, watched, cameras, gates, handles) = split(built);
     let results = publish::forward_results(
         results_rx,
@@ -135,6 +146,10 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     running.reloader = Some(reloader.clone());
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
     let commander = start_command_router(config, &line.points, &outputs, &sessions, reloader, &mut running);
+    let ready = Arc::new(AtomicBool::new(false));
+    if let (Some(cfg), Some(views)) = (&config.http, views) {
+        start_http(config, cfg, views, commander.clone(), ready.clone(), &mut running).await?;
+    }
     let sparkplug_task =
         sessions.start_publishers(config, &running.stats, &line.points.points, commander, &mut running.background)?;
     start_workers(config, groups, &mut running)?;
@@ -146,7 +161,36 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     running.mqtt = sessions.mqtt.take();
     running.sparkplug = sessions.sparkplug.take().zip(sparkplug_task);
     notify::notify("READY=1\nSTATUS=inspecting");
+    ready.store(true, Ordering::Relaxed);
     Ok(running)
+}
+
+/// The operator page, `/metrics` and the health endpoints. A port that cannot be bound stops
+/// the start: a node configured with a page that nobody can reach is misconfigured.
+async fn start_http(
+    config: &Config,
+    cfg: &crate::config::HttpConfig,
+    views: Arc<crate::part::view::Views>,
+    commander: crate::telemetry::commands::Commander,
+    ready: Arc<AtomicBool>,
+    running: &mut Running,
+) -> Result<(), StartError> {
+    let auth = crate::http::auth::Auth::load(cfg.token_file.as_deref()).map_err(StartError::Other)?;
+    let node = format!("{}/{}", config.node.group_id, config.node.node_id);
+    let page = crate::http::Page {
+        listen: cfg.listen,
+        node,
+        live_fps: cfg.live_fps,
+        stats: running.stats.clone(),
+        views,
+        commander,
+        auth,
+        ready,
+    };
+    let served = crate::http::serve(page).await.map_err(StartError::Other)?;
+    running.http_addr = Some(served.addr);
+    running.background.push(served.task);
+    Ok(())
 }
 
 /// How long the start retries the safe-state writes (and read-backs) before it goes on.
@@ -201,15 +245,12 @@ fn line_io(config: &Config, outputs: &Outputs, running: &mut Running) -> LineIo 
 
 /// Every task, wired into its model's group; cameras are returned, not started.
 fn build_tasks(
-    config: &Config,
-    outputs: &Outputs,
-    line: &LineIo,
-    results: mpsc::Sender<PartResult>,
+    wiring: &Wiring<'_>,
     groups: &mut BTreeMap<&str, Group>,
     opts: &mut Options,
     running: &mut Running,
 ) -> Result<Vec<(String, BuiltTask)>, StartError> {
-    let wiring = Wiring { config, outputs, line, results, stop: running.stop.clone() };
+    let config = wiring.config;
     let mut built = Vec::new();
     for (name, task) in &config.tasks {
         let group = groups.get_mut(task.model.as_str()).expect("every used model was loaded");
@@ -415,6 +456,7 @@ impl Running {
             background: Vec::new(),
             triggers: Vec::new(),
             reloader: None,
+            http_addr: None,
         }
     }
 

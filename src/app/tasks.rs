@@ -62,6 +62,8 @@ pub struct Wiring<'a> {
     pub line: &'a LineIo,
     pub results: mpsc::Sender<PartResult>,
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The operator page's view of judged parts, when `http` is configured.
+    pub views: Option<Arc<crate::part::view::Views>>,
 }
 
 impl Wiring<'_> {
@@ -122,6 +124,7 @@ impl Wiring<'_> {
             stats: stats.clone(),
             handshake,
             reject_window: self.line.reject_window.clone(),
+            views: self.views.clone(),
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
         let queue = Arc::new(FrameQueue::with_doorbell(cam_cfg.queue, group.bell.clone()));
@@ -133,6 +136,7 @@ impl Wiring<'_> {
             max_age: task.inference_timeout.get(),
             task_progress: task_progress.clone(),
             control: control.clone(),
+            views: self.views.clone(),
         });
         let waiting = self.trigger(task, &events_tx, &stats, &control, running)?;
         let watched = WatchedTask {

@@ -162,9 +162,13 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         Some(n) if !is_null(n) => one::<RuntimeConfig>(n, c),
         _ => Some(RuntimeConfig::default()),
     };
-    let config = match (node, mqtt, runtime, line, stack_light) {
-        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light)) if ok => {
-            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime })
+    let http = match root.get("http") {
+        Some(n) if !is_null(n) => one::<HttpConfig>(n, c).map(Some),
+        _ => Some(None),
+    };
+    let config = match (node, mqtt, runtime, line, stack_light, http) {
+        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light), Some(http)) if ok => {
+            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime, http })
         }
         _ => None,
     };
@@ -292,6 +296,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         }
     }
     if let Some(p) = &mut config.runtime.onnxruntime {
+        fix(p);
+    }
+    if let Some(p) = config.http.as_mut().and_then(|h| h.token_file.as_mut()) {
         fix(p);
     }
     fix(&mut config.runtime.state_dir);

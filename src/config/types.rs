@@ -45,13 +45,48 @@ pub struct Config {
     /// Process-wide settings: the ONNX Runtime library and the thread budget.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The operator page, Prometheus metrics and health endpoints. Without it no port is opened.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
 }
 
 /// The top-level keys, in the order the file usually has them. Kept beside the
 /// struct because the loader reads sections one by one (to report every error
 /// at once) and must know which keys exist; a unit test checks it against the schema.
 pub const TOP_LEVEL_KEYS: &[&str] =
-    &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime"];
+    &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime", "http"];
+
+// The `http` section: the operator page (`/`), `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on. Keep it on 127.0.0.1 unless the plant network needs the
+    /// page: everything that changes anything needs the token, but everything is readable.
+    #[serde(default = "default_http_listen")]
+    pub listen: std::net::SocketAddr,
+    /// A file holding the bearer token that actions (reload, commands) need, mode 0600. Without
+    /// it the page is read-only.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Most judged frames per second per camera a viewer is sent (the live view).
+    #[serde(default = "default_live_fps")]
+    pub live_fps: f64,
+    /// NG, UNCERTAIN and ERROR parts kept with their image for "why was it rejected".
+    #[serde(default = "default_gallery")]
+    pub gallery: usize,
+}
+
+fn default_http_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_live_fps() -> f64 {
+    4.0
+}
+
+fn default_gallery() -> usize {
+    24
+}
 
 // Who this node is: the names that become MQTT topic levels and Sparkplug ids.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

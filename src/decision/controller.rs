@@ -25,6 +25,7 @@ use crate::config::UncertainAction;
 use crate::part::control::Versions;
 use crate::part::result::RejectReport;
 use crate::part::sample::Position;
+use crate::part::view::{Lent, Shot, Views};
 use crate::part::{Judgement, PartEvent, PartInfo, PartResult, Verdict};
 use crate::stats::{HandshakeStats, RejectWindow, TaskStats};
 
@@ -62,6 +63,8 @@ pub struct Controller {
     pub handshake: Option<ResultBlock>,
     /// The recent reject share the stack light shows.
     pub reject_window: Option<Arc<RejectWindow>>,
+    /// The operator page's view of judged parts, when one is configured.
+    pub views: Option<Arc<Views>>,
 }
 
 /// Where a task's verdicts go for the PLC's result block, and its figures.
@@ -122,7 +125,9 @@ impl Controller {
                         }
                         pending.insert(p.part_id, p);
                     }
-                    Some(PartEvent::Inspected(inspection)) => {
+                    Some(PartEvent::Inspected(mut inspection)) => {
+                        // The frame leaves the inspection here: the gate's wait never holds it.
+                        let image = inspection.image.take();
                         let j = match this.settings.at(inspection.part.stamp.generation) {
                             Some(s) => s.rule.judge(inspection),
                             None => Judgement::error(inspection.part, "its settings were replaced by reloads while it waited".into()),
@@ -138,13 +143,16 @@ impl Controller {
                             tracing::warn!(task = %this.task, part = j.part.part_id, "verdict came after its part was given ERROR; ignored");
                             continue;
                         }
+                        this.show(&j, image);
                         this.finish(j, &mut in_flight, &mut at_gate).await;
                     }
                     Some(PartEvent::Unjudged(p, why)) => {
                         if pending.remove(&p.part_id).is_some() {
                             deadlines.remove(&(Instant::from_std(p.captured) + this.inference_timeout, p.part_id));
                         }
-                        this.finish(Judgement::error(p, why), &mut in_flight, &mut at_gate).await;
+                        let j = Judgement::error(p, why);
+                        this.show(&j, None);
+                        this.finish(j, &mut in_flight, &mut at_gate).await;
                     }
                     None => break,
                 },
@@ -159,7 +167,9 @@ impl Controller {
                         if let Some(p) = pending.remove(&id) {
                             let why = format!("no verdict within the inference timeout ({} ms)", this.inference_timeout.as_millis());
                             tracing::error!(task = %this.task, part = id, "{why}; part gets ERROR");
-                            this.finish(Judgement::error(p, why), &mut in_flight, &mut at_gate).await;
+                            let j = Judgement::error(p, why);
+                            this.show(&j, None);
+                            this.finish(j, &mut in_flight, &mut at_gate).await;
                         }
                     }
                 }
@@ -176,6 +186,31 @@ impl Controller {
             .await;
         }
         while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Hand a judged part and its frame to the operator page's view, if it wants it.
+    fn show(&self, j: &Judgement, image: Option<Lent>) {
+        let Some(views) = &self.views else { return };
+        if !views.wants(&j.part.camera, j.verdict) {
+            return;
+        }
+        let s = self.settings_of(&j.part);
+        views.offer(Shot {
+            seq: 0,
+            task: self.task.clone(),
+            camera: j.part.camera.clone(),
+            part_id: j.part.part_id,
+            captured: j.part.captured_wall,
+            verdict: j.verdict,
+            model: s.model_label.clone(),
+            classes: s.classes.clone(),
+            scores: j.scores.clone(),
+            ng_score: j.ng_score,
+            threshold: j.part.stamp.threshold,
+            detections: j.detections.clone(),
+            error: j.error.clone(),
+            image: image.map(Lent::into_image),
+        });
     }
 
     /// The settings `p` is judged and timed by; the newest when its own are gone.
@@ -199,6 +234,7 @@ impl Controller {
             self.stats.inference_ms.record(j.inference_ms);
         }
         self.stats.capture_to_decision_ms.record(ms(to_decision));
+        self.stats.decision_seconds.record(ms(to_decision));
         let rejects = j.verdict.rejects(s.uncertain);
         if let Some(w) = &self.reject_window {
             w.record(rejects);
@@ -335,6 +371,7 @@ mod tests {
             output: Ok(ModelOutput::Probs(vec![1.0 - ng, ng])),
             preprocess_ms: 1.0,
             inference_ms: 2.0,
+            image: None,
         }
     }
 
@@ -356,6 +393,7 @@ mod tests {
             reject: Some(RejectPlan { gate, output: "gate".into(), encoder: None }),
             handshake: None,
             reject_window: None,
+            views: None,
             results,
             stats: stats.clone(),
         };

@@ -242,6 +242,8 @@ pub struct Member {
     pub task_progress: Arc<AtomicU64>,
     /// Whether the task inspects, as commands set it; read per frame.
     pub control: Arc<TaskControl>,
+    /// The operator page's view, when one is configured: inferred frames are lent to it.
+    pub views: Option<Arc<crate::part::view::Views>>,
 }
 
 /// A model replacing the worker's, for parts from `generation` on (a reload). Loaded and warmed
@@ -430,12 +432,14 @@ impl Running {
             Ok((outputs, timing)) => {
                 let n = ready.len() as f64;
                 for ((i, frame, threshold), out) in ready.into_iter().zip(outputs) {
+                    let image = self.lend(i, frame.image);
                     let inspection = Inspection {
                         part: frame.part,
                         output: Ok(out),
                         threshold,
                         preprocess_ms: timing.preprocess_ms / n,
                         inference_ms: timing.inference_ms,
+                        image,
                     };
                     self.send(i, inspection);
                 }
@@ -454,7 +458,8 @@ impl Running {
                     tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
                 }
                 for (i, frame, _) in ready {
-                    self.send(i, Inspection::failed(frame.part, e.clone()));
+                    let image = self.lend(i, frame.image);
+                    self.send(i, Inspection::failed(frame.part, e.clone()).with_image(image));
                 }
             }
         }
@@ -469,6 +474,7 @@ impl Running {
             .map_err(|why| why.clone())
             .and_then(|m| m.infer(&[&frame.image], conf * 0.999, self.iou));
         self.busy.end();
+        let image = self.lend(i, frame.image);
         match one {
             Ok((mut out, timing)) if out.len() == 1 => Inspection {
                 part: frame.part,
@@ -476,13 +482,21 @@ impl Running {
                 threshold,
                 preprocess_ms: timing.preprocess_ms,
                 inference_ms: timing.inference_ms,
+                image,
             },
-            Ok(_) => Inspection::failed(frame.part, "the model returned no result for the frame".into()),
+            Ok(_) => {
+                Inspection::failed(frame.part, "the model returned no result for the frame".into()).with_image(image)
+            }
             Err(e) => {
                 tracing::error!(model = %self.model, task = %self.members[i].task, part = frame.part.part_id, error = %e, "inference failed; part gets ERROR");
-                Inspection::failed(frame.part, e)
+                Inspection::failed(frame.part, e).with_image(image)
             }
         }
+    }
+
+    /// Lend an inferred frame to the operator page's view (moved, not copied), if it has one.
+    fn lend(&self, i: usize, image: opencv::core::Mat) -> Option<crate::part::view::Lent> {
+        self.members[i].views.as_ref()?.lend(image)
     }
 
     fn send(&self, i: usize, inspection: Inspection) {

@@ -11,6 +11,7 @@
 //! - [`sample`]: the latest reading of a point, its quality, and the line's position.
 //! - [`actuator`]: the output a reject gate drives, as a small trait.
 //! - [`result`]: a finished part, as decision hands it to telemetry.
+//! - [`view`]: judged frames kept for the operator page (latest per camera, last rejects).
 
 pub mod actuator;
 pub mod announce;
@@ -19,6 +20,7 @@ pub mod output;
 pub mod queue;
 pub mod result;
 pub mod sample;
+pub mod view;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -60,12 +60,20 @@ pub struct Inspection {
     pub threshold: f32,
     pub preprocess_ms: f64,
     pub inference_ms: f64,
+    /// The frame, lent to the operator page's view when one is configured (see [`super::view`]).
+    pub image: Option<super::view::Lent>,
 }
 
 impl Inspection {
     /// A frame that could not be inspected, and why.
     pub fn failed(part: PartInfo, why: String) -> Self {
-        Inspection { part, output: Err(why), threshold: f32::NAN, preprocess_ms: 0.0, inference_ms: 0.0 }
+        Inspection { part, output: Err(why), threshold: f32::NAN, preprocess_ms: 0.0, inference_ms: 0.0, image: None }
+    }
+
+    /// The same, with its frame lent to the view (None: no view, or too many on their way).
+    pub fn with_image(mut self, image: Option<super::view::Lent>) -> Self {
+        self.image = image;
+        self
     }
 }
 

@@ -40,6 +40,51 @@ impl Window {
     }
 }
 
+/// Bucket bounds of the latency histograms, in seconds: from a fast CPU model's verdict to an
+/// inference timeout.
+pub const BUCKETS_S: [f64; 14] = [0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+/// A latency histogram for Prometheus (`_bucket`, `_sum`, `_count`): counts since start, so
+/// p99 can be computed over any range and across nodes.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket of [`BUCKETS_S`], the samples at or below its bound and above the one before.
+    buckets: [AtomicU64; BUCKETS_S.len()],
+    count: AtomicU64,
+    /// The sum in microseconds (an integer, so one atomic add).
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record(&self, ms: f64) {
+        let s = ms / 1e3;
+        if let Some(i) = BUCKETS_S.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add((ms * 1e3).max(0.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket bound (the last is `+Inf`: every sample), the sum in
+    /// seconds and the count.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let count = self.count.load(Ordering::Relaxed);
+        let mut running = 0;
+        let mut out: Vec<(f64, u64)> = BUCKETS_S
+            .iter()
+            .zip(&self.buckets)
+            .map(|(b, c)| {
+                running += c.load(Ordering::Relaxed);
+                (*b, running)
+            })
+            .collect();
+        // Read after the buckets: a sample recorded between the reads shows in +Inf only, so
+        // the buckets never exceed the count.
+        out.push((f64::INFINITY, count.max(running)));
+        (out, self.sum_us.load(Ordering::Relaxed) as f64 / 1e6, count.max(running))
+    }
+}
+
 /// One task's figures.
 #[derive(Debug, Default)]
 pub struct TaskStats {
@@ -72,6 +117,8 @@ pub struct TaskStats {
     pub telemetry_dropped: AtomicU64,
     pub inference_ms: Window,
     pub capture_to_decision_ms: Window,
+    /// The same, since start, for Prometheus.
+    pub decision_seconds: Histogram,
     pub capture_to_reject_ack_ms: Window,
 }
 
@@ -100,5 +147,28 @@ mod tests {
         let p = w.percentiles();
         assert_eq!(p.n, WINDOW);
         assert_eq!(p.max, (WINDOW + 9) as f64);
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_inf_holds_everything() {
+        let h = Histogram::default();
+        for ms in [0.5, 1.0, 2.5, 40.0, 9_000.0] {
+            h.record(ms);
+        }
+        let (buckets, sum, count) = h.snapshot();
+        assert_eq!(count, 5);
+        assert!((sum - 9.044).abs() < 1e-9, "{sum}");
+        let at = |bound: f64| buckets.iter().find(|(b, _)| *b == bound).unwrap().1;
+        assert_eq!(at(0.001), 2, "0.5 ms and 1 ms (a bound is inclusive)");
+        assert_eq!(at(0.003), 3);
+        assert_eq!(at(0.05), 4);
+        assert_eq!(at(5.0), 4, "9 s is past the last bound");
+        assert_eq!(at(f64::INFINITY), 5);
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1));
     }
 }

@@ -5,9 +5,10 @@
 //! One file per section of the config file, so the checks of a section are
 //! found where its keys are: [`node`], [`mqtt`] (with TLS, Sparkplug B and
 //! failover brokers), [`modbus`], [`cameras`], [`models`] (with `runtime`),
-//! [`tasks`], and [`line`] (with the stack light).
+//! [`tasks`], [`line`] (with the stack light) and [`http`].
 
 mod cameras;
+mod http;
 mod line;
 mod modbus;
 mod models;
@@ -33,6 +34,9 @@ pub(crate) fn validate(config: &Config, broken: &Broken, c: &mut Collector) {
     models::check(config, c);
     tasks::check(config, broken, c);
     models::runtime(config, c);
+    if let Some(h) = &config.http {
+        http::check(h, c);
+    }
 }
 
 /// The hint for a reference to a `name` that is not defined under `section`:

@@ -1,0 +1,252 @@
+//! A judged part as the operator sees it: the frame the model judged, scaled to the page, with
+//! the verdict on a coloured band and what the model saw drawn on it (boxes with class and
+//! score for detectors, masks for segmenters, the class scores for classifiers, the anomaly
+//! score), JPEG-encoded. Runs on tokio's blocking threads when a viewer asks, never on an
+//! inspection thread; the shot's own frame is never changed (other viewers share it).
+
+use opencv::core::{Mat, Point, Rect, Scalar, Size, Vector, CV_8UC1, CV_8UC3};
+use opencv::prelude::*;
+use opencv::{imgcodecs, imgproc};
+
+use crate::part::view::Shot;
+use crate::part::Verdict;
+
+/// Widest image sent to a viewer: enough to see a defect, small enough for a few fps on a
+/// plant network.
+pub const MAX_WIDTH: i32 = 960;
+const JPEG_QUALITY: i32 = 80;
+const BAND: i32 = 28;
+
+/// BGR colours of the verdicts (the stack light's: green, red, amber; ERROR magenta).
+fn colour(v: Verdict) -> Scalar {
+    match v {
+        Verdict::Ok => Scalar::new(60.0, 170.0, 40.0, 0.0),
+        Verdict::Ng => Scalar::new(40.0, 40.0, 220.0, 0.0),
+        Verdict::Uncertain => Scalar::new(0.0, 170.0, 240.0, 0.0),
+        Verdict::Error => Scalar::new(200.0, 40.0, 200.0, 0.0),
+    }
+}
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Ok => "OK",
+        Verdict::Ng => "NG",
+        Verdict::Uncertain => "UNCERTAIN",
+        Verdict::Error => "ERROR",
+    }
+}
+
+fn cv(e: opencv::Error) -> String {
+    e.message
+}
+
+/// The shot as a JPEG with its overlay.
+pub fn jpeg(shot: &Shot) -> Result<Vec<u8>, String> {
+    let (mut img, scale) = match shot.image.as_ref().filter(|m| !m.empty()) {
+        Some(frame) => scaled_bgr(frame)?,
+        None => (blank()?, 1.0),
+    };
+    if scale > 0.0 {
+        draw_masks(&mut img, shot, scale)?;
+        draw_boxes(&mut img, shot, scale)?;
+    }
+    draw_band(&mut img, shot)?;
+    let mut buf = Vector::<u8>::new();
+    let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, JPEG_QUALITY]);
+    imgcodecs::imencode(".jpg", &img, &mut buf, &params).map_err(cv)?;
+    Ok(buf.to_vec())
+}
+
+/// A BGR copy of `frame` no wider than [`MAX_WIDTH`], with room for the band on top, and the
+/// scale from frame pixels to picture pixels.
+fn scaled_bgr(frame: &Mat) -> Result<(Mat, f64), String> {
+    let bgr = match frame.channels() {
+        3 => frame.try_clone().map_err(cv)?,
+        1 | 4 => {
+            let code = if frame.channels() == 1 { imgproc::COLOR_GRAY2BGR } else { imgproc::COLOR_BGRA2BGR };
+            let mut m = Mat::default();
+            imgproc::cvt_color_def(frame, &mut m, code).map_err(cv)?;
+            m
+        }
+        n => return Err(format!("a frame with {n} channels cannot be shown")),
+    };
+    let scale = (f64::from(MAX_WIDTH) / f64::from(bgr.cols())).min(1.0);
+    let body = if scale < 1.0 {
+        let mut small = Mat::default();
+        let size = Size::new((f64::from(bgr.cols()) * scale) as i32, (f64::from(bgr.rows()) * scale) as i32);
+        imgproc::resize(&bgr, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA).map_err(cv)?;
+        small
+    } else {
+        bgr
+    };
+    let mut out = Mat::default();
+    opencv::core::copy_make_border(&body, &mut out, BAND, 0, 0, 0, opencv::core::BORDER_CONSTANT, Scalar::all(30.0))
+        .map_err(cv)?;
+    Ok((out, scale))
+}
+
+/// A grey picture for a part that had no frame (ERROR before inference).
+fn blank() -> Result<Mat, String> {
+    let mut m = Mat::new_rows_cols_with_default(240 + BAND, 480, CV_8UC3, Scalar::all(70.0)).map_err(cv)?;
+    put(&mut m, "no frame", Point::new(180, 140 + BAND), 0.8, Scalar::all(220.0))?;
+    Ok(m)
+}
+
+fn put(img: &mut Mat, text: &str, at: Point, size: f64, colour: Scalar) -> Result<(), String> {
+    imgproc::put_text(img, text, at, imgproc::FONT_HERSHEY_SIMPLEX, size, colour, 1, imgproc::LINE_AA, false)
+        .map_err(cv)
+}
+
+/// The verdict band: verdict, score against threshold, part and model; the class scores of a
+/// classifier (best three) or the reason for an ERROR under it.
+fn draw_band(img: &mut Mat, shot: &Shot) -> Result<(), String> {
+    let width = img.cols();
+    imgproc::rectangle(img, Rect::new(0, 0, width, BAND), colour(shot.verdict), -1, imgproc::LINE_8, 0).map_err(cv)?;
+    let score = if shot.verdict == Verdict::Error {
+        String::new()
+    } else {
+        format!(" {:.2} (NG from {:.2})", shot.ng_score, shot.threshold)
+    };
+    let head = format!("{}{score}  part {}  {}", verdict_name(shot.verdict), shot.part_id, shot.model);
+    put(img, &head, Point::new(6, 19), 0.5, Scalar::all(255.0))?;
+    let mut y = BAND + 18;
+    if let Some(e) = &shot.error {
+        let short: String = e.chars().take(90).collect();
+        put(img, &short, Point::new(6, y), 0.45, Scalar::new(200.0, 120.0, 255.0, 0.0))?;
+        return Ok(());
+    }
+    if shot.detections.is_empty() && shot.scores.len() > 1 {
+        let mut ranked: Vec<(usize, f32)> = shot.scores.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (i, s) in ranked.into_iter().take(3) {
+            let name = shot.classes.get(i).map_or("?", String::as_str);
+            put(img, &format!("{name} {s:.2}"), Point::new(6, y), 0.45, Scalar::all(255.0))?;
+            y += 16;
+        }
+    }
+    Ok(())
+}
+
+fn draw_boxes(img: &mut Mat, shot: &Shot, scale: f64) -> Result<(), String> {
+    let c = colour(if shot.verdict == Verdict::Ok { Verdict::Ok } else { Verdict::Ng });
+    for d in &shot.detections {
+        let [x1, y1, x2, y2] = d.bbox.map(|v| f64::from(v) * scale);
+        let rect = Rect::new(x1 as i32, y1 as i32 + BAND, (x2 - x1).max(1.0) as i32, (y2 - y1).max(1.0) as i32);
+        imgproc::rectangle(img, rect, c, 2, imgproc::LINE_8, 0).map_err(cv)?;
+        let at = Point::new(x1 as i32, (y1 as i32 + BAND - 4).max(BAND + 12));
+        put(img, &format!("{} {:.2}", d.class, d.score), at, 0.45, c)?;
+    }
+    Ok(())
+}
+
+/// Segmentation masks, tinted red over the picture.
+fn draw_masks(img: &mut Mat, shot: &Shot, scale: f64) -> Result<(), String> {
+    let Some(frame) = &shot.image else { return Ok(()) };
+    let (rows, cols) = (frame.rows(), frame.cols());
+    let masks: Vec<&Vec<bool>> = shot
+        .detections
+        .iter()
+        .filter_map(|d| d.mask.as_deref())
+        .filter(|m| m.len() == (rows * cols) as usize)
+        .collect();
+    if masks.is_empty() {
+        return Ok(());
+    }
+    let union: Vec<u8> =
+        (0..(rows * cols) as usize).map(|i| if masks.iter().any(|m| m[i]) { 255 } else { 0 }).collect();
+    let full = Mat::new_rows_cols_with_data(rows, cols, &union).map_err(cv)?;
+    let mut mask = Mat::default();
+    let size = Size::new((f64::from(cols) * scale) as i32, (f64::from(rows) * scale) as i32);
+    imgproc::resize(&full, &mut mask, size, 0.0, 0.0, imgproc::INTER_NEAREST).map_err(cv)?;
+    debug_assert_eq!(mask.typ(), CV_8UC1);
+    let mut body = Mat::roi_mut(img, Rect::new(0, BAND, size.width, size.height)).map_err(cv)?;
+    let red = Mat::new_rows_cols_with_default(size.height, size.width, CV_8UC3, Scalar::new(0.0, 0.0, 255.0, 0.0))
+        .map_err(cv)?;
+    let mut tinted = Mat::default();
+    opencv::core::add_weighted(&body, 0.55, &red, 0.45, 0.0, &mut tinted, -1).map_err(cv)?;
+    tinted.copy_to_masked(&mut body, &mask).map_err(cv)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::part::Detection;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    fn shot(verdict: Verdict, image: Option<Mat>, detections: Vec<Detection>) -> Shot {
+        Shot {
+            seq: 1,
+            task: "t".into(),
+            camera: "top".into(),
+            part_id: 7,
+            captured: SystemTime::now(),
+            verdict,
+            model: "m@1".into(),
+            classes: vec!["good".to_string(), "scratch".to_string()].into(),
+            scores: vec![0.1, 0.9],
+            ng_score: 0.9,
+            threshold: 0.5,
+            detections,
+            error: (verdict == Verdict::Error).then(|| "no verdict within the inference timeout".to_string()),
+            image,
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Mat {
+        let m = imgcodecs::imdecode(&Vector::from_slice(bytes), imgcodecs::IMREAD_COLOR).unwrap();
+        assert!(!m.empty());
+        m
+    }
+
+    #[test]
+    fn a_large_frame_is_scaled_and_banded_in_the_verdict_colour() {
+        let frame = Mat::new_rows_cols_with_default(1080, 1920, CV_8UC3, Scalar::all(0.0)).unwrap();
+        let out = decode(&jpeg(&shot(Verdict::Ng, Some(frame), vec![])).unwrap());
+        assert_eq!((out.cols(), out.rows()), (MAX_WIDTH, 540 + BAND));
+        let px = out.at_2d::<opencv::core::Vec3b>(2, MAX_WIDTH - 3).unwrap();
+        assert!(px[2] > 150 && px[1] < 100, "the NG band is red: {px:?}");
+    }
+
+    #[test]
+    fn boxes_and_masks_are_drawn_where_the_model_saw_them() {
+        let frame = Mat::new_rows_cols_with_default(100, 200, CV_8UC1, Scalar::all(0.0)).unwrap();
+        let mut mask = vec![false; 100 * 200];
+        for y in 60..80 {
+            for x in 150..180 {
+                mask[y * 200 + x] = true;
+            }
+        }
+        let dets = vec![
+            Detection {
+                class: "hole".into(),
+                class_id: 1,
+                score: 0.8,
+                bbox: [20.0, 30.0, 60.0, 70.0],
+                mask_area: None,
+                mask: None,
+            },
+            Detection {
+                class: "scratch".into(),
+                class_id: 2,
+                score: 0.7,
+                bbox: [150.0, 60.0, 180.0, 80.0],
+                mask_area: Some(600),
+                mask: Some(Arc::new(mask)),
+            },
+        ];
+        let out = decode(&jpeg(&shot(Verdict::Ng, Some(frame), dets)).unwrap());
+        let at = |x: i32, y: i32| out.at_2d::<opencv::core::Vec3b>(y + BAND, x).unwrap().0;
+        assert!(at(20, 50)[2] > 150, "the box's left edge is red: {:?}", at(20, 50));
+        assert!(at(40, 50)[2] < 60, "inside the box the frame shows: {:?}", at(40, 50));
+        assert!(at(165, 70)[2] > 80 && at(165, 70)[0] < 60, "the mask is tinted: {:?}", at(165, 70));
+        assert!(at(100, 90)[2] < 60, "outside every mask: {:?}", at(100, 90));
+    }
+
+    #[test]
+    fn a_part_without_a_frame_shows_why() {
+        let out = decode(&jpeg(&shot(Verdict::Error, None, vec![])).unwrap());
+        assert_eq!(out.cols(), 480);
+    }
+}
