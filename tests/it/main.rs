@@ -19,6 +19,7 @@ mod config_check;
 mod crafted_models;
 mod fault_word;
 mod fuzz_corpus;
+mod http;
 mod infer_eval;
 mod kill_loop;
 mod layers;

@@ -30,23 +30,23 @@ fn token_problem(path: &std::path::Path) -> Result<(), (String, String)> {
     let shown = path.display();
     let make =
         format!("create it with `umask 077; head -c 32 /dev/urandom | base64 > {shown}` and `chown linesight {shown}`");
-    let meta =
-        std::fs::metadata(path).map_err(|e| (format!("token file `{shown}` cannot be read: {e}"), make.clone()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| (format!("http.token_file `{shown}` cannot be read: {e}"), make.clone()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err((
-                format!("token file `{shown}` has mode {mode:04o}: others can read the token"),
+                format!("http.token_file `{shown}` has mode {mode:04o}: others can read the token"),
                 format!("chmod 600 {shown}"),
             ));
         }
     }
     let token = std::fs::read_to_string(path)
-        .map_err(|e| (format!("token file `{shown}` cannot be read: {e}"), make.clone()))?;
+        .map_err(|e| (format!("http.token_file `{shown}` cannot be read: {e}"), make.clone()))?;
     if token.trim().chars().count() < MIN_TOKEN_CHARS {
-        return Err((format!("token file `{shown}` holds fewer than {MIN_TOKEN_CHARS} characters"), make));
+        return Err((format!("http.token_file `{shown}` holds fewer than {MIN_TOKEN_CHARS} characters"), make));
     }
     Ok(())
 }

@@ -1,0 +1,233 @@
+//! The operator page's server against the real daemon on the sample video (issue 15): health
+//! and readiness, `/metrics` checked by `promtool check metrics` (Debian's `prometheus`), the
+//! status document, the live view and the reject gallery as JPEGs, and every refusal of an
+//! action: no token, a wrong token, a read-only page, a command outside the task's limits, a
+//! replayed id, the page's action rate. Each refusal is an audit line; an accepted command acts.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+use linesight::sim::plc::SimPlc;
+
+/// One HTTP/1.1 request on a fresh connection: (status, headers, body).
+pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the page's port accepts");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
+    (status, head, raw[split + 4..].to_vec())
+}
+
+pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let (status, _, body) = request(port, "GET", path, &[], b"");
+    (status, body)
+}
+
+fn json(port: u16, path: &str) -> Value {
+    let (status, body) = get(port, path);
+    assert_eq!(status, 200, "GET {path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn post(port: u16, token: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    let (status, _, body) = request(port, "POST", "/api/command", &headers, body.as_bytes());
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Wait until `f` holds, or fail with what the log says.
+fn until(what: &str, log: &std::path::Path, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The node of the other tests with the page on a free port (and a token, when `token`).
+fn page_yaml(plc: &str, dir: &std::path::Path, token: bool) -> (String, u16) {
+    let port = linesight::sim::broker::free_port().unwrap();
+    let token_line = if token {
+        let path = dir.join("token");
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        format!("  token_file: {}\n", path.display())
+    } else {
+        String::new()
+    };
+    // Without MQTT: the page does not need a broker.
+    let yaml: String = node_yaml(plc, 1, "loop: true", 10.0)
+        .lines()
+        .filter(|l| !l.starts_with("mqtt:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (format!("{yaml}http:\n  listen: 127.0.0.1:{port}\n{token_line}"), port)
+}
+
+#[test]
+fn the_page_serves_metrics_live_frames_rejects_and_refuses_what_it_must() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (yaml, port) = page_yaml(&plc.addr.to_string(), dir.path(), true);
+    assert!(!yaml.contains("mqtt:"), "a node without MQTT still has its page:\n{yaml}");
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut child = run_daemon(&cfg, &log);
+
+    until("the page answers /healthz", &log, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/healthz").0 == 200
+    });
+    until("ready", &log, || get(port, "/readyz").0 == 200);
+    let (status, page) = get(port, "/");
+    assert_eq!(status, 200);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("<title>linesight</title>") && page.contains("/api/events"));
+    assert!(!page.contains("http://") && !page.contains("https://"), "no CDN: everything from the binary");
+
+    // Parts flow: counts grow, the live view moves, rejected parts are kept with their images.
+    let first = json(port, "/api/status");
+    assert_eq!(first["node"], "test-line/cell-1");
+    assert_eq!(first["ready"], true, "{first}");
+    until("counts grow and rejects are kept", &log, || {
+        let s = json(port, "/api/status");
+        s["tasks"]["inspect"]["processed"].as_u64() > first["tasks"]["inspect"]["processed"].as_u64()
+            && s["rejects_head"].is_u64()
+            && s["live"]["top"]["seq"].is_u64()
+    });
+    let a = json(port, "/api/status")["live"]["top"]["seq"].as_u64().unwrap();
+    until("the live view moves on", &log, || json(port, "/api/status")["live"]["top"]["seq"].as_u64().unwrap() > a);
+    let (status, jpeg) = get(port, "/api/live/top");
+    assert_eq!(status, 200);
+    assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+    assert_eq!(get(port, "/api/live/nowhere").0, 404);
+    let rejects = json(port, "/api/rejects");
+    let kept = rejects.as_array().unwrap();
+    assert!(!kept.is_empty());
+    for r in kept {
+        assert_ne!(r["verdict"], "OK", "{r}");
+        assert!(r["model"].as_str().unwrap().starts_with("surface-classifier@"), "{r}");
+        assert!(r["threshold"].as_f64().unwrap() > 0.0 && r["scores"].as_array().unwrap().len() >= 2, "{r}");
+    }
+    let (status, jpeg) = get(port, &format!("/api/rejects/{}", kept[0]["seq"]));
+    assert_eq!((status, &jpeg[..2]), (200, &[0xFF, 0xD8][..]));
+
+    // Prometheus: promtool accepts the exposition, and the figures are there.
+    let (status, metrics) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(metrics).unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "linesight_parts_total{task=\"inspect\",verdict=\"NG\"}",
+        "linesight_decision_seconds_bucket{task=\"inspect\",le=\"+Inf\"}",
+        "linesight_camera_up{camera=\"top\"} 1",
+        "linesight_modbus_up{device=\"plc\"} 1",
+        "linesight_ready 1",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(text.contains(needle), "`{needle}` in /metrics:\n{text}");
+    }
+
+    // Actions: refused without the token, with a wrong one, outside the limits, replayed.
+    let (status, a) = post(port, None, r#"{"id":"h1","command":"reload"}"#);
+    assert_eq!(status, 401, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("needs the token"), "{a}");
+    assert_eq!(post(port, Some("wrong-token-0123456789"), r#"{"id":"h2","command":"reload"}"#).0, 401);
+    let (status, a) =
+        post(port, Some(TOKEN), r#"{"id":"h3","command":"set-threshold","task":"inspect","threshold":0.99}"#);
+    assert_eq!(status, 422, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("by command"), "the task's command limits: {a}");
+    let (status, a) =
+        post(port, Some(TOKEN), r#"{"id":"h4","command":"set-threshold","task":"inspect","threshold":0.6}"#);
+    assert_eq!((status, &a["ok"]), (200, &Value::Bool(true)), "{a}");
+    assert_eq!(json(port, "/api/status")["tasks"]["inspect"]["ng_threshold"], 0.6, "the command acted");
+    let (status, a) =
+        post(port, Some(TOKEN), r#"{"id":"h4","command":"set-threshold","task":"inspect","threshold":0.6}"#);
+    assert_eq!(status, 422);
+    assert!(a["error"].as_str().unwrap().contains("replay"), "{a}");
+    assert_eq!(post(port, Some(TOKEN), "not json").0, 422);
+    // The page's action rate: 20 a minute, good token or bad (6 used above).
+    let codes: Vec<u16> = (0..16)
+        .map(|i| post(port, Some("guess-0123456789abcdef"), &format!(r#"{{"id":"g{i}","command":"reload"}}"#)).0)
+        .collect();
+    assert_eq!(codes.iter().filter(|c| **c == 401).count(), 14, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 2, "{codes:?}");
+
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success(), "{}", logs());
+    let text = logs();
+    let audited = text.lines().filter(|l| l.contains("linesight::audit") && l.contains("command refused")).count();
+    // no token, wrong token, limits, replay, not JSON, and the 16 guesses
+    assert_eq!(audited, 21, "every refusal is an audit line:\n{text}");
+    assert!(text.lines().any(|l| l.contains("linesight::audit") && l.contains("command executed")));
+}
+
+#[test]
+fn without_a_token_file_the_page_is_read_only_and_a_readable_token_is_refused() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A token file others can read: check-config refuses it (exit 78), naming the fix.
+    let (yaml, _) = page_yaml(&plc.addr.to_string(), dir.path(), true);
+    std::fs::set_permissions(dir.path().join("token"), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let cfg = write_config(dir.path(), &yaml);
+    let out = Command::new(bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("http.token_file") || stderr.contains("token_file"), "{stderr}");
+    assert!(stderr.contains("others can read the token") && stderr.contains("chmod 600"), "{stderr}");
+
+    let (yaml, port) = page_yaml(&plc.addr.to_string(), dir.path(), false);
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let mut child = run_daemon(&cfg, &log);
+    until("ready", &log, || TcpStream::connect(("127.0.0.1", port)).is_ok() && get(port, "/readyz").0 == 200);
+    assert_eq!(json(port, "/api/status")["actions"], false);
+    let (status, a) = post(port, Some(TOKEN), r#"{"id":"r1","command":"reload"}"#);
+    assert_eq!(status, 403, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("read-only"), "{a}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
