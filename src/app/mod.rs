@@ -311,6 +311,8 @@ fn start_supervisor(
         plain_outputs,
         telemetry: sessions.telemetry.clone(),
         fault_word: outputs.fault_word().cloned(),
+        machine: running.stats.machine.clone(),
+        health: config.health.clone(),
     };
     running.background.push(tokio::spawn(supervisor.run()));
 }

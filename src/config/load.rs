@@ -162,9 +162,13 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         Some(n) if !is_null(n) => one::<RuntimeConfig>(n, c),
         _ => Some(RuntimeConfig::default()),
     };
-    let config = match (node, mqtt, runtime, line, stack_light) {
-        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light)) if ok => {
-            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime })
+    let health = match root.get("health") {
+        Some(n) if !is_null(n) => one::<HealthConfig>(n, c),
+        _ => Some(HealthConfig::default()),
+    };
+    let config = match (node, mqtt, runtime, line, stack_light, health) {
+        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light), Some(health)) if ok => {
+            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime, health })
         }
         _ => None,
     };

@@ -45,17 +45,18 @@ impl Default for Roots {
 ///
 /// Linux shows at most 15 bytes of a thread's name, and a new thread inherits its creator's
 /// name: ONNX Runtime's intra-op pool threads carry the name of the thread that created the
-/// session (see docs/mqtt.md, "Machine health").
+/// session, `ort-<model>` (see docs/mqtt.md, "Machine health").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
     /// `cam-<camera>`: a camera's capture thread (grab, rotate, crop, queue).
     Capture,
     /// `infer-<model>`: a model's inference worker (batching, pre- and postprocessing, the
-    /// ONNX Runtime call).
+    /// ONNX Runtime call); `ort-<model>`: ONNX Runtime's intra-op pool of that model (made on a
+    /// thread of that name, whose name its threads inherit).
     Inference,
     /// `rt-worker`: the async runtime's threads, shared by telemetry (MQTT, Sparkplug), Modbus
-    /// polling and outputs, the decision controllers and gates, the supervisor; also its
-    /// blocking pool, where models are loaded: ONNX Runtime's pool threads show here.
+    /// polling and outputs, the decision controllers and gates, the supervisor, and its
+    /// blocking pool (model warm-up, some file I/O).
     Runtime,
     /// Anything else: the main thread, the disk queues' writers, this sampler.
     Other,
@@ -69,7 +70,7 @@ impl Stage {
     pub fn of(thread_name: &str) -> Stage {
         if thread_name.starts_with("cam-") {
             Stage::Capture
-        } else if thread_name.starts_with("infer-") {
+        } else if thread_name.starts_with("infer-") || thread_name.starts_with("ort-") {
             Stage::Inference
         } else if thread_name == RUNTIME_THREAD_NAME {
             Stage::Runtime
@@ -152,10 +153,7 @@ impl MachineSample {
 
     /// The hottest thermal zone, if any can be read: (its name, degrees C).
     pub fn hottest(&self) -> Option<(&str, f64)> {
-        self.temperatures_c
-            .iter()
-            .filter_map(|(n, t)| t.map(|t| (n.as_str(), t)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+        self.temperatures_c.iter().filter_map(|(n, t)| t.map(|t| (n.as_str(), t))).max_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
 
@@ -469,7 +467,11 @@ mod tests {
         assert_eq!(read_rss(&r.proc), Some(123_456 * 1024));
         let zones = thermal_zones(&r.sys);
         let names: Vec<&str> = zones.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["cpu-thermal", "gpu-thermal", "tj-thermal", "cpu-thermal-10"], "in zone order, not name order");
+        assert_eq!(
+            names,
+            ["cpu-thermal", "gpu-thermal", "tj-thermal", "cpu-thermal-10"],
+            "in zone order, not name order"
+        );
         let temps: Vec<Option<f64>> = zones.iter().map(|(_, d)| read_celsius(&d.join("temp"))).collect();
         assert_eq!(temps, [Some(47.5), Some(51.25), None, Some(-1.5)]);
         assert_eq!(read_gpu_load(&r.sys), Some(0.437));
@@ -569,6 +571,7 @@ mod tests {
     fn stages_by_thread_name() {
         assert_eq!(Stage::of("cam-top"), Stage::Capture);
         assert_eq!(Stage::of("infer-surface"), Stage::Inference);
+        assert_eq!(Stage::of("ort-surface"), Stage::Inference);
         assert_eq!(Stage::of(RUNTIME_THREAD_NAME), Stage::Runtime);
         assert_eq!(Stage::of("linesight"), Stage::Other);
         assert_eq!(Stage::of("MQTT queue"), Stage::Other);

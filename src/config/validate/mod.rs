@@ -5,9 +5,10 @@
 //! One file per section of the config file, so the checks of a section are
 //! found where its keys are: [`node`], [`mqtt`] (with TLS, Sparkplug B and
 //! failover brokers), [`modbus`], [`cameras`], [`models`] (with `runtime`),
-//! [`tasks`], and [`line`] (with the stack light).
+//! [`tasks`], [`line`] (with the stack light), and [`health`].
 
 mod cameras;
+mod health;
 mod line;
 mod modbus;
 mod models;
@@ -33,6 +34,7 @@ pub(crate) fn validate(config: &Config, broken: &Broken, c: &mut Collector) {
     models::check(config, c);
     tasks::check(config, broken, c);
     models::runtime(config, c);
+    health::check(config, c);
 }
 
 /// The hint for a reference to a `name` that is not defined under `section`:
