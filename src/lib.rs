@@ -18,7 +18,7 @@
 //! | [`config`] | ground | — | the YAML schema, diagnostics with line and column, validation; every other module reads its section |
 //! | [`util`] | ground | — | time formatting, backoff with jitter, percentiles, files for the service's user alone |
 //! | [`part`] | ground | `config`, `util` | the pipeline's vocabulary: frames, parts, model outputs, verdicts, results, point samples, the actuator trait |
-//! | [`stats`] | ground | `config`, `util`, `part` | every counter type; plain data each stage writes and others read |
+//! | [`stats`] | ground | `config`, `util`, `part` | every counter type; plain data each stage writes and others read; machine health (its readers of `/proc` and `/sys`, its sampler thread) |
 //! | [`store`] | devices and stores | `util` | the disk-backed segmented log behind MQTT store-and-forward, and the one thread that writes it |
 //! | [`camera`] | devices and stores | `config`, `util`, `part`, `stats` | capture threads (OpenCV: files, folders, V4L2, RTSP, GStreamer) feeding a bounded queue |
 //! | [`inference`] | devices and stores | `config`, `util`, `part`, `stats` | ONNX Runtime sessions, execution providers, model adapters, the worker that batches frames; reports model outputs, never verdicts |

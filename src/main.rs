@@ -104,12 +104,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime. Its threads are named (`rt-worker`) so that machine health can tell its
+/// CPU apart from the capture and inference threads: telemetry, Modbus, the decision
+/// controllers and gates, and the supervisor all run on these threads together.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(linesight::stats::machine::RUNTIME_THREAD_NAME)
+        .build()
+}
+
 fn with_runtime<F, Fut>(f: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -134,7 +144,7 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

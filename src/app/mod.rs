@@ -48,7 +48,7 @@ use crate::modbus::heartbeat;
 use crate::modbus::points::Points;
 use crate::modbus::Outputs;
 use crate::service::notify;
-use crate::stats::{Faults, Liveness, NodeStats, RejectWindow};
+use crate::stats::{Faults, Liveness, Machine, NodeStats, RejectWindow};
 use crate::telemetry::mqtt::Mqtt;
 use crate::telemetry::sparkplug::Sparkplug;
 use models::Group;
@@ -141,7 +141,8 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
         tasks::task_stats(&entries),
     );
     running.results = Some(tokio::spawn(results));
-    running.stats = node_stats(&outputs, &groups, entries, line.heartbeats.clone(), &sessions);
+    let machine = Arc::new(Machine::for_config(config));
+    running.stats = node_stats(&outputs, &groups, entries, line.heartbeats.clone(), &sessions, machine);
     let reloader = reloader(loaded, handles, &groups, env, &running.stats);
     running.reloader = Some(reloader.clone());
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
@@ -306,6 +307,7 @@ fn node_stats(
     tasks: BTreeMap<String, crate::stats::TaskEntry>,
     heartbeats: Option<Arc<AtomicU64>>,
     sessions: &Sessions,
+    machine: Arc<Machine>,
 ) -> Arc<NodeStats> {
     Arc::new(NodeStats {
         started: Instant::now(),
@@ -316,6 +318,7 @@ fn node_stats(
         heartbeats,
         mqtt_queue: sessions.queue_stats(),
         reloads: Default::default(),
+        machine,
     })
 }
 
@@ -349,6 +352,8 @@ fn start_supervisor(
         plain_outputs,
         telemetry: sessions.telemetry.clone(),
         fault_word: outputs.fault_word().cloned(),
+        machine: running.stats.machine.clone(),
+        health: config.health.clone(),
     };
     running.background.push(tokio::spawn(supervisor.run()));
 }
@@ -418,8 +423,11 @@ fn thread_error(e: std::io::Error) -> StartError {
     StartError::Other(format!("cannot start a thread: {e}"))
 }
 
-/// The stats message and the systemd watchdog.
+/// The stats message, the machine health sampler and the systemd watchdog.
 fn start_periodic(config: &Config, sessions: &Sessions, running: &mut Running) {
+    if let Err(e) = running.stats.machine.start_sampler(crate::stats::machine::SAMPLE_EVERY) {
+        tracing::warn!(error = %e, "machine health is not sampled: cannot start its thread");
+    }
     if let (Some((m, _)), Some(cfg)) = (&sessions.mqtt, &config.mqtt) {
         let stats = publish::publish_stats(m.clone(), running.stats.clone(), cfg.stats_interval.get());
         running.background.push(tokio::spawn(stats));
@@ -441,6 +449,7 @@ impl Running {
                 mqtt_queue: None,
                 models: BTreeMap::new(),
                 reloads: Default::default(),
+                machine: Arc::new(Machine::new(Default::default(), Vec::new())),
             }),
             stop: Arc::new(AtomicBool::new(false)),
             liveness: Arc::new(Liveness::default()),

@@ -55,7 +55,7 @@ async fn load_one(
     let warming = Warming::begin(telemetry, users, model_cfg);
     let stats = Arc::new(ModelStats::default());
     stats.threads.store(model_threads as u64, Ordering::Relaxed);
-    let loaded = match load_and_warm(model_cfg, env, model_threads).await {
+    let loaded = match load_and_warm(model_name, model_cfg, env, model_threads).await {
         Ok((loaded, warm)) => {
             warming.done(loaded.provider(), warm);
             let _ = stats.provider.set(loaded.provider());
@@ -85,15 +85,28 @@ async fn load_one(
 
 /// Off the runtime threads: loading blocks, and the first run is where lazy providers
 /// (TensorRT with dynamic shapes) build their engine.
+///
+/// The session is made on a thread of its own named `ort-<model>`: ONNX Runtime starts its
+/// intra-op pool there, and on Linux a thread inherits its creator's name, so the pool's
+/// threads are named after the model too (machine health reports CPU by thread name; made on
+/// the async runtime's blocking pool, they would count as `rt-worker`).
 pub(super) async fn load_and_warm(
+    name: &str,
     model_cfg: &ModelConfig,
     env: &'static ort::environment::Environment,
     threads: usize,
 ) -> Result<(Loaded, f64), String> {
     let cfg = model_cfg.clone();
-    let loaded = tokio::task::spawn_blocking(move || crate::inference::load_model(env, &cfg, threads))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("ort-{name}"))
+        .spawn(move || {
+            let _ = tx.send(crate::inference::load_model(env, &cfg, threads));
+        })
+        .map_err(|e| format!("cannot start a thread to load the model: {e}"))?;
+    let loaded = rx
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|_| "the thread loading the model ended without an answer".to_string())?
         .map_err(|e| e.to_string())?;
     if let Some(max) = loaded.max_batch().filter(|max| model_cfg.batch > *max) {
         return Err(format!(

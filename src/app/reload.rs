@@ -186,7 +186,7 @@ impl State {
         let mut swaps = Vec::new();
         for m in &changed_models {
             let Some(handles) = self.models.get(*m) else { continue }; // not used by any task
-            match models::load_and_warm(&new.models[*m], self.env, handles.threads).await {
+            match models::load_and_warm(m, &new.models[*m], self.env, handles.threads).await {
                 Ok((loaded, warm_ms)) => {
                     tracing::info!(model = m, warm_ms, "reload: new model loaded and warmed up");
                     swaps.push((m.to_string(), loaded));

@@ -10,10 +10,15 @@
 //! Reject gates keep their per-part fail-safe: a part without a verdict is
 //! thrown out when it reaches the gate, so nothing passes uninspected.
 //!
+//! Machine health (`health:` in the config: a hot thermal zone, little free disk, little memory)
+//! is an alarm, like a loss in the MQTT queue: published and in the fault word, but not a line
+//! fault (no safe state, lamps unchanged). Each has hysteresis, so a figure near its threshold
+//! does not make the alarm flap.
+//!
 //! Lamps are written on change and re-asserted every few seconds, so a PLC
 //! that restarted shows the right state again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,11 +26,13 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
-use crate::config::StackLightConfig;
+use crate::config::{HealthConfig, StackLightConfig};
 use crate::modbus::{Outputs, RegisterHandle};
 use crate::part::queue::FrameQueue;
 use crate::part::Frame;
-use crate::stats::{CameraStats, CameraStatus, DeviceStats, Faults, QueueStats, RejectWindow, TaskStats};
+use crate::stats::{
+    CameraStats, CameraStatus, DeviceStats, Faults, Machine, MachineSample, QueueStats, RejectWindow, TaskStats,
+};
 use crate::telemetry::Telemetry;
 use crate::util::time::rfc3339;
 
@@ -72,6 +79,9 @@ pub mod fault_bit {
     pub const DEVICE: u16 = 1 << 5;
     /// An MQTT disk queue did not keep messages, or cannot be used (an alarm, not a line fault).
     pub const TELEMETRY: u16 = 1 << 6;
+    /// Machine health: a thermal zone too hot, too little free disk or memory (`health:` in the
+    /// config; an alarm, not a line fault).
+    pub const MACHINE: u16 = 1 << 7;
     /// Always set when linesight writes the word: 0 means "never written since the PLC started".
     pub const WRITTEN: u16 = 1 << 15;
 }
@@ -165,6 +175,81 @@ pub fn queue_alarms(
     (!alarms.is_empty()).then_some(alarms)
 }
 
+/// Degrees below `health.temperature_c` a zone must fall to clear its alarm.
+pub const TEMPERATURE_HYSTERESIS_C: f64 = 5.0;
+
+/// Which machine health alarms are on; kept between checks for the hysteresis.
+#[derive(Debug, Default)]
+pub struct HealthState {
+    hot: BTreeSet<String>,
+    low_disk: BTreeSet<String>,
+    low_memory: bool,
+}
+
+/// Above `limit` MiB by 10% (and at least 1 MiB): where a low-space alarm clears.
+fn clear_above(limit_mb: u64) -> u64 {
+    (limit_mb + (limit_mb / 10).max(1)) << 20
+}
+
+/// The machine health alarms of a sample, with hysteresis: an alarm starts at the threshold and
+/// ends only past it by a margin ([`TEMPERATURE_HYSTERESIS_C`]; 10% for space). A figure that
+/// cannot be read keeps its alarm as it was. The texts carry no figure that changes (each change
+/// of the alarm list is an alarm message).
+pub fn health_alarms(s: &MachineSample, cfg: &HealthConfig, state: &mut HealthState) -> Vec<String> {
+    let mut alarms = Vec::new();
+    for (zone, t) in &s.temperatures_c {
+        match t {
+            Some(t) if *t >= cfg.temperature_c => {
+                state.hot.insert(zone.clone());
+            }
+            Some(t) if *t < cfg.temperature_c - TEMPERATURE_HYSTERESIS_C => {
+                state.hot.remove(zone);
+            }
+            _ => {}
+        }
+    }
+    for zone in &state.hot {
+        alarms.push(format!(
+            "machine: thermal zone `{zone}` at or above {} °C (health.temperature_c); its clocks may be throttled",
+            cfg.temperature_c
+        ));
+    }
+    if cfg.disk_free_mb > 0 {
+        for (role, d) in &s.disks {
+            match d.free_bytes {
+                Some(free) if free < cfg.disk_free_mb << 20 => {
+                    state.low_disk.insert(role.clone());
+                }
+                Some(free) if free >= clear_above(cfg.disk_free_mb) => {
+                    state.low_disk.remove(role);
+                }
+                _ => {}
+            }
+            if state.low_disk.contains(role) {
+                alarms.push(format!(
+                    "machine: less than {} MiB free on the disk of {role} ({}) (health.disk_free_mb)",
+                    cfg.disk_free_mb,
+                    d.path.display()
+                ));
+            }
+        }
+    }
+    if cfg.memory_available_mb > 0 {
+        match s.memory_available_bytes {
+            Some(a) if a < cfg.memory_available_mb << 20 => state.low_memory = true,
+            Some(a) if a >= clear_above(cfg.memory_available_mb) => state.low_memory = false,
+            _ => {}
+        }
+        if state.low_memory {
+            alarms.push(format!(
+                "machine: less than {} MiB of memory available (health.memory_available_mb)",
+                cfg.memory_available_mb
+            ));
+        }
+    }
+    alarms
+}
+
 /// What the supervisor watches and drives.
 pub struct Supervisor {
     pub lights: StackLightConfig,
@@ -186,6 +271,9 @@ pub struct Supervisor {
     /// The register the PLC reads the fault bits from ([`fault_bit`]), if configured; written on
     /// change and re-asserted every few seconds (a PLC that restarted reads it right again).
     pub fault_word: Option<RegisterHandle>,
+    /// Machine health, and the thresholds that make it an alarm.
+    pub machine: Arc<Machine>,
+    pub health: HealthConfig,
 }
 
 impl Supervisor {
@@ -202,7 +290,10 @@ impl Supervisor {
             plain_outputs,
             telemetry,
             fault_word,
+            machine,
+            health,
         } = self;
+        let mut health_state = HealthState::default();
         let mut written_word: Option<u16> = None;
         let started = Instant::now();
         let mut tick = interval(CHECK);
@@ -227,6 +318,11 @@ impl Supervisor {
                     faults.extend(alarm);
                     bits |= fault_bit::TELEMETRY;
                 }
+            }
+            let machine_alarms = health_alarms(&machine.latest(), &health, &mut health_state);
+            if !machine_alarms.is_empty() {
+                faults.extend(machine_alarms);
+                bits |= fault_bit::MACHINE;
             }
             if faults != faults_out.list() {
                 if faulted {
@@ -309,6 +405,50 @@ mod tests {
         let later = queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(30)).unwrap();
         assert_eq!(later, alarms[1..]);
         assert_eq!(queue_alarms("MQTT queue", &q, &mut seen, t0 + Duration::from_secs(62)), None);
+    }
+
+    #[test]
+    fn machine_alarms_start_at_the_threshold_and_clear_past_it() {
+        use crate::stats::machine::{Disk, Roots};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Machine::new(Roots { proc: dir.path().into(), sys: dir.path().into() }, vec![]).latest();
+        let cfg = HealthConfig { temperature_c: 85.0, disk_free_mb: 200, memory_available_mb: 256 };
+        let mut st = HealthState::default();
+        assert!(health_alarms(&s, &cfg, &mut st).is_empty(), "nothing readable, nothing raised");
+        let mib = |n: u64| n << 20;
+        s.temperatures_c.insert("gpu-thermal".into(), Some(84.9));
+        s.disks.insert(
+            "state_dir".into(),
+            Disk { path: "/var/lib/x".into(), free_bytes: Some(mib(500)), total_bytes: None },
+        );
+        s.memory_available_bytes = Some(mib(1000));
+        assert!(health_alarms(&s, &cfg, &mut st).is_empty());
+        s.temperatures_c.insert("gpu-thermal".into(), Some(85.0));
+        s.disks.get_mut("state_dir").unwrap().free_bytes = Some(mib(199));
+        s.memory_available_bytes = Some(mib(255));
+        let on = health_alarms(&s, &cfg, &mut st);
+        assert_eq!(
+            on,
+            [
+                "machine: thermal zone `gpu-thermal` at or above 85 °C (health.temperature_c); its clocks may be throttled",
+                "machine: less than 200 MiB free on the disk of state_dir (/var/lib/x) (health.disk_free_mb)",
+                "machine: less than 256 MiB of memory available (health.memory_available_mb)",
+            ]
+        );
+        // Just back under the thresholds: the alarms stay (hysteresis); unreadable figures too.
+        s.temperatures_c.insert("gpu-thermal".into(), Some(80.5));
+        s.disks.get_mut("state_dir").unwrap().free_bytes = Some(mib(210));
+        s.memory_available_bytes = None;
+        assert_eq!(health_alarms(&s, &cfg, &mut st), on, "no flapping near the threshold");
+        // Past the margins: cleared.
+        s.temperatures_c.insert("gpu-thermal".into(), Some(79.9));
+        s.disks.get_mut("state_dir").unwrap().free_bytes = Some(mib(220));
+        s.memory_available_bytes = Some(mib(282));
+        assert!(health_alarms(&s, &cfg, &mut st).is_empty());
+        // 0 turns the space alarms off.
+        s.memory_available_bytes = Some(0);
+        let off = HealthConfig { disk_free_mb: 0, memory_available_mb: 0, ..cfg };
+        assert!(health_alarms(&s, &off, &mut st).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

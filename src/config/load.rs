@@ -166,9 +166,13 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         Some(n) if !is_null(n) => one::<HttpConfig>(n, c).map(Some),
         _ => Some(None),
     };
-    let config = match (node, mqtt, runtime, line, stack_light, http) {
-        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light), Some(http)) if ok => {
-            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime, http })
+    let health = match root.get("health") {
+        Some(n) if !is_null(n) => one::<HealthConfig>(n, c),
+        _ => Some(HealthConfig::default()),
+    };
+    let config = match (node, mqtt, runtime, line, stack_light, http, health) {
+        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light), Some(http), Some(health)) if ok => {
+            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime, http, health })
         }
         _ => None,
     };

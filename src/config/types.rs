@@ -48,13 +48,16 @@ pub struct Config {
     /// The operator page, Prometheus metrics and health endpoints. Without it no port is opened.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Machine health alarms: temperature, free disk space, available memory.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 /// The top-level keys, in the order the file usually has them. Kept beside the
 /// struct because the loader reads sections one by one (to report every error
 /// at once) and must know which keys exist; a unit test checks it against the schema.
 pub const TOP_LEVEL_KEYS: &[&str] =
-    &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime", "http"];
+    &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime", "http", "health"];
 
 // The `http` section: the operator page (`/`), `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -761,6 +764,48 @@ impl Default for RuntimeConfig {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/linesight")
+}
+
+// The `health` section: when the machine's own state becomes an alarm. Alarms, not line faults:
+// they do not stop the line or hold outputs safe (a hot or full machine still judges parts, and
+// a part it cannot judge in time is rejected anyway); they warn before that happens.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Alarm when a thermal zone (CPU, GPU, SoC) reaches this temperature, in degrees Celsius;
+    /// cleared when every zone is 5 degrees below it. Jetsons throttle their clocks near 95-100.
+    #[serde(default = "default_temperature_c")]
+    pub temperature_c: f64,
+    /// Alarm when the file system of `runtime.state_dir` or of the MQTT queue has less free
+    /// space than this, in MiB; cleared when it has 10% more than this. 0 turns the alarm off.
+    #[serde(default = "default_disk_free_mb")]
+    pub disk_free_mb: u64,
+    /// Alarm when the memory available (MemAvailable; the Jetson's GPU shares it) falls below
+    /// this, in MiB; cleared when it is 10% above this. 0 turns the alarm off.
+    #[serde(default = "default_memory_available_mb")]
+    pub memory_available_mb: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            temperature_c: default_temperature_c(),
+            disk_free_mb: default_disk_free_mb(),
+            memory_available_mb: default_memory_available_mb(),
+        }
+    }
+}
+
+fn default_temperature_c() -> f64 {
+    85.0
+}
+
+fn default_disk_free_mb() -> u64 {
+    200
+}
+
+fn default_memory_available_mb() -> u64 {
+    256
 }
 
 /// A duration written with its unit: `80ms`, `1.5s`, `2m`, `250us`.

@@ -8,12 +8,14 @@
 //! - [`modbus`]: a device's link state, a result block's handshake.
 //! - [`faults`]: the active faults, the recent reject share.
 //! - [`queue`]: the MQTT disk queue.
+//! - [`machine`]: machine health (CPU per thread group, memory, disk, temperatures, GPU load).
 //! - [`liveness`]: whether the work that should end does (the watchdog's and heartbeat's rule).
 //! - [`node`]: the registry of all of the above.
 
 pub mod camera;
 pub mod faults;
 pub mod liveness;
+pub mod machine;
 pub mod modbus;
 pub mod model;
 pub mod node;
@@ -23,6 +25,7 @@ pub mod task;
 pub use camera::{CameraStats, CameraStatus};
 pub use faults::{Faults, RejectWindow};
 pub use liveness::{Busy, Liveness};
+pub use machine::{Machine, MachineSample};
 pub use modbus::{DeviceStats, HandshakeStats, LinkState};
 pub use model::ModelStats;
 pub use node::{NodeStats, TaskEntry};

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{CameraStats, DeviceStats, Faults, HandshakeStats, ModelStats, QueueStats, TaskStats};
+use super::{CameraStats, DeviceStats, Faults, HandshakeStats, Machine, ModelStats, QueueStats, TaskStats};
 use crate::part::control::TaskControl;
 
 /// What the node reports about one task.
@@ -70,4 +70,6 @@ pub struct NodeStats {
     pub models: BTreeMap<String, Arc<ModelStats>>,
     /// Config reloads.
     pub reloads: Arc<ReloadStats>,
+    /// Machine health (CPU, memory, disk, temperatures, GPU), sampled every few seconds.
+    pub machine: Arc<Machine>,
 }

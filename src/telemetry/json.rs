@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::part::result::RejectReport;
 use crate::part::{PartResult, Verdict};
-use crate::stats::{DeviceStats, ModelStats, NodeStats, TaskEntry};
+use crate::stats::{DeviceStats, MachineSample, ModelStats, NodeStats, TaskEntry};
 use crate::util::time::rfc3339;
 
 /// One part's result document.
@@ -92,6 +92,7 @@ pub fn stats_doc(s: &NodeStats, last: bool) -> Value {
         "faults": s.faults.list(),
         "heartbeats": s.heartbeats.as_ref().map(|h| h.load(Ordering::Relaxed)),
         "config": s.reloads.doc(),
+        "machine": machine_doc(&s.machine.latest()),
     });
     if let Some(q) = s.mqtt_queue.as_ref().filter(|q| q.configured.load(Ordering::Relaxed)) {
         v["mqtt_queue"] = json!({
@@ -180,6 +181,47 @@ pub fn model_doc(m: &ModelStats) -> Value {
         "provider": m.provider.get(),
         "threads": m.threads.load(Ordering::Relaxed),
     })
+}
+
+/// The machine health section of the stats message: CPU in cores (fractions of one core, over
+/// `interval_s`), sizes in MiB, temperatures in degrees C, the GPU's load 0..1; null where the
+/// machine does not say.
+pub fn machine_doc(m: &MachineSample) -> Value {
+    let mib = |b: Option<u64>| b.map(|b| b >> 20);
+    let mut cpu = serde_json::Map::new();
+    cpu.insert("process".into(), json!(m.cpu_process.map(round2)));
+    for (stage, cores) in m.cpu_by_stage() {
+        cpu.insert(stage.as_str().into(), json!(cores.map(round2)));
+    }
+    let threads: serde_json::Map<String, Value> =
+        m.threads.iter().map(|(n, t)| (n.clone(), json!({"threads": t.threads, "cores": round2(t.cores)}))).collect();
+    let disks: serde_json::Map<String, Value> = m
+        .disks
+        .iter()
+        .map(|(role, d)| {
+            (role.clone(), json!({"path": d.path, "free_mb": mib(d.free_bytes), "total_mb": mib(d.total_bytes)}))
+        })
+        .collect();
+    let temps: serde_json::Map<String, Value> =
+        m.temperatures_c.iter().map(|(z, t)| (z.clone(), json!(t.map(|t| (t * 10.0).round() / 10.0)))).collect();
+    json!({
+        "sampled_at": rfc3339(m.taken),
+        "interval_s": m.interval.map(|i| round3(i.as_secs_f64())),
+        "cpu_cores": cpu,
+        "threads": threads,
+        "memory_mb": {
+            "total": mib(m.memory_total_bytes),
+            "available": mib(m.memory_available_bytes),
+            "process_rss": mib(m.rss_bytes),
+        },
+        "disks": disks,
+        "temperatures_c": temps,
+        "gpu_load": m.gpu_load.map(round3),
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn round3(x: f64) -> f64 {

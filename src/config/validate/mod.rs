@@ -5,9 +5,10 @@
 //! One file per section of the config file, so the checks of a section are
 //! found where its keys are: [`node`], [`mqtt`] (with TLS, Sparkplug B and
 //! failover brokers), [`modbus`], [`cameras`], [`models`] (with `runtime`),
-//! [`tasks`], [`line`] (with the stack light) and [`http`].
+//! [`tasks`], [`line`] (with the stack light), [`http`] and [`health`].
 
 mod cameras;
+mod health;
 mod http;
 mod line;
 mod modbus;
@@ -37,6 +38,7 @@ pub(crate) fn validate(config: &Config, broken: &Broken, c: &mut Collector) {
     if let Some(h) = &config.http {
         http::check(h, c);
     }
+    health::check(config, c);
 }
 
 /// The hint for a reference to a `name` that is not defined under `section`:

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use super::proto::{self, DataType};
 use crate::config::PointType;
 use crate::part::sample::{Point, Value};
-use crate::stats::{DeviceStats, NodeStats, TaskEntry};
+use crate::stats::{DeviceStats, MachineSample, NodeStats, TaskEntry};
 
 /// A metric's value. `Null` keeps its datatype in [`Metric`].
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +106,39 @@ pub fn node(stats: &NodeStats, commands: &super::CommandCounts) -> Vec<Metric> {
     v.push(Metric::uint("Commands/Executed", commands.executed.load(Ordering::Relaxed)));
     v.push(Metric::uint("Commands/Refused", commands.refused.load(Ordering::Relaxed)));
     v.push(Metric::text("Commands/Last Refusal", commands.last_refusal()));
+    v.extend(machine(&stats.machine.latest()));
+    v
+}
+
+/// Machine health metrics (docs/mqtt.md): CPU in cores over the sampling interval, sizes in
+/// MiB, temperatures in degrees C, the GPU's load 0..1. The set is fixed from the node's start
+/// (thermal zones are found once), so every name is in the birth; a figure the machine does not
+/// give is null of its type.
+pub fn machine(m: &MachineSample) -> Vec<Metric> {
+    let round = |x: f64, by: f64| (x * by).round() / by;
+    let mib = |name: String, b: Option<u64>| {
+        Metric::new(name, DataType::UInt64, b.map_or(MValue::Null, |b| MValue::UInt(b >> 20)))
+    };
+    let mut v = vec![Metric::double("Machine/CPU/Process", m.cpu_process.map(|c| round(c, 100.0)))];
+    for (stage, cores) in m.cpu_by_stage() {
+        let name = match stage {
+            crate::stats::machine::Stage::Capture => "Capture",
+            crate::stats::machine::Stage::Inference => "Inference",
+            crate::stats::machine::Stage::Runtime => "Runtime",
+            crate::stats::machine::Stage::Other => "Other",
+        };
+        v.push(Metric::double(format!("Machine/CPU/{name}"), cores.map(|c| round(c, 100.0))));
+    }
+    v.push(mib("Machine/Memory/Total MiB".into(), m.memory_total_bytes));
+    v.push(mib("Machine/Memory/Available MiB".into(), m.memory_available_bytes));
+    v.push(mib("Machine/Memory/Process RSS MiB".into(), m.rss_bytes));
+    for (role, d) in &m.disks {
+        v.push(mib(format!("Machine/Disk/{role}/Free MiB"), d.free_bytes));
+    }
+    for (zone, t) in &m.temperatures_c {
+        v.push(Metric::double(format!("Machine/Temperature/{zone}"), t.map(|t| round(t, 10.0))));
+    }
+    v.push(Metric::double("Machine/GPU/Load", m.gpu_load.map(|l| round(l, 1000.0))));
     v
 }
 
@@ -157,6 +190,7 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
         Metric::text("Camera/Status", c.status().as_str()),
         Metric::uint("Camera/Frames In", get(&c.frames_in)),
         Metric::uint("Camera/Dropped", get(&c.dropped)),
+        Metric::uint("Camera/Refused", get(&c.refused)),
         Metric::uint("Camera/Reconnects", get(&c.reconnects)),
         Metric::boolean("Inspection/Enabled", t.control.enabled()),
         Metric::double("Inspection/NG Threshold", Some(round4(f64::from(t.control.threshold())))),
