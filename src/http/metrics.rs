@@ -84,8 +84,66 @@ pub fn render(s: &NodeStats, ready: bool) -> String {
     models(&mut out, s);
     modbus(&mut out, s);
     queue_and_faults(&mut out, s);
+    machine(&mut out, s);
     process(&mut out);
     out
+}
+
+/// The machine health sample (`stats::machine`, every 5 s): CPU per stage, memory, disks,
+/// temperatures, the Jetson GPU. A figure the machine does not give is left out.
+fn machine(out: &mut String, s: &NodeStats) {
+    let m = s.machine.latest();
+    let by_stage = m.cpu_by_stage();
+    if by_stage.iter().any(|(_, c)| c.is_some()) {
+        let mut f = family(
+            out,
+            "linesight_stage_cpu_cores",
+            "gauge",
+            "CPU use per stage thread group over the last sample interval, in cores (runtime: telemetry, Modbus, decision and the page together).",
+        );
+        for (stage, cores) in by_stage {
+            if let Some(c) = cores {
+                f.sample("linesight_stage_cpu_cores", &[("stage", stage.as_str())], c);
+            }
+        }
+    }
+    if let Some(v) = m.memory_total_bytes {
+        family(out, "linesight_machine_memory_bytes", "gauge", "MemTotal of the machine (a Jetson's GPU shares it).")
+            .sample("linesight_machine_memory_bytes", &[], v as f64);
+    }
+    if let Some(v) = m.memory_available_bytes {
+        family(out, "linesight_machine_memory_available_bytes", "gauge", "MemAvailable of the machine.").sample(
+            "linesight_machine_memory_available_bytes",
+            &[],
+            v as f64,
+        );
+    }
+    let disks: Vec<(&String, u64)> = m.disks.iter().filter_map(|(r, d)| d.free_bytes.map(|b| (r, b))).collect();
+    if !disks.is_empty() {
+        let mut f = family(
+            out,
+            "linesight_disk_free_bytes",
+            "gauge",
+            "Free space on the disk of each directory the node writes.",
+        );
+        for (role, free) in disks {
+            f.sample("linesight_disk_free_bytes", &[("role", role)], free as f64);
+        }
+    }
+    let temps: Vec<(&String, f64)> = m.temperatures_c.iter().filter_map(|(z, t)| t.map(|t| (z, t))).collect();
+    if !temps.is_empty() {
+        let mut f = family(out, "linesight_temperature_celsius", "gauge", "Thermal zones of the machine, by type.");
+        for (zone, t) in temps {
+            f.sample("linesight_temperature_celsius", &[("zone", zone)], t);
+        }
+    }
+    if let Some(g) = m.gpu_load {
+        family(out, "linesight_gpu_load_ratio", "gauge", "The Jetson GPU's load (0..1, from gpu.0/load).").sample(
+            "linesight_gpu_load_ratio",
+            &[],
+            g,
+        );
+    }
 }
 
 fn tasks(out: &mut String, s: &NodeStats) {

@@ -164,6 +164,8 @@ fn the_page_serves_metrics_live_frames_rejects_and_refuses_what_it_must() {
         "linesight_modbus_up{device=\"plc\"} 1",
         "linesight_ready 1",
         "process_resident_memory_bytes",
+        "linesight_disk_free_bytes{role=\"state_dir\"}",
+        "linesight_machine_memory_available_bytes",
     ] {
         assert!(text.contains(needle), "`{needle}` in /metrics:\n{text}");
     }
