@@ -13,7 +13,8 @@
 #      libopencv-dev clang libclang-dev mosquitto mosquitto-clients pkg-config python3-pip
 #      python3-venv, and systemd when systemd-analyze is missing (used by tools/check_systemd.py);
 #      python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base/-good (tests/rtsp/serve.py),
-#      prometheus (its promtool checks /metrics in tests/it/http.rs).
+#      prometheus (its promtool checks /metrics in tests/it/http.rs), chromium and
+#      chromium-driver (tests/it/browser.rs drives the operator page).
 #      The mosquitto *service* is not needed: tests start their own broker on a free port.
 #   2. A project-local venv .cache/venv with pinned pymodbus, paho-mqtt, pyserial, grpcio-tools and
 #      protobuf (tests/sparkplug/spdecode.py compiles the Sparkplug B .proto), cryptography
@@ -258,7 +259,8 @@ if [ "${ORT_ONLY}" -eq 0 ]; then
     pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     # promtool checks the operator page's /metrics (tests/it/http.rs); the server is not used.
-    pkgs+=(prometheus)
+    # Headless Chromium and its WebDriver drive the page in tests/it/browser.rs.
+    pkgs+=(prometheus chromium chromium-driver)
     apt_install_missing "${pkgs[@]}"
     setup_venv
 fi

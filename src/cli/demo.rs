@@ -26,6 +26,9 @@ pub struct DemoArgs {
     /// The demo node's config.
     #[arg(long, default_value = "firmware-config/demo.yaml")]
     pub config: PathBuf,
+    /// The operator page's port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
 }
 
 pub async fn main(args: DemoArgs) -> Result<(), String> {
@@ -42,9 +45,16 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
         }
     };
     // Point the config at the simulated PLC and broker, at the demo's pace; checked again in full.
+    let token = demo_token(&loaded.config().runtime.state_dir)?;
     let mut plan = None;
     let edited = loaded
-        .edited(|cfg| plan = Some(prepare(cfg, &plc, broker.as_ref().map(|b| b.port), args.rate)))
+        .edited(|cfg| {
+            if let Some(h) = &mut cfg.http {
+                h.listen.set_port(args.http_port);
+                h.token_file = Some(token.0.clone());
+            }
+            plan = Some(prepare(cfg, &plc, broker.as_ref().map(|b| b.port), args.rate))
+        })
         .map_err(|e| format!("the demo's edits of {} do not validate:\n{e}", args.config.display()))?;
     let plan = plan.expect("edited runs the edit")?;
     println!("linesight demo: {} parts/s for {} s", args.rate, args.duration);
@@ -60,6 +70,9 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     let running = app::start(&edited, app::Options { observer: Some(obs_tx), ..Default::default() })
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(addr) = running.http_addr {
+        println!("  operator page: http://{addr}/   (actions need the token {})", token.1);
+    }
     let stats = running.stats.clone();
     let stop_at = Instant::now() + Duration::from_secs(args.duration);
     let shutdown = async move {
@@ -154,6 +167,21 @@ fn prepare(cfg: &mut Config, plc: &SimPlc, broker_port: Option<u16>, rate: f64) 
     let out = cfg.modbus.outputs.values().next().ok_or("the demo config declares no output")?;
     let addressing = cfg.modbus.devices.get(&out.device).map(|d| d.addressing).unwrap_or_default();
     Ok(Plan { coil: wire_address(addressing, out.address), labels })
+}
+
+/// A fresh token for the demo's page (its actions), in a 0600 file in the state directory.
+fn demo_token(state_dir: &std::path::Path) -> Result<(PathBuf, String), String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot make the demo's page token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = state_dir.join("http-token");
+    crate::util::private_fs::create_dir_all(state_dir)
+        .and_then(|()| std::io::Write::write_all(&mut crate::util::private_fs::create(&path)?, token.as_bytes()))
+        .map_err(|e| format!("cannot write the demo's page token {}: {e}", path.display()))?;
+    Ok((path, token))
 }
 
 /// `samples/line.avi` -> `samples/line.labels.csv`.

@@ -14,6 +14,8 @@ use crate::part::Verdict;
 /// Widest image sent to a viewer: enough to see a defect, small enough for a few fps on a
 /// plant network.
 pub const MAX_WIDTH: i32 = 960;
+/// Narrowest: a 256-pixel frame is drawn at twice its size, or its labels would not fit.
+pub const MIN_WIDTH: i32 = 512;
 const JPEG_QUALITY: i32 = 80;
 const BAND: i32 = 28;
 
@@ -70,12 +72,16 @@ fn scaled_bgr(frame: &Mat) -> Result<(Mat, f64), String> {
         }
         n => return Err(format!("a frame with {n} channels cannot be shown")),
     };
-    let scale = (f64::from(MAX_WIDTH) / f64::from(bgr.cols())).min(1.0);
-    let body = if scale < 1.0 {
-        let mut small = Mat::default();
-        let size = Size::new((f64::from(bgr.cols()) * scale) as i32, (f64::from(bgr.rows()) * scale) as i32);
-        imgproc::resize(&bgr, &mut small, size, 0.0, 0.0, imgproc::INTER_AREA).map_err(cv)?;
-        small
+    // Large frames shrink to MAX_WIDTH; small ones grow to MIN_WIDTH, so the band and the
+    // labels (drawn at a fixed size) stay readable.
+    let cols = f64::from(bgr.cols());
+    let scale = (f64::from(MAX_WIDTH) / cols).min(1.0).max(f64::from(MIN_WIDTH) / cols);
+    let body = if scale != 1.0 {
+        let mut resized = Mat::default();
+        let size = Size::new((cols * scale).round() as i32, (f64::from(bgr.rows()) * scale).round() as i32);
+        let how = if scale < 1.0 { imgproc::INTER_AREA } else { imgproc::INTER_LINEAR };
+        imgproc::resize(&bgr, &mut resized, size, 0.0, 0.0, how).map_err(cv)?;
+        resized
     } else {
         bgr
     };
@@ -237,7 +243,12 @@ mod tests {
             },
         ];
         let out = decode(&jpeg(&shot(Verdict::Ng, Some(frame), dets)).unwrap());
-        let at = |x: i32, y: i32| out.at_2d::<opencv::core::Vec3b>(y + BAND, x).unwrap().0;
+        assert_eq!((out.cols(), out.rows()), (MIN_WIDTH, 256 + BAND), "a small frame is drawn larger");
+        let scale = f64::from(MIN_WIDTH) / 200.0;
+        let at = |x: i32, y: i32| {
+            let (x, y) = ((f64::from(x) * scale) as i32, (f64::from(y) * scale) as i32);
+            out.at_2d::<opencv::core::Vec3b>(y + BAND, x).unwrap().0
+        };
         assert!(at(20, 50)[2] > 150, "the box's left edge is red: {:?}", at(20, 50));
         assert!(at(40, 50)[2] < 60, "inside the box the frame shows: {:?}", at(40, 50));
         assert!(at(165, 70)[2] > 80 && at(165, 70)[0] < 60, "the mask is tinted: {:?}", at(165, 70));

@@ -17,7 +17,7 @@ use linesight::sim::plc::SimPlc;
 /// One HTTP/1.1 request on a fresh connection: (status, headers, body).
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the page's port accepts");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -28,12 +28,39 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    // Read the head, then the body by its Content-Length (chromedriver keeps the connection
+    // open whatever the request asked), else to the end.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let mut buf = [0u8; 8192];
+    let split = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed before a response head");
+        raw.extend_from_slice(&buf[..n]);
+    };
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status code");
-    (status, head, raw[split + 4..].to_vec())
+    let length = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+    let mut body = raw[split + 4..].to_vec();
+    match length {
+        Some(n) => {
+            while body.len() < n {
+                let got = s.read(&mut buf).unwrap();
+                assert!(got > 0, "the connection closed inside the body");
+                body.extend_from_slice(&buf[..got]);
+            }
+            body.truncate(n);
+        }
+        None => {
+            s.read_to_end(&mut body).unwrap();
+        }
+    }
+    (status, head, body)
 }
 
 pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
@@ -69,7 +96,7 @@ fn until(what: &str, log: &std::path::Path, mut f: impl FnMut() -> bool) {
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// The node of the other tests with the page on a free port (and a token, when `token`).
-fn page_yaml(plc: &str, dir: &std::path::Path, token: bool) -> (String, u16) {
+pub fn page_yaml(plc: &str, dir: &std::path::Path, token: bool) -> (String, u16) {
     let port = linesight::sim::broker::free_port().unwrap();
     let token_line = if token {
         let path = dir.join("token");

@@ -9,6 +9,7 @@
 mod common;
 
 mod anomaly_parity;
+mod browser;
 mod camera_bad_sources;
 mod camera_health;
 mod camera_rtsp;
