@@ -104,7 +104,7 @@ if [ "${CROSS}" -eq 1 ]; then
     # The host's strip cannot strip an aarch64 binary: aarch64-linux-gnu-strip does.
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_STRIP=aarch64-linux-gnu-strip
     DEB_ARGS+=(--target "${TRIPLE}" --variant arm64 --no-build)
-    command -v aarch64-linux-gnu-strip >/dev/null || DEB_ARGS+=(--no-strip)
+    if command -v aarch64-linux-gnu-strip >/dev/null; then DEB_ARGS+=(--strip); else DEB_ARGS+=(--no-strip); fi
 elif [ "${DEBUG}" -eq 1 ]; then
     [ -x "${TARGET_DIR}/debug/linesight" ] || die "${TARGET_DIR}/debug/linesight missing: run cargo build (or cargo test) first"
     DEB_ARGS+=(--profile dev --no-build)
@@ -112,10 +112,16 @@ elif [ "${BUILD}" -eq 0 ]; then
     [ -x "${TARGET_DIR}/release/linesight" ] || die "${TARGET_DIR}/release/linesight missing: run cargo build --release first"
     DEB_ARGS+=(--no-build)
 fi
+# Release packages: the binary stripped in the .deb, its debug info (the release profile keeps
+# line tables) in linesight-dbgsym_<version>_<arch>.ddeb next to it, for backtraces and gdb.
+[ "${DEBUG}" -eq 0 ] && [ "${CROSS}" -eq 0 ] && DEB_ARGS+=(--dbgsym)
 
 log "cargo deb ${DEB_ARGS[*]}"
 t0=${SECONDS}
-DEB="$(cargo deb "${DEB_ARGS[@]}" | tail -n1)"
-[ -f "${DEB}" ] || die "cargo deb did not report a .deb (got: ${DEB})"
+OUT="$(cargo deb "${DEB_ARGS[@]}")"
+DEB="$(printf '%s\n' "${OUT}" | grep '\.deb$' | tail -n1)"
+[ -f "${DEB}" ] || die "cargo deb did not report a .deb (got: ${OUT})"
+DDEB="$(printf '%s\n' "${OUT}" | grep '\.ddeb$' | tail -n1 || true)"
+[ -n "${DDEB}" ] && log "debug symbols: ${DDEB} ($(du -h "${DDEB}" | cut -f1))"
 log "built ${DEB} ($(du -h "${DEB}" | cut -f1)) in $((SECONDS - t0)) s"
 printf '%s\n' "${DEB}"
