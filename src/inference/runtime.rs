@@ -21,19 +21,134 @@ pub enum RuntimeError {
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 
-/// The ONNX Runtime library path: the config, else `ORT_DYLIB_PATH`.
+/// Where the Debian package installs ONNX Runtime (`scripts/package.sh`).
+pub const INSTALLED_LIB_DIR: &str = "/usr/lib/linesight";
+
+/// The ONNX Runtime library, found without any environment when it can be. In order:
+/// 1. `runtime.onnxruntime` in the config;
+/// 2. `ORT_DYLIB_PATH`;
+/// 3. `/usr/lib/linesight/libonnxruntime.so*` (the Debian package);
+/// 4. `.cache/onnxruntime/<version>/libonnxruntime.so*` in the checkout the executable lives in
+///    (found by walking up from it; `scripts/setup.sh` puts the library there), then in the
+///    checkout it was built from (when `CARGO_TARGET_DIR` sends the build elsewhere).
+///
+/// The first two are taken as given (a missing file is reported by [`environment`], naming it);
+/// the others only when a library is there. When nothing is found the error lists every place
+/// looked at and how to fix it.
 pub fn library_path(cfg: &RuntimeConfig) -> Result<PathBuf, RuntimeError> {
-    if let Some(p) = &cfg.onnxruntime {
-        return Ok(p.clone());
+    let exe = std::env::current_exe().ok();
+    let search = LibrarySearch {
+        configured: cfg.onnxruntime.clone(),
+        env: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+        installed: PathBuf::from(INSTALLED_LIB_DIR),
+        exe,
+        build_checkout: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    };
+    let (path, source) = search.find().map_err(RuntimeError::Library)?;
+    tracing::debug!(path = %path.display(), source, "ONNX Runtime library");
+    Ok(path)
+}
+
+/// The places [`library_path`] looks at, as values, so the search can be tested in temp dirs.
+#[derive(Debug, Clone, Default)]
+pub struct LibrarySearch {
+    /// `runtime.onnxruntime` from the config.
+    pub configured: Option<PathBuf>,
+    /// `ORT_DYLIB_PATH` (empty counts as unset).
+    pub env: Option<PathBuf>,
+    /// The installed library's folder (`/usr/lib/linesight`).
+    pub installed: PathBuf,
+    /// The running executable: its ancestors are searched for `.cache/onnxruntime`.
+    pub exe: Option<PathBuf>,
+    /// The checkout the binary was built from (`CARGO_MANIFEST_DIR` at build time).
+    pub build_checkout: Option<PathBuf>,
+}
+
+impl LibrarySearch {
+    /// The library and which rule found it, or the message naming every place looked at.
+    pub fn find(&self) -> Result<(PathBuf, &'static str), String> {
+        if let Some(p) = &self.configured {
+            return Ok((p.clone(), "runtime.onnxruntime"));
+        }
+        if let Some(p) = self.env.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            return Ok((p.clone(), "ORT_DYLIB_PATH"));
+        }
+        if let Some(p) = library_in(&self.installed) {
+            return Ok((p, "installed"));
+        }
+        let mut looked = vec![
+            "`runtime.onnxruntime` in the config (not set)".to_string(),
+            "ORT_DYLIB_PATH (not set)".to_string(),
+            format!("{}/libonnxruntime.so* (none)", self.installed.display()),
+        ];
+        match &self.exe {
+            Some(exe) => {
+                if let Some(p) = exe.ancestors().skip(1).find_map(|d| library_in_cache(&d.join(".cache/onnxruntime"))) {
+                    return Ok((p, "checkout of the executable"));
+                }
+                looked.push(format!(
+                    ".cache/onnxruntime/<version>/libonnxruntime.so* in every folder above the executable {} (none)",
+                    exe.display()
+                ));
+            }
+            None => looked.push("the executable's checkout (its path is unknown)".to_string()),
+        }
+        if let Some(checkout) = &self.build_checkout {
+            let cache = checkout.join(".cache/onnxruntime");
+            if let Some(p) = library_in_cache(&cache) {
+                return Ok((p, "checkout the binary was built from"));
+            }
+            looked.push(format!("{}/<version>/libonnxruntime.so* (none)", cache.display()));
+        }
+        Err(format!(
+            "no ONNX Runtime library found; looked at, in order: {} — install the linesight Debian package \
+             (it puts the library in {}), or run scripts/setup.sh in the checkout (it puts one in \
+             .cache/onnxruntime/<version>/), or set `runtime.onnxruntime` in the config or ORT_DYLIB_PATH to a \
+             libonnxruntime.so",
+            looked.join("; "),
+            self.installed.display()
+        ))
     }
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => Err(RuntimeError::Library(
-            "no ONNX Runtime library configured — set `runtime.onnxruntime` in the config or ORT_DYLIB_PATH \
-             (scripts/setup.sh puts one in .cache/onnxruntime; `source scripts/env.sh` sets the variable)"
-                .into(),
-        )),
+}
+
+/// `libonnxruntime.so` in `dir` when it is there, else its highest-versioned `libonnxruntime.so.X.Y.Z`
+/// (only files that exist: a dangling symlink does not count). Provider libraries
+/// (`libonnxruntime_providers_*.so`) are never taken.
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let plain = dir.join("libonnxruntime.so");
+    if plain.is_file() {
+        return Some(plain);
     }
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let version = version_key(name.strip_prefix("libonnxruntime.so.")?)?;
+            e.path().is_file().then(|| (version, e.path()))
+        })
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// In a `.cache/onnxruntime` folder (scripts/setup.sh), the library of the highest version among
+/// the host's folders, named by the bare version (`1.32.0`; a foreign architecture's folder is
+/// `1.32.0-aarch64`, a download in progress `.download-*`: both skipped).
+fn library_in_cache(cache: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(cache)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = version_key(e.file_name().to_str()?)?;
+            Some((version, library_in(&e.path())?))
+        })
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// `1.32.0` as numbers for ordering; anything but digits and dots is no version.
+fn version_key(s: &str) -> Option<Vec<u64>> {
+    s.split('.').map(|p| p.parse::<u64>().ok()).collect()
 }
 
 /// Load ONNX Runtime once per process. The file is checked first because
@@ -341,6 +456,100 @@ pub fn build_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake library file (the search only looks at names; nothing is loaded).
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"not really a library").unwrap();
+    }
+
+    fn search(root: &Path) -> LibrarySearch {
+        LibrarySearch {
+            configured: None,
+            env: None,
+            installed: root.join("usr/lib/linesight"),
+            exe: Some(root.join("checkout/target/debug/linesight")),
+            build_checkout: Some(root.join("build-checkout")),
+        }
+    }
+
+    #[test]
+    fn the_library_is_taken_from_the_config_then_the_environment_then_installed_then_the_checkout() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        touch(&r.join("checkout/target/debug/linesight"));
+        let mut s = search(r);
+
+        // Nothing anywhere: every place is named, with the fixes.
+        let e = s.find().unwrap_err();
+        for want in [
+            "`runtime.onnxruntime` in the config (not set)",
+            "ORT_DYLIB_PATH (not set)",
+            &format!("{}/libonnxruntime.so* (none)", r.join("usr/lib/linesight").display()),
+            &format!("every folder above the executable {}", r.join("checkout/target/debug/linesight").display()),
+            &format!("{}/<version>/libonnxruntime.so* (none)", r.join("build-checkout/.cache/onnxruntime").display()),
+            "install the linesight Debian package",
+            "run scripts/setup.sh",
+        ] {
+            assert!(e.contains(want), "`{want}` missing from: {e}");
+        }
+
+        // The checkout the binary was built from (CARGO_TARGET_DIR elsewhere).
+        let built = r.join("build-checkout/.cache/onnxruntime/1.32.0/libonnxruntime.so.1.32.0");
+        touch(&built);
+        assert_eq!(s.find().unwrap(), (built, "checkout the binary was built from"));
+
+        // The executable's own checkout, found by walking up; the highest host version wins,
+        // a foreign architecture's folder and a download in progress are skipped.
+        let cache = r.join("checkout/.cache/onnxruntime");
+        touch(&cache.join("1.9.0/libonnxruntime.so.1.9.0"));
+        touch(&cache.join("1.32.0/libonnxruntime.so.1.32.0"));
+        touch(&cache.join("1.40.0-aarch64/libonnxruntime.so.1.40.0"));
+        touch(&cache.join(".download-x86_64/libonnxruntime.so.1.50.0"));
+        std::fs::create_dir_all(cache.join("2.0.0")).unwrap(); // a folder without a library
+        assert_eq!(s.find().unwrap(), (cache.join("1.32.0/libonnxruntime.so.1.32.0"), "checkout of the executable"));
+
+        // Installed: the highest version, never a provider library.
+        let installed = r.join("usr/lib/linesight");
+        touch(&installed.join("libonnxruntime.so.1.31.0"));
+        touch(&installed.join("libonnxruntime.so.1.32.0"));
+        touch(&installed.join("libonnxruntime_providers_shared.so"));
+        assert_eq!(s.find().unwrap(), (installed.join("libonnxruntime.so.1.32.0"), "installed"));
+        // ... and the plain name when it is there (a symlink to the versioned file).
+        std::os::unix::fs::symlink("libonnxruntime.so.1.31.0", installed.join("libonnxruntime.so")).unwrap();
+        assert_eq!(s.find().unwrap(), (installed.join("libonnxruntime.so"), "installed"));
+
+        // ORT_DYLIB_PATH (an empty one counts as unset), then the config, taken as given.
+        s.env = Some(PathBuf::new());
+        assert_eq!(s.find().unwrap().1, "installed");
+        s.env = Some(r.join("env/libonnxruntime.so"));
+        assert_eq!(s.find().unwrap(), (r.join("env/libonnxruntime.so"), "ORT_DYLIB_PATH"));
+        s.configured = Some(r.join("cfg/libonnxruntime.so"));
+        assert_eq!(s.find().unwrap(), (r.join("cfg/libonnxruntime.so"), "runtime.onnxruntime"));
+    }
+
+    #[test]
+    fn a_dangling_symlink_is_no_library() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("usr/lib/linesight");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("libonnxruntime.so.1.32.0", dir.join("libonnxruntime.so")).unwrap();
+        std::os::unix::fs::symlink("gone", dir.join("libonnxruntime.so.1.32.0")).unwrap();
+        assert_eq!(library_in(&dir), None);
+        let mut s = search(root.path());
+        s.exe = None;
+        s.build_checkout = None;
+        let e = s.find().unwrap_err();
+        assert!(e.contains("the executable's checkout (its path is unknown)"), "{e}");
+    }
+
+    #[test]
+    fn versions_order_by_number_not_text() {
+        assert!(version_key("1.10.0") > version_key("1.9.2"));
+        assert_eq!(version_key("1.32.0-aarch64"), None);
+        assert_eq!(version_key(".download-x86_64"), None);
+        assert_eq!(version_key(""), None);
+    }
 
     #[test]
     fn a_pin_is_compared_in_either_case_and_a_mismatch_names_both_hashes() {

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Builds the Debian package and installs, upgrades, removes and purges it on this machine
+(run by scripts/test.sh after cargo test; docs/deployment.md, "Debian package").
+
+1. `scripts/package.sh --debug --fast` twice: the debug binary `cargo test` already built
+   (a release build would add minutes to CI), as version N and as N+1 (`--deb-version`).
+2. `dpkg -i` N with a fake `systemctl` and `deb-systemd-invoke` first on PATH that record their
+   arguments, and /run/systemd/system present (made for the test when systemd is not PID 1):
+   the postinst must call `systemctl --system daemon-reload` and nothing that enables, starts or
+   restarts the service. Then: the conffile is registered, the user and /var/lib/linesight exist,
+   `linesight check-config /etc/linesight/linesight.yaml` exits 0 (as root and as the service
+   user), and `linesight infer` of the two shipped frames gives NG and OK from a plain
+   environment (no ORT_DYLIB_PATH, cwd /) with the library found in /usr/lib/linesight.
+   Without /run/systemd/system (only when it is not real) the postinst calls no systemctl at all.
+3. The config is changed and a file is put in /var/lib/linesight; `dpkg -i` N+1: both kept, the
+   old prerm stops nothing, the new postinst calls `deb-systemd-invoke try-restart` (restarts
+   only a running service; a stopped one stays stopped) and never start/enable.
+4. `dpkg -r`: prerm calls `deb-systemd-invoke stop`, the config and /var/lib/linesight stay.
+   `dpkg --purge`: /var/lib/linesight and /etc/linesight are gone.
+5. Cleanup in every case: the package purged, the fake /run/systemd/system removed, the user and
+   group `linesight` deleted when this check created them.
+
+Not shown here: systemd actually restarting or keeping stopped a service (needs systemd as PID 1).
+Skips (exit 0, with the reason) when not root, without dpkg, or when a `linesight` package is
+already installed (it is never replaced by a test build).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_SYSTEMD = Path("/run/systemd/system")
+CONF = Path("/etc/linesight/linesight.yaml")
+STATE = Path("/var/lib/linesight")
+MODEL = "/usr/share/linesight/models/surface-classifier.onnx"
+FRAMES = ["/usr/share/linesight/samples/parts/000_chip.png", "/usr/share/linesight/samples/parts/001_good.png"]
+# A plain shell's environment: no ORT_DYLIB_PATH, nothing from scripts/env.sh.
+PLAIN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+
+FAKE = """#!/bin/sh
+echo "$(basename "$0") $*" >> {log}
+exit 0
+"""
+
+
+class Fail(Exception):
+    pass
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None, check: bool = True):
+    print("+", " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    if check and p.returncode != 0:
+        raise Fail(f"`{' '.join(cmd)}` exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def package_installed() -> str | None:
+    p = subprocess.run(
+        ["dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", "linesight"],
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False,
+    )
+    if p.returncode == 0 and p.stdout.startswith("installed "):
+        return p.stdout.split()[1]
+    return None
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+class Recorder:
+    """Fake systemctl / deb-systemd-invoke first on PATH; each call is one line of `log`."""
+
+    def __init__(self, tmp: Path):
+        self.bin = tmp / "fakebin"
+        self.bin.mkdir()
+        self.log = tmp / "systemd-calls.log"
+        for name in ("systemctl", "deb-systemd-invoke"):
+            f = self.bin / name
+            f.write_text(FAKE.format(log=self.log))
+            f.chmod(0o755)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = f"{self.bin}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        env["DEBIAN_FRONTEND"] = "noninteractive"
+        return env
+
+    def take(self) -> list[str]:
+        calls = self.log.read_text().splitlines() if self.log.exists() else []
+        self.log.unlink(missing_ok=True)
+        return calls
+
+
+def expect_calls(what: str, calls: list[str], want: list[str], never: tuple[str, ...]) -> None:
+    print(f"check_package: {what}: maintainer scripts called {calls or 'nothing'}")
+    for w in want:
+        if w not in calls:
+            raise Fail(f"{what}: expected the call `{w}`, got {calls}")
+    bad = [c for c in calls if any(f" {n} " in f" {c} " for n in never)]
+    if bad:
+        raise Fail(f"{what}: calls that must not happen: {bad}")
+
+
+def build(tmp: Path, version: str | None) -> Path:
+    out = tmp / (version or "n")
+    cmd = [str(ROOT / "scripts" / "package.sh"), "--debug", "--fast", "--output", str(out)]
+    if version:
+        cmd += ["--deb-version", version]
+    p = run(cmd)
+    deb = Path(p.stdout.strip().splitlines()[-1])
+    if not deb.is_file():
+        raise Fail(f"scripts/package.sh printed no .deb: {p.stdout}\n{p.stderr}")
+    return deb
+
+
+def deb_field(deb: Path, field: str) -> str:
+    return run(["dpkg-deb", "-f", str(deb), field]).stdout.strip()
+
+
+def check(tmp: Path, rec: Recorder, fake_run: bool) -> None:
+    t = time.monotonic()
+    deb_n = build(tmp, None)
+    version_n = deb_field(deb_n, "Version")
+    upstream, _, revision = version_n.rpartition("-")
+    version_n1 = f"{upstream}-{revision}+upgradetest1" if upstream else f"{version_n}-1+upgradetest1"
+    deb_n1 = build(tmp, version_n1)
+    run(["dpkg", "--compare-versions", version_n1, "gt", version_n])
+    size = deb_n.stat().st_size / 1e6
+    print(f"check_package: built {deb_n.name} and {deb_n1.name} ({size:.0f} MB each) in {time.monotonic() - t:.0f} s")
+
+    # --- install N, "systemd running" -----------------------------------------------------------
+    t = time.monotonic()
+    run(["dpkg", "-i", str(deb_n)], env=rec.env())
+    expect_calls(
+        "install (systemd running)", rec.take(), ["systemctl --system daemon-reload"],
+        ("start", "enable", "restart", "try-restart", "reload-or-restart", "unmask"),
+    )
+    if package_installed() != version_n:
+        raise Fail(f"after dpkg -i, dpkg says linesight is {package_installed()}, not {version_n}")
+    conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "linesight"]).stdout
+    if str(CONF) not in conffiles:
+        raise Fail(f"{CONF} is not a conffile of the package: {conffiles!r}")
+    if not user_exists("linesight"):
+        raise Fail("postinst did not create the user linesight")
+    st = STATE.stat()
+    if pwd.getpwuid(st.st_uid).pw_name != "linesight" or (st.st_mode & 0o777) != 0o700:
+        raise Fail(f"{STATE}: owner {pwd.getpwuid(st.st_uid).pw_name}, mode {oct(st.st_mode & 0o777)}, want linesight 0700")
+    for f in ("/usr/bin/linesight", "/usr/lib/linesight/libonnxruntime.so", "/lib/systemd/system/linesight.service",
+              "/usr/lib/sysusers.d/linesight.conf", "/usr/lib/tmpfiles.d/linesight.conf", MODEL, *FRAMES,
+              "/usr/share/linesight/samples/line.avi", "/usr/share/doc/linesight/README.Debian"):
+        if not Path(f).exists():
+            raise Fail(f"{f} is not installed")
+
+    # check-config from a plain environment, as root and as the service user.
+    run(["/usr/bin/linesight", "check-config", str(CONF)], env=PLAIN_ENV, cwd="/")
+    run(["runuser", "-u", "linesight", "--", "/usr/bin/linesight", "check-config", str(CONF)], env=PLAIN_ENV, cwd="/")
+    print("check_package: check-config passes (root and user linesight)")
+
+    # infer from a plain environment: the library must come from /usr/lib/linesight.
+    env = dict(PLAIN_ENV, RUST_LOG="linesight::inference::runtime=debug")
+    p = run(["/usr/bin/linesight", "infer", "--json", "--model", MODEL, *FRAMES], env=env, cwd="/")
+    docs = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    verdicts = [d.get("verdict") for d in docs]
+    if verdicts != ["NG", "OK"]:
+        raise Fail(f"infer: verdicts {verdicts} for {FRAMES}, want ['NG', 'OK']:\n{p.stdout}\n{p.stderr}")
+    if "/usr/lib/linesight/libonnxruntime.so" not in p.stderr or "installed" not in p.stderr:
+        raise Fail(f"infer: ONNX Runtime not taken from /usr/lib/linesight:\n{p.stderr}")
+    print(f"check_package: infer without ORT_DYLIB_PATH: {verdicts}, library /usr/lib/linesight/libonnxruntime.so")
+
+    # Without systemd running, the postinst calls no systemctl at all (only checkable when
+    # /run/systemd/system is this check's own fake).
+    if fake_run:
+        RUN_SYSTEMD.rmdir()
+        run(["sh", "/var/lib/dpkg/info/linesight.postinst", "configure", version_n], env=rec.env())
+        expect_calls("postinst without systemd", rec.take(), [], ("systemctl", "deb-systemd-invoke"))
+        RUN_SYSTEMD.mkdir(parents=True)
+    print(f"check_package: install checks took {time.monotonic() - t:.0f} s")
+
+    # --- upgrade N -> N+1 with a changed config and state -------------------------------------------
+    t = time.monotonic()
+    changed = CONF.read_text().replace("node_id: cell-01", "node_id: cell-42") + "# changed by check_package\n"
+    if "cell-42" not in changed:
+        raise Fail(f"{CONF}: no `node_id: cell-01` to change")
+    CONF.write_text(changed)
+    marker = STATE / "check-package-marker"
+    marker.write_text("state before the upgrade\n")
+    run(["dpkg", "-i", str(deb_n1)], env=rec.env())
+    expect_calls(
+        "upgrade (systemd running)", rec.take(),
+        ["systemctl --system daemon-reload", "deb-systemd-invoke try-restart linesight.service"],
+        ("start", "stop", "enable", "restart", "unmask"),
+    )
+    if package_installed() != version_n1:
+        raise Fail(f"after the upgrade dpkg says {package_installed()}, not {version_n1}")
+    if CONF.read_text() != changed:
+        raise Fail(f"{CONF}: the changed config was not kept across the upgrade")
+    if not marker.is_file():
+        raise Fail(f"{marker}: /var/lib/linesight was not kept across the upgrade")
+    run(["/usr/bin/linesight", "check-config", str(CONF)], env=PLAIN_ENV, cwd="/")
+    print("check_package: upgrade kept the changed config and /var/lib/linesight")
+
+    # --- remove, then purge -----------------------------------------------------------------------------
+    run(["dpkg", "-r", "linesight"], env=rec.env())
+    expect_calls(
+        "remove (systemd running)", rec.take(),
+        ["deb-systemd-invoke stop linesight.service", "systemctl --system daemon-reload"],
+        ("start", "enable", "restart", "try-restart"),
+    )
+    if Path("/usr/bin/linesight").exists():
+        raise Fail("dpkg -r left /usr/bin/linesight")
+    if CONF.read_text() != changed or not marker.is_file():
+        raise Fail("dpkg -r must keep the config and /var/lib/linesight")
+    run(["dpkg", "--purge", "linesight"], env=rec.env())
+    rec.take()
+    for gone in (STATE, Path("/etc/linesight"), Path("/var/cache/linesight")):
+        if gone.exists():
+            raise Fail(f"dpkg --purge left {gone}")
+    print(f"check_package: upgrade, remove and purge took {time.monotonic() - t:.0f} s")
+
+
+def main() -> int:
+    if shutil.which("dpkg") is None:
+        print("check_package: no dpkg here, skipping (Debian/Ubuntu only)")
+        return 0
+    if os.geteuid() != 0:
+        print("check_package: not root, skipping (dpkg -i needs root; CI runs as root)")
+        return 0
+    installed = package_installed()
+    if installed:
+        print(f"check_package: a linesight package ({installed}) is installed here; not replacing it, skipping")
+        return 0
+
+    t0 = time.monotonic()
+    user_before = user_exists("linesight")
+    fake_run = not RUN_SYSTEMD.exists()
+    parent_before = RUN_SYSTEMD.parent.exists()
+    failed = None
+    with tempfile.TemporaryDirectory(prefix="check_package.") as tmp_name:
+        tmp = Path(tmp_name)
+        rec = Recorder(tmp)
+        try:
+            if fake_run:
+                RUN_SYSTEMD.mkdir(parents=True)
+            check(tmp, rec, fake_run)
+        except Fail as e:
+            failed = str(e)
+        finally:
+            if package_installed() or subprocess.run(["dpkg-query", "-W", "linesight"], stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.DEVNULL).returncode == 0:
+                subprocess.run(["dpkg", "--purge", "linesight"], env=rec.env(), check=False)
+            if fake_run and RUN_SYSTEMD.is_dir():
+                RUN_SYSTEMD.rmdir()
+                if not parent_before:
+                    RUN_SYSTEMD.parent.rmdir()
+            if not user_before and user_exists("linesight"):
+                subprocess.run(["userdel", "linesight"], check=False)
+                subprocess.run(["groupdel", "linesight"], stderr=subprocess.DEVNULL, check=False)
+    if failed:
+        print(f"check_package: FAIL: {failed}")
+        return 1
+    print(f"check_package: passed in {time.monotonic() - t0:.0f} s (not run: systemd starting or restarting "
+          "the service, which needs systemd as PID 1)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
