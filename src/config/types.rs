@@ -744,7 +744,8 @@ pub struct RejectConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Path to `libonnxruntime.so`. Defaults to the `ORT_DYLIB_PATH` environment variable.
+    /// Path to `libonnxruntime.so`. Without it: the `ORT_DYLIB_PATH` environment variable, else
+    /// the packaged `/usr/lib/linesight/libonnxruntime.so*`, else a checkout's `.cache/onnxruntime/`.
     #[serde(default)]
     pub onnxruntime: Option<PathBuf>,
     /// Threads the node may use for inference in all; defaults to the number of cores.
