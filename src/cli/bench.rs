@@ -13,6 +13,7 @@
 pub mod cameras;
 pub mod queue;
 pub mod rejects;
+pub mod viewers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -80,6 +81,14 @@ pub struct BenchArgs {
     /// With --cameras: each camera's rate for the latency run (a line's pace).
     #[arg(long, default_value_t = 10.0)]
     pub camera_fps: f64,
+    /// The pipeline with its operator page, alternately without and with this many viewers
+    /// (each following the events and fetching the live picture): the page must change no
+    /// inspection figure.
+    #[arg(long)]
+    pub viewers: Option<usize>,
+    /// Rounds of the `--viewers` comparison (each runs both, in alternating order).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// `linesight bench`: the measurement the flags choose (the whole pipeline by default).
@@ -91,6 +100,14 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
         return bench_rejects(&args).await;
     }
     let video = make_video(&args)?;
+    if let Some(n) = args.viewers {
+        let out = viewers::run(&args, &video, n).await?;
+        println!(
+            "{}",
+            if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() }
+        );
+        return Ok(());
+    }
     if !args.cameras.is_empty() {
         return bench_cameras(&args, &video).await;
     }
@@ -221,7 +238,7 @@ impl PipelineRun {
 /// (b)-(d) The whole pipeline, with the CPU time it took.
 async fn measure_pipeline(args: &BenchArgs, video: &Path) -> Result<PipelineRun, String> {
     let cpu0 = cpu_seconds();
-    let (fps, frames, stats, pulses) = pipeline(args, video).await?;
+    let (fps, frames, stats, pulses) = pipeline(args, video, None).await?;
     let cpu = cpu_seconds() - cpu0;
     Ok(PipelineRun { fps, frames, stats, pulses, cpu })
 }
@@ -372,16 +389,34 @@ fn ort_only(
     Ok((runs as f64 / t.elapsed().as_secs_f64(), model.provider.to_string()))
 }
 
-async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, usize), String> {
+/// The whole pipeline over the test video; with `viewers`, its operator page on a free port and
+/// that many viewers on it for the whole run.
+async fn pipeline(args: &BenchArgs, video: &Path, viewers: Option<usize>) -> Result<(f64, u64, Value, usize), String> {
     let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let broker = Broker::start().ok();
-    let cfg = bench_config(args, video, &plc.addr.to_string(), broker.as_ref().map(|b| b.port))?;
+    let mut cfg = bench_config(args, video, &plc.addr.to_string(), broker.as_ref().map(|b| b.port))?;
+    if viewers.is_some() {
+        cfg = cfg
+            .edited(|c| {
+                c.http = Some(HttpConfig {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    token_file: None,
+                    live_fps: 4.0,
+                    gallery: 24,
+                })
+            })
+            .map_err(|e| e.to_string())?;
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
     let running =
         app::start(&cfg, app::Options { observer: Some(tx), ..Default::default() }).await.map_err(|e| e.to_string())?;
     let load = t0.elapsed();
     let stats = running.stats.clone();
+    let watching: Vec<_> = match (viewers, running.http_addr) {
+        (Some(n), Some(addr)) => (0..n).map(|_| tokio::spawn(viewers::watch(addr, "cam"))).collect(),
+        _ => Vec::new(),
+    };
     let run = tokio::spawn(running.run_until(std::future::pending()));
     // Time from the first result to the last, plus one mean frame time for the first.
     let mut first: Option<Instant> = None;
@@ -394,6 +429,9 @@ async fn pipeline(args: &BenchArgs, video: &Path) -> Result<(f64, u64, Value, us
         n += 1;
     }
     let final_stats = run.await.map_err(|e| e.to_string())?.stats;
+    for w in watching {
+        w.abort();
+    }
     let span = last.duration_since(first.unwrap_or(last)).as_secs_f64();
     let fps = if n > 1 { (n - 1) as f64 / span } else { 0.0 };
     let _ = (load, stats.tasks.values().map(|t| t.stats.processed.load(Ordering::Relaxed)).sum::<u64>());
