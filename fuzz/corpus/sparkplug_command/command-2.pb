@@ -1,3 +1,0 @@
-•©½ƒ¢4$
-Inspection/NG Threshold 
-iffffffæ?

@@ -1,3 +1,0 @@
-•©½ƒ¢4
-Points/speed Pÿÿÿÿ
-	Points/on p

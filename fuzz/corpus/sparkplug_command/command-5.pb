@@ -1,3 +1,0 @@
-•©½ƒ¢4
-Points/speed X
-Points/name zx
