@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's ONE test command (CI runs it through .ci/run):
-#   scripts/setup.sh, then cargo fmt --check, cargo clippy -D warnings, cargo test, and the
-#   python checks tools/check_*.py. Stops at the first failing step and says which one.
+#   scripts/setup.sh, then cargo fmt --check, cargo clippy -D warnings, cargo test, a short
+#   fuzzing run (scripts/fuzz.sh --dev, LINESIGHT_CI_FUZZ_S seconds per target, 5 by default), and
+#   the python checks tools/check_*.py. Stops at the first failing step and says which one.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +36,9 @@ LOCKED=()
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings" cargo clippy "${LOCKED[@]}" --all-targets -- -D warnings
 step "cargo test --all-targets" cargo test "${LOCKED[@]}" --all-targets
+# The short form of the fuzzing (docs/reliability.md, test 12): every target, coverage-guided,
+# from the committed corpus, a few seconds each; the 10-minute run is `scripts/fuzz.sh`.
+step "scripts/fuzz.sh --dev ${LINESIGHT_CI_FUZZ_S:-5}" "${ROOT}/scripts/fuzz.sh" --dev "${LINESIGHT_CI_FUZZ_S:-5}"
 
 shopt -s nullglob
 checks=(tools/check_*.py)

@@ -197,6 +197,47 @@ fn the_page_serves_metrics_live_frames_rejects_and_refuses_what_it_must() {
         assert!(text.contains(needle), "`{needle}` in /metrics:\n{text}");
     }
 
+    // Every metric the Grafana dashboard queries is one this node exports. A few only exist on
+    // some machines or configs (a Jetson's GPU, thermal zones, an MQTT disk queue) or after the
+    // machine sampler's second sample (CPU per stage, 5 s in): those must at least be names
+    // /metrics can write, so a typo still fails.
+    let dashboard = std::fs::read_to_string(repo().join("dashboards/grafana/linesight.json")).unwrap();
+    let source = std::fs::read_to_string(repo().join("src/http/metrics.rs")).unwrap();
+    let conditional = [
+        "linesight_gpu_load_ratio",
+        "linesight_temperature_celsius",
+        "linesight_mqtt_queue_",
+        "linesight_stage_cpu_cores",
+    ];
+    let doc: Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queried = 0;
+    for panel in doc["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| (w.starts_with("linesight_") || w.starts_with("process_")) && !w.is_empty())
+            {
+                queried += 1;
+                let family = name.strip_suffix("_bucket").unwrap_or(name);
+                if conditional.iter().any(|c| family.starts_with(c)) {
+                    assert!(
+                        source.contains(&format!("\"{family}\"")),
+                        "`{name}` (in panel {}) is not a metric",
+                        panel["title"]
+                    );
+                } else {
+                    assert!(
+                        text.lines().any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])),
+                        "the dashboard's panel {} queries `{name}`, which /metrics does not export",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried} metric names in the dashboard's queries");
+
     // Actions: refused without the token, with a wrong one, outside the limits, replayed.
     let (status, a) = post(port, None, r#"{"id":"h1","command":"reload"}"#);
     assert_eq!(status, 401, "{a}");
