@@ -7,14 +7,15 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
-NODE_RED_VERSION=5.0.7
+# 4.1: the last line that runs on Debian 12's Node.js 20 (Node-RED 5 needs Node.js 22.9).
+NODE_RED_VERSION=4.1.8
 SECONDS_DEMO="${1:-40}"
 "${ROOT}/scripts/setup.sh" >/dev/null
 # shellcheck source=scripts/env.sh
 . "${ROOT}/scripts/env.sh"
 command -v npm >/dev/null || { echo "npm is needed (Debian: apt-get install npm)" >&2; exit 1; }
 NR="${ROOT}/.cache/node-red"
-if [ ! -x "${NR}/node_modules/.bin/node-red" ]; then
+if ! grep -q "\"version\": \"${NODE_RED_VERSION}\"" "${NR}/node_modules/node-red/package.json" 2>/dev/null; then
     echo "[node-red] npm install node-red@${NODE_RED_VERSION} into ${NR}" >&2
     npm install --silent --no-audit --no-fund --prefix "${NR}" "node-red@${NODE_RED_VERSION}" >&2
 fi
