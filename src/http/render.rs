@@ -11,6 +11,48 @@ use opencv::{imgcodecs, imgproc};
 use crate::part::view::Shot;
 use crate::part::Verdict;
 
+/// A picture asked for, and where its JPEG goes.
+type Job = (std::sync::Arc<Shot>, tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>);
+
+/// The one thread that draws the page's pictures, at the lowest scheduling priority
+/// (`SCHED_IDLE`): it runs only when inspection leaves a core idle, so viewers never take time
+/// slices from a part on a busy node (docs/benchmarks.md, "The operator page and its viewers").
+#[derive(Clone)]
+pub struct Drawer {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// Pictures waiting for the drawer; a viewer asking for more gets "busy" rather than a queue.
+const WAITING: usize = 8;
+
+impl Drawer {
+    pub fn start() -> std::io::Result<Drawer> {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(WAITING);
+        std::thread::Builder::new().name("page-draw".into()).spawn(move || {
+            use thread_priority::unix::{
+                set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+            };
+            let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+            if let Err(e) =
+                set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle)
+            {
+                tracing::warn!(error = ?e, "the page's drawing thread keeps the normal priority (SCHED_IDLE refused)");
+            }
+            while let Ok((shot, reply)) = rx.recv() {
+                let _ = reply.send(jpeg(&shot));
+            }
+        })?;
+        Ok(Drawer { jobs })
+    }
+
+    /// The shot's JPEG, drawn on the drawer's thread.
+    pub async fn draw(&self, shot: std::sync::Arc<Shot>) -> Result<Vec<u8>, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs.try_send((shot, tx)).map_err(|_| "the page's drawing thread is busy; try again".to_string())?;
+        rx.await.map_err(|_| "the page's drawing thread has stopped".to_string())?
+    }
+}
+
 /// Widest image sent to a viewer: enough to see a defect, small enough for a few fps on a
 /// plant network.
 pub const MAX_WIDTH: i32 = 960;

@@ -58,6 +58,7 @@ struct Shared {
     ready: Ready,
     /// How often the events stream sends the status.
     tick: Duration,
+    drawer: render::Drawer,
     /// The last JPEG made of each shot asked for, by `seq`: viewers watching the same camera
     /// share one encoding.
     jpegs: Mutex<BTreeMap<u64, Arc<Vec<u8>>>>,
@@ -89,6 +90,7 @@ pub async fn serve(page: Page) -> Result<Served, String> {
         )
     })?;
     let addr = listener.local_addr().map_err(|e| format!("http.listen {listen}: {e}"))?;
+    let drawer = render::Drawer::start().map_err(|e| format!("cannot start the page's drawing thread: {e}"))?;
     let shared = Arc::new(Shared {
         node,
         stats,
@@ -96,6 +98,7 @@ pub async fn serve(page: Page) -> Result<Served, String> {
         commander,
         auth,
         ready,
+        drawer,
         tick: Duration::from_secs_f64((1.0 / live_fps).clamp(0.1, 1.0)),
         jpegs: Mutex::new(BTreeMap::new()),
     });
@@ -195,15 +198,15 @@ async fn events(State(s): State<Arc<Shared>>) -> Sse<impl futures_util::Stream<I
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// `shot` as JPEG, made on a blocking thread, or taken from the cache.
+/// `shot` as JPEG, made on the drawing thread, or taken from the cache.
 async fn jpeg_of(s: &Arc<Shared>, shot: Arc<Shot>) -> Response {
     let cached = s.jpegs.lock().unwrap_or_else(|p| p.into_inner()).get(&shot.seq).cloned();
     let bytes = match cached {
         Some(b) => b,
         None => {
             let seq = shot.seq;
-            match tokio::task::spawn_blocking(move || render::jpeg(&shot)).await {
-                Ok(Ok(b)) => {
+            match s.drawer.draw(shot).await {
+                Ok(b) => {
                     let b = Arc::new(b);
                     let mut cache = s.jpegs.lock().unwrap_or_else(|p| p.into_inner());
                     cache.insert(seq, b.clone());
@@ -212,11 +215,8 @@ async fn jpeg_of(s: &Arc<Shared>, shot: Arc<Shot>) -> Response {
                     }
                     b
                 }
-                Ok(Err(e)) => {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot draw the frame: {e}\n")).into_response()
-                }
                 Err(e) => {
-                    return (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot draw the frame: {e}\n")).into_response()
+                    return (StatusCode::SERVICE_UNAVAILABLE, format!("cannot draw the frame: {e}\n")).into_response()
                 }
             }
         }
