@@ -178,8 +178,10 @@ async fn start_http(
 ) -> Result<(), StartError> {
     let auth = crate::http::auth::Auth::load(cfg.token_file.as_deref()).map_err(StartError::Other)?;
     let node = format!("{}/{}", config.node.group_id, config.node.node_id);
+    let tls = cfg.tls.as_ref().map(crate::http::tls::server_config).transpose().map_err(StartError::Other)?;
     let page = crate::http::Page {
         listen: cfg.listen,
+        tls,
         node,
         live_fps: cfg.live_fps,
         stats: running.stats.clone(),

@@ -403,6 +403,7 @@ async fn pipeline(args: &BenchArgs, video: &Path, viewers: Option<usize>) -> Res
                     token_file: None,
                     live_fps: 4.0,
                     gallery: 24,
+                    tls: None,
                 })
             })
             .map_err(|e| e.to_string())?;

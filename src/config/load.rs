@@ -302,8 +302,14 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     if let Some(p) = &mut config.runtime.onnxruntime {
         fix(p);
     }
-    if let Some(p) = config.http.as_mut().and_then(|h| h.token_file.as_mut()) {
-        fix(p);
+    if let Some(h) = config.http.as_mut() {
+        if let Some(p) = h.token_file.as_mut() {
+            fix(p);
+        }
+        if let Some(t) = h.tls.as_mut() {
+            fix(&mut t.cert);
+            fix(&mut t.key);
+        }
     }
     fix(&mut config.runtime.state_dir);
 }

@@ -77,6 +77,19 @@ pub struct HttpConfig {
     /// NG, UNCERTAIN and ERROR parts kept with their image for "why was it rejected".
     #[serde(default = "default_gallery")]
     pub gallery: usize,
+    /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
+    #[serde(default)]
+    pub tls: Option<HttpTlsConfig>,
+}
+
+// The page's own certificate.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// The server certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM), readable by the service's user alone.
+    pub key: PathBuf,
 }
 
 fn default_http_listen() -> std::net::SocketAddr {

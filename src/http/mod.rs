@@ -9,6 +9,7 @@
 //! - [`auth`]: the bearer token every action needs, the page's action rate limit, the audit log.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`render`]: a judged frame with what the model saw drawn on it, as JPEG.
+//! - [`tls`]: HTTPS (`http.tls`): only connections whose handshake is done reach the routes.
 //! - `page.html`: the page itself, served from the binary (no build step, no CDN).
 //!
 //! The page is a third door for commands, beside MQTT JSON and Sparkplug: a command posted here
@@ -19,5 +20,6 @@ pub mod auth;
 pub mod metrics;
 pub mod render;
 pub mod server;
+pub mod tls;
 
 pub use server::{serve, Page, Ready, Served};

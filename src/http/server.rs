@@ -70,6 +70,8 @@ const JPEG_CACHE: usize = 32;
 /// What the page serves, as `app` wires it.
 pub struct Page {
     pub listen: SocketAddr,
+    /// HTTPS with this server config; plain HTTP without.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `group/node`, shown in the page's title bar.
     pub node: String,
     pub live_fps: f64,
@@ -82,7 +84,7 @@ pub struct Page {
 
 /// Bind `page.listen` and serve until the task is aborted.
 pub async fn serve(page: Page) -> Result<Served, String> {
-    let Page { listen, node, live_fps, stats, views, commander, auth, ready } = page;
+    let Page { listen, tls, node, live_fps, stats, views, commander, auth, ready } = page;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         format!(
             "http.listen {listen} cannot be bound: {e} — another process may hold the port (`ss -ltnp 'sport = :{}'`); choose another `http.listen`",
@@ -115,13 +117,27 @@ pub async fn serve(page: Page) -> Result<Served, String> {
         .route("/api/command", post(command))
         .layer(DefaultBodyLimit::max(MAX_COMMAND_BYTES))
         .with_state(shared);
-    let task = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).await {
-            tracing::error!(%addr, error = %e, "the operator page's server stopped; inspection goes on");
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let task = match tls {
+        None => tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, service).await {
+                tracing::error!(%addr, error = %e, "the operator page's server stopped; inspection goes on");
+            }
+        }),
+        Some(config) => {
+            let tls =
+                super::tls::TlsListener::new(listener, config).map_err(|e| format!("http.listen {listen}: {e}"))?;
+            // `tap_io` only so that axum can tell the peer's address (ConnectInfo) of any listener.
+            let tls = axum::serve::ListenerExt::tap_io(tls, |_| {});
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(tls, service).await {
+                    tracing::error!(%addr, error = %e, "the operator page's server stopped; inspection goes on");
+                }
+            })
         }
-    });
-    tracing::info!(%addr, "operator page at http://{addr}/ (metrics at /metrics)");
+    };
+    tracing::info!(%addr, "operator page at {scheme}://{addr}/ (metrics at /metrics)");
     Ok(Served { addr, task })
 }
 

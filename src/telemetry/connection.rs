@@ -109,14 +109,14 @@ pub fn tls_client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))
 }
 
-fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
+pub fn read_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("{}: not valid PEM: {e}", path.display()))?

@@ -301,3 +301,55 @@ fn without_a_token_file_the_page_is_read_only_and_a_readable_token_is_refused() 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
+
+#[test]
+fn the_page_serves_https_with_its_own_certificate() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    test_certs(dir.path());
+    let (yaml, port) = page_yaml(&plc.addr.to_string(), dir.path(), false);
+    let tls = format!(
+        "{yaml}  tls: {{ cert: {}, key: {} }}\n",
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display()
+    );
+
+    // A missing key is a config error, named.
+    let broken = write_config(dir.path(), &tls.replace("server.key", "nowhere.key"));
+    let out = Command::new(bin()).arg("check-config").arg(&broken).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("http.tls.key") && stderr.contains("nowhere.key"), "{stderr}");
+
+    let cfg = write_config(dir.path(), &tls);
+    let log = dir.path().join("daemon.log");
+    let mut child = run_daemon(&cfg, &log);
+    let curl = |extra: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .output()
+            .unwrap()
+    };
+    let ca = dir.path().join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    until("the page answers over HTTPS", &log, || {
+        let o = curl(&["--cacert", ca]);
+        o.status.success() && o.stdout == b"ok\n"
+    });
+    assert!(!curl(&[]).status.success(), "a client that does not trust the CA refuses the page");
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/healthz")])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success() || plain.stdout != b"ok\n", "no plain HTTP on a TLS page");
+    // The page still serves after a failed handshake.
+    let o = curl(&["--cacert", ca]);
+    assert!(o.status.success() && o.stdout == b"ok\n");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("operator page at https://"));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}

@@ -18,6 +18,17 @@ pub(super) fn check(h: &HttpConfig, c: &mut Collector) {
     if h.gallery == 0 || h.gallery > 500 {
         c.at(&["http", "gallery"], format!("gallery of {} parts is out of range", h.gallery), "use 1 to 500");
     }
+    if let Some(t) = &h.tls {
+        for (key, path) in [("cert", &t.cert), ("key", &t.key)] {
+            if !path.is_file() {
+                c.at(
+                    &["http", "tls", key],
+                    format!("http.tls.{key} `{}` does not exist", path.display()),
+                    "give the PEM file's path (relative paths start at the config file's folder)",
+                );
+            }
+        }
+    }
     if let Some(path) = &h.token_file {
         if let Err((problem, hint)) = token_problem(path) {
             c.at(&["http", "token_file"], problem, hint);
