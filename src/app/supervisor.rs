@@ -334,7 +334,7 @@ impl Supervisor {
                 }
                 let active = !faults.is_empty();
                 telemetry.alarms(&json!({"active": active, "faults": faults, "ts": rfc3339(SystemTime::now())}));
-                *faults_out.active.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+                faults_out.set(SystemTime::now(), faults);
             }
             if faulted && (!was_faulted || now - last_assert >= REASSERT) {
                 let plain = plain_outputs.clone();

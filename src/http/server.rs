@@ -9,6 +9,8 @@
 //! | `GET /api/rejects` | the last NG, UNCERTAIN and ERROR parts (JSON) |
 //! | `GET /api/rejects/{seq}` | one of them as JPEG with its overlay |
 //! | `POST /api/command` | a command, the same JSON as on MQTT (token) |
+//! | `GET /api/alarms` | past and present alarms: start, end, who acknowledged |
+//! | `POST /api/alarms/{id}/ack` | acknowledge one, `{"by": "name"}` (token) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 once inspecting with no active fault, else 503 with the reasons |
@@ -115,6 +117,8 @@ pub async fn serve(page: Page) -> Result<Served, String> {
         .route("/api/rejects", get(rejects))
         .route("/api/rejects/{seq}", get(reject_image))
         .route("/api/command", post(command))
+        .route("/api/alarms", get(alarms))
+        .route("/api/alarms/{id}/ack", post(acknowledge))
         .layer(DefaultBodyLimit::max(MAX_COMMAND_BYTES))
         .with_state(shared);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -292,5 +296,62 @@ async fn command(
     match result {
         Ok(()) => Json(json!({"id": id, "ok": true})).into_response(),
         Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"id": id, "ok": false, "error": e}))).into_response(),
+    }
+}
+
+async fn alarms(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let ts = |t: std::time::SystemTime| crate::util::time::rfc3339(t);
+    Json(Value::Array(
+        s.stats
+            .faults
+            .history()
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "text": r.text,
+                    "started": ts(r.started),
+                    "ended": r.ended.map(ts),
+                    "acknowledged": r.acknowledged.map(|(at, by)| json!({"at": ts(at), "by": by})),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Acknowledge an alarm: the token, then once per alarm; logged under `linesight::audit`.
+async fn acknowledge(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let source = format!("http {peer}");
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if let Err(r) = s.auth.check(authorization, Instant::now()) {
+        tracing::warn!(target: "linesight::audit", %source, alarm = id, error = %r.reason, "alarm acknowledgement refused");
+        let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+        return (code, Json(json!({"ok": false, "error": r.reason}))).into_response();
+    }
+    // Who, as the operator typed it (optional), beside where the request came from.
+    let name: String = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("by").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let by = if name.is_empty() { source.clone() } else { format!("{name} ({source})") };
+    match s.stats.faults.acknowledge(id, &by, std::time::SystemTime::now()) {
+        Ok(()) => {
+            tracing::info!(target: "linesight::audit", %source, alarm = id, by = %by, "alarm acknowledged");
+            Json(json!({"ok": true})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(target: "linesight::audit", %source, alarm = id, error = %e, "alarm acknowledgement refused");
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"ok": false, "error": e}))).into_response()
+        }
     }
 }

@@ -353,3 +353,53 @@ fn the_page_serves_https_with_its_own_certificate() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
+
+#[test]
+fn alarms_have_a_history_and_are_acknowledged_once_with_the_token() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    // No PLC on this port: the Modbus device is unreachable, an alarm.
+    let (yaml, port) = page_yaml("127.0.0.1:1", dir.path(), true);
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let mut child = run_daemon(&cfg, &log);
+    until("an alarm in the history", &log, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && json(port, "/api/alarms")
+                .as_array()
+                .is_some_and(|a| a.iter().any(|r| r["text"].as_str().unwrap().contains("plc")))
+    });
+    let alarm = json(port, "/api/alarms")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["text"].as_str().unwrap().contains("plc"))
+        .unwrap()
+        .clone();
+    assert!(alarm["started"].is_string() && alarm["ended"].is_null() && alarm["acknowledged"].is_null(), "{alarm}");
+    let path = format!("/api/alarms/{}/ack", alarm["id"]);
+    let ack = |token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        let (status, _, body) = request(port, "POST", &path, &headers, br#"{"by": "Ana (shift B)"}"#);
+        (status, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+    };
+    assert_eq!(ack(None).0, 401);
+    let (status, a) = ack(Some(TOKEN));
+    assert_eq!((status, &a["ok"]), (200, &Value::Bool(true)), "{a}");
+    let (status, a) = ack(Some(TOKEN));
+    assert_eq!(status, 422);
+    assert!(a["error"].as_str().unwrap().contains("already acknowledged by Ana (shift B) (http 127.0.0.1:"), "{a}");
+    let after = json(port, "/api/alarms");
+    let kept = after.as_array().unwrap().iter().find(|r| r["id"] == alarm["id"]).unwrap();
+    assert!(kept["acknowledged"]["by"].as_str().unwrap().starts_with("Ana (shift B)"), "{kept}");
+    assert!(kept["acknowledged"]["at"].is_string());
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    wait_exit(&mut child, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().any(|l| l.contains("linesight::audit") && l.contains("alarm acknowledged")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.contains("alarm acknowledgement refused")).count(), 2, "{text}");
+}
