@@ -265,6 +265,16 @@ async fn reject_image(State(s): State<Arc<Shared>>, Path(seq): Path<String>) -> 
     }
 }
 
+/// The token check every action starts with: None to go on, or the answer to a refusal, which
+/// is logged under `linesight::audit` as `refused` (the action's own wording).
+fn refusal(s: &Shared, headers: &HeaderMap, source: &str, refused: &str) -> Option<Response> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let r = s.auth.check(authorization, Instant::now()).err()?;
+    tracing::warn!(target: "linesight::audit", %source, error = %r.reason, "{refused}");
+    let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+    Some((code, Json(json!({"ok": false, "error": r.reason}))).into_response())
+}
+
 /// A command through the page: the token, then the same parsing, guard and router as MQTT.
 async fn command(
     State(s): State<Arc<Shared>>,
@@ -273,11 +283,8 @@ async fn command(
     body: Bytes,
 ) -> Response {
     let source = format!("http {peer}");
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if let Err(r) = s.auth.check(authorization, Instant::now()) {
-        tracing::warn!(target: "linesight::audit", %source, error = %r.reason, "command refused");
-        let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
-        return (code, Json(json!({"ok": false, "error": r.reason}))).into_response();
+    if let Some(answer) = refusal(&s, &headers, &source, "command refused") {
+        return answer;
     }
     let (id, parsed) = parse_json(&body);
     let result = match parsed {
@@ -328,11 +335,8 @@ async fn acknowledge(
     body: Bytes,
 ) -> Response {
     let source = format!("http {peer}");
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if let Err(r) = s.auth.check(authorization, Instant::now()) {
-        tracing::warn!(target: "linesight::audit", %source, alarm = id, error = %r.reason, "alarm acknowledgement refused");
-        let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
-        return (code, Json(json!({"ok": false, "error": r.reason}))).into_response();
+    if let Some(answer) = refusal(&s, &headers, &source, "alarm acknowledgement refused") {
+        return answer;
     }
     // Who, as the operator typed it (optional), beside where the request came from.
     let name: String = serde_json::from_slice::<Value>(&body)

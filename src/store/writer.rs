@@ -481,17 +481,22 @@ impl<L: Log> Thread<L> {
             }
         }
         let what = if poisoned { "closed and reopened (rescanned)" } else { "tried again" };
-        // Stable while the cause is: the alarm built from it changes only when the cause does.
-        let problem = format!(
-            "{} in {} does not take messages: {}; {}; {what} with backoff (at most {} s apart)",
-            self.cfg.name,
-            self.cfg.dir.display(),
-            cause(&e),
-            fix(&e, &self.cfg.dir),
-            self.cfg.retry_cap.as_secs_f64()
-        );
+        let problem = self.problem(&e, "does not take messages", what);
         self.report(&e, &problem);
         self.figures.set_problem(Some(problem));
+    }
+
+    /// The queue's problem as the alarm and the log show it: stable while the cause is, so the
+    /// alarm changes only when the cause does.
+    fn problem(&self, e: &StoreError, what_fails: &str, then: &str) -> String {
+        format!(
+            "{} in {} {what_fails}: {}; {}; {then} with backoff (at most {} s apart)",
+            self.cfg.name,
+            self.cfg.dir.display(),
+            cause(e),
+            fix(e, &self.cfg.dir),
+            self.cfg.retry_cap.as_secs_f64()
+        )
     }
 
     /// The log line: the problem, and the failed operation on its file.
@@ -535,14 +540,7 @@ impl<L: Log> Thread<L> {
             Err(e) => {
                 let delay = self.backoff.delay();
                 self.retry_at = Some(Instant::now() + delay);
-                let problem = format!(
-                    "{} in {} cannot be opened: {}; {}; tried again with backoff (at most {} s apart)",
-                    self.cfg.name,
-                    self.cfg.dir.display(),
-                    cause(&e),
-                    fix(&e, &self.cfg.dir),
-                    self.cfg.retry_cap.as_secs_f64()
-                );
+                let problem = self.problem(&e, "cannot be opened", "tried again");
                 self.report(&e, &problem);
                 self.figures.set_problem(Some(problem));
             }
