@@ -208,6 +208,7 @@ impl Controller {
             ng_score: j.ng_score,
             threshold: j.part.stamp.threshold,
             detections: j.detections.clone(),
+            heat: j.heat.clone(),
             error: j.error.clone(),
             image: image.map(Lent::into_image),
         });

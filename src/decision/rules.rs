@@ -65,6 +65,7 @@ impl Rule {
                 j.verdict = Band::verdict(*band, a.score, threshold);
                 j.ng_score = a.score;
                 j.scores = vec![a.score];
+                j.heat = a.map;
                 if j.verdict == Verdict::Error {
                     j.error = Some(format!("the model returned an unusable anomaly score {}", a.score));
                 }

@@ -1,7 +1,7 @@
 //! A judged part as the operator sees it: the frame the model judged, scaled to the page, with
 //! the verdict on a coloured band and what the model saw drawn on it (boxes with class and
 //! score for detectors, masks for segmenters, the class scores for classifiers, the anomaly
-//! score), JPEG-encoded. Runs on tokio's blocking threads when a viewer asks, never on an
+//! score and its heat map for anomaly models), JPEG-encoded. Runs on tokio's blocking threads when a viewer asks, never on an
 //! inspection thread; the shot's own frame is never changed (other viewers share it).
 
 use opencv::core::{Mat, Point, Rect, Scalar, Size, Vector, CV_8UC1, CV_8UC3};
@@ -91,6 +91,7 @@ pub fn jpeg(shot: &Shot) -> Result<Vec<u8>, String> {
         None => (blank()?, 1.0),
     };
     if scale > 0.0 {
+        draw_heat(&mut img, shot, scale)?;
         draw_masks(&mut img, shot, scale)?;
         draw_boxes(&mut img, shot, scale)?;
     }
@@ -189,6 +190,43 @@ fn draw_boxes(img: &mut Mat, shot: &Shot, scale: f64) -> Result<(), String> {
     Ok(())
 }
 
+/// An anomaly model's map over the picture where it reaches 90 % of the NG threshold: blue
+/// there, red at the map's peak or at 110 % of the threshold, whichever is higher, so red shows
+/// only on a map that crosses the threshold. Below, the picture stays clean: anomalib's
+/// normalised maps of good surfaces lie just under the threshold (0.40-0.49 at 0.5 for the
+/// committed model), so a fixed 0-1 scale would tint every frame. The map covers the frame the
+/// model saw.
+fn draw_heat(img: &mut Mat, shot: &Shot, scale: f64) -> Result<(), String> {
+    let (Some(frame), Some(heat)) = (&shot.image, &shot.heat) else { return Ok(()) };
+    if heat.values.len() != heat.height * heat.width || heat.values.is_empty() {
+        return Ok(());
+    }
+    let threshold = if shot.threshold.is_finite() && shot.threshold > 0.0 { shot.threshold } else { 0.5 };
+    let low = 0.9 * f64::from(threshold);
+    let peak = heat.values.iter().copied().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+    let high = f64::from(peak).max(1.1 * f64::from(threshold));
+    let size = Size::new((f64::from(frame.cols()) * scale) as i32, (f64::from(frame.rows()) * scale) as i32);
+    let map = Mat::new_rows_cols_with_data(heat.height as i32, heat.width as i32, &heat.values[..]).map_err(cv)?;
+    let mut resized = Mat::default();
+    imgproc::resize(&map, &mut resized, size, 0.0, 0.0, imgproc::INTER_LINEAR).map_err(cv)?;
+    let mut hot = Mat::default();
+    imgproc::threshold(&resized, &mut hot, low, 255.0, imgproc::THRESH_BINARY).map_err(cv)?;
+    let mut hot8 = Mat::default();
+    hot.convert_to(&mut hot8, CV_8UC1, 1.0, 0.0).map_err(cv)?;
+    // low -> 0, high -> 223 (saturating), then blue to red: JET's brightest red is at 7/8 of its
+    // range, above it the red darkens.
+    let span = (high - low).max(1e-3);
+    let mut level = Mat::default();
+    resized.convert_to(&mut level, CV_8UC1, 223.0 / span, -223.0 * low / span).map_err(cv)?;
+    let mut coloured = Mat::default();
+    imgproc::apply_color_map(&level, &mut coloured, imgproc::COLORMAP_JET).map_err(cv)?;
+    let mut body = Mat::roi_mut(img, Rect::new(0, BAND, size.width, size.height)).map_err(cv)?;
+    let mut tinted = Mat::default();
+    opencv::core::add_weighted(&body, 0.5, &coloured, 0.5, 0.0, &mut tinted, -1).map_err(cv)?;
+    tinted.copy_to_masked(&mut body, &hot8).map_err(cv)?;
+    Ok(())
+}
+
 /// Segmentation masks, tinted red over the picture.
 fn draw_masks(img: &mut Mat, shot: &Shot, scale: f64) -> Result<(), String> {
     let Some(frame) = &shot.image else { return Ok(()) };
@@ -239,6 +277,7 @@ mod tests {
             ng_score: 0.9,
             threshold: 0.5,
             detections,
+            heat: None,
             error: (verdict == Verdict::Error).then(|| "no verdict within the inference timeout".to_string()),
             image,
         }
@@ -297,6 +336,31 @@ mod tests {
         assert!(at(40, 50)[2] < 60, "inside the box the frame shows: {:?}", at(40, 50));
         assert!(at(165, 70)[2] > 80 && at(165, 70)[0] < 60, "the mask is tinted: {:?}", at(165, 70));
         assert!(at(100, 90)[2] < 60, "outside every mask: {:?}", at(100, 90));
+    }
+
+    #[test]
+    fn an_anomaly_map_is_drawn_hot_where_it_is_high_and_not_where_it_is_low() {
+        let frame = Mat::new_rows_cols_with_default(256, 256, CV_8UC3, Scalar::all(128.0)).unwrap();
+        // A 64x64 map, cold (0.1) but for a hot square (0.95) in rows and columns 40..56.
+        let mut values = vec![0.1f32; 64 * 64];
+        for y in 40..56 {
+            for x in 40..56 {
+                values[y * 64 + x] = 0.95;
+            }
+        }
+        let mut s = shot(Verdict::Ng, Some(frame), vec![]);
+        s.heat = Some(crate::part::HeatMap { height: 64, width: 64, values: values.into() });
+        let out = decode(&jpeg(&s).unwrap());
+        let scale = f64::from(MIN_WIDTH) / 256.0;
+        let at = |x: i32, y: i32| {
+            let (x, y) = ((f64::from(x) * scale) as i32, (f64::from(y) * scale) as i32);
+            out.at_2d::<opencv::core::Vec3b>(y + BAND, x).unwrap().0
+        };
+        // Map cell 48 is frame pixel 192; cell 10 is pixel 40.
+        let hot = at(192, 192);
+        assert!(hot[2] > 150 && hot[0] < 90, "the hot square is red over grey: {hot:?}");
+        let cold = at(40, 40);
+        assert!(cold.iter().all(|c| (118..=138).contains(c)), "below half the threshold the frame shows: {cold:?}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::classifier::{sidecar_for, Timing};
 use super::runtime::{build_session, ProviderReport, RuntimeError};
 use crate::config::ModelConfig;
-use crate::part::AnomalyResult;
+use crate::part::{AnomalyResult, HeatMap};
 
 /// What the sidecar says. Unknown keys are allowed: the training script
 /// records its metrics and versions there too.
@@ -175,10 +175,19 @@ impl Anomaly {
                 return Err(format!("`{}` holds {} values for {n} frames", self.score, s.len()));
             }
             s.iter()
-                .map(|&score| AnomalyResult { score, label: None, map_max: None, map_shape: None, mask_area: None })
+                .map(|&score| AnomalyResult {
+                    score,
+                    label: None,
+                    map_max: None,
+                    map_shape: None,
+                    mask_area: None,
+                    map: None,
+                })
                 .collect()
         };
-        // The optional outputs, read where they lie (a map is h x w floats per frame: not copied).
+        // The optional outputs, read where they lie. The map is copied once, into the shared heat
+        // map the page draws: h x w floats (64k at 256x256, a few microseconds beside a PatchCore
+        // run of tens of milliseconds).
         let present = |name: &Option<String>| name.as_ref().and_then(|k| outputs.get(k));
         if let Some(v) = present(&self.label) {
             let (_, l) = v.try_extract_tensor::<bool>().map_err(|e| e.to_string())?;
@@ -195,6 +204,9 @@ impl Anomaly {
             for (r, chunk) in results.iter_mut().zip(m.chunks(per_frame(m.len(), n))) {
                 r.map_max = Some(chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max));
                 r.map_shape = Some(hw);
+                if chunk.len() == hw[0] * hw[1] {
+                    r.map = Some(HeatMap { height: hw[0], width: hw[1], values: chunk.into() });
+                }
             }
         }
         if let Some(v) = present(&self.mask) {

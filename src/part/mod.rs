@@ -30,7 +30,7 @@ use opencv::core::Mat;
 use serde::Serialize;
 
 use crate::config::UncertainAction;
-pub use output::{AnomalyResult, Detection, Inspection, ModelOutput};
+pub use output::{AnomalyResult, Detection, HeatMap, Inspection, ModelOutput};
 pub use result::PartResult;
 
 /// The verdict for one part.
@@ -100,6 +100,8 @@ pub struct Judgement {
     pub error: Option<String>,
     /// Detectors: the detections that count for the verdict (see [`rules::DetectionRule`]).
     pub detections: Vec<Detection>,
+    /// Anomaly models: the map the score came from, for the operator page.
+    pub heat: Option<HeatMap>,
 }
 
 impl Judgement {
@@ -115,6 +117,7 @@ impl Judgement {
             inference_ms: 0.0,
             error: Some(why),
             detections: Vec::new(),
+            heat: None,
         }
     }
 }

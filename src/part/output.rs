@@ -35,6 +35,19 @@ pub struct AnomalyResult {
     pub map_shape: Option<[usize; 2]>,
     /// Pixels of the model's own mask, at the map's size.
     pub mask_area: Option<usize>,
+    /// The anomaly map itself, for the operator page's heat map (not reported: it is h x w floats).
+    #[serde(skip)]
+    pub map: Option<HeatMap>,
+}
+
+/// An anomaly model's map of one frame: where it found the part unlike the good ones. Shared,
+/// not copied, from the worker to the page's drawer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatMap {
+    pub height: usize,
+    pub width: usize,
+    /// Row-major, `height * width` values on the model's scale (its threshold is where NG starts).
+    pub values: std::sync::Arc<[f32]>,
 }
 
 /// What a model said about one frame.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opencv::core::Mat;
 
-use super::{Detection, Verdict};
+use super::{Detection, HeatMap, Verdict};
 
 /// One judged part with its frame, as the controller knew it.
 pub struct Shot {
@@ -35,6 +35,8 @@ pub struct Shot {
     /// The NG threshold the part was judged against.
     pub threshold: f32,
     pub detections: Vec<Detection>,
+    /// Anomaly models: the map the score came from, drawn as a heat map.
+    pub heat: Option<HeatMap>,
     /// Why the verdict is ERROR, when it is.
     pub error: Option<String>,
     /// The frame as the model saw it (rotated and cropped); None when the part had no frame
@@ -187,6 +189,7 @@ mod tests {
             ng_score: 0.8,
             threshold: 0.5,
             detections: vec![],
+            heat: None,
             error: None,
             image: None,
         }

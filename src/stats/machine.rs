@@ -253,11 +253,14 @@ impl Machine {
     }
 
     /// Start the sampler thread (`machine`): a sample every `every`, until the last `Arc` of
-    /// this machine is dropped (it holds only a weak reference).
+    /// this machine is dropped (it holds only a weak reference). The first comes after at most
+    /// a second: CPU figures need two readings, and a scrape just after start should find them.
     pub fn start_sampler(self: &Arc<Self>, every: Duration) -> std::io::Result<std::thread::JoinHandle<()>> {
         let weak: Weak<Machine> = Arc::downgrade(self);
+        let mut wait = every.min(Duration::from_secs(1));
         std::thread::Builder::new().name("machine".into()).spawn(move || loop {
-            std::thread::sleep(every);
+            std::thread::sleep(wait);
+            wait = every;
             match weak.upgrade() {
                 Some(m) => m.sample(),
                 None => return,

@@ -403,3 +403,59 @@ fn alarms_have_a_history_and_are_acknowledged_once_with_the_token() {
     assert!(text.lines().any(|l| l.contains("linesight::audit") && l.contains("alarm acknowledged")), "{text}");
     assert_eq!(text.lines().filter(|l| l.contains("alarm acknowledgement refused")).count(), 2, "{text}");
 }
+
+/// An anomaly model's part on the page: its heat map drawn over the frame. The picture of an NG
+/// part has the map's colours (the samples are grey: any strongly coloured pixel is the map's);
+/// `LINESIGHT_SCREENSHOTS=docs/images` keeps it for the docs.
+#[test]
+fn an_anomaly_models_rejects_show_its_heat_map() {
+    use opencv::prelude::*;
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let (yaml, port) = page_yaml(&plc.addr.to_string(), dir.path(), false);
+    let yaml = yaml
+        .replace(
+            &format!("file: {}", repo.join("samples/line.avi").display()),
+            &format!("directory: {}", repo.join("models/surface-anomaly-samples").display()),
+        )
+        .replace(
+            &repo.join("models/surface-classifier.onnx").display().to_string(),
+            &repo.join("models/surface-anomaly.onnx").display().to_string(),
+        );
+    assert!(yaml.contains("surface-anomaly.onnx") && yaml.contains("directory:"), "{yaml}");
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let _child = run_daemon(&cfg, &log);
+    until("an anomaly NG part is kept", &log, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && get(port, "/api/rejects").0 == 200
+            && json(port, "/api/rejects").as_array().is_some_and(|a| a.iter().any(|r| r["verdict"] == "NG"))
+    });
+    let rejects = json(port, "/api/rejects");
+    let ng = rejects.as_array().unwrap().iter().find(|r| r["verdict"] == "NG").unwrap().clone();
+    assert!(ng["model"].as_str().unwrap().contains("anomaly"), "{ng}");
+    let (status, bytes) = get(port, &format!("/api/rejects/{}", ng["seq"]));
+    assert_eq!(status, 200);
+    let img = opencv::imgcodecs::imdecode(&opencv::core::Vector::from_slice(&bytes), opencv::imgcodecs::IMREAD_COLOR)
+        .unwrap();
+    // Below the verdict band (28 px), count pixels far from grey.
+    let mut coloured = 0usize;
+    for y in 28..img.rows() {
+        for x in 0..img.cols() {
+            let p = img.at_2d::<opencv::core::Vec3b>(y, x).unwrap().0;
+            let (lo, hi) = (p.iter().min().unwrap(), p.iter().max().unwrap());
+            if hi - lo > 60 {
+                coloured += 1;
+            }
+        }
+    }
+    let share = coloured as f64 / f64::from((img.rows() - 28) * img.cols());
+    assert!(share > 0.01, "an NG part's picture shows the heat map: {:.4} of its pixels are coloured ({ng})", share);
+    if let Some(out) = std::env::var_os("LINESIGHT_SCREENSHOTS") {
+        let png = std::path::Path::new(&out).join("live-anomaly-heat-map.png");
+        assert!(opencv::imgcodecs::imwrite_def(png.to_str().unwrap(), &img).unwrap());
+    }
+}
