@@ -18,7 +18,8 @@
 #      The mosquitto *service* is not needed: tests start their own broker on a free port.
 #   2. A project-local venv .cache/venv with pinned pymodbus, paho-mqtt, pyserial, grpcio-tools and
 #      protobuf (tests/sparkplug/spdecode.py compiles the Sparkplug B .proto), cryptography
-#      (tests/common/certs.py makes the TLS test certificates)
+#      (tests/common/certs.py makes the TLS test certificates), opencv-python-headless, numpy and
+#      onnxruntime (tools/peer_pipeline.py, the Python peer `linesight bench --peer` runs)
 #      (a venv, not `pip install --user`: Debian 12's python is "externally managed", PEP 668).
 #   3. ONNX Runtime $ORT_VERSION: libonnxruntime.so.$ORT_VERSION taken from PyPI's `onnxruntime`
 #      wheel into .cache/onnxruntime/$ORT_VERSION/ and checked to load.
@@ -112,11 +113,14 @@ python_requirements() {
         "pyserial==${LINESIGHT_PYSERIAL_VERSION}" \
         "grpcio-tools==${LINESIGHT_GRPCIO_TOOLS_VERSION}" \
         "protobuf==${LINESIGHT_PROTOBUF_VERSION}" \
-        "cryptography==${LINESIGHT_CRYPTOGRAPHY_VERSION}"
+        "cryptography==${LINESIGHT_CRYPTOGRAPHY_VERSION}" \
+        "opencv-python-headless==${LINESIGHT_OPENCV_PY_VERSION}" \
+        "numpy==${LINESIGHT_NUMPY_VERSION}" \
+        "onnxruntime==${ORT_VERSION}"
 }
 
 # What the tests import from the venv: when one of these fails, setup_venv installs again.
-VENV_IMPORTS='import pymodbus, paho.mqtt.client, serial, grpc_tools.protoc, google.protobuf, cryptography.x509'
+VENV_IMPORTS='import pymodbus, paho.mqtt.client, serial, grpc_tools.protoc, google.protobuf, cryptography.x509, cv2, numpy, onnxruntime'
 
 setup_venv() {
     local base stamp want

@@ -57,7 +57,9 @@ pub struct TaskHandles {
     /// The model as the stats report it.
     pub model_doc: Arc<RwLock<Value>>,
     /// The task's camera thread, which takes changed camera settings between two frames.
-    pub camera: std::sync::mpsc::Sender<crate::config::CameraConfig>,
+    pub camera: std::sync::mpsc::Sender<crate::camera::Settings>,
+    /// What the task's model does with a frame, as its camera was last told (`decode: auto`).
+    pub fit: Option<crate::part::fit::Fit>,
 }
 
 /// What a reload may change in one running model's worker.
@@ -86,8 +88,9 @@ struct State {
 /// Everything a reload switches to, made before anything switches.
 struct Prepared {
     swaps: Vec<(String, Loaded)>,
-    /// (task, its camera's new settings) for each camera that changed.
-    cameras: Vec<(String, crate::config::CameraConfig)>,
+    /// (task, its camera's new settings) for each camera that changed, or whose task's new
+    /// model uses another share of the frame (its decoding may reduce more or less).
+    cameras: Vec<(String, crate::camera::Settings)>,
     tasks: Vec<(String, TaskSettings, ScoreFloor, Option<f32>, CommandLimits, Value)>,
 }
 
@@ -233,12 +236,18 @@ impl State {
             };
             tasks.push((name.clone(), settings, floor, threshold, limits, super::tasks::model_doc(&info)));
         }
-        let cameras = new
-            .tasks
-            .iter()
-            .filter(|(_, t)| changes.iter().any(|k| under(k, &format!("cameras.{}", t.camera))))
-            .map(|(name, t)| (name.clone(), new.cameras[&t.camera].clone()))
-            .collect();
+        let mut cameras = Vec::new();
+        for (name, t) in &new.tasks {
+            let Some(handles) = self.tasks.get(name) else { continue };
+            let fit = match swaps.iter().find(|(m, _)| *m == t.model) {
+                Some((_, loaded)) => Some(loaded.fit()),
+                None => handles.fit,
+            };
+            let camera_changed = changes.iter().any(|k| under(k, &format!("cameras.{}", t.camera)));
+            if camera_changed || fit != handles.fit {
+                cameras.push((name.clone(), crate::camera::Settings { config: new.cameras[&t.camera].clone(), fit }));
+            }
+        }
         if problems.is_empty() {
             Ok(Prepared { swaps, tasks, cameras })
         } else {
@@ -263,8 +272,10 @@ impl State {
             let _ = self.models[&model].swaps.send(ModelSwap { generation, loaded: Ok(loaded) });
         }
         for (task, camera) in prepared.cameras {
+            let h = self.tasks.get_mut(&task).expect("prepared from these tasks");
+            h.fit = camera.fit;
             // A camera thread that has ended (a file that does not loop) has nothing left to take.
-            let _ = self.tasks[&task].camera.send(camera);
+            let _ = h.camera.send(camera);
         }
         for (name, h) in &self.tasks {
             let (threshold, limits) = changed.remove(name).unwrap_or_else(|| (None, h.control.limits()));
@@ -323,7 +334,7 @@ fn applies_while_running(key: &str) -> bool {
         ["tasks", _, "reject", "delay" | "distance"] => true,
         ["models", _, field, ..] => !matches!(*field, "batch" | "batch_wait"),
         ["cameras", _, field, ..] => {
-            matches!(*field, "source" | "fps" | "loop" | "rotate" | "crop" | "stall_frames" | "timeout")
+            matches!(*field, "source" | "fps" | "loop" | "rotate" | "crop" | "stall_frames" | "timeout" | "decode")
         }
         _ => false,
     }

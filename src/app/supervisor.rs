@@ -480,6 +480,7 @@ mod tests {
                 stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
             },
             image: opencv::core::Mat::default(),
+            scale: 1,
             is_part: true,
         };
         let _ = queue.push(frame, crate::part::queue::WhenFull::Refuse);

@@ -149,6 +149,7 @@ impl Wiring<'_> {
             unusable: group.loaded.as_ref().err().cloned(),
         };
         let (reconfigure_tx, reconfigure_rx) = std::sync::mpsc::channel();
+        let fit = group.loaded.as_ref().ok().map(|m| m.fit());
         let camera = Camera {
             name: task.camera.as_str().into(),
             config: cam_cfg.clone(),
@@ -161,6 +162,7 @@ impl Wiring<'_> {
             max_age: task.inference_timeout.get(),
             control: control.clone(),
             reconfigure: reconfigure_rx,
+            fit,
         };
         let model_doc = Arc::new(RwLock::new(model_doc(&info)));
         let entry = TaskEntry {
@@ -173,7 +175,7 @@ impl Wiring<'_> {
             model: model_doc.clone(),
             events_waited: events_tx.waited_counter(),
         };
-        let reload = TaskHandles { control, settings, floor, model_doc, camera: reconfigure_tx };
+        let reload = TaskHandles { control, settings, floor, model_doc, camera: reconfigure_tx, fit };
         Ok(BuiltTask { entry, watched, camera, gate, reload })
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::part::announce::Announcer;
+use crate::part::fit::Fit;
 use opencv::core::Mat;
 
 use crate::config::{CameraConfig, CameraMode, SourceConfig};
@@ -56,7 +57,17 @@ pub struct Camera {
     /// The task's settings: each part frame is stamped with them when it is captured.
     pub control: Arc<crate::part::control::TaskControl>,
     /// A reload's new settings for this camera (`app/reload.rs`), taken between two frames.
-    pub reconfigure: std::sync::mpsc::Receiver<CameraConfig>,
+    pub reconfigure: std::sync::mpsc::Receiver<Settings>,
+    /// What the task's model does with a frame: how far `decode: auto` may reduce (None: the
+    /// model is unusable, frames are decoded at full size).
+    pub fit: Option<Fit>,
+}
+
+/// A camera's settings as a reload sends them: its config and its task's model's fit.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: CameraConfig,
+    pub fit: Option<Fit>,
 }
 
 impl Camera {
@@ -89,8 +100,8 @@ impl Camera {
         self.queue.close();
     }
 
-    /// The latest config a reload sent, if any arrived since the last look.
-    fn new_config(&self) -> Option<CameraConfig> {
+    /// The latest settings a reload sent, if any arrived since the last look.
+    fn new_config(&self) -> Option<Settings> {
         let mut latest = None;
         while let Ok(c) = self.reconfigure.try_recv() {
             latest = Some(c);
@@ -103,11 +114,12 @@ impl Camera {
     /// part ids go on from where they were, so no part id is given twice or skipped. A part
     /// that waits for its frame (triggered) gets the first frame of the new source after its
     /// trigger, or ERROR (rejected) if reopening takes longer than its inference timeout.
-    fn reconfigure_to(&mut self, new: CameraConfig, capture: &mut Capture) {
+    fn reconfigure_to(&mut self, Settings { config: new, fit }: Settings, capture: &mut Capture) {
         if new.source != self.config.source || new.timeout != self.config.timeout {
             self.opener = Camera::opener_for(&new.source, new.timeout.get());
         }
         self.config = new;
+        self.fit = fit;
         let fresh = self.start_capture();
         // What carries over: the part ids, and the outage log of a camera that stays away.
         let (seq, open_log) = (capture.seq, std::mem::take(&mut capture.open_log));
@@ -138,6 +150,7 @@ impl Camera {
             interval,
             stall_frames,
             transform: transform::Transform::of(&self.config),
+            scale: 1,
             when_full: self.when_full(),
             last_print: None,
             same_in_a_row: 0,
@@ -197,6 +210,9 @@ impl Camera {
     /// end (a looped file starts over: reopened), or an error (the backoff
     /// is waited out here, then reopened). The source is closed on return.
     fn stream(&self, mut src: Box<dyn FrameSource>, capture: &mut Capture) -> Streamed {
+        let k = self.decode_reduction(&mut *src);
+        capture.scale = k;
+        capture.transform = transform::Transform::of(&self.config).reduced(k);
         let mut next_due = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -230,6 +246,32 @@ impl Camera {
                 }
             }
         }
+    }
+
+    /// How far this source's frames are reduced in decoding (`decode`), set on the source before
+    /// its first frame: forced by the config, or with `auto` the largest reduction that still
+    /// covers what the model resizes the frame to (rotation and crop counted). Reported in the
+    /// camera's stats and, when it changes, in the log.
+    fn decode_reduction(&self, src: &mut dyn FrameSource) -> u32 {
+        let wanted = match (self.config.decode.forced(), &self.fit, src.frame_size()) {
+            (Some(k), _, _) => k,
+            (None, Some(fit), Some((w, h))) => {
+                let (w, h) = transform::Transform::of(&self.config).size_of(w, h);
+                fit.largest_reduction(w, h)
+            }
+            (None, _, _) => 1,
+        };
+        let k = src.reduce(wanted);
+        let before = self.stats.decode_scale.swap(u64::from(k), Ordering::Relaxed);
+        if before != u64::from(k) {
+            let size = src.frame_size().map(|(w, h)| format!("{w}x{h}")).unwrap_or_else(|| "unknown".into());
+            if k == wanted {
+                tracing::info!(camera = %self.name, frame = %size, decode = %format!("1/{k}"), "camera decodes its frames at 1/{k} per side");
+            } else {
+                tracing::info!(camera = %self.name, frame = %size, wanted = %format!("1/{wanted}"), "camera decodes its frames at full size (its source is not MJPG through FFmpeg)");
+            }
+        }
+        k
     }
 
     /// The next frame, rotated and cropped as configured; `None` at the end of a file.
@@ -273,9 +315,9 @@ impl Camera {
         }
         capture.seq += 1;
         if self.waiting.is_some() {
-            self.deliver_triggered(grab_started, image);
+            self.deliver_triggered(grab_started, image, capture.scale);
         } else {
-            self.deliver(capture.seq, image, capture.when_full);
+            self.deliver(capture.seq, image, capture.scale, capture.when_full);
         }
     }
 
@@ -298,7 +340,7 @@ impl Camera {
         });
     }
 
-    fn deliver(&self, seq: u64, image: Mat, when_full: WhenFull) {
+    fn deliver(&self, seq: u64, image: Mat, scale: u32, when_full: WhenFull) {
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         if when_full == WhenFull::Wait {
             // Nothing moves while a file waits for inspection: the part's
@@ -317,7 +359,7 @@ impl Camera {
             // Announce before queueing so the controller's deadline starts at capture.
             self.events.send_blocking(PartEvent::Captured(part.clone()));
         }
-        match self.queue.push(Frame { part, image, is_part }, when_full) {
+        match self.queue.push(Frame { part, image, scale, is_part }, when_full) {
             Pushed::Queued => {}
             Pushed::Displaced(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -337,7 +379,7 @@ impl Camera {
     /// Triggered mode: the first frame whose grab started after a part's
     /// trigger is that part's frame (a frame from before the trigger would be
     /// an inspection of the wrong part). Frames nobody waits for are not inspected.
-    fn deliver_triggered(&self, grab_started: Instant, image: Mat) {
+    fn deliver_triggered(&self, grab_started: Instant, image: Mat, scale: u32) {
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         let part = {
             let mut waiting = self.waiting.as_ref().expect("triggered").lock().unwrap_or_else(|p| p.into_inner());
@@ -352,7 +394,7 @@ impl Camera {
             }
         };
         let Some(part) = part else { return };
-        match self.queue.push(Frame { part, image, is_part: true }, WhenFull::Refuse) {
+        match self.queue.push(Frame { part, image, scale, is_part: true }, WhenFull::Refuse) {
             Pushed::Queued => {}
             Pushed::Displaced(_) => {}
             Pushed::Refused(f) | Pushed::Closed(f) => {
@@ -389,6 +431,8 @@ struct Capture {
     interval: Option<Duration>,
     stall_frames: u64,
     transform: transform::Transform,
+    /// The source's decode reduction (see [`Camera::decode_reduction`]).
+    scale: u32,
     when_full: WhenFull,
     /// Fingerprint of the last new frame, to tell a repeat.
     last_print: Option<u64>,
@@ -405,7 +449,7 @@ enum Streamed {
     /// Lost (after the backoff), or a looped file at its end: open it again.
     Reopen,
     /// A reload changed the camera's settings: take them, then open the source again.
-    Reconfigure(CameraConfig),
+    Reconfigure(Settings),
 }
 
 /// Hold a source to its configured rate: wait for the frame's due time. If

@@ -15,6 +15,16 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<Mat>, SourceError>;
     /// True for files and folders, which end; false for live cameras, which reconnect.
     fn is_finite(&self) -> bool;
+    /// The full frame's `(width, height)`, when the source knows it before the first frame.
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        None
+    }
+    /// Decode frames at 1/`k` per side from the first frame on, where the source's frames are
+    /// JPEG; returns the reduction in effect (1: this source decodes only at full size). Called
+    /// once, before the first frame.
+    fn reduce(&mut self, _k: u32) -> u32 {
+        1
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +69,11 @@ pub struct Capture {
     cap: videoio::VideoCapture,
     what: String,
     finite: bool,
+    /// JPEG frames taken compressed (FFmpeg's raw packets) and decoded by libjpeg at
+    /// 1/`reduced` per side; 1: OpenCV decodes them at full size.
+    reduced: u32,
+    /// Frames read, to name the one that does not decode.
+    frames: u64,
 }
 
 impl Capture {
@@ -73,7 +88,7 @@ impl Capture {
         if !cap.is_opened().unwrap_or(false) {
             return Err(fail("OpenCV could not open it (check the path or URL, the codec, and that OpenCV was built with this back end)".into()));
         }
-        Ok(Capture { cap, what, finite })
+        Ok(Capture { cap, what, finite, reduced: 1, frames: 0 })
     }
 
     fn open_v4l2(v: &V4l2Config) -> Result<Self, SourceError> {
@@ -111,6 +126,22 @@ impl Capture {
     }
 }
 
+/// The four characters of a `CAP_PROP_FOURCC` value.
+fn fourcc(code: f64) -> String {
+    let c = code as u32;
+    (0..4).map(|i| char::from(((c >> (8 * i)) & 0xff) as u8)).collect()
+}
+
+/// The `imread`/`imdecode` flag that decodes colour at 1/`k` per side.
+pub fn reduced_flag(k: u32) -> i32 {
+    match k {
+        8 => imgcodecs::IMREAD_REDUCED_COLOR_8,
+        4 => imgcodecs::IMREAD_REDUCED_COLOR_4,
+        2 => imgcodecs::IMREAD_REDUCED_COLOR_2,
+        _ => imgcodecs::IMREAD_COLOR,
+    }
+}
+
 impl FrameSource for Capture {
     fn next_frame(&mut self) -> Result<Option<Mat>, SourceError> {
         let mut frame = Mat::default();
@@ -118,6 +149,25 @@ impl FrameSource for Capture {
             .cap
             .read(&mut frame)
             .map_err(|e| SourceError::Read { what: self.what.clone(), why: e.message.clone() })?;
+        self.frames += 1;
+        if got && !frame.empty() && self.reduced > 1 {
+            // A raw packet: one JPEG image. libjpeg scales in its inverse DCT, so a 1/8 frame
+            // costs a fraction of a full decode; a packet that is not a whole JPEG is an error
+            // naming the frame (FFmpeg would have concealed it), not a skipped part.
+            let packet = frame;
+            return match imgcodecs::imdecode(&packet, reduced_flag(self.reduced)) {
+                Ok(m) if !m.empty() => Ok(Some(m)),
+                _ => Err(SourceError::Read {
+                    what: self.what.clone(),
+                    why: format!(
+                        "frame {} ({} bytes) is not a decodable JPEG at 1/{}; set `decode: full` on this camera if its stream is not plain MJPG",
+                        self.frames,
+                        packet.total(),
+                        self.reduced
+                    ),
+                }),
+            };
+        }
         if got && !frame.empty() {
             return Ok(Some(frame));
         }
@@ -130,6 +180,33 @@ impl FrameSource for Capture {
 
     fn is_finite(&self) -> bool {
         self.finite
+    }
+
+    fn frame_size(&self) -> Option<(u32, u32)> {
+        let w = self.cap.get(videoio::CAP_PROP_FRAME_WIDTH).ok()?;
+        let h = self.cap.get(videoio::CAP_PROP_FRAME_HEIGHT).ok()?;
+        (w >= 1.0 && h >= 1.0).then_some((w as u32, h as u32))
+    }
+
+    /// Only MJPG streams read by FFmpeg (files, RTSP): their raw packets are whole JPEG images.
+    /// Other codecs (H.264, raw YUV) decode at full size. V4L2 MJPG stays at full size too:
+    /// OpenCV's V4L2 back end can hand over its raw buffers, but no camera here could test it.
+    fn reduce(&mut self, k: u32) -> u32 {
+        if k <= 1 || self.frames > 0 {
+            return 1;
+        }
+        let backend = self.cap.get_backend_name().unwrap_or_default();
+        let codec = fourcc(self.cap.get(videoio::CAP_PROP_FOURCC).unwrap_or(0.0));
+        if backend != "FFMPEG" || !codec.eq_ignore_ascii_case("mjpg") {
+            return 1;
+        }
+        match self.cap.set(videoio::CAP_PROP_FORMAT, -1.0) {
+            Ok(true) => {
+                self.reduced = k;
+                k
+            }
+            _ => 1,
+        }
     }
 }
 

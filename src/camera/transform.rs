@@ -23,6 +23,25 @@ impl Transform {
         Transform { rotate: config.rotate, crop: config.crop }
     }
 
+    /// The same for a frame decoded at 1/`k` per side: the crop, drawn on the full frame, shrinks
+    /// with it (rounded down to whole pixels).
+    pub fn reduced(self, k: u32) -> Self {
+        let k = k.max(1);
+        Transform { crop: self.crop.map(|c| c.map(|v| v / k)), ..self }
+    }
+
+    /// The `(width, height)` a `width x height` frame has after this transform (no check that
+    /// the crop fits: [`Transform::apply`] does that on the frame).
+    pub fn size_of(&self, width: u32, height: u32) -> (u32, u32) {
+        if let Some([_, _, w, h]) = self.crop {
+            return (w, h);
+        }
+        match self.rotate {
+            Rotation::R90 | Rotation::R270 => (height, width),
+            _ => (width, height),
+        }
+    }
+
     pub fn is_identity(&self) -> bool {
         self.rotate == Rotation::R0 && self.crop.is_none()
     }

@@ -11,6 +11,7 @@
 //! (d) CPU time per frame and peak RSS.
 
 pub mod cameras;
+pub mod peer;
 pub mod queue;
 pub mod rejects;
 pub mod viewers;
@@ -37,7 +38,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Frames in the test video.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 3000)]
     pub frames: usize,
     /// Test video width in pixels.
     #[arg(long, default_value_t = 1920)]
@@ -86,9 +87,18 @@ pub struct BenchArgs {
     /// inspection figure.
     #[arg(long)]
     pub viewers: Option<usize>,
-    /// Rounds of the `--viewers` comparison (each runs both, in alternating order).
+    /// Rounds: of the pipeline bench (each measures the stages alone and the pipeline, and the
+    /// peer with `--peer`, in alternating order), or of the `--viewers` comparison.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Run the Python peer (`tools/peer_pipeline.py`) in every round, between linesight's runs,
+    /// and report both side by side with the ratios.
+    #[arg(long)]
+    pub peer: bool,
+    /// How the camera decodes the MJPG test video: `auto` (reduced as far as the model allows),
+    /// `full`, `1/2`, `1/4`, `1/8` (the camera's `decode`).
+    #[arg(long, default_value = "auto")]
+    pub decode: String,
 }
 
 /// `linesight bench`: the measurement the flags choose (the whole pipeline by default).
@@ -154,8 +164,10 @@ async fn bench_cameras(args: &BenchArgs, video: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Each stage alone, then the whole pipeline against that limit; a line of
-/// text as each figure comes (unless `--json`), the report at the end.
+/// Each stage alone, then the whole pipeline against that limit, and with `--peer` the Python
+/// peer, in `--rounds` interleaved rounds (the order alternates: ours first, then the peer first);
+/// each figure reported as the median and spread of the rounds. A line of text per round as it
+/// comes (unless `--json`), the report at the end.
 async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
     let say = |s: &str| {
         if !args.json {
@@ -163,29 +175,222 @@ async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
         }
     };
     say(&format!("test video: {} ({} frames, {}x{}, MJPG)", video.display(), args.frames, args.width, args.height));
-    let decode_fps = measure_decode(video).await?;
-    say(&format!("decode alone:           {decode_fps:8.1} frames/s"));
-    let (ort_fps, provider) = measure_ort(args, video).await?;
-    say(&format!("ONNX Runtime alone:     {ort_fps:8.1} frames/s ({provider}, {} thread(s))", args.threads));
-    let limits = Limits { decode_fps, ort_fps, provider };
-    let run = measure_pipeline(args, video).await?;
-    let out = pipeline_report(args, &limits, &run);
+    let scale = decode_scale(args, video)?;
+    say(&format!("decode: `{}` -> 1/{scale} per side (the camera's choice for this model and video)", args.decode));
+    let mut rounds = Vec::new();
+    for r in 0..args.rounds.max(1) {
+        let decode_fps = measure_decode(video, scale).await?;
+        let (ort_fps, provider) = measure_ort(args, video).await?;
+        let limits = Limits { decode_fps, ort_fps, provider };
+        let mut ours = None;
+        let mut peer = None;
+        for ours_now in if r % 2 == 0 { [true, false] } else { [false, true] } {
+            if ours_now {
+                ours = Some(measure_pipeline(args, video).await?);
+            } else if args.peer {
+                peer = Some(peer::run(video, &args.model, args.threads).await?);
+            }
+        }
+        let ours = ours.expect("run in every round");
+        let out = pipeline_report(args, &limits, &ours);
+        say(&format!(
+            "round {}: decode alone {:.1} f/s, ONNX Runtime alone {:.1} f/s; linesight {:.1} f/s (efficiency {:.3}), {} ms CPU/frame, decision p99 {} ms{}",
+            r + 1,
+            limits.decode_fps,
+            limits.ort_fps,
+            ours.fps,
+            out["efficiency"].as_f64().unwrap_or(0.0),
+            out["cpu_ms_per_frame"],
+            out["decision_latency_ms"]["p99"],
+            peer.as_ref().map_or(String::new(), |p| format!(
+                "; Python peer {} f/s, {} ms CPU/frame, decision p99 {} ms",
+                p["fps"], p["cpu_ms_per_frame"], p["decision_latency_ms"]["p99"]
+            ))
+        ));
+        rounds.push((out, peer));
+    }
+    let report = rounds_report(args, scale, &rounds);
     if args.json {
-        println!("{out}");
+        println!("{report}");
     } else {
-        print_pipeline_report(&limits, &run, &out);
+        print_rounds_report(&report);
     }
     Ok(())
 }
 
-/// (a1) Decode alone: the best of three passes, so that a moment of noise on
-/// a shared machine does not lower the limit (and flatter the pipeline).
-async fn measure_decode(video: &Path) -> Result<f64, String> {
+/// The decode reduction the bench's camera takes: forced by `--decode`, or with `auto` the
+/// largest the model allows on this video (what `camera::Camera` decides at run time).
+fn decode_scale(args: &BenchArgs, video: &Path) -> Result<u32, String> {
+    let cfg = bench_config(args, video, "127.0.0.1:1", None)?;
+    let cam = &cfg.config().cameras["cam"];
+    if let Some(k) = cam.decode.forced() {
+        return Ok(k);
+    }
+    let lib = runtime::library_path(&RuntimeConfig::default()).map_err(|e| e.to_string())?;
+    let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
+    let model = crate::inference::load_model(env, &cfg.config().models["model"], 1).map_err(|e| e.to_string())?;
+    let (w, h) = crate::camera::transform::Transform::of(cam).size_of(args.width as u32, args.height as u32);
+    Ok(model.fit().largest_reduction(w, h))
+}
+
+/// Median, min and max of one figure over the rounds (`null` when no round has it).
+fn spread(values: impl Iterator<Item = Option<f64>>) -> Value {
+    let mut v: Vec<f64> = values.flatten().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return Value::Null;
+    }
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    json!({"median": r3(median), "min": r3(v[0]), "max": r3(v[v.len() - 1]), "runs": v.len()})
+}
+
+/// The rounds as one document: each figure's median and spread, the peer's beside ours, and the
+/// ratios the performance goals are stated in (each round's ratio, then their median and spread).
+fn rounds_report(args: &BenchArgs, scale: u32, rounds: &[(Value, Option<Value>)]) -> Value {
+    let ours = |path: &[&str]| spread(rounds.iter().map(|(o, _)| path.iter().fold(o, |v, k| &v[*k]).as_f64()));
+    let theirs = |path: &[&str]| {
+        spread(rounds.iter().map(|(_, p)| p.as_ref().and_then(|p| path.iter().fold(p, |v, k| &v[*k]).as_f64())))
+    };
+    let ratio = |a: &[&str], b: &[&str]| {
+        spread(rounds.iter().map(|(o, p)| {
+            let p = p.as_ref()?;
+            let x = a.iter().fold(o, |v, k| &v[*k]).as_f64()?;
+            let y = b.iter().fold(p, |v, k| &v[*k]).as_f64()?;
+            (y > 0.0).then_some(x / y)
+        }))
+    };
+    let mut out = json!({
+        "rounds": rounds.len(),
+        "frames": args.frames,
+        "resolution": format!("{}x{}", args.width, args.height),
+        "decode": args.decode,
+        "decode_scale": scale,
+        "threads": args.threads,
+        "model": args.model.display().to_string(),
+        "linesight": {
+            "decode_alone_fps": ours(&["decode_fps"]),
+            "ort_alone_fps": ours(&["ort_limit_fps"]),
+            "fps": ours(&["pipeline_fps"]),
+            "efficiency": ours(&["efficiency"]),
+            "cpu_ms_per_frame": ours(&["cpu_ms_per_frame"]),
+            "decision_latency_ms": {
+                "p50": ours(&["decision_latency_ms", "p50"]),
+                "p99": ours(&["decision_latency_ms", "p99"]),
+                "max": ours(&["decision_latency_ms", "max"]),
+            },
+            "rss_mb": ours(&["rss_mb"]),
+            "deadline_misses": ours(&["deadline_misses"]),
+            "error": ours(&["error"]),
+        },
+        "runs": rounds.iter().map(|(o, p)| json!({"linesight": o, "peer": p})).collect::<Vec<_>>(),
+        "provider": rounds.first().map(|(o, _)| o["provider"].clone()).unwrap_or_default(),
+        "machine": machine(),
+    });
+    if rounds.iter().any(|(_, p)| p.is_some()) {
+        out["peer"] = json!({
+            "fps": theirs(&["fps"]),
+            "cpu_ms_per_frame": theirs(&["cpu_ms_per_frame"]),
+            "decision_latency_ms": {
+                "p50": theirs(&["decision_latency_ms", "p50"]),
+                "p99": theirs(&["decision_latency_ms", "p99"]),
+                "max": theirs(&["decision_latency_ms", "max"]),
+            },
+            "coil_ack_latency_ms": {
+                "p50": theirs(&["coil_ack_latency_ms", "p50"]),
+                "p99": theirs(&["coil_ack_latency_ms", "p99"]),
+                "max": theirs(&["coil_ack_latency_ms", "max"]),
+            },
+            "rss_mb": theirs(&["rss_mb"]),
+        });
+        // The goals of issue 14: fps >= 2x the peer, CPU <= 0.5x, decision p99 <= 1/3.
+        let goals = [
+            ("fps", ratio(&["pipeline_fps"], &["fps"]), 2.0, true),
+            ("cpu_ms_per_frame", ratio(&["cpu_ms_per_frame"], &["cpu_ms_per_frame"]), 0.5, false),
+            ("decision_p99", ratio(&["decision_latency_ms", "p99"], &["decision_latency_ms", "p99"]), 1.0 / 3.0, false),
+        ];
+        let mut ratios = serde_json::Map::new();
+        for (name, r, goal, higher) in goals {
+            let verdict = verdict(&r, goal, higher);
+            ratios.insert(
+                name.into(),
+                json!({"linesight_over_peer": r, "goal": (goal * 1000.0).round() / 1000.0, "verdict": verdict}),
+            );
+        }
+        out["ratios"] = Value::Object(ratios);
+    }
+    out
+}
+
+/// "met" or "not met" only when every round agrees; a spread that straddles the goal says so.
+fn verdict(r: &Value, goal: f64, higher_is_better: bool) -> &'static str {
+    let (Some(lo), Some(hi)) = (r["min"].as_f64(), r["max"].as_f64()) else { return "not measured" };
+    let meets = |x: f64| if higher_is_better { x >= goal } else { x <= goal };
+    match (meets(lo), meets(hi)) {
+        (true, true) => "met in every round",
+        (false, false) => "not met in any round",
+        _ => "undecided: the rounds' spread straddles the goal",
+    }
+}
+
+fn print_rounds_report(r: &Value) {
+    let m = |v: &Value| {
+        if v.is_null() {
+            "-".to_string()
+        } else {
+            format!("{} ({}-{})", v["median"], v["min"], v["max"])
+        }
+    };
+    let l = &r["linesight"];
+    println!(
+        "median (min-max) of {} rounds, {} frames each, decode 1/{}:",
+        r["rounds"], r["frames"], r["decode_scale"]
+    );
+    println!("  decode alone           {} frames/s", m(&l["decode_alone_fps"]));
+    println!("  ONNX Runtime alone     {} frames/s", m(&l["ort_alone_fps"]));
+    println!("  linesight              {} frames/s, efficiency {}", m(&l["fps"]), m(&l["efficiency"]));
+    println!("  linesight CPU/frame    {} ms", m(&l["cpu_ms_per_frame"]));
+    println!(
+        "  linesight decision     p50 {} ms, p99 {} ms, max {} ms",
+        m(&l["decision_latency_ms"]["p50"]),
+        m(&l["decision_latency_ms"]["p99"]),
+        m(&l["decision_latency_ms"]["max"])
+    );
+    if let Some(p) = r.get("peer") {
+        println!(
+            "  Python peer            {} frames/s, {} ms CPU/frame, RSS {} MB",
+            m(&p["fps"]),
+            m(&p["cpu_ms_per_frame"]),
+            m(&p["rss_mb"])
+        );
+        println!(
+            "  peer decision          p50 {} ms, p99 {} ms, max {} ms; coil acknowledged p99 {} ms",
+            m(&p["decision_latency_ms"]["p50"]),
+            m(&p["decision_latency_ms"]["p99"]),
+            m(&p["decision_latency_ms"]["max"]),
+            m(&p["coil_ack_latency_ms"]["p99"])
+        );
+        for (name, v) in r["ratios"].as_object().into_iter().flatten() {
+            println!(
+                "  {name:<22} linesight/peer {} (goal {}): {}",
+                m(&v["linesight_over_peer"]),
+                v["goal"],
+                v["verdict"]
+            );
+        }
+    }
+    println!("  machine: {}", r["machine"]);
+}
+
+/// (a1) Decode alone, at the pipeline's reduction, through the camera's own source: the best of
+/// two passes, so that a moment of noise on a shared machine does not lower the limit (and
+/// flatter the pipeline).
+async fn measure_decode(video: &Path, scale: u32) -> Result<f64, String> {
     let path = video.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<f64, String> {
         let mut best: f64 = 0.0;
-        for _ in 0..3 {
-            best = best.max(decode_only(&path)?);
+        for _ in 0..2 {
+            best = best.max(decode_only(&path, scale)?);
         }
         Ok(best)
     })
@@ -273,35 +478,6 @@ fn pipeline_report(args: &BenchArgs, limits: &Limits, run: &PipelineRun) -> Valu
     })
 }
 
-/// The rest of the default bench's text report (the stages alone were printed as measured).
-fn print_pipeline_report(limits: &Limits, run: &PipelineRun, out: &Value) {
-    let task = run.task();
-    let latency = &task["capture_to_reject_ack_ms"];
-    let (pipeline_fps, limit_fps) = (run.fps, limits.fps());
-    println!(
-        "pipeline:               {pipeline_fps:8.1} frames/s  (efficiency {:.3} of the limit {limit_fps:.1})",
-        pipeline_fps / limit_fps
-    );
-    println!(
-        "capture -> decision:    p50 {} ms, p99 {} ms, max {} ms",
-        out["decision_latency_ms"]["p50"], out["decision_latency_ms"]["p99"], out["decision_latency_ms"]["max"]
-    );
-    println!(
-        "capture -> reject ack:  p50 {} ms, p99 {} ms, max {} ms (gate {} ms downstream; deadline misses {})",
-        latency["p50"],
-        latency["p99"],
-        latency["max"],
-        BENCH_GATE_DELAY.as_millis(),
-        task["deadline_misses"]
-    );
-    println!("cpu per frame:          {} ms; peak RSS {} MB", out["cpu_ms_per_frame"], out["rss_mb"]);
-    println!(
-        "verdicts:               OK {} NG {} ERROR {}; rejects fired {}, PLC saw {} pulses",
-        task["ok"], task["ng"], task["error"], task["rejects_fired"], run.pulses
-    );
-    println!("machine:                {}", out["machine"]);
-}
-
 /// Make (once) the test video: the sample clip scaled to the bench resolution.
 fn make_video(args: &BenchArgs) -> Result<PathBuf, String> {
     let dir = PathBuf::from(".cache/bench");
@@ -342,19 +518,23 @@ fn make_video(args: &BenchArgs) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-fn decode_only(path: &Path) -> Result<f64, String> {
+fn decode_only(path: &Path, scale: u32) -> Result<f64, String> {
     let t = Instant::now();
-    let n = decode_all(path)?;
+    let n = decode_all(path, scale)?;
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Decode every frame of the video; returns how many there were.
-fn decode_all(path: &Path) -> Result<usize, String> {
-    let mut cap =
-        videoio::VideoCapture::from_file(&*path.to_string_lossy(), videoio::CAP_ANY).map_err(|e| e.message)?;
-    let mut f = Mat::default();
+/// Decode every frame of the video at 1/`scale` per side, as the camera does; returns how many
+/// there were.
+fn decode_all(path: &Path, scale: u32) -> Result<usize, String> {
+    let source = SourceConfig::File(path.to_path_buf());
+    let mut src = crate::camera::source::open(&source, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let got = src.reduce(scale);
+    if got != scale {
+        return Err(format!("{} cannot be decoded at 1/{scale} (got 1/{got})", path.display()));
+    }
     let mut n = 0usize;
-    while cap.read(&mut f).unwrap_or(false) && !f.empty() {
+    while src.next_frame().map_err(|e| e.to_string())?.is_some() {
         n += 1;
     }
     Ok(n)
@@ -479,7 +659,7 @@ tasks:
 runtime: {{ threads: {threads}, state_dir: {state} }}
 "#,
         plc = yaml_string(plc),
-        camera = camera_yaml(video, None)?,
+        camera = camera_yaml(video, None, &args.decode)?,
         model = model_yaml(args, 1)?,
         gate = BENCH_GATE_DELAY.as_millis(),
         threads = args.threads,
@@ -495,11 +675,12 @@ pub(super) fn state_dir() -> PathBuf {
 
 /// A file camera on the test video, one part per frame, at `fps` or (without)
 /// as fast as inspection takes its frames; the file is read once.
-fn camera_yaml(video: &Path, fps: Option<f64>) -> Result<String, String> {
+fn camera_yaml(video: &Path, fps: Option<f64>, decode: &str) -> Result<String, String> {
     let fps = fps.map_or(String::new(), |f| format!(" fps: {f},"));
     Ok(format!(
-        "{{ source: {{ file: {} }}, mode: part-per-frame,{fps} loop: false, queue: 4, stall_frames: 3, timeout: 5s }}",
-        path_yaml(video)?
+        "{{ source: {{ file: {} }}, mode: part-per-frame,{fps} loop: false, queue: 4, stall_frames: 3, timeout: 5s, decode: {} }}",
+        path_yaml(video)?,
+        yaml_string(decode)
     ))
 }
 

@@ -374,6 +374,40 @@ pub struct CameraConfig {
     /// RTSP: the longest an open or a read may take before the camera is `offline` and reconnected.
     #[serde(default = "default_camera_timeout")]
     pub timeout: Dur,
+    /// JPEG frames (MJPG files and RTSP streams) decoded at a reduced size: `auto` takes the
+    /// largest of 1/8, 1/4, 1/2 that still covers what the model resizes the frame to; `full`
+    /// never reduces; `1/2`, `1/4`, `1/8` force one (the model still gets its input size).
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+// How a camera decodes its JPEG frames (part::fit explains the choice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Decode {
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "full")]
+    Full,
+    #[serde(rename = "1/2")]
+    Half,
+    #[serde(rename = "1/4")]
+    Quarter,
+    #[serde(rename = "1/8")]
+    Eighth,
+}
+
+impl Decode {
+    /// The reduction forced by the config (`None` for `auto`).
+    pub fn forced(self) -> Option<u32> {
+        match self {
+            Decode::Auto => None,
+            Decode::Full => Some(1),
+            Decode::Half => Some(2),
+            Decode::Quarter => Some(4),
+            Decode::Eighth => Some(8),
+        }
+    }
 }
 
 fn default_camera_timeout() -> Dur {

@@ -195,6 +195,10 @@ impl Controller {
             return;
         }
         let s = self.settings_of(&j.part);
+        let (image, image_scale) = match image.map(Lent::into_image) {
+            Some((m, scale)) => (Some(m), scale),
+            None => (None, 1),
+        };
         views.offer(Shot {
             seq: 0,
             task: self.task.clone(),
@@ -210,7 +214,8 @@ impl Controller {
             detections: j.detections.clone(),
             heat: j.heat.clone(),
             error: j.error.clone(),
-            image: image.map(Lent::into_image),
+            image,
+            image_scale,
         });
     }
 

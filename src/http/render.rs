@@ -180,6 +180,8 @@ fn draw_band(img: &mut Mat, shot: &Shot) -> Result<(), String> {
 
 fn draw_boxes(img: &mut Mat, shot: &Shot, scale: f64) -> Result<(), String> {
     let c = colour(if shot.verdict == Verdict::Ok { Verdict::Ok } else { Verdict::Ng });
+    // Boxes are in the camera's full-frame pixels; the picture is of the frame as decoded.
+    let scale = scale / f64::from(shot.image_scale.max(1));
     for d in &shot.detections {
         let [x1, y1, x2, y2] = d.bbox.map(|v| f64::from(v) * scale);
         let rect = Rect::new(x1 as i32, y1 as i32 + BAND, (x2 - x1).max(1.0) as i32, (y2 - y1).max(1.0) as i32);
@@ -280,6 +282,7 @@ mod tests {
             heat: None,
             error: (verdict == Verdict::Error).then(|| "no verdict within the inference timeout".to_string()),
             image,
+            image_scale: 1,
         }
     }
 

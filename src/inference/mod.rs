@@ -146,6 +146,18 @@ impl Loaded {
         }
     }
 
+    /// What the model does with a frame's pixels, so a camera knows how far it may reduce its
+    /// decoding (`part::fit`).
+    pub fn fit(&self) -> crate::part::fit::Fit {
+        use crate::part::fit::Fit;
+        let (width, height) = self.input_size();
+        match self {
+            Loaded::Classifier(_) | Loaded::Anomaly(_) => Fit::Stretch { width, height },
+            Loaded::Detector(_) => Fit::Letterbox { width, height },
+            Loaded::YoloClassify(_) => Fit::ShortSide { side: width },
+        }
+    }
+
     /// The model's input as (width, height).
     pub fn input_size(&self) -> (u32, u32) {
         match self {
@@ -432,10 +444,10 @@ impl Running {
             Ok((outputs, timing)) => {
                 let n = ready.len() as f64;
                 for ((i, frame, threshold), out) in ready.into_iter().zip(outputs) {
-                    let image = self.lend(i, frame.image);
+                    let image = self.lend(i, frame.image, frame.scale);
                     let inspection = Inspection {
                         part: frame.part,
-                        output: Ok(out),
+                        output: Ok(out.in_full_frame(frame.scale)),
                         threshold,
                         preprocess_ms: timing.preprocess_ms / n,
                         inference_ms: timing.inference_ms,
@@ -458,7 +470,7 @@ impl Running {
                     tracing::error!(model = %self.model, frames = ready.len(), error = %e, "inference failed; the batch's parts get ERROR");
                 }
                 for (i, frame, _) in ready {
-                    let image = self.lend(i, frame.image);
+                    let image = self.lend(i, frame.image, frame.scale);
                     self.send(i, Inspection::failed(frame.part, e.clone()).with_image(image));
                 }
             }
@@ -474,11 +486,11 @@ impl Running {
             .map_err(|why| why.clone())
             .and_then(|m| m.infer(&[&frame.image], conf * 0.999, self.iou));
         self.busy.end();
-        let image = self.lend(i, frame.image);
+        let image = self.lend(i, frame.image, frame.scale);
         match one {
             Ok((mut out, timing)) if out.len() == 1 => Inspection {
                 part: frame.part,
-                output: Ok(out.remove(0)),
+                output: Ok(out.remove(0).in_full_frame(frame.scale)),
                 threshold,
                 preprocess_ms: timing.preprocess_ms,
                 inference_ms: timing.inference_ms,
@@ -495,8 +507,8 @@ impl Running {
     }
 
     /// Lend an inferred frame to the operator page's view (moved, not copied), if it has one.
-    fn lend(&self, i: usize, image: opencv::core::Mat) -> Option<crate::part::view::Lent> {
-        self.members[i].views.as_ref()?.lend(image)
+    fn lend(&self, i: usize, image: opencv::core::Mat, scale: u32) -> Option<crate::part::view::Lent> {
+        self.members[i].views.as_ref()?.lend(image, scale)
     }
 
     fn send(&self, i: usize, inspection: Inspection) {

@@ -7,6 +7,7 @@
 //! - [`queue`]: the bounded frame queue between a camera and its worker.
 //! - [`announce`]: the bounded way into a task's controller (part events), which waits, never drops.
 //! - [`control`]: what commands may change in a running task.
+//! - [`fit`]: how much of a frame's resolution a model uses (how far a camera may reduce its decoding).
 //! - [`output`]: what a model said about one frame (class scores, boxes, anomaly scores).
 //! - [`sample`]: the latest reading of a point, its quality, and the line's position.
 //! - [`actuator`]: the output a reject gate drives, as a small trait.
@@ -16,6 +17,7 @@
 pub mod actuator;
 pub mod announce;
 pub mod control;
+pub mod fit;
 pub mod output;
 pub mod queue;
 pub mod result;
@@ -137,6 +139,10 @@ pub enum PartEvent {
 pub struct Frame {
     pub part: PartInfo,
     pub image: Mat,
+    /// Pixels of the camera's full frame per pixel of `image` along each side: 1, or 2, 4, 8 when
+    /// the camera decoded its JPEG frames reduced (see [`fit`]). Boxes are reported in full-frame
+    /// pixels, whatever this is.
+    pub scale: u32,
     /// False for free-running frames, which are samples rather than parts.
     pub is_part: bool,
 }

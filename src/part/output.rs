@@ -61,6 +61,24 @@ pub enum ModelOutput {
     Anomaly(AnomalyResult),
 }
 
+impl ModelOutput {
+    /// Boxes and mask areas of a frame decoded at 1/`scale` of the camera's resolution, in the
+    /// full frame's pixels: rules (`roi`, `min_area`) and reports do not depend on the decoding.
+    /// Masks stay at the decoded size (the page draws them over the decoded frame).
+    pub fn in_full_frame(mut self, scale: u32) -> Self {
+        if scale > 1 {
+            if let ModelOutput::Detections(dets) = &mut self {
+                let s = scale as f32;
+                for d in dets {
+                    d.bbox = d.bbox.map(|v| v * s);
+                    d.mask_area = d.mask_area.map(|a| a * u64::from(scale) * u64::from(scale));
+                }
+            }
+        }
+        self
+    }
+}
+
 /// One frame's trip through a model, handed from the inference worker to its
 /// task's controller, which judges it.
 #[derive(Debug)]

@@ -42,6 +42,9 @@ pub struct Shot {
     /// The frame as the model saw it (rotated and cropped); None when the part had no frame
     /// (ERROR before inference).
     pub image: Option<Mat>,
+    /// Full-frame pixels per pixel of `image` (1; 2, 4 or 8 when the camera decodes reduced):
+    /// `detections` are in full-frame pixels.
+    pub image_scale: u32,
 }
 
 /// Frames on their way from the inference workers to the controllers at most, node-wide: a
@@ -52,12 +55,14 @@ pub const MAX_LENT: usize = 16;
 /// it ([`Lent::into_image`]) or drops it.
 pub struct Lent {
     image: Mat,
+    scale: u32,
     count: Arc<AtomicUsize>,
 }
 
 impl Lent {
-    pub fn into_image(mut self) -> Mat {
-        std::mem::take(&mut self.image)
+    /// The frame, and the camera's full-frame pixels per pixel of it (see [`Shot::image_scale`]).
+    pub fn into_image(mut self) -> (Mat, u32) {
+        (std::mem::take(&mut self.image), self.scale)
     }
 }
 
@@ -102,12 +107,12 @@ impl Views {
 
     /// Lend an inferred frame to its part's controller, unless [`MAX_LENT`] are on their way
     /// already (then the part shows without its image).
-    pub fn lend(&self, image: Mat) -> Option<Lent> {
+    pub fn lend(&self, image: Mat, scale: u32) -> Option<Lent> {
         if self.lent.fetch_add(1, Ordering::Relaxed) >= MAX_LENT {
             self.lent.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
-        Some(Lent { image, count: self.lent.clone() })
+        Some(Lent { image, scale, count: self.lent.clone() })
     }
 
     /// Whether a part judged `verdict` on `camera` now would be taken: every part that is not
@@ -192,6 +197,7 @@ mod tests {
             heat: None,
             error: None,
             image: None,
+            image_scale: 1,
         }
     }
 
@@ -211,11 +217,11 @@ mod tests {
     #[test]
     fn frames_on_their_way_are_bounded() {
         let v = Views::new(1.0, 3);
-        let lent: Vec<Lent> = (0..MAX_LENT).map(|_| v.lend(Mat::default()).expect("room")).collect();
-        assert!(v.lend(Mat::default()).is_none(), "the bound holds");
+        let lent: Vec<Lent> = (0..MAX_LENT).map(|_| v.lend(Mat::default(), 1).expect("room")).collect();
+        assert!(v.lend(Mat::default(), 1).is_none(), "the bound holds");
         let mut lent = lent.into_iter();
         let _image = lent.next().unwrap().into_image();
-        assert!(v.lend(Mat::default()).is_some(), "a frame taken frees its place");
+        assert!(v.lend(Mat::default(), 1).is_some(), "a frame taken frees its place");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct CameraStats {
     pub reconfigured: AtomicU64,
     /// Frames identical to the one before (not inspected: not a fresh image).
     pub repeated: AtomicU64,
+    /// The source's frames are decoded at 1/this per side (1: full size; see `part::fit`).
+    pub decode_scale: AtomicU64,
     status: AtomicU8,
     /// When the last new (not repeated) frame arrived, in ms on [`monotonic_ms`].
     last_new_ms: AtomicU64,

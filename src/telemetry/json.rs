@@ -134,6 +134,7 @@ fn task_doc(t: &TaskEntry) -> Value {
         "refused": get(&c.refused),
         "camera_reconnects": get(&c.reconnects),
         "camera_reconfigured": get(&c.reconfigured),
+        "camera_decode_scale": get(&c.decode_scale).max(1),
         "ok": get(&s.ok),
         "ng": get(&s.ng),
         "error": get(&s.error),

@@ -23,12 +23,12 @@ use crate::config::*;
 use crate::inference::runtime;
 
 /// Decode the video on `n` threads at once: frames/s in all.
-fn decode_parallel(video: &Path, n: usize) -> Result<f64, String> {
+fn decode_parallel(video: &Path, n: usize, scale: u32) -> Result<f64, String> {
     let t = Instant::now();
     let handles: Vec<_> = (0..n)
         .map(|_| {
             let v = video.to_path_buf();
-            std::thread::spawn(move || decode_all(&v))
+            std::thread::spawn(move || decode_all(&v, scale))
         })
         .collect();
     let mut frames = 0usize;
@@ -84,7 +84,7 @@ fn cameras_config(
     batch: usize,
     fps: Option<f64>,
 ) -> Result<LoadedConfig, String> {
-    let camera = camera_yaml(video, fps)?;
+    let camera = camera_yaml(video, fps, &args.decode)?;
     let cameras: Vec<String> = (0..n).map(|i| format!("cam{i}: {camera}")).collect();
     let tasks: Vec<String> =
         (0..n).map(|i| format!("cam{i}: {{ camera: cam{i}, model: model, inference_timeout: 30s }}")).collect();
@@ -206,10 +206,12 @@ async fn measure(
     n: usize,
 ) -> Result<Measured, String> {
     let v: PathBuf = video.to_path_buf();
+    // Decode alone at the reduction the cameras take.
+    let scale = super::decode_scale(args, video)?;
     let decode = tokio::task::spawn_blocking(move || -> Result<f64, String> {
         let mut best: f64 = 0.0;
         for _ in 0..2 {
-            best = best.max(decode_parallel(&v, n)?);
+            best = best.max(decode_parallel(&v, n, scale)?);
         }
         Ok(best)
     })
