@@ -35,6 +35,7 @@ mod pipeline;
 mod purge;
 mod pyplc_smoke;
 mod queue_disk;
+mod reduced_decode;
 mod reload;
 mod shared_model;
 mod signals;

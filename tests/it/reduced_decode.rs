@@ -1,0 +1,132 @@
+//! Reduced JPEG decoding (the camera's `decode`), end to end with the real daemon: a 1024x1024
+//! MJPG video of the detector's held-out images (4x their size) judged twice, decoded in full and
+//! with `decode: auto` (the 256x256 detector lets the camera decode at 1/4). Boxes come out in the
+//! full frame's pixels either way, and the two runs agree: the same verdicts, boxes of the same
+//! class in the same place. The figures are printed (`-- --nocapture`) for docs/benchmarks.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use opencv::core::{Mat, Size};
+use opencv::prelude::*;
+use opencv::{imgcodecs, imgproc, videoio};
+use serde_json::Value;
+
+use crate::common::*;
+use linesight::sim::plc::SimPlc;
+
+/// The detector's held-out test images, scaled 4x, as an MJPG video; the frames' order.
+fn video(dir: &Path) -> (PathBuf, Vec<String>) {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(repo().join("models/surface-detector-samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("test_") && p.extension().unwrap() == "png")
+        .collect();
+    images.sort();
+    let out = dir.join("big.avi");
+    let fourcc = videoio::VideoWriter::fourcc('M', 'J', 'P', 'G').unwrap();
+    let mut w = videoio::VideoWriter::new(out.to_str().unwrap(), fourcc, 10.0, Size::new(1024, 1024), true).unwrap();
+    assert!(w.is_opened().unwrap());
+    for p in &images {
+        let img = imgcodecs::imread(p.to_str().unwrap(), imgcodecs::IMREAD_COLOR).unwrap();
+        let mut big = Mat::default();
+        imgproc::resize(&img, &mut big, Size::new(1024, 1024), 0.0, 0.0, imgproc::INTER_LINEAR).unwrap();
+        w.write(&big).unwrap();
+    }
+    w.release().unwrap();
+    (out, images.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect())
+}
+
+/// One run of the daemon over the video with the camera's `decode`: results by part id, and
+/// the final stats of the task.
+fn run(video: &Path, decode: &str) -> (Vec<Value>, Value) {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let yaml = node_yaml(&plc.addr.to_string(), broker.port, &format!("decode: {decode:?}"), 20.0)
+        .replace(&repo.join("samples/line.avi").display().to_string(), &video.display().to_string())
+        .replace(
+            &repo.join("models/surface-classifier.onnx").display().to_string(),
+            &repo.join("models/surface-detector.onnx").display().to_string(),
+        );
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(bin())
+        .args(["run", "--log-format", "text", "--config"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(90));
+    assert!(status.success(), "linesight exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(5)));
+    let mut results = sub.messages("/tasks/inspect/result");
+    results.sort_by_key(|r| r["part_id"].as_u64());
+    let stats = sub.messages("/stats");
+    let last = stats.iter().find(|s| s["final"] == true).expect("final stats").clone();
+    (results, last["tasks"]["inspect"].clone())
+}
+
+fn iou(a: &[f64], b: &[f64]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let area = |r: &[f64]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}
+
+fn boxes(r: &Value) -> Vec<(String, Vec<f64>)> {
+    r["detections"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|d| {
+                    (
+                        d["class"].as_str().unwrap().to_string(),
+                        d["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn reduced_decoding_reports_full_frame_boxes_and_agrees_with_full_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let (video, names) = video(dir.path());
+    let (full, full_stats) = run(&video, "full");
+    let (auto, auto_stats) = run(&video, "auto");
+    assert_eq!(full_stats["camera_decode_scale"], 1, "{full_stats}");
+    assert_eq!(auto_stats["camera_decode_scale"], 4, "the 256x256 detector lets a 1024x1024 frame decode at 1/4");
+    assert_eq!((full.len(), auto.len()), (names.len(), names.len()), "one result per frame in each run");
+    let (mut same_verdict, mut matched, mut full_boxes, mut worst_iou) = (0, 0, 0, 1.0f64);
+    for (f, a) in full.iter().zip(&auto) {
+        assert_eq!(f["part_id"], a["part_id"]);
+        same_verdict += usize::from(f["verdict"] == a["verdict"]);
+        let theirs = boxes(a);
+        for (class, b) in boxes(f) {
+            full_boxes += 1;
+            // The best box of the same class in the reduced run: where the full run's is.
+            let best = theirs.iter().filter(|(c, _)| *c == class).map(|(_, x)| iou(&b, x)).fold(0.0, f64::max);
+            if best >= 0.5 {
+                matched += 1;
+                worst_iou = worst_iou.min(best);
+            }
+        }
+    }
+    println!(
+        "reduced decoding (1/4) vs full, {} frames of 1024x1024: verdicts agree {same_verdict}/{}; boxes of the full run matched (same class, IoU >= 0.5) {matched}/{full_boxes}, worst matched IoU {worst_iou:.3}",
+        names.len(),
+        names.len()
+    );
+    assert!(full_boxes > 0, "the held-out images hold defects");
+    // Boxes left in the decoded frame's pixels would be a quarter of the size: IoU 1/16.
+    assert!(matched * 10 >= full_boxes * 8, "{matched} of {full_boxes} boxes found again");
+    assert!(same_verdict + 1 >= names.len(), "{same_verdict} of {} verdicts agree", names.len());
+}
