@@ -13,6 +13,7 @@
 #      libopencv-dev clang libclang-dev mosquitto mosquitto-clients pkg-config python3-pip
 #      python3-venv, and systemd when systemd-analyze is missing (used by tools/check_systemd.py);
 #      python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base/-good (tests/rtsp/serve.py),
+#      gstreamer1.0-libav (avdec_mjpeg's reduced decoding, tests/it/reduced_decode.rs),
 #      prometheus (its promtool checks /metrics in tests/it/http.rs), chromium and
 #      chromium-driver (tests/it/browser.rs drives the operator page).
 #      The mosquitto *service* is not needed: tests start their own broker on a free port.
@@ -261,6 +262,8 @@ if [ "${ORT_ONLY}" -eq 0 ]; then
     pkgs=(libopencv-dev clang libclang-dev mosquitto mosquitto-clients socat pkg-config python3-pip python3-venv)
     # A real RTSP camera for tests/it/camera_rtsp.rs: GStreamer's RTSP server (tests/rtsp/serve.py).
     pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good)
+    # avdec_mjpeg's `lowres` decodes MJPG reduced inside a GStreamer pipeline (tests/it/reduced_decode.rs).
+    pkgs+=(gstreamer1.0-libav)
     command -v systemd-analyze >/dev/null 2>&1 || pkgs+=(systemd)
     # promtool checks the operator page's /metrics (tests/it/http.rs); the server is not used.
     # Headless Chromium and its WebDriver drive the page in tests/it/browser.rs.

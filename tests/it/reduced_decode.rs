@@ -41,6 +41,12 @@ fn video(dir: &Path) -> (PathBuf, Vec<String>) {
 /// One run of the daemon over the video with the camera's `decode`: results by part id, and
 /// the final stats of the task.
 fn run(video: &Path, decode: &str) -> (Vec<Value>, Value) {
+    run_source(video, &format!("decode: {decode:?}"), None)
+}
+
+/// The same with `extra` camera keys, and with `source` in place of the video file: a live
+/// source (GStreamer) does not end, so the daemon is stopped (SIGTERM) once `frames` results came.
+fn run_source(video: &Path, extra: &str, source: Option<(&str, usize)>) -> (Vec<Value>, Value) {
     require_ort();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
@@ -48,12 +54,16 @@ fn run(video: &Path, decode: &str) -> (Vec<Value>, Value) {
     let sub = Subscriber::start(broker.port, "linesight/#");
     let dir = tempfile::tempdir().unwrap();
     let repo = repo();
-    let yaml = node_yaml(&plc.addr.to_string(), broker.port, &format!("decode: {decode:?}"), 20.0)
-        .replace(&repo.join("samples/line.avi").display().to_string(), &video.display().to_string())
+    let file = format!("file: {}", repo.join("samples/line.avi").display());
+    let yaml = node_yaml(&plc.addr.to_string(), broker.port, extra, 20.0)
+        .replace(&file, &source.map_or(format!("file: {}", video.display()), |(s, _)| s.to_string()))
         .replace(
             &repo.join("models/surface-classifier.onnx").display().to_string(),
             &repo.join("models/surface-detector.onnx").display().to_string(),
         );
+    // A live stream sets its own rate: `fps` is for files.
+    let yaml: String =
+        yaml.lines().filter(|l| source.is_none() || !l.starts_with("    fps:")).map(|l| format!("{l}\n")).collect();
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
     let mut child = Command::new(bin())
@@ -62,6 +72,16 @@ fn run(video: &Path, decode: &str) -> (Vec<Value>, Value) {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    if let Some((_, frames)) = source {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while sub.messages("/tasks/inspect/result").len() < frames {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(std::time::Instant::now() < deadline, "{frames} results within 60 s:\n{log}");
+            assert!(child.try_wait().unwrap().is_none(), "the daemon ended early:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    }
     let status = wait_exit(&mut child, Duration::from_secs(90));
     assert!(status.success(), "linesight exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
     assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(5)));
@@ -128,5 +148,41 @@ fn reduced_decoding_reports_full_frame_boxes_and_agrees_with_full_decoding() {
     assert!(full_boxes > 0, "the held-out images hold defects");
     // Boxes left in the decoded frame's pixels would be a quarter of the size: IoU 1/16.
     assert!(matched * 10 >= full_boxes * 8, "{matched} of {full_boxes} boxes found again");
+    assert!(same_verdict + 1 >= names.len(), "{same_verdict} of {} verdicts agree", names.len());
+}
+
+/// The way for a GStreamer source: the pipeline decodes reduced itself (avdec_mjpeg `lowres`; on a
+/// Jetson `nvjpegdec`/`nvv4l2decoder` + `nvvidconv` to the size), and the camera's frame is what
+/// the pipeline delivers (its boxes in those pixels). The same frames as 1/4 through FFmpeg and
+/// libjpeg: the same verdicts, boxes 1/4 of the full run's. The appsink plays the file at its own
+/// 10 frames/s, as a camera would: a live source faster than inspection gets parts refused.
+#[test]
+fn a_gstreamer_pipeline_decodes_reduced_in_its_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (video, names) = video(dir.path());
+    let pipeline = format!(
+        "gstreamer: \"filesrc location={} ! avidemux ! avdec_mjpeg lowres=2 ! videoconvert ! video/x-raw,format=BGR ! appsink\"",
+        video.display()
+    );
+    let (full, _) = run(&video, "full");
+    let (gst, stats) = run_source(&video, "mode: part-per-frame", Some((&pipeline, names.len())));
+    assert_eq!(stats["camera_decode_scale"], 1, "the camera decodes nothing itself: {stats}");
+    let (mut same_verdict, mut matched, mut full_boxes) = (0, 0, 0);
+    for (f, g) in full.iter().zip(&gst) {
+        same_verdict += usize::from(f["verdict"] == g["verdict"]);
+        let theirs: Vec<(String, Vec<f64>)> =
+            boxes(g).into_iter().map(|(c, b)| (c, b.iter().map(|v| v * 4.0).collect())).collect();
+        for (class, b) in boxes(f) {
+            full_boxes += 1;
+            let best = theirs.iter().filter(|(c, _)| *c == class).map(|(_, x)| iou(&b, x)).fold(0.0, f64::max);
+            matched += usize::from(best >= 0.5);
+        }
+    }
+    println!(
+        "GStreamer avdec_mjpeg lowres=2 vs full decode, {} frames: verdicts agree {same_verdict}/{}, boxes matched {matched}/{full_boxes}",
+        names.len(),
+        names.len()
+    );
+    assert!(full_boxes > 0 && matched * 10 >= full_boxes * 8, "{matched} of {full_boxes} boxes");
     assert!(same_verdict + 1 >= names.len(), "{same_verdict} of {} verdicts agree", names.len());
 }
