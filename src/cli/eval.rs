@@ -44,6 +44,22 @@ pub struct EvalArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Decode JPEG images at `1/2`, `1/4` or `1/8` per side, as a camera with that `decode` does
+    /// (libjpeg's DCT scaling), to measure what reduced decoding does to the model's figures;
+    /// `full` (the default) decodes them whole. Labels are scaled with the image.
+    #[arg(long, default_value = "full", value_parser = parse_decode)]
+    pub decode: u32,
+}
+
+/// `full`, `1/2`, `1/4`, `1/8` as the reduction per side.
+fn parse_decode(s: &str) -> Result<u32, String> {
+    match s {
+        "full" => Ok(1),
+        "1/2" => Ok(2),
+        "1/4" => Ok(4),
+        "1/8" => Ok(8),
+        _ => Err(format!("`{s}`: use full, 1/2, 1/4 or 1/8")),
+    }
 }
 
 /// One labelled image.
@@ -286,6 +302,8 @@ struct Scoring {
     unreadable: Vec<String>,
     /// A progress bar on stderr: only on a terminal, and never under `--json`.
     show_progress: bool,
+    /// `--decode`: the reduction per side images are decoded at.
+    decode: u32,
 }
 
 impl Scoring {
@@ -295,6 +313,7 @@ impl Scoring {
             latency: Vec::new(),
             unreadable: Vec::new(),
             show_progress: std::io::stderr().is_terminal() && !args.json,
+            decode: args.decode,
         }
     }
 
@@ -304,7 +323,8 @@ impl Scoring {
 
     /// The image of a sample, or `None` (noted as unreadable) when it cannot be decoded.
     fn read(&mut self, path: &Path) -> Option<Mat> {
-        match infer::read_image(path) {
+        let read = if self.decode > 1 { read_reduced(path, self.decode) } else { infer::read_image(path) };
+        match read {
             Ok(frame) => Some(frame),
             Err(e) => {
                 self.unreadable.push(e);
@@ -312,6 +332,17 @@ impl Scoring {
             }
         }
     }
+}
+
+/// An image decoded at 1/`k` per side (libjpeg scales JPEG in its IDCT; OpenCV resizes others).
+fn read_reduced(path: &Path, k: u32) -> Result<Mat, String> {
+    use opencv::prelude::MatTraitConst;
+    let m = opencv::imgcodecs::imread(path, crate::camera::source::reduced_flag(k))
+        .map_err(|e| e.message)?;
+    if m.empty() {
+        return Err(format!("{}: not an image OpenCV can decode at 1/{k}", path.display()));
+    }
+    Ok(m)
 }
 
 /// Load the model, score every labelled image of the folder with it, and
@@ -516,6 +547,7 @@ fn complete_report(mut report: Value, scoring: Scoring, args: &EvalArgs) -> Resu
     report["inference_ms"] = json!({"p50": lat.p50, "p99": lat.p99, "n": lat.n});
     report["model"] = json!(args.model.display().to_string());
     report["data"] = json!(args.data.display().to_string());
+    report["decode"] = json!(if args.decode > 1 { format!("1/{}", args.decode) } else { "full".to_string() });
     Ok(report)
 }
 
