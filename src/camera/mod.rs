@@ -265,7 +265,9 @@ impl Camera {
         let before = self.stats.decode_scale.swap(u64::from(k), Ordering::Relaxed);
         if before != u64::from(k) {
             let size = src.frame_size().map(|(w, h)| format!("{w}x{h}")).unwrap_or_else(|| "unknown".into());
-            if k == wanted {
+            if k == 1 && wanted == 1 {
+                tracing::info!(camera = %self.name, frame = %size, "camera decodes its frames at full size");
+            } else if k == wanted {
                 tracing::info!(camera = %self.name, frame = %size, decode = %format!("1/{k}"), "camera decodes its frames at 1/{k} per side");
             } else {
                 tracing::info!(camera = %self.name, frame = %size, wanted = %format!("1/{wanted}"), "camera decodes its frames at full size (its source is not MJPG through FFmpeg)");
