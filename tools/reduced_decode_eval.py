@@ -54,7 +54,8 @@ def detection_set(out, seed, n):
     if os.path.isdir(out):
         return out
     tmp = out + ".png"
-    make_detection_dataset.write_split(tmp, "test", seed, n, workers=2)
+    # One process: a fork after OpenCV started its threads can deadlock.
+    make_detection_dataset.write_split(tmp, "test", seed, n, workers=1)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     os.makedirs(os.path.join(out, "labels"), exist_ok=True)
     for name in sorted(os.listdir(os.path.join(tmp, "images", "test"))):

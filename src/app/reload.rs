@@ -240,7 +240,7 @@ impl State {
         for (name, t) in &new.tasks {
             let Some(handles) = self.tasks.get(name) else { continue };
             let fit = match swaps.iter().find(|(m, _)| *m == t.model) {
-                Some((_, loaded)) => Some(loaded.fit()),
+                Some((_, loaded)) => loaded.fit(),
                 None => handles.fit,
             };
             let camera_changed = changes.iter().any(|k| under(k, &format!("cameras.{}", t.camera)));

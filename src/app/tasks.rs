@@ -149,7 +149,7 @@ impl Wiring<'_> {
             unusable: group.loaded.as_ref().err().cloned(),
         };
         let (reconfigure_tx, reconfigure_rx) = std::sync::mpsc::channel();
-        let fit = group.loaded.as_ref().ok().map(|m| m.fit());
+        let fit = group.loaded.as_ref().ok().and_then(|m| m.fit());
         let camera = Camera {
             name: task.camera.as_str().into(),
             config: cam_cfg.clone(),

@@ -58,8 +58,8 @@ pub struct Camera {
     pub control: Arc<crate::part::control::TaskControl>,
     /// A reload's new settings for this camera (`app/reload.rs`), taken between two frames.
     pub reconfigure: std::sync::mpsc::Receiver<Settings>,
-    /// What the task's model does with a frame: how far `decode: auto` may reduce (None: the
-    /// model is unusable, frames are decoded at full size).
+    /// What the task's model does with a frame: how far `decode: auto` may reduce (None: decode
+    /// in full, for a model that is unusable or whose scores depend on the full decode).
     pub fit: Option<Fit>,
 }
 

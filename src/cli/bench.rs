@@ -230,7 +230,7 @@ fn decode_scale(args: &BenchArgs, video: &Path) -> Result<u32, String> {
     let env = runtime::environment(&lib).map_err(|e| e.to_string())?;
     let model = crate::inference::load_model(env, &cfg.config().models["model"], 1).map_err(|e| e.to_string())?;
     let (w, h) = crate::camera::transform::Transform::of(cam).size_of(args.width as u32, args.height as u32);
-    Ok(model.fit().largest_reduction(w, h))
+    Ok(model.fit().map_or(1, |f| f.largest_reduction(w, h)))
 }
 
 /// Median, min and max of one figure over the rounds (`null` when no round has it).

@@ -146,15 +146,19 @@ impl Loaded {
         }
     }
 
-    /// What the model does with a frame's pixels, so a camera knows how far it may reduce its
-    /// decoding (`part::fit`).
-    pub fn fit(&self) -> crate::part::fit::Fit {
+    /// What the model does with a frame's pixels, so a camera with `decode: auto` knows how far
+    /// it may reduce its decoding (`part::fit`); `None`: decode in full. Anomaly models get
+    /// `None`: their scores are calibrated on the pixel statistics they were fitted on, and a
+    /// reduced decode moved the committed PatchCore's operating point (held-out NG recall 0.74 ->
+    /// 0.69 at 1/4, AUROC unchanged: docs/benchmarks.md); `decode: 1/4` still forces it.
+    pub fn fit(&self) -> Option<crate::part::fit::Fit> {
         use crate::part::fit::Fit;
         let (width, height) = self.input_size();
         match self {
-            Loaded::Classifier(_) | Loaded::Anomaly(_) => Fit::Stretch { width, height },
-            Loaded::Detector(_) => Fit::Letterbox { width, height },
-            Loaded::YoloClassify(_) => Fit::ShortSide { side: width },
+            Loaded::Classifier(_) => Some(Fit::Stretch { width, height }),
+            Loaded::Anomaly(_) => None,
+            Loaded::Detector(_) => Some(Fit::Letterbox { width, height }),
+            Loaded::YoloClassify(_) => Some(Fit::ShortSide { side: width }),
         }
     }
 
