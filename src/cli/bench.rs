@@ -86,7 +86,7 @@ pub struct BenchArgs {
     /// With --queue: messages per second offered to the queue in the runs through it (the
     /// daemon's pipeline never waits for the queue, so neither does the bench: it offers a
     /// steady load, above the goal, and measures what comes through).
-    #[arg(long, default_value_t = 40_000)]
+    #[arg(long, default_value_t = 60_000)]
     pub offered: u64,
     /// Measure several cameras sharing one model instead, for each camera count given
     /// (e.g. `--cameras 1,2,4`), with frames batched across the cameras.

@@ -724,7 +724,10 @@ mod tests {
         let out = stamp(br#" {"z":1.50,"a":"\u00e9"} "#, 3, false);
         assert_eq!(out, br#"{"msg_id":3,"z":1.50,"a":"\u00e9"} "#.to_vec());
         assert_eq!(stamp(b"{ }", 4, true), br#"{"msg_id":4,"historical":true }"#.to_vec());
-        assert_eq!(parse(&stamp(br#"{"a":{"msg_id":1}}"#, 5, false)), serde_json::json!({"a": {"msg_id": 1}, "msg_id": 5}));
+        assert_eq!(
+            parse(&stamp(br#"{"a":{"msg_id":1}}"#, 5, false)),
+            serde_json::json!({"a": {"msg_id": 1}, "msg_id": 5})
+        );
         // A key of the stamp's already there (even written with an escape): replaced, not repeated.
         let out = stamp(br#"{"msg_id":1,"historical":false,"b":2}"#, 6, true);
         assert_eq!(parse(&out), serde_json::json!({"msg_id": 6, "historical": true, "b": 2}));
