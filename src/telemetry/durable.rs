@@ -526,7 +526,7 @@ impl Stamp for JsonStamp {
 /// Every queued message passes here on its way out, so the usual case is spliced, not
 /// rebuilt: a JSON object without either key gets them written in after its `{`, its own bytes
 /// untouched. Parsing it into a `serde_json::Value` and writing it out again (maps, strings,
-/// floats formatted anew) was a fifth of the sending task's CPU at 30,000 messages/s
+/// floats formatted anew) was about a fifth of the async runtime's CPU in `bench --queue`
 /// (docs/benchmarks.md, "The MQTT disk queue"). An object that already has a key of the stamp's
 /// takes the slow path, which replaces it.
 fn stamp(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
