@@ -69,12 +69,26 @@ pub struct BenchArgs {
     /// scripts/bench_slow_fsync.sh puts it on a disk whose fsync takes 200 ms.
     #[arg(long)]
     pub queue_dir: Option<PathBuf>,
-    /// Measure the MQTT disk queue instead: write rate, QoS 1 rate to a local broker, replay time.
+    /// Measure the MQTT disk queue instead: write rate, and in --rounds interleaved rounds the
+    /// broker's QoS 1 ceiling (no queue), QoS 1 through the queue, and the replay of a backlog.
     #[arg(long)]
     pub queue: bool,
-    /// With --queue: messages in the backlog that is replayed.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub backlog: u64,
+    /// With --queue: messages of each QoS 1 run (the ceiling and through the queue).
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// With --queue: messages in the backlog replayed in each round (0: no replay). The goal is
+    /// stated for 1,000,000 (at most 60 s).
+    #[arg(long, alias = "backlog", default_value_t = 100_000)]
+    pub replay_messages: u64,
+    /// With --queue: the in-flight window (`mqtt.queue.inflight`) of the queue and of the
+    /// ceiling's publisher; the config's default unless given.
+    #[arg(long)]
+    pub inflight: Option<u16>,
+    /// With --queue: messages per second offered to the queue in the runs through it (the
+    /// daemon's pipeline never waits for the queue, so neither does the bench: it offers a
+    /// steady load, above the goal, and measures what comes through).
+    #[arg(long, default_value_t = 60_000)]
+    pub offered: u64,
     /// Measure several cameras sharing one model instead, for each camera count given
     /// (e.g. `--cameras 1,2,4`), with frames batched across the cameras.
     #[arg(long, value_delimiter = ',')]
@@ -88,7 +102,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub viewers: Option<usize>,
     /// Rounds: of the pipeline bench (each measures the stages alone and the pipeline, and the
-    /// peer with `--peer`, in alternating order), or of the `--viewers` comparison.
+    /// peer with `--peer`, in alternating order), of the `--viewers` comparison, and of `--queue`
+    /// (each: the ceiling, the queue, the replay).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Run the Python peer (`tools/peer_pipeline.py`) in every round, between linesight's runs,
@@ -126,7 +141,14 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
 
 /// `--queue`: the report is the JSON document (pretty unless `--json`).
 async fn bench_queue(args: &BenchArgs) -> Result<(), String> {
-    let out = queue::run(args.backlog).await?;
+    let plan = queue::Plan {
+        runs: args.rounds,
+        messages: args.messages,
+        replay_messages: args.replay_messages,
+        inflight: args.inflight,
+        offered: args.offered,
+    };
+    let out = queue::run(plan).await?;
     println!("{}", if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() });
     Ok(())
 }

@@ -311,6 +311,22 @@ pub struct QueueConfig {
     /// What happens when the queue is full: `drop-oldest` (default) or `drop-newest`. Either way it is counted and raises an alarm.
     #[serde(default)]
     pub when_full: QueueFull,
+    /// Queued messages sent and not yet acknowledged by the broker, at most (1 to 16384). More is faster on a link with a long round trip; after a reconnect up to this many are sent again (duplicates, de-duplicated by `msg_id`). Lower it for a broker that limits a client's in-flight messages.
+    #[serde(default = "default_queue_inflight")]
+    pub inflight: u16,
+}
+
+impl QueueConfig {
+    /// A queue in `dir` with every other setting at its default.
+    pub fn new(dir: impl Into<PathBuf>) -> QueueConfig {
+        QueueConfig {
+            dir: dir.into(),
+            max_mb: default_queue_mb(),
+            fsync_every: default_fsync_every(),
+            when_full: QueueFull::default(),
+            inflight: default_queue_inflight(),
+        }
+    }
 }
 
 fn default_queue_mb() -> u64 {
@@ -318,6 +334,14 @@ fn default_queue_mb() -> u64 {
 }
 fn default_fsync_every() -> Dur {
     Dur::from_millis(200)
+}
+/// The largest `mqtt.queue.inflight`: room under MQTT's 65535 packet ids for the session's own
+/// QoS 1 messages, and a bound on what the queue holds in memory (twice the window, read ahead).
+pub const MAX_QUEUE_INFLIGHT: u16 = 16384;
+// Enough for the broker's ceiling on loopback (docs/benchmarks.md, "The MQTT disk queue"): the
+// window is what keeps the link busy while acknowledgements travel and the queue reads ahead.
+fn default_queue_inflight() -> u16 {
+    1024
 }
 
 // What a full queue gives up: bounded disk use beats an unbounded backlog.

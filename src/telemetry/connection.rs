@@ -33,6 +33,10 @@ pub const MAX_PACKET: usize = 1 << 20;
 /// outside can make the node hold to 1 MiB.
 pub const MAX_INCOMING_PACKET: usize = 64 << 10;
 
+/// QoS 1 messages of a session's own (not from its disk queue) in flight at once: rumqttc's
+/// default, the whole window of a session without a queue.
+pub const OWN_INFLIGHT: u16 = 100;
+
 /// Incoming messages waiting for the command door; more are dropped and logged.
 pub const INCOMING_BUFFER: usize = 16;
 
@@ -63,6 +67,10 @@ pub fn options(cfg: &MqttConfig, server: &Server, client_id: &str, tls: Option<&
     opts.set_keep_alive(cfg.keep_alive.get());
     opts.set_clean_session(true);
     opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_PACKET);
+    // The disk queue's window, and room beside it for the session's own QoS 1 messages
+    // (availability, stats, answers): a full window never holds those back.
+    let queue_window = cfg.queue.as_ref().map_or(0, |q| q.inflight);
+    opts.set_inflight(queue_window.saturating_add(OWN_INFLIGHT));
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.expose());
     }

@@ -54,8 +54,9 @@ use crate::store::writer::{Event, Message, Request, Writer, WriterConfig};
 use crate::store::{Record, StoreConfig, WhenFull};
 use crate::util::throttle::{Report, Throttle};
 
-/// Unacknowledged durable messages in flight at once.
-const WINDOW: usize = 64;
+/// Unacknowledged durable messages in flight at once, unless the config says otherwise
+/// (`mqtt.queue.inflight`).
+const DEFAULT_WINDOW: usize = 1024;
 
 /// How long a stop waits for the writer's last fsync.
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
@@ -73,6 +74,8 @@ pub struct Durable {
     writer: Writer,
     stats: Arc<QueueStats>,
     ack_by: AckBy,
+    /// Unacknowledged messages in flight at most; records are read ahead up to twice this.
+    window: usize,
     /// Barriers requested and not yet sent: the last sequence number before each.
     barriers: VecDeque<u64>,
     /// Barriers sent, by packet id.
@@ -151,7 +154,9 @@ impl Durable {
         };
         let writer = Writer::open(WriterConfig::new(name, &cfg.dir), store_cfg)
             .map_err(|e| format!("{name} in {}: cannot start its writer thread: {e}", cfg.dir.display()))?;
-        Ok(Durable::with_writer(writer, ack_by, stats))
+        let mut d = Durable::with_writer(writer, ack_by, stats);
+        d.window = usize::from(cfg.inflight.max(1));
+        Ok(d)
     }
 
     /// Over a writer already started (tests: a writer over a simulated file layer).
@@ -161,6 +166,7 @@ impl Durable {
             writer,
             stats,
             ack_by,
+            window: DEFAULT_WINDOW,
             barriers: VecDeque::new(),
             barrier_pkid: HashMap::new(),
             requested: VecDeque::new(),
@@ -329,7 +335,7 @@ impl Durable {
             AckBy::Barrier(_) => QoS::AtMostOnce,
         };
         let mut n = 0;
-        while self.in_flight < WINDOW {
+        while self.in_flight < self.window {
             let Some(r) = self.ready.pop_front() else { break };
             if r.seq < self.next_to_send {
                 continue;
@@ -359,9 +365,11 @@ impl Durable {
         n
     }
 
-    /// Ask the writer for the next records (a window at a time, one read at a time).
+    /// Ask the writer for the next records (a window at a time, one read at a time), so that a
+    /// window's worth is ready in memory when the broker's acknowledgements make room: the
+    /// sending side never waits for a read of the disk.
     fn read_more(&mut self) {
-        if self.reading.is_some() || self.read_failed || self.ready.len() >= WINDOW / 2 {
+        if self.reading.is_some() || self.read_failed || self.ready.len() >= self.window {
             return;
         }
         let after = self.cursor.max(self.next_to_send.saturating_sub(1));
@@ -369,7 +377,7 @@ impl Durable {
             return;
         }
         let tag = self.epoch;
-        if self.writer.try_send(Request::Read { after, max: WINDOW, tag }).is_ok() {
+        if self.writer.try_send(Request::Read { after, max: self.window, tag }).is_ok() {
             self.reading = Some(tag);
         }
     }
@@ -514,7 +522,42 @@ impl Stamp for JsonStamp {
 }
 
 /// The payload with its queue id and the historical flag (JSON objects only).
+///
+/// Every queued message passes here on its way out, so the usual case is spliced, not
+/// rebuilt: a JSON object without either key gets them written in after its `{`, its own bytes
+/// untouched. Parsing it into a `serde_json::Value` and writing it out again (maps, strings,
+/// floats formatted anew) was about a fifth of the async runtime's CPU in `bench --queue`
+/// (docs/benchmarks.md, "The MQTT disk queue"). An object that already has a key of the stamp's
+/// takes the slow path, which replaces it.
 fn stamp(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
+    match serde_json::from_slice::<TopLevel>(payload) {
+        Ok(TopLevel { stamped: false }) => splice(payload, seq, historical),
+        Ok(TopLevel { stamped: true }) => restamp(payload, seq, historical),
+        Err(_) => payload.to_vec(),
+    }
+}
+
+/// `payload`, a valid JSON object without the stamp's keys, with them first in it.
+fn splice(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
+    // Valid JSON (checked by the caller) that is an object: after whitespace, a `{`.
+    let open = payload.iter().position(|&b| b == b'{').expect("a JSON object starts with {");
+    let rest = &payload[open + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(payload.len() + 48);
+    out.extend_from_slice(b"{\"msg_id\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    if historical {
+        out.extend_from_slice(b",\"historical\":true");
+    }
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The slow path: parsed, the keys set (replacing what was there), written out again.
+fn restamp(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Value>(payload) {
         Ok(serde_json::Value::Object(mut m)) => {
             m.insert("msg_id".into(), seq.into());
@@ -527,13 +570,59 @@ fn stamp(payload: &[u8], seq: u64, historical: bool) -> Vec<u8> {
     }
 }
 
+/// What [`stamp`] needs to know of a payload, read without building it: that it is one valid
+/// JSON object (deserializing fails otherwise), and whether it has a top-level key the stamp sets.
+struct TopLevel {
+    stamped: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TopLevel, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+                let mut stamped = false;
+                while let Some(StampKey(is)) = map.next_key()? {
+                    stamped |= is;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(TopLevel { stamped })
+            }
+        }
+        d.deserialize_map(Object)
+    }
+}
+
+/// A key of an object: whether it is one the stamp sets.
+struct StampKey(bool);
+
+impl<'de> serde::Deserialize<'de> for StampKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StampKey, D::Error> {
+        struct Key;
+        impl serde::de::Visitor<'_> for Key {
+            type Value = StampKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<StampKey, E> {
+                Ok(StampKey(k == "msg_id" || k == "historical"))
+            }
+        }
+        d.deserialize_str(Key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Dur;
 
     fn queue(dir: &std::path::Path) -> QueueConfig {
-        QueueConfig { dir: dir.into(), max_mb: 1, fsync_every: Dur::from_millis(0), when_full: QueueFull::DropOldest }
+        QueueConfig { max_mb: 1, fsync_every: Dur::from_millis(0), ..QueueConfig::new(dir) }
     }
 
     /// Feeds the writer's answers to `d` until `done` holds (a few seconds at most).
@@ -626,6 +715,28 @@ mod tests {
         let why = stats.problem().expect("a problem is reported");
         assert!(why.contains(&file.join("queue").display().to_string()), "{why}");
         assert!(why.contains("cannot be opened"), "{why}");
+    }
+
+    #[test]
+    fn stamps_are_spliced_into_objects_without_their_keys_and_replace_them_otherwise() {
+        let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        // The object's own bytes are kept as they were (key order, number formatting).
+        let out = stamp(br#" {"z":1.50,"a":"\u00e9"} "#, 3, false);
+        assert_eq!(out, br#"{"msg_id":3,"z":1.50,"a":"\u00e9"} "#.to_vec());
+        assert_eq!(stamp(b"{ }", 4, true), br#"{"msg_id":4,"historical":true }"#.to_vec());
+        assert_eq!(
+            parse(&stamp(br#"{"a":{"msg_id":1}}"#, 5, false)),
+            serde_json::json!({"a": {"msg_id": 1}, "msg_id": 5})
+        );
+        // A key of the stamp's already there (even written with an escape): replaced, not repeated.
+        let out = stamp(br#"{"msg_id":1,"historical":false,"b":2}"#, 6, true);
+        assert_eq!(parse(&out), serde_json::json!({"msg_id": 6, "historical": true, "b": 2}));
+        let out = stamp(br#"{"msg\u005fid":1}"#, 7, false);
+        assert_eq!(parse(&out), serde_json::json!({"msg_id": 7}));
+        // Not one valid object: unchanged.
+        for bad in [&br#"{"a":1} x"#[..], br#"{"a":1"#, br#"[1]"#, b"", br#""s""#] {
+            assert_eq!(stamp(bad, 8, true), bad.to_vec());
+        }
     }
 
     #[test]

@@ -705,3 +705,12 @@ fn the_state_dir_defaults_to_var_lib_and_resolves_against_the_file() {
     let loaded = config::load_str(&text, "node.yaml", Path::new("/etc/linesight")).unwrap();
     assert_eq!(loaded.config().runtime.state_dir, Path::new("/etc/linesight/state"));
 }
+
+#[test]
+fn a_queue_window_out_of_range_is_refused() {
+    let with =
+        |n: &str| valid().replace("  port: 1883", &format!("  port: 1883\n  queue: {{ dir: q, inflight: {n} }}"));
+    errors_contain(&with("0"), &[&["node.yaml:7:30", "0 messages in flight is out of range", "1 to 16384"]]);
+    errors_contain(&with("16385"), &[&["16385 messages in flight is out of range"]]);
+    assert!(config::load_str(&with("16384"), "node.yaml", Path::new("/")).is_ok(), "16384 is the largest allowed");
+}

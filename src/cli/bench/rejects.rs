@@ -71,10 +71,10 @@ async fn start_queue(dir: &Path) -> Result<Queue, String> {
     let _ = std::fs::remove_dir_all(&qdir);
     let broker = Broker::start()?;
     let q = config::QueueConfig {
-        dir: qdir.clone(),
         max_mb: 64,
         fsync_every: config::Dur::from_millis(200),
         when_full: config::QueueFull::DropOldest,
+        ..config::QueueConfig::new(qdir.clone())
     };
     let cfg = config::MqttConfig { queue: Some(q.clone()), ..config::MqttConfig::new("127.0.0.1", broker.port) };
     let node = config::NodeIdentity { group_id: "bench".into(), node_id: "rejects".into() };

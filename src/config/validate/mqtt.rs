@@ -62,6 +62,13 @@ fn queue(q: &QueueConfig, c: &mut Collector) {
             "use 0ms to 60s; 200ms is usual",
         );
     }
+    if !(1..=MAX_QUEUE_INFLIGHT).contains(&q.inflight) {
+        c.at(
+            &["mqtt", "queue", "inflight"],
+            format!("{} messages in flight is out of range", q.inflight),
+            format!("use 1 to {MAX_QUEUE_INFLIGHT}; 1024 is the default"),
+        );
+    }
     if q.dir.as_os_str().is_empty() {
         c.at(&["mqtt", "queue", "dir"], "the queue folder is empty", "give a folder, e.g. /var/lib/linesight/queue");
     }
