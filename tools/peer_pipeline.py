@@ -43,6 +43,16 @@ def percentiles(values):
     return {"p50": pick(0.50), "p99": pick(0.99), "max": round(float(v[-1]), 3)}
 
 
+def peak_rss_mb():
+    """VmHWM: the peak RSS of this process's own memory. Not getrusage's ru_maxrss, which on Linux
+    keeps the parent's peak from before the exec (the bench's, here)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 def cpu_seconds():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -147,7 +157,7 @@ def main():
         "cpu_ms_per_frame": round(cpu * 1e3 / max(n, 1), 2),
         "decision_latency_ms": percentiles(decision_ms),
         "coil_ack_latency_ms": percentiles(ack_ms),
-        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_mb": peak_rss_mb(),
         "ok": counts["OK"],
         "ng": counts["NG"],
         "versions": {"opencv": cv2.__version__, "onnxruntime": ort.__version__, "numpy": np.__version__},
