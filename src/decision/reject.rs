@@ -619,7 +619,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn count_rejects_follow_the_encoder() {
         let t0 = Instant::now();
-        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: t0, speed: 0.0 }));
+        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: t0, speed: 0.0, raw: 0 }));
         let mut s = GateSettings::timed(Duration::from_millis(10));
         s.encoder = Some(enc_rx);
         let (rec, gate, task, _) = setup(s);
@@ -630,7 +630,7 @@ mod tests {
         assert!(rec.writes().is_empty());
         // Moving at 10,000 counts/s from 500 counts: due 50 ms after this reading.
         let at = Instant::now();
-        enc_tx.send(Some(Position { counts: 500, at, speed: 10_000.0 })).unwrap();
+        enc_tx.send(Some(Position { counts: 500, at, speed: 10_000.0, raw: 500 })).unwrap();
         assert!(matches!(rx.await.unwrap(), GateOutcome::Fired { .. }));
         drop(gate);
         task.await.unwrap();
@@ -707,7 +707,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_purge_by_position_waits_for_the_encoder() {
-        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: Instant::now(), speed: 0.0 }));
+        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: Instant::now(), speed: 0.0, raw: 0 }));
         let settings = GateSettings { encoder: Some(enc_rx), ..GateSettings::timed(Duration::from_millis(30)) };
         let (rec, gate, task, _) = setup(settings);
         let t0 = Instant::now();
@@ -715,7 +715,7 @@ mod tests {
         // Nothing moves for a second: the gate stays on.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(ms_since(&rec, t0), vec![(0, true)]);
-        enc_tx.send(Some(Position { counts: 500, at: Instant::now(), speed: 0.0 })).unwrap();
+        enc_tx.send(Some(Position { counts: 500, at: Instant::now(), speed: 0.0, raw: 500 })).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(gate);
         drop(enc_tx);

@@ -55,7 +55,7 @@ impl Unwrapper {
             (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
             _ => 0.0,
         };
-        Position { counts: self.counts, at, speed }
+        Position { counts: self.counts, at, speed, raw: raw as u64 }
     }
 }
 
