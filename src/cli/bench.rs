@@ -195,6 +195,7 @@ async fn bench_rejects(args: &BenchArgs) -> Result<(), String> {
             speed: args.speed,
             max_rate: args.max_rate,
             json: args.json,
+            odd_ng: false,
         };
         let out = rejects::run_line(b).await?;
         if args.json {

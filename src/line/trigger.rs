@@ -375,6 +375,104 @@ mod tests {
         assert_eq!(step(40_001), 1);
     }
 
+    fn pos(counts: i64, raw: u64, at: Instant, speed: f64) -> Position {
+        Position { counts, at, speed, raw }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_latch_the_edge_is_midway_between_readings() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Placer::new(Duration::from_millis(2), PointType::U32);
+        // Encoder at 10,000 counts/s, read every 2 ms.
+        for i in 0..4u64 {
+            p.encoder(pos(20 * i as i64, 20 * i, ms(2 * i), 10_000.0));
+        }
+        assert_eq!(p.reading(ms(2)), ms(1), "no previous reading: half a poll before");
+        let est = p.reading(ms(4));
+        assert_eq!(est, ms(3));
+        let e = p.place(est, None);
+        assert_eq!(e, Edge { at: ms(3), position: Some(30), latched: false });
+        // A previous reading long ago (an outage) is not used.
+        assert_eq!(p.reading(ms(100)), ms(99));
+        // Past the last reading, the speed carries the position on.
+        assert_eq!(p.position_at(ms(10)), Some(100.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latch_places_the_part_exactly_across_the_wrap() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Placer::new(Duration::from_millis(2), PointType::U32);
+        let top = u64::from(u32::MAX);
+        // 10,000 counts/s through the u32 wrap: raw top-9 at 0 ms, 10 at 2 ms (20 counts on).
+        p.encoder(pos(1000, top - 9, ms(0), 10_000.0));
+        p.encoder(pos(1020, 10, ms(2), 10_000.0));
+        let est = p.reading(ms(2));
+        // Latched at raw 4: 14 counts after the first reading, 1.4 ms.
+        let e = p.place(est, Some(4));
+        assert_eq!(e, Edge { at: ms(0) + Duration::from_micros(1400), position: Some(1014), latched: true });
+        // The PLC did not latch the next edge: the same count again is not trusted.
+        let e2 = p.place(ms(3), Some(4));
+        assert!(!e2.latched, "{e2:?}");
+        // A latch before the first reading is placed back in time by the speed.
+        assert_eq!(p.time_at(990), Some(ms(0) - Duration::from_millis(1)));
+        // Standing still there: no time.
+        let mut q = Placer::new(Duration::from_millis(2), PointType::U16);
+        q.encoder(pos(0, 65_530, ms(0), 0.0));
+        assert_eq!(q.unwrap_latch(2), Some(8), "u16 wrap");
+        assert_eq!(q.time_at(8), None);
+        assert_eq!(q.place(ms(1), Some(2)), Edge { at: ms(1), position: Some(8), latched: true });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_triggered_part_gets_its_latched_position_read_in_the_same_cycle() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let good = |v: Value, at: Instant, reads: u64| Sample {
+            value: Some(v),
+            quality: Quality::Good,
+            read_at: Some(at),
+            read_wall: None,
+            error: None,
+            reads,
+        };
+        let (eye_tx, eye_rx) = watch::channel(good(Value::Bool(false), ms(0), 1));
+        let (latch_tx, latch_rx) = watch::channel(good(Value::UInt(0), ms(0), 1));
+        let (enc_tx, enc_rx) = watch::channel(Some(pos(0, 5000, ms(0), 10_000.0)));
+        let inputs = LineInputs {
+            poll: Duration::from_millis(2),
+            encoder: Some((enc_rx, PointType::U32)),
+            latch: Some(latch_rx),
+        };
+        let (events, mut announced) = Announcer::channel(16, Default::default());
+        let stats = Arc::new(TaskStats::default());
+        let detector = Detector::new(TriggerOn::RisingEdge, PointType::Bool);
+        let task = tokio::spawn(run("cam".into(), eye_rx, detector, inputs, Default::default(), events, stats, control()));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        enc_tx.send(Some(pos(20, 5020, ms(2), 10_000.0))).unwrap();
+        eye_tx.send(good(Value::Bool(false), ms(2), 2)).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        // The eye is on at 4 ms; the latch (read right after it) says the edge was at raw 5027.
+        eye_tx.send(good(Value::Bool(true), ms(4), 3)).unwrap();
+        tokio::time::sleep(Duration::from_micros(300)).await;
+        assert!(announced.try_recv().is_err(), "the part waits for the latch of its cycle");
+        enc_tx.send(Some(pos(40, 5040, ms(4), 10_000.0))).unwrap();
+        latch_tx.send(good(Value::UInt(5027), ms(4) + Duration::from_micros(300), 2)).unwrap();
+        let Some(PartEvent::Captured(p)) = announced.recv().await else { panic!("no part") };
+        assert_eq!(p.position, Some(27));
+        assert_eq!(tokio::time::Instant::from_std(p.captured), ms(2) + Duration::from_micros(700));
+        // The next edge, whose latch never comes: placed midway, from the encoder.
+        eye_tx.send(good(Value::Bool(false), ms(6), 4)).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        eye_tx.send(good(Value::Bool(true), ms(8), 5)).unwrap();
+        let Some(PartEvent::Captured(p)) = announced.recv().await else { panic!("no part") };
+        assert_eq!(tokio::time::Instant::from_std(p.captured), ms(7));
+        assert_eq!(p.position, Some(70));
+        drop(eye_tx);
+        task.await.unwrap();
+    }
+
     fn control() -> Arc<TaskControl> {
         let limits = crate::part::control::CommandLimits::for_task(&Default::default(), 0.5);
         Arc::new(TaskControl::new("t", 0.5, limits))

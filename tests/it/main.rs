@@ -35,6 +35,7 @@ mod pipeline;
 mod purge;
 mod pyplc_smoke;
 mod queue_disk;
+mod reject_line;
 mod reload;
 mod shared_model;
 mod signals;

@@ -232,6 +232,9 @@ pub struct LineBench {
     /// Also find the highest rate with no missed reject and no deadline miss.
     pub max_rate: bool,
     pub json: bool,
+    /// Only odd parts are NG (the integration test: a pulse for an even part is for the wrong
+    /// part); else every part is.
+    pub odd_ng: bool,
 }
 
 /// One run's figures: the "on" writes' arrival at the line process minus the true due time.
@@ -250,6 +253,10 @@ struct RunFigures {
     failed: usize,
     triggers: u64,
     reads: u64,
+    /// Parts whose position in linesight is the PLC's latched count exactly.
+    exact_positions: usize,
+    /// Mean |linesight's position - the PLC's latched count|, in encoder counts.
+    position_error: f64,
 }
 
 impl RunFigures {
@@ -263,6 +270,7 @@ impl RunFigures {
             "ng_parts": self.ng, "missed": self.missed, "duplicates": self.duplicates, "wrong_part": self.wrong,
             "deadline_misses": self.deadline_misses, "failed_writes": self.failed,
             "triggers_seen": self.triggers, "plc_reads": self.reads,
+            "positions_exact": self.exact_positions, "position_error_counts_mean": self.position_error,
         })
     }
 }
@@ -372,7 +380,7 @@ async fn line_run(b: &LineBench, rate: f64, parts: usize, latch: bool, seed: u64
         format!("--speed={}", b.speed),
         format!("--distance={}", b.distance),
         format!("--seed={seed}"),
-        "--ng=all".into(),
+        format!("--ng={}", if b.odd_ng { "odd" } else { "all" }),
     ])
     .await?;
     let poll = format!("{}us", b.poll.as_micros());
@@ -430,22 +438,24 @@ tasks: {{}}
     let plan = RejectPlan { gate: gate.clone(), output: "gate".into(), encoder: Some(enc_rx.clone()) };
     // The task's controller, as far as the gate goes: every announced part enters the gate at its
     // trigger's position + the distance, and is NG `INFERENCE` later.
-    let distance = b.distance;
+    let (distance, odd_ng) = (b.distance, b.odd_ng);
     let controller = tokio::spawn(async move {
         let mut outcomes = Vec::new();
+        let mut positions = Vec::new();
         while let Some(ev) = announced.recv().await {
             if let PartEvent::Captured(p) = ev {
                 waiting.lock().unwrap_or_else(|e| e.into_inner()).clear(); // no camera takes them
                 let arrival = plan.arrival(GateDistance::Counts(distance), Instant::from_std(p.captured), p.position);
                 outcomes.push(plan.gate.enter(p.part_id, arrival));
+                positions.push(p.position);
                 let g = plan.gate.clone();
                 tokio::spawn(async move {
                     sleep(INFERENCE).await;
-                    g.verdict(p.part_id, true);
+                    g.verdict(p.part_id, !odd_ng || p.part_id % 2 == 1);
                 });
             }
         }
-        outcomes
+        (outcomes, positions)
     });
     // The belt must be followed before the first part.
     let t = Instant::now();
@@ -469,7 +479,9 @@ tasks: {{}}
         t.abort();
     }
     drop(gate);
-    let outcomes = controller.await.map_err(|e| e.to_string())?;
+    let (outcomes, positions) = controller.await.map_err(|e| e.to_string())?;
+    // The raw counter value at linesight's position 0, to compare positions with latched counts.
+    let raw0 = enc_rx.borrow().map(|p| (p.raw as i64 - p.counts).rem_euclid(1 << 32));
     let _ = tokio::time::timeout(Duration::from_secs(5), gate_task).await;
     let mut failed = 0;
     for rx in outcomes {
@@ -480,6 +492,17 @@ tasks: {{}}
     let _ = outputs.all_to_safe_state().await;
     drop(plc);
     let mut f = figures(&done)?;
+    let latches: Vec<i64> = done["parts"].as_array().into_iter().flatten().filter_map(|p| p["latch"].as_i64()).collect();
+    let mut errs = Vec::new();
+    for (pos, latch) in positions.iter().zip(&latches) {
+        if let (Some(pos), Some(raw0)) = (pos, raw0) {
+            // The shortest way round the wrap from the latched count.
+            let d = ((raw0 + pos - latch).rem_euclid(1 << 32) + (1 << 31)).rem_euclid(1 << 32) - (1 << 31);
+            errs.push(d.unsigned_abs() as f64);
+        }
+    }
+    f.exact_positions = errs.iter().filter(|e| **e == 0.0).count();
+    f.position_error = if errs.is_empty() { 0.0 } else { round3(errs.iter().sum::<f64>() / errs.len() as f64) };
     f.deadline_misses = stats.deadline_misses.load(Ordering::Relaxed);
     f.failed = failed;
     f.triggers = stats.triggers.load(Ordering::Relaxed);
