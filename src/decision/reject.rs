@@ -22,6 +22,11 @@
 //! without burning a core, which spinning on the clock did (it cost the
 //! pipeline 15 % of its throughput on two cores). Tests on tokio's paused
 //! clock turn it off.
+//!
+//! A write takes time to reach the device: half a round trip, and the wait
+//! behind a poll already on the wire. The output measures it on its last
+//! writes ([`Actuator::lead`], the median), and the gate sends each "on" that
+//! much before the part is due, so that it lands when the part does.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -406,23 +411,30 @@ impl State {
         }
     }
 
+    /// When a part due at `due` is fired: the output's lead earlier (see [`Actuator::lead`]).
+    fn fire_at(due: Instant, lead: Duration) -> Instant {
+        due.checked_sub(lead).unwrap_or(due)
+    }
+
     fn next_event(&self) -> Option<Instant> {
-        let parts = self.parts.values().filter_map(|e| self.due(e.slot));
+        let lead = self.output.lead();
+        let parts = self.parts.values().filter_map(|e| self.due(e.slot).map(|t| Self::fire_at(t, lead)));
         let confirms = self.confirms.iter().map(|c| c.1);
         let hold = self.hold.and_then(|h| self.due(h));
         parts.chain(self.off_at).chain(confirms).chain(hold).min()
     }
 
     async fn process(&mut self, now: Instant) {
+        let lead = self.output.lead();
         let mut arrived: Vec<(Instant, u64, u64)> = self
             .parts
             .iter()
-            .filter_map(|(id, e)| self.due(e.slot).filter(|t| *t <= now).map(|t| (t, e.seq, *id)))
+            .filter_map(|(id, e)| self.due(e.slot).filter(|t| Self::fire_at(*t, lead) <= now).map(|t| (t, e.seq, *id)))
             .collect();
         arrived.sort();
         for (due, _, id) in arrived {
             let e = self.parts.remove(&id).expect("listed above");
-            self.arrive(id, e, due).await;
+            self.arrive(id, e, due, lead).await;
         }
         let now = Instant::now();
         let before = self.confirms.len();
@@ -461,7 +473,7 @@ impl State {
         }
     }
 
-    async fn arrive(&mut self, part_id: u64, e: Entry, due: Instant) {
+    async fn arrive(&mut self, part_id: u64, e: Entry, due: Instant, lead: Duration) {
         let (fire, miss) = match e.verdict {
             Some(reject) => (reject, false),
             None => {
@@ -479,7 +491,9 @@ impl State {
             let _ = e.reply.send(if miss { GateOutcome::PassedUninspected } else { GateOutcome::Passed });
             return;
         }
-        let late = Instant::now().saturating_duration_since(due);
+        // Sent `lead` early, the write reaches the device about when the part reaches the gate.
+        let start = Instant::now();
+        let late = (start + lead).saturating_duration_since(due);
         let outcome = match self.output.set(true).await {
             Ok(()) => GateOutcome::Fired { acked_at: Instant::now(), late, deadline_miss: miss },
             Err(err) => {
@@ -487,7 +501,6 @@ impl State {
                 GateOutcome::Failed(err.to_string())
             }
         };
-        let start = due + late;
         let end = start + self.s.pulse;
         self.off_at = Some(self.off_at.map_or(end, |o| o.max(end)));
         if let Some((_, within)) = &self.s.confirm {

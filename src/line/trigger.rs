@@ -448,7 +448,8 @@ mod tests {
         let (events, mut announced) = Announcer::channel(16, Default::default());
         let stats = Arc::new(TaskStats::default());
         let detector = Detector::new(TriggerOn::RisingEdge, PointType::Bool);
-        let task = tokio::spawn(run("cam".into(), eye_rx, detector, inputs, Default::default(), events, stats, control()));
+        let task =
+            tokio::spawn(run("cam".into(), eye_rx, detector, inputs, Default::default(), events, stats, control()));
         tokio::time::sleep(Duration::from_millis(2)).await;
         enc_tx.send(Some(pos(20, 5020, ms(2), 10_000.0))).unwrap();
         eye_tx.send(good(Value::Bool(false), ms(2), 2)).unwrap();

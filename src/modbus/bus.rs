@@ -163,19 +163,37 @@ impl Device {
     }
 
     pub(super) async fn write_coil(&self, address: u16, on: bool) -> Result<(), LinkError> {
+        self.write_coil_timed(address, on).await.0
+    }
+
+    /// [`Device::write_coil`], and when the device most likely acted on it (see [`Device::read_timed`]).
+    pub(super) async fn write_coil_timed(&self, address: u16, on: bool) -> (Result<(), LinkError>, Option<Instant>) {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        match self.call(Request::WriteSingleCoil(address, on), true).await? {
+        let (r, at) = self.call_timed(Request::WriteSingleCoil(address, on), true).await;
+        let r = r.and_then(|resp| match resp {
             Response::WriteSingleCoil(a, v) if a == address && v == on => Ok(()),
             other => Err(self.mismatch(&other)),
-        }
+        });
+        (r, at)
     }
 
     pub(super) async fn write_register(&self, address: u16, value: u16) -> Result<(), LinkError> {
+        self.write_register_timed(address, value).await.0
+    }
+
+    /// [`Device::write_register`], and when the device most likely acted on it.
+    pub(super) async fn write_register_timed(
+        &self,
+        address: u16,
+        value: u16,
+    ) -> (Result<(), LinkError>, Option<Instant>) {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        match self.call(Request::WriteSingleRegister(address, value), true).await? {
+        let (r, at) = self.call_timed(Request::WriteSingleRegister(address, value), true).await;
+        let r = r.and_then(|resp| match resp {
             Response::WriteSingleRegister(a, v) if a == address && v == value => Ok(()),
             other => Err(self.mismatch(&other)),
-        }
+        });
+        (r, at)
     }
 
     pub(super) async fn write_registers(&self, address: u16, values: Vec<u16>) -> Result<(), LinkError> {

@@ -459,7 +459,7 @@ tasks: {{}}
     });
     // The belt must be followed before the first part.
     let t = Instant::now();
-    while enc_rx.borrow().is_none_or(|p| p.speed <= 0.0) {
+    while !enc_rx.borrow().is_some_and(|p| p.speed > 0.0) {
         if t.elapsed() > Duration::from_secs(5) {
             return Err("no encoder reading from the line process in 5 s".into());
         }
@@ -492,7 +492,8 @@ tasks: {{}}
     let _ = outputs.all_to_safe_state().await;
     drop(plc);
     let mut f = figures(&done)?;
-    let latches: Vec<i64> = done["parts"].as_array().into_iter().flatten().filter_map(|p| p["latch"].as_i64()).collect();
+    let latches: Vec<i64> =
+        done["parts"].as_array().into_iter().flatten().filter_map(|p| p["latch"].as_i64()).collect();
     let mut errs = Vec::new();
     for (pos, latch) in positions.iter().zip(&latches) {
         if let (Some(pos), Some(raw0)) = (pos, raw0) {
