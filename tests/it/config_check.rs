@@ -439,10 +439,19 @@ fn the_trigger_latch_is_checked() {
             assert!(s.contains(w), "`{w}` missing from: {s}");
         }
     };
-    at_latch(&with_latch().replace("latch: eye_count }", "latch: eye_cnt }"), &["`eye_cnt`", "did you mean `eye_count`"]);
+    at_latch(
+        &with_latch().replace("latch: eye_count }", "latch: eye_cnt }"),
+        &["`eye_cnt`", "did you mean `eye_count`"],
+    );
     at_latch(&with_latch().replace("address: 23, type: u32", "address: 23, type: i32"), &["raw u16 or u32"]);
-    at_latch(&with_latch().replace("address: 23, type: u32,", "address: 23, type: u32, scale: 2,"), &["raw u16 or u32"]);
-    at_latch(&with_latch().replace("address: 23, type: u32", "address: 23, type: u16"), &["is U16 and the encoder is U32"]);
+    at_latch(
+        &with_latch().replace("address: 23, type: u32,", "address: 23, type: u32, scale: 2,"),
+        &["raw u16 or u32"],
+    );
+    at_latch(
+        &with_latch().replace("address: 23, type: u32", "address: 23, type: u16"),
+        &["is U16 and the encoder is U32"],
+    );
     at_latch(
         &with_latch().replace("address: 23, type: u32, poll: 2ms", "address: 23, type: u32, poll: 10ms"),
         &["every 10ms", "same poll cycle"],
@@ -450,7 +459,10 @@ fn the_trigger_latch_is_checked() {
     loads(&with_latch().replace("point: eye, latch", "point: eye, on: falling-edge, latch"));
     // A latch needs the encoder (and the distance gate says so too).
     let no_encoder = errors(&with_latch().replace("line:\n  encoder: encoder\n", ""));
-    assert!(no_encoder.iter().any(|e| e.line == latch_line && e.to_string().contains("`line.encoder` is not set")), "{no_encoder:#?}");
+    assert!(
+        no_encoder.iter().any(|e| e.line == latch_line - 2 && e.to_string().contains("a latched count is an encoder")),
+        "{no_encoder:#?}"
+    );
     // A part counter has no edge to latch.
     let counter = errors(&with_latch().replace("trigger: { point: eye,", "trigger: { point: encoder, on: increment,"));
     assert!(counter.iter().any(|e| e.to_string().contains("counts parts (`on: increment`)")), "{counter:#?}");

@@ -349,8 +349,7 @@ fn trigger_latch(config: &Config, broken: &Broken, at: &[&str], t: &TriggerConfi
             format!("latch point `{latch}` must be a raw u16 or u32 counter, like the encoder"),
             "read the latch register as `type: u32` (or u16, the encoder's type) without scale or offset",
         );
-    }
-    if let Some(enc) = config.line.encoder.as_ref().and_then(|e| config.modbus.points.get(e)) {
+    } else if let Some(enc) = config.line.encoder.as_ref().and_then(|e| config.modbus.points.get(e)) {
         if enc.value_type() != p.value_type() {
             c.at(
                 at,
