@@ -257,6 +257,10 @@ struct RunFigures {
     exact_positions: usize,
     /// Mean |linesight's position - the PLC's latched count|, in encoder counts.
     position_error: f64,
+    /// How late the gate sent its "on" writes by its own clock and prediction (plus the lead), p99
+    /// and max: what of the error is the gate's wake-up, not the prediction or the wire.
+    gate_late_p99: f64,
+    gate_late_max: f64,
 }
 
 impl RunFigures {
@@ -271,6 +275,7 @@ impl RunFigures {
             "deadline_misses": self.deadline_misses, "failed_writes": self.failed,
             "triggers_seen": self.triggers, "plc_reads": self.reads,
             "positions_exact": self.exact_positions, "position_error_counts_mean": self.position_error,
+            "gate_late_ms": {"p99": self.gate_late_p99, "max": self.gate_late_max},
         })
     }
 }
@@ -484,11 +489,15 @@ tasks: {{}}
     let raw0 = enc_rx.borrow().map(|p| (p.raw as i64 - p.counts).rem_euclid(1 << 32));
     let _ = tokio::time::timeout(Duration::from_secs(5), gate_task).await;
     let mut failed = 0;
+    let mut late_ms = Vec::new();
     for rx in outcomes {
-        if matches!(rx.await, Ok(GateOutcome::Failed(_)) | Err(_)) {
-            failed += 1;
+        match rx.await {
+            Ok(GateOutcome::Fired { late, .. }) => late_ms.push(late.as_secs_f64() * 1e3),
+            Ok(GateOutcome::Failed(_)) | Err(_) => failed += 1,
+            Ok(_) => {}
         }
     }
+    let gate_late = percentiles(&mut late_ms);
     let _ = outputs.all_to_safe_state().await;
     drop(plc);
     let mut f = figures(&done)?;
@@ -505,6 +514,7 @@ tasks: {{}}
     f.exact_positions = errs.iter().filter(|e| **e == 0.0).count();
     f.position_error = if errs.is_empty() { 0.0 } else { round3(errs.iter().sum::<f64>() / errs.len() as f64) };
     f.deadline_misses = stats.deadline_misses.load(Ordering::Relaxed);
+    (f.gate_late_p99, f.gate_late_max) = (gate_late.p99, gate_late.max);
     f.failed = failed;
     f.triggers = stats.triggers.load(Ordering::Relaxed);
     Ok(f)
