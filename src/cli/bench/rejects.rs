@@ -504,11 +504,17 @@ tasks: {{}}
     let latches: Vec<i64> =
         done["parts"].as_array().into_iter().flatten().filter_map(|p| p["latch"].as_i64()).collect();
     let mut errs = Vec::new();
-    for (pos, latch) in positions.iter().zip(&latches) {
+    for pos in &positions {
         if let (Some(pos), Some(raw0)) = (pos, raw0) {
-            // The shortest way round the wrap from the latched count.
-            let d = ((raw0 + pos - latch).rem_euclid(1 << 32) + (1 << 31)).rem_euclid(1 << 32) - (1 << 31);
-            errs.push(d.unsigned_abs() as f64);
+            // Against the nearest latched count (a part whose trigger was missed shifts the ids),
+            // the shortest way round the wrap.
+            let d = latches
+                .iter()
+                .map(|latch| ((raw0 + pos - latch).rem_euclid(1 << 32) + (1 << 31)).rem_euclid(1 << 32) - (1 << 31))
+                .min_by_key(|d| d.unsigned_abs());
+            if let Some(d) = d {
+                errs.push(d.unsigned_abs() as f64);
+            }
         }
     }
     f.exact_positions = errs.iter().filter(|e| **e == 0.0).count();
