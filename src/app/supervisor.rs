@@ -476,6 +476,7 @@ mod tests {
                 camera: "c".into(),
                 part_id: 1,
                 captured: std::time::Instant::now(),
+                position: None,
                 captured_wall: std::time::SystemTime::now(),
                 stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
             },

@@ -245,10 +245,17 @@ impl Wiring<'_> {
             .get(&t.point)
             .ok_or_else(|| StartError::Other(format!("trigger point `{}` missing", t.point)))?;
         let detector = trigger::Detector::new(t.on, point.ty);
+        let encoder_ty = self.config.line.encoder.as_ref().and_then(|e| self.line.points.get(e)).map(|p| p.ty);
+        let inputs = trigger::LineInputs {
+            poll: point.config.poll.get(),
+            encoder: self.line.encoder.clone().zip(encoder_ty),
+            latch: t.latch.as_ref().and_then(|l| self.line.points.subscribe(l)),
+        };
         running.triggers.push(tokio::spawn(trigger::run(
             task.camera.as_str().into(),
             point.rx.clone(),
             detector,
+            inputs,
             waiting.clone(),
             events.clone(),
             stats.clone(),

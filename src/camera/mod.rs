@@ -354,6 +354,7 @@ impl Camera {
             camera: self.name.clone(),
             part_id: seq,
             captured: Instant::now(),
+            position: None,
             captured_wall: SystemTime::now(),
             stamp: self.control.stamp(),
         };

@@ -64,6 +64,33 @@ pub struct BenchArgs {
     /// With --rejects: parts per second.
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
+    /// With --rejects: rates to measure, parts per second (e.g. `--rates 20,50`); default --rate.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
+    /// With --rejects: runs of each figure (interleaved); the report gives median and spread.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// With --rejects: `on` (the trigger with `latch`, the PLC's latched encoder count), `off`
+    /// (the edge estimated from the polls), or `both`.
+    #[arg(long, default_value = "both", value_parser = ["on", "off", "both"])]
+    pub latch: String,
+    /// With --rejects: the poll interval of the photo-eye, encoder and latch, in ms.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_ms: f64,
+    /// With --rejects: encoder counts from the photo-eye to the gate.
+    #[arg(long, default_value_t = 30_000)]
+    pub distance: u64,
+    /// With --rejects: the belt's speed in encoder counts per second.
+    #[arg(long, default_value_t = 100_000)]
+    pub speed: u64,
+    /// With --rejects: also find the highest part rate with no missed reject and no deadline miss
+    /// (at --distance, with the latch).
+    #[arg(long)]
+    pub max_rate: bool,
+    /// With --rejects: the gate alone, parts announced in-process to tokio-modbus's server, instead
+    /// of the line process (`tools/plc_line.py`). Implied by --queue-dir.
+    #[arg(long)]
+    pub gate_only: bool,
     /// With --rejects: also send every part's result through an MQTT disk queue in this folder
     /// (to a local broker), as the daemon does, so the queue's fsyncs run beside the gate.
     /// scripts/bench_slow_fsync.sh puts it on a disk whose fsync takes 200 ms.
@@ -153,8 +180,63 @@ async fn bench_queue(args: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The line bench's summary: one row per figure, medians and ranges over the runs.
+fn print_line_report(out: &Value) {
+    println!(
+        "reject \"on\" at the line process (its clock) minus the true due time; {} parts per run, poll {} ms, gate {} counts ({} ms) downstream",
+        out["parts_per_run"], out["poll_ms"], out["distance_counts"], out["travel_ms"]
+    );
+    let cell = |v: &Value| format!("{} ({}..{})", v["median"], v["min"], v["max"]);
+    for f in out["figures"].as_array().into_iter().flatten() {
+        let s = &f["summary"];
+        println!(
+            "{:>5} parts/s, {:<13} p50 {}  p99 {}  max {}  mean {}  missed {}  deadline misses {}  wrong/duplicate {}",
+            f["rate_per_s"],
+            if f["latch"] == true { "with latch:" } else { "without latch:" },
+            cell(&s["p50_ms"]),
+            cell(&s["p99_ms"]),
+            cell(&s["max_ms"]),
+            cell(&s["mean_ms"]),
+            cell(&s["missed"]),
+            cell(&s["deadline_misses"]),
+            cell(&s["wrong_or_duplicate"]),
+        );
+    }
+    if let Some(m) = out.get("max_rate") {
+        println!("highest rate with no miss of any kind (with the latch): {} parts/s", m["highest_clean_rate_per_s"]);
+    }
+}
+
 /// `--rejects`: the gate's timing error against the due time.
 async fn bench_rejects(args: &BenchArgs) -> Result<(), String> {
+    if !(args.gate_only || args.queue_dir.is_some()) {
+        if !(args.poll_ms >= 0.5 && args.poll_ms <= 1000.0) {
+            return Err("use --poll-ms 0.5 to 1000".into());
+        }
+        let b = rejects::LineBench {
+            parts: args.parts,
+            rates: if args.rates.is_empty() { vec![args.rate] } else { args.rates.clone() },
+            runs: args.runs,
+            latch: match args.latch.as_str() {
+                "on" => vec![true],
+                "off" => vec![false],
+                _ => vec![true, false],
+            },
+            poll: Duration::from_secs_f64(args.poll_ms / 1e3),
+            distance: args.distance,
+            speed: args.speed,
+            max_rate: args.max_rate,
+            json: args.json,
+            odd_ng: false,
+        };
+        let out = rejects::run_line(b).await?;
+        if args.json {
+            println!("{out}");
+        } else {
+            print_line_report(&out);
+        }
+        return Ok(());
+    }
     let out = rejects::run(args.parts, args.rate, args.json, args.queue_dir.as_deref()).await?;
     if args.json {
         println!("{out}");

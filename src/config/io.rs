@@ -419,6 +419,14 @@ pub struct TriggerConfig {
     /// What counts as a part.
     #[serde(default)]
     pub on: TriggerOn,
+    /// A register (a key of `modbus.points`, a raw u16 or u32 like `line.encoder`) where the PLC's
+    /// high-speed counter latches the encoder count at the photo-eye's edge. The part's position is
+    /// then that count, exact whatever the poll interval; without it, the edge is placed midway
+    /// between the reading that showed it and the one before (about half a poll interval early).
+    /// Needs `line.encoder` and an edge trigger, and is read in the trigger's poll cycle (same
+    /// device and `poll` as the trigger point).
+    #[serde(default)]
+    pub latch: Option<String>,
 }
 
 // Which change of the trigger point means "a part is here".

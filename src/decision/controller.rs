@@ -85,14 +85,18 @@ pub enum GateDistance {
 }
 
 impl RejectPlan {
-    /// When a part announced at `announced` reaches a gate `at` downstream.
-    fn arrival(&self, at: GateDistance, announced: Instant) -> Arrival {
+    /// When a part announced at `announced` (at encoder `position`, when the trigger knows it)
+    /// reaches a gate `at` downstream.
+    pub fn arrival(&self, at: GateDistance, announced: Instant, position: Option<i64>) -> Arrival {
         match at {
             GateDistance::Delay(d) => Arrival::Time(announced + d),
             GateDistance::Counts(n) => {
-                // The encoder is read every few ms: place the part where the
-                // line was at the moment it was announced, from the speed.
-                let here = self.encoder.as_ref().and_then(|e| *e.borrow()).map(|p| p.at_time(announced).round() as i64);
+                // The trigger's position (latched by the PLC, or the encoder at the edge); else
+                // where the line was at the moment the part was announced, from the last reading
+                // and the speed (the encoder is read every few ms).
+                let here = position.or_else(|| {
+                    self.encoder.as_ref().and_then(|e| *e.borrow()).map(|p| p.at_time(announced).round() as i64)
+                });
                 Arrival::Counts(here.unwrap_or(0) + n as i64)
             }
         }
@@ -120,7 +124,7 @@ impl Controller {
                             // A part whose settings are gone (see `Versions`) is thrown out where the
                             // newest settings put the gate: it will be judged ERROR.
                             let s = this.settings_of(&p);
-                            let arrival = plan.arrival(s.gate_at, Instant::from_std(p.captured));
+                            let arrival = plan.arrival(s.gate_at, Instant::from_std(p.captured), p.position);
                             at_gate.insert(p.part_id, plan.gate.enter(p.part_id, arrival));
                         }
                         pending.insert(p.part_id, p);
@@ -277,7 +281,9 @@ impl Controller {
         // enters now, and only if it must be thrown out.
         let outcome = match at_gate.remove(&id) {
             Some(rx) => Some(rx),
-            None if rejects => Some(plan.gate.enter(id, plan.arrival(s.gate_at, captured))),
+            None if rejects => {
+                Some(plan.gate.enter(id, plan.arrival(s.gate_at, captured, result.judgement.part.position)))
+            }
             None => None,
         };
         plan.gate.verdict(id, rejects);
@@ -349,6 +355,7 @@ mod tests {
             camera: "cam".into(),
             part_id: id,
             captured: tokio::time::Instant::now().into_std(),
+            position: None,
             captured_wall: SystemTime::now(),
             stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
         }

@@ -22,6 +22,11 @@
 //! without burning a core, which spinning on the clock did (it cost the
 //! pipeline 15 % of its throughput on two cores). Tests on tokio's paused
 //! clock turn it off.
+//!
+//! A write takes time to reach the device: half a round trip, and the wait
+//! behind a poll already on the wire. The output measures it on its last
+//! writes ([`Actuator::lead`], the median), and the gate sends each "on" that
+//! much before the part is due, so that it lands when the part does.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -406,23 +411,30 @@ impl State {
         }
     }
 
+    /// When a part due at `due` is fired: the output's lead earlier (see [`Actuator::lead`]).
+    fn fire_at(due: Instant, lead: Duration) -> Instant {
+        due.checked_sub(lead).unwrap_or(due)
+    }
+
     fn next_event(&self) -> Option<Instant> {
-        let parts = self.parts.values().filter_map(|e| self.due(e.slot));
+        let lead = self.output.lead();
+        let parts = self.parts.values().filter_map(|e| self.due(e.slot).map(|t| Self::fire_at(t, lead)));
         let confirms = self.confirms.iter().map(|c| c.1);
         let hold = self.hold.and_then(|h| self.due(h));
         parts.chain(self.off_at).chain(confirms).chain(hold).min()
     }
 
     async fn process(&mut self, now: Instant) {
+        let lead = self.output.lead();
         let mut arrived: Vec<(Instant, u64, u64)> = self
             .parts
             .iter()
-            .filter_map(|(id, e)| self.due(e.slot).filter(|t| *t <= now).map(|t| (t, e.seq, *id)))
+            .filter_map(|(id, e)| self.due(e.slot).filter(|t| Self::fire_at(*t, lead) <= now).map(|t| (t, e.seq, *id)))
             .collect();
         arrived.sort();
         for (due, _, id) in arrived {
             let e = self.parts.remove(&id).expect("listed above");
-            self.arrive(id, e, due).await;
+            self.arrive(id, e, due, lead).await;
         }
         let now = Instant::now();
         let before = self.confirms.len();
@@ -461,7 +473,7 @@ impl State {
         }
     }
 
-    async fn arrive(&mut self, part_id: u64, e: Entry, due: Instant) {
+    async fn arrive(&mut self, part_id: u64, e: Entry, due: Instant, lead: Duration) {
         let (fire, miss) = match e.verdict {
             Some(reject) => (reject, false),
             None => {
@@ -479,7 +491,9 @@ impl State {
             let _ = e.reply.send(if miss { GateOutcome::PassedUninspected } else { GateOutcome::Passed });
             return;
         }
-        let late = Instant::now().saturating_duration_since(due);
+        // Sent `lead` early, the write reaches the device about when the part reaches the gate.
+        let start = Instant::now();
+        let late = (start + lead).saturating_duration_since(due);
         let outcome = match self.output.set(true).await {
             Ok(()) => GateOutcome::Fired { acked_at: Instant::now(), late, deadline_miss: miss },
             Err(err) => {
@@ -487,7 +501,6 @@ impl State {
                 GateOutcome::Failed(err.to_string())
             }
         };
-        let start = due + late;
         let end = start + self.s.pulse;
         self.off_at = Some(self.off_at.map_or(end, |o| o.max(end)));
         if let Some((_, within)) = &self.s.confirm {
@@ -619,7 +632,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn count_rejects_follow_the_encoder() {
         let t0 = Instant::now();
-        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: t0, speed: 0.0 }));
+        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: t0, speed: 0.0, raw: 0 }));
         let mut s = GateSettings::timed(Duration::from_millis(10));
         s.encoder = Some(enc_rx);
         let (rec, gate, task, _) = setup(s);
@@ -630,7 +643,7 @@ mod tests {
         assert!(rec.writes().is_empty());
         // Moving at 10,000 counts/s from 500 counts: due 50 ms after this reading.
         let at = Instant::now();
-        enc_tx.send(Some(Position { counts: 500, at, speed: 10_000.0 })).unwrap();
+        enc_tx.send(Some(Position { counts: 500, at, speed: 10_000.0, raw: 500 })).unwrap();
         assert!(matches!(rx.await.unwrap(), GateOutcome::Fired { .. }));
         drop(gate);
         task.await.unwrap();
@@ -707,7 +720,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_purge_by_position_waits_for_the_encoder() {
-        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: Instant::now(), speed: 0.0 }));
+        let (enc_tx, enc_rx) = watch::channel(Some(Position { counts: 0, at: Instant::now(), speed: 0.0, raw: 0 }));
         let settings = GateSettings { encoder: Some(enc_rx), ..GateSettings::timed(Duration::from_millis(30)) };
         let (rec, gate, task, _) = setup(settings);
         let t0 = Instant::now();
@@ -715,7 +728,7 @@ mod tests {
         // Nothing moves for a second: the gate stays on.
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(ms_since(&rec, t0), vec![(0, true)]);
-        enc_tx.send(Some(Position { counts: 500, at: Instant::now(), speed: 0.0 })).unwrap();
+        enc_tx.send(Some(Position { counts: 500, at: Instant::now(), speed: 0.0, raw: 500 })).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(gate);
         drop(enc_tx);

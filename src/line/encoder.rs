@@ -4,9 +4,11 @@
 //! The PLC exposes the encoder as a u16 or u32 register that wraps. Each
 //! reading is turned into a signed step (the shortest way round the wrap, so
 //! a line that runs backwards a little is followed too) and added to an i64
-//! position that never wraps. Speed is taken over the last ~100 ms of
-//! readings; the reject gate uses it to predict when a part reaches the gate
-//! between two readings.
+//! position that never wraps. Speed is a least-squares line through the last
+//! ~100 ms of readings, and the latest position is placed in time on that
+//! line (a reading's own time is uncertain by half its round trip); the reject
+//! gate uses both to predict when a part reaches the gate between two
+//! readings.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub struct Unwrapper {
 
 /// Speed is measured over this much history.
 const SPEED_WINDOW: Duration = Duration::from_millis(100);
+/// The most the fitted line may move a reading's time (see [`Unwrapper::fit`]).
+const MAX_SHIFT: Duration = Duration::from_millis(5);
 
 impl Unwrapper {
     pub fn new(ty: PointType) -> Self {
@@ -51,11 +55,50 @@ impl Unwrapper {
         while self.history.len() > 2 && at.saturating_duration_since(self.history[1].0) >= SPEED_WINDOW {
             self.history.pop_front();
         }
-        let speed = match (self.history.front(), self.history.back()) {
-            (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => (c1 - c0) as f64 / (t1 - t0).as_secs_f64(),
-            _ => 0.0,
-        };
-        Position { counts: self.counts, at, speed }
+        let (speed, at) = self.fit(at);
+        Position { counts: self.counts, at, speed, raw: raw as u64 }
+    }
+
+    /// Speed and time of the latest position from a least-squares line through the readings of
+    /// the window before the latest. Each reading's time is uncertain by half its round trip (a
+    /// slow answer from a busy PLC is placed midway, which may be off by a few ms); the line through
+    /// fifty readings is not. The latest count is then placed at the time the line gives it (when
+    /// that is within `MAX_SHIFT` of its own time: a line that changes speed is followed by its
+    /// readings).
+    fn fit(&self, at: Instant) -> (f64, Instant) {
+        // Through the readings before the latest: the latest is placed on it, not pulling it.
+        let mut n = self.history.len();
+        if n >= 4 {
+            n -= 1;
+        }
+        let Some(&(t0, _)) = self.history.front() else { return (0.0, at) };
+        if n < 2 {
+            return (0.0, at);
+        }
+        let points = || self.history.iter().take(n);
+        let secs = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+        let (mt, mc) = points().fold((0.0, 0.0), |(a, b), &(t, c)| (a + secs(t), b + c as f64));
+        let (mt, mc) = (mt / n as f64, mc / n as f64);
+        let (mut stt, mut stc) = (0.0, 0.0);
+        for &(t, c) in points() {
+            let dt = secs(t) - mt;
+            stt += dt * dt;
+            stc += dt * (c as f64 - mc);
+        }
+        if stt <= 0.0 {
+            return (0.0, at);
+        }
+        let speed = stc / stt;
+        if n < 3 || speed.abs() < 1e-6 || n == self.history.len() {
+            return (speed, at);
+        }
+        // The fitted time of the latest count, relative to t0.
+        let fitted = mt + (self.counts as f64 - mc) / speed;
+        let own = secs(at);
+        if (fitted - own).abs() > MAX_SHIFT.as_secs_f64() || fitted < 0.0 {
+            return (speed, at);
+        }
+        (speed, t0 + Duration::from_secs_f64(fitted))
     }
 }
 
@@ -114,5 +157,20 @@ mod tests {
         let standing = Position { speed: 0.0, ..p };
         assert_eq!(standing.eta(1200), None);
         assert!((p.at_time(p.at + Duration::from_millis(5)) - 250.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_reading_timed_wrong_is_placed_on_the_line() {
+        let t0 = Instant::now();
+        let mut u = Unwrapper::new(PointType::U32);
+        for i in 0..=20u64 {
+            u.update(20 * i, t0 + Duration::from_millis(2 * i));
+        }
+        // The next reading's reply was slow: its midpoint says 44.0 ms, the count says 42 ms.
+        let p = u.update(20 * 21, t0 + Duration::from_millis(44));
+        assert_eq!(p.counts, 420);
+        let off = p.at.saturating_duration_since(t0 + Duration::from_millis(42));
+        assert!(off < Duration::from_micros(200), "placed {off:?} after the line's time");
+        assert!((p.speed - 10_000.0).abs() < 500.0, "{}", p.speed);
     }
 }

@@ -1,20 +1,30 @@
 //! Part triggers: a photo-eye (an edge of a bool point) or a counter the PLC
-//! increments per part. Each trigger creates a part with its own id and the
-//! time of the reading that showed it, announces it to the task's controller
+//! increments per part. Each trigger creates a part with its own id, the time
+//! and encoder position of its edge, announces it to the task's controller
 //! (so it enters the reject gate's register and gets a deadline) and asks the
 //! camera for the next frame.
+//!
+//! Where the edge was ([`Placer`]): a poll only shows that the edge happened
+//! between the previous reading and this one. With a latch (`trigger.latch`),
+//! the PLC's high-speed counter captured the encoder count at the edge itself:
+//! that count is the part's position, and its time is when the encoder passed
+//! it. Without one, the edge is placed midway between the two readings (each
+//! taken as the device read it, midway through its round trip), which is right
+//! on average and off by up to half a poll interval either way; the position
+//! is the encoder there, from the readings around it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::{PointType, TriggerOn};
 use crate::part::announce::Announcer;
 use crate::part::control::TaskControl;
-use crate::part::sample::{Quality, Sample};
+use crate::part::sample::{Position, Quality, Sample};
 use crate::part::{PartEvent, PartInfo};
 use crate::stats::TaskStats;
 
@@ -78,15 +88,176 @@ impl Detector {
     }
 }
 
+/// Places each part's edge in time and on the encoder (see the module docs).
+#[derive(Debug)]
+pub struct Placer {
+    /// The trigger point's poll interval.
+    poll: Duration,
+    /// The trigger point's previous reading, as the device read it.
+    last_read: Option<Instant>,
+    /// Recent encoder positions, oldest first.
+    track: VecDeque<Position>,
+    /// The encoder's (and the latch's) counter width in bits.
+    bits: u32,
+    /// The last latched count used, to tell a latch the PLC did not renew.
+    last_latch: Option<u64>,
+}
+
+/// Where and when a part's edge was.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Edge {
+    pub at: Instant,
+    /// Unwrapped encoder counts, when the line has an encoder.
+    pub position: Option<i64>,
+    /// Whether `position` is the PLC's latched count (else an estimate).
+    pub latched: bool,
+}
+
+/// Encoder readings kept to place edges: a few poll cycles.
+const TRACK: usize = 16;
+
+impl Placer {
+    pub fn new(poll: Duration, encoder: PointType) -> Self {
+        let bits = if encoder == PointType::U16 { 16 } else { 32 };
+        Placer { poll, last_read: None, track: VecDeque::new(), bits, last_latch: None }
+    }
+
+    /// An encoder position, as the encoder follower publishes it.
+    pub fn encoder(&mut self, p: Position) {
+        if self.track.back().is_some_and(|l| l.at >= p.at) {
+            self.track.clear(); // not after the last one: start again rather than mix
+        }
+        self.track.push_back(p);
+        if self.track.len() > TRACK {
+            self.track.pop_front();
+        }
+    }
+
+    /// A reading of the trigger point taken at `read_at`: returns the edge's estimated time if
+    /// this reading shows one, midway since the previous reading (or half a poll interval
+    /// before this one, when the previous is unknown or more than a few intervals old).
+    pub fn reading(&mut self, read_at: Instant) -> Instant {
+        let est = match self.last_read {
+            Some(prev) if read_at > prev && read_at - prev <= self.poll * 4 => prev + (read_at - prev) / 2,
+            _ => read_at.checked_sub(self.poll / 2).unwrap_or(read_at),
+        };
+        self.last_read = Some(read_at);
+        est
+    }
+
+    /// The encoder's position at `t`: between the two readings around it, else from the nearest
+    /// reading and its speed.
+    pub fn position_at(&self, t: Instant) -> Option<f64> {
+        let (first, last) = (self.track.front()?, self.track.back()?);
+        if t >= last.at {
+            return Some(last.at_time(t));
+        }
+        if t <= first.at {
+            return Some(first.at_time(t));
+        }
+        let i = self.track.iter().position(|p| p.at >= t)?;
+        let (a, b) = (&self.track[i - 1], &self.track[i]);
+        let f = (t - a.at).as_secs_f64() / (b.at - a.at).as_secs_f64();
+        Some(a.counts as f64 + f * (b.counts - a.counts) as f64)
+    }
+
+    /// When the encoder was (or will be) at `counts`: between the two readings around it, else
+    /// from the nearest reading and its speed; None while the line stands there.
+    pub fn time_at(&self, counts: i64) -> Option<Instant> {
+        let last = self.track.back()?;
+        let pairs = self.track.iter().zip(self.track.iter().skip(1));
+        for (a, b) in pairs {
+            if a.counts <= counts && counts <= b.counts && b.counts > a.counts {
+                let f = (counts - a.counts) as f64 / (b.counts - a.counts) as f64;
+                return Some(a.at + (b.at - a.at).mul_f64(f));
+            }
+        }
+        let near = if counts < self.track.front()?.counts { self.track.front()? } else { last };
+        if near.speed <= 1e-9 {
+            return None;
+        }
+        let secs = (counts - near.counts) as f64 / near.speed;
+        if secs.abs() > 60.0 {
+            return None;
+        }
+        if secs >= 0.0 {
+            Some(near.at + Duration::from_secs_f64(secs))
+        } else {
+            near.at.checked_sub(Duration::from_secs_f64(-secs))
+        }
+    }
+
+    /// A raw latched value of the encoder's counter on the unwrapped scale, by the shortest way
+    /// round the wrap from the last encoder reading.
+    pub fn unwrap_latch(&self, raw: u64) -> Option<i64> {
+        let last = self.track.back()?;
+        let modulus = 1i64 << self.bits;
+        let mut step = (raw as i64 - last.raw as i64).rem_euclid(modulus);
+        if step >= modulus / 2 {
+            step -= modulus;
+        }
+        Some(last.counts + step)
+    }
+
+    /// Place an edge estimated at `est` (from [`Placer::reading`]), with the latch register's
+    /// value read in the same poll cycle, when there is one.
+    pub fn place(&mut self, est: Instant, latch: Option<u64>) -> Edge {
+        let estimate = Edge { at: est, position: self.position_at(est).map(|c| c.round() as i64), latched: false };
+        let Some(raw) = latch else { return estimate };
+        if self.last_latch == Some(raw) {
+            tracing::warn!(
+                latched = raw,
+                "the trigger's latch register holds the same count as for the last part; the edge is estimated instead"
+            );
+            return estimate;
+        }
+        self.last_latch = Some(raw);
+        match self.unwrap_latch(raw) {
+            Some(counts) => Edge { at: self.time_at(counts).unwrap_or(est), position: Some(counts), latched: true },
+            None => estimate, // no encoder reading yet
+        }
+    }
+}
+
+/// What a trigger reads besides its point.
+pub struct LineInputs {
+    /// The trigger point's poll interval.
+    pub poll: Duration,
+    /// The line's position (from [`super::encoder::follow`]) and its counter type.
+    pub encoder: Option<(watch::Receiver<Option<Position>>, PointType)>,
+    /// The latch register: the encoder count at the photo-eye's edge.
+    pub latch: Option<watch::Receiver<Sample>>,
+}
+
+/// The latch's value from the poll cycle of the trigger reading at `t` (read after it), waiting
+/// at most `within`. None when it does not come or cannot be read.
+async fn latch_after(rx: &mut watch::Receiver<Sample>, t: Instant, within: Duration) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        {
+            let s = rx.borrow_and_update();
+            if s.quality == Quality::Good && s.read_at.is_some_and(|r| r >= t) {
+                return s.as_u64();
+            }
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return None,
+        }
+    }
+}
+
 /// Parts waiting for their frame at most; more than a line holds between a trigger and its
 /// camera's frame, unless the camera is gone.
 pub const MAX_WAITING: usize = 1024;
 
 /// Run until the point's poller stops.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     camera: Arc<str>,
     mut point: watch::Receiver<Sample>,
     mut detector: Detector,
+    inputs: LineInputs,
     waiting: Waiting,
     events: Announcer,
     stats: Arc<TaskStats>,
@@ -94,22 +265,52 @@ pub async fn run(
 ) {
     let mut next_id: u64 = 1;
     let mut last_reads = 0;
+    let enc_ty = inputs.encoder.as_ref().map_or(PointType::U32, |e| e.1);
+    let mut placer = Placer::new(inputs.poll, enc_ty);
+    let mut encoder = inputs.encoder.map(|e| e.0);
+    let mut latch = inputs.latch;
     loop {
+        if let Some(p) = encoder.as_mut().and_then(|e| *e.borrow_and_update()) {
+            placer.encoder(p);
+        }
         let (parts, at) = {
             let s = point.borrow_and_update();
             if s.reads == last_reads && s.quality == Quality::Good {
                 (0, None) // the same reading seen again
             } else {
                 last_reads = s.reads;
-                (detector.update(&s), s.read_at)
+                let parts = detector.update(&s);
+                let est = s.read_at.filter(|_| s.quality == Quality::Good).map(|t| (t, placer.reading(t)));
+                (parts, est)
+            }
+        };
+        let edge = match (parts, at) {
+            (0, _) | (_, None) => None,
+            (_, Some((read_at, est))) => {
+                let latched = match latch.as_mut() {
+                    // The latch register is read after the trigger point in the same cycle.
+                    Some(rx) => {
+                        let v = latch_after(rx, read_at, inputs.poll * 2 + Duration::from_millis(50)).await;
+                        if v.is_none() {
+                            tracing::warn!("the trigger's latch register was not read after its edge; the edge is estimated instead");
+                        }
+                        v
+                    }
+                    None => None,
+                };
+                if let Some(p) = encoder.as_mut().and_then(|e| *e.borrow_and_update()) {
+                    placer.encoder(p);
+                }
+                Some(placer.place(est, latched))
             }
         };
         for _ in 0..parts {
-            let captured = at.map(|t| t.into_std()).unwrap_or_else(std::time::Instant::now);
+            let captured = edge.map(|e| e.at.into_std()).unwrap_or_else(std::time::Instant::now);
             let part = PartInfo {
                 camera: camera.clone(),
                 part_id: next_id,
                 captured,
+                position: edge.and_then(|e| e.position),
                 captured_wall: SystemTime::now(),
                 stamp: control.stamp(),
             };
@@ -127,8 +328,13 @@ pub async fn run(
             }
             w.push_back(part);
         }
-        if point.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = point.changed() => if r.is_err() {
+                return;
+            },
+            r = async { encoder.as_mut().expect("guarded").changed().await }, if encoder.is_some() => if r.is_err() {
+                encoder = None;
+            },
         }
     }
 }
@@ -169,6 +375,105 @@ mod tests {
         assert_eq!(step(40_001), 1);
     }
 
+    fn pos(counts: i64, raw: u64, at: Instant, speed: f64) -> Position {
+        Position { counts, at, speed, raw }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_latch_the_edge_is_midway_between_readings() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Placer::new(Duration::from_millis(2), PointType::U32);
+        // Encoder at 10,000 counts/s, read every 2 ms.
+        for i in 0..4u64 {
+            p.encoder(pos(20 * i as i64, 20 * i, ms(2 * i), 10_000.0));
+        }
+        assert_eq!(p.reading(ms(2)), ms(1), "no previous reading: half a poll before");
+        let est = p.reading(ms(4));
+        assert_eq!(est, ms(3));
+        let e = p.place(est, None);
+        assert_eq!(e, Edge { at: ms(3), position: Some(30), latched: false });
+        // A previous reading long ago (an outage) is not used.
+        assert_eq!(p.reading(ms(100)), ms(99));
+        // Past the last reading, the speed carries the position on.
+        assert_eq!(p.position_at(ms(10)), Some(100.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latch_places_the_part_exactly_across_the_wrap() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Placer::new(Duration::from_millis(2), PointType::U32);
+        let top = u64::from(u32::MAX);
+        // 10,000 counts/s through the u32 wrap: raw top-9 at 0 ms, 10 at 2 ms (20 counts on).
+        p.encoder(pos(1000, top - 9, ms(0), 10_000.0));
+        p.encoder(pos(1020, 10, ms(2), 10_000.0));
+        let est = p.reading(ms(2));
+        // Latched at raw 4: 14 counts after the first reading, 1.4 ms.
+        let e = p.place(est, Some(4));
+        assert_eq!(e, Edge { at: ms(0) + Duration::from_micros(1400), position: Some(1014), latched: true });
+        // The PLC did not latch the next edge: the same count again is not trusted.
+        let e2 = p.place(ms(3), Some(4));
+        assert!(!e2.latched, "{e2:?}");
+        // A latch before the first reading is placed back in time by the speed.
+        assert_eq!(p.time_at(990), Some(ms(0) - Duration::from_millis(1)));
+        // Standing still there: no time.
+        let mut q = Placer::new(Duration::from_millis(2), PointType::U16);
+        q.encoder(pos(0, 65_530, ms(0), 0.0));
+        assert_eq!(q.unwrap_latch(2), Some(8), "u16 wrap");
+        assert_eq!(q.time_at(8), None);
+        assert_eq!(q.place(ms(1), Some(2)), Edge { at: ms(1), position: Some(8), latched: true });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_triggered_part_gets_its_latched_position_read_in_the_same_cycle() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let good = |v: Value, at: Instant, reads: u64| Sample {
+            value: Some(v),
+            quality: Quality::Good,
+            read_at: Some(at),
+            read_wall: None,
+            error: None,
+            reads,
+        };
+        let (eye_tx, eye_rx) = watch::channel(good(Value::Bool(false), ms(0), 1));
+        let (latch_tx, latch_rx) = watch::channel(good(Value::UInt(0), ms(0), 1));
+        let (enc_tx, enc_rx) = watch::channel(Some(pos(0, 5000, ms(0), 10_000.0)));
+        let inputs = LineInputs {
+            poll: Duration::from_millis(2),
+            encoder: Some((enc_rx, PointType::U32)),
+            latch: Some(latch_rx),
+        };
+        let (events, mut announced) = Announcer::channel(16, Default::default());
+        let stats = Arc::new(TaskStats::default());
+        let detector = Detector::new(TriggerOn::RisingEdge, PointType::Bool);
+        let task =
+            tokio::spawn(run("cam".into(), eye_rx, detector, inputs, Default::default(), events, stats, control()));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        enc_tx.send(Some(pos(20, 5020, ms(2), 10_000.0))).unwrap();
+        eye_tx.send(good(Value::Bool(false), ms(2), 2)).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        // The eye is on at 4 ms; the latch (read right after it) says the edge was at raw 5027.
+        eye_tx.send(good(Value::Bool(true), ms(4), 3)).unwrap();
+        tokio::time::sleep(Duration::from_micros(300)).await;
+        assert!(announced.try_recv().is_err(), "the part waits for the latch of its cycle");
+        enc_tx.send(Some(pos(40, 5040, ms(4), 10_000.0))).unwrap();
+        latch_tx.send(good(Value::UInt(5027), ms(4) + Duration::from_micros(300), 2)).unwrap();
+        let Some(PartEvent::Captured(p)) = announced.recv().await else { panic!("no part") };
+        assert_eq!(p.position, Some(27));
+        assert_eq!(tokio::time::Instant::from_std(p.captured), ms(2) + Duration::from_micros(700));
+        // The next edge, whose latch never comes: placed midway, from the encoder.
+        eye_tx.send(good(Value::Bool(false), ms(6), 4)).unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        eye_tx.send(good(Value::Bool(true), ms(8), 5)).unwrap();
+        let Some(PartEvent::Captured(p)) = announced.recv().await else { panic!("no part") };
+        assert_eq!(tokio::time::Instant::from_std(p.captured), ms(7));
+        assert_eq!(p.position, Some(70));
+        drop(eye_tx);
+        task.await.unwrap();
+    }
+
     fn control() -> Arc<TaskControl> {
         let limits = crate::part::control::CommandLimits::for_task(&Default::default(), 0.5);
         Arc::new(TaskControl::new("t", 0.5, limits))
@@ -181,7 +486,9 @@ mod tests {
         let (events, mut announced) = Announcer::channel(2 * MAX_WAITING, Default::default());
         let stats = Arc::new(TaskStats::default());
         let detector = Detector::new(TriggerOn::Increment, PointType::U32);
-        let task = tokio::spawn(run("cam".into(), rx, detector, waiting.clone(), events, stats.clone(), control()));
+        let inputs = LineInputs { poll: Duration::from_millis(2), encoder: None, latch: None };
+        let task =
+            tokio::spawn(run("cam".into(), rx, detector, inputs, waiting.clone(), events, stats.clone(), control()));
         tokio::task::yield_now().await; // the first reading syncs the counter
                                         // Parts counted one reading at a time, no camera taking any.
         for n in 1..=(MAX_WAITING as u64 + 100) {

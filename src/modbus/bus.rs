@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_modbus::{Request, Response};
 
 use super::link::{LinkError, ModbusLink};
@@ -24,8 +25,13 @@ struct BusRequest {
     unit: u8,
     limit: Duration,
     request: Request<'static>,
-    reply: oneshot::Sender<Result<Response, LinkError>>,
+    reply: oneshot::Sender<Answer>,
 }
+
+/// A request's result, and when the device most likely handled it: midway through the exchange on
+/// the wire (measured around the link's call, so the time spent queued behind other requests does
+/// not count).
+type Answer = (Result<Response, LinkError>, Option<Instant>);
 
 /// A handle to a bus task.
 #[derive(Clone)]
@@ -42,20 +48,14 @@ impl Bus {
         (Bus { urgent, routine }, tokio::spawn(run(link, urgent_rx, routine_rx)))
     }
 
-    async fn call(
-        &self,
-        unit: u8,
-        request: Request<'static>,
-        limit: Duration,
-        urgent: bool,
-    ) -> Result<Response, LinkError> {
+    async fn call(&self, unit: u8, request: Request<'static>, limit: Duration, urgent: bool) -> Answer {
         let (reply, rx) = oneshot::channel();
         let queue = if urgent { &self.urgent } else { &self.routine };
-        queue
-            .send(BusRequest { unit, limit, request, reply })
-            .await
-            .map_err(|_| LinkError::Down("the bus task has stopped".into()))?;
-        rx.await.unwrap_or_else(|_| Err(LinkError::Down("the bus task has stopped".into())))
+        let stopped = || (Err(LinkError::Down("the bus task has stopped".into())), None);
+        if queue.send(BusRequest { unit, limit, request, reply }).await.is_err() {
+            return stopped();
+        }
+        rx.await.unwrap_or_else(|_| stopped())
     }
 }
 
@@ -71,8 +71,10 @@ async fn run<L: ModbusLink>(
             r = urgent.recv(), if urgent_open => match r { Some(r) => r, None => { urgent_open = false; continue } },
             r = routine.recv(), if routine_open => match r { Some(r) => r, None => { routine_open = false; continue } },
         };
+        let sent = Instant::now();
         let result = link.call(req.unit, req.request, req.limit).await;
-        let _ = req.reply.send(result);
+        let answered = Instant::now();
+        let _ = req.reply.send((result, Some(sent + (answered - sent) / 2)));
     }
 }
 
@@ -114,17 +116,32 @@ impl Device {
     }
 
     async fn call(&self, request: Request<'static>, urgent: bool) -> Result<Response, LinkError> {
-        let result = self.bus.call(self.unit, request, self.timeout, urgent).await;
+        self.call_timed(request, urgent).await.0
+    }
+
+    async fn call_timed(&self, request: Request<'static>, urgent: bool) -> Answer {
+        let (result, at) = self.bus.call(self.unit, request, self.timeout, urgent).await;
         match &result {
             Ok(_) => self.stats.record_answer(),
             Err(LinkError::Refused(e)) => self.stats.record_refusal(format!("refused: {e}")),
             Err(e) => self.stats.record_failure(e.to_string()),
         }
-        result
+        (result, at)
     }
 
     /// Read `count` items of `area` from protocol address `start`.
     pub async fn read(&self, area: PointArea, start: u16, count: u16) -> Result<ReadData, LinkError> {
+        self.read_timed(area, start, count).await.0
+    }
+
+    /// [`Device::read`], and when the device most likely read its values: midway through the
+    /// request's exchange on the wire (the time it waited behind other requests not counted).
+    pub async fn read_timed(
+        &self,
+        area: PointArea,
+        start: u16,
+        count: u16,
+    ) -> (Result<ReadData, LinkError>, Option<Instant>) {
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         let request = match area {
             PointArea::Coil => Request::ReadCoils(start, count),
@@ -132,8 +149,8 @@ impl Device {
             PointArea::InputRegister => Request::ReadInputRegisters(start, count),
             PointArea::HoldingRegister => Request::ReadHoldingRegisters(start, count),
         };
-        let response = self.call(request, false).await?;
-        read_reply(count, response).map_err(|other| self.mismatch(&other))
+        let (response, at) = self.call_timed(request, false).await;
+        (response.and_then(|r| read_reply(count, r).map_err(|other| self.mismatch(&other))), at)
     }
 
     fn mismatch(&self, response: &Response) -> LinkError {
@@ -146,19 +163,37 @@ impl Device {
     }
 
     pub(super) async fn write_coil(&self, address: u16, on: bool) -> Result<(), LinkError> {
+        self.write_coil_timed(address, on).await.0
+    }
+
+    /// [`Device::write_coil`], and when the device most likely acted on it (see [`Device::read_timed`]).
+    pub(super) async fn write_coil_timed(&self, address: u16, on: bool) -> (Result<(), LinkError>, Option<Instant>) {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        match self.call(Request::WriteSingleCoil(address, on), true).await? {
+        let (r, at) = self.call_timed(Request::WriteSingleCoil(address, on), true).await;
+        let r = r.and_then(|resp| match resp {
             Response::WriteSingleCoil(a, v) if a == address && v == on => Ok(()),
             other => Err(self.mismatch(&other)),
-        }
+        });
+        (r, at)
     }
 
     pub(super) async fn write_register(&self, address: u16, value: u16) -> Result<(), LinkError> {
+        self.write_register_timed(address, value).await.0
+    }
+
+    /// [`Device::write_register`], and when the device most likely acted on it.
+    pub(super) async fn write_register_timed(
+        &self,
+        address: u16,
+        value: u16,
+    ) -> (Result<(), LinkError>, Option<Instant>) {
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        match self.call(Request::WriteSingleRegister(address, value), true).await? {
+        let (r, at) = self.call_timed(Request::WriteSingleRegister(address, value), true).await;
+        let r = r.and_then(|resp| match resp {
             Response::WriteSingleRegister(a, v) if a == address && v == value => Ok(()),
             other => Err(self.mismatch(&other)),
-        }
+        });
+        (r, at)
     }
 
     pub(super) async fn write_registers(&self, address: u16, values: Vec<u16>) -> Result<(), LinkError> {

@@ -57,7 +57,14 @@ pub struct OutputHandle {
     address: u16,
     pub safe_state: Level,
     limit: Arc<Mutex<RateLimit>>,
+    /// The last writes' times from the call to the device acting on it.
+    reach: Arc<Mutex<std::collections::VecDeque<Duration>>>,
 }
+
+/// Writes whose reach is kept: the lead is their median.
+const REACH_KEPT: usize = 32;
+/// The most a gate is told to send early: beyond this a link is broken rather than slow.
+const MAX_LEAD: Duration = Duration::from_millis(20);
 
 impl OutputHandle {
     /// Drive the output on or off and wait for the device's acknowledgement.
@@ -66,10 +73,18 @@ impl OutputHandle {
             tracing::warn!(target: "linesight::audit", output = %self.name, on, "write refused: above the rate limit");
             return Err(LinkError::Refused(format!("output `{}` is written faster than its rate limit", self.name)));
         }
-        let result = match self.area {
-            OutputArea::Coil => self.device.write_coil(self.address, on).await,
-            OutputArea::HoldingRegister => self.device.write_register(self.address, u16::from(on)).await,
+        let called = Instant::now();
+        let (result, at) = match self.area {
+            OutputArea::Coil => self.device.write_coil_timed(self.address, on).await,
+            OutputArea::HoldingRegister => self.device.write_register_timed(self.address, u16::from(on)).await,
         };
+        if let (Ok(()), Some(at)) = (&result, at) {
+            let mut r = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+            r.push_back(at.saturating_duration_since(called));
+            if r.len() > REACH_KEPT {
+                r.pop_front();
+            }
+        }
         tracing::debug!(target: "linesight::audit", output = %self.name, device = %self.device.name, address = self.address, on, ok = result.is_ok(), "write");
         result
     }
@@ -110,6 +125,18 @@ impl Actuator for OutputHandle {
 
     fn set(&self, on: bool) -> Written<'_> {
         Box::pin(async move { OutputHandle::set(self, on).await.map_err(|e| e.to_string()) })
+    }
+
+    /// The median time from a write's call to the device acting on it (the wait behind a poll in
+    /// flight, half the round trip), over the last writes; at most `MAX_LEAD`.
+    fn lead(&self) -> Duration {
+        let r = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut v: Vec<Duration> = r.iter().copied().collect();
+        v.sort();
+        v[v.len() / 2].min(MAX_LEAD)
     }
 }
 
@@ -216,6 +243,7 @@ impl Outputs {
                     address: wire_address(dev.addressing, out.address),
                     safe_state: out.safe_state,
                     limit: Arc::new(Mutex::new(RateLimit::new(OUTPUT_RATE.0, OUTPUT_RATE.1))),
+                    reach: Default::default(),
                 },
             );
         }

@@ -98,8 +98,12 @@ async fn poll_group(device: Device, every: Duration, members: Vec<Member>) {
     loop {
         tick.tick().await;
         for block in &blocks {
-            let result = device.read(block.area, block.start, block.count).await;
-            let (now, wall) = (Instant::now(), SystemTime::now());
+            let (result, device_at) = device.read_timed(block.area, block.start, block.count).await;
+            let (answered, wall) = (Instant::now(), SystemTime::now());
+            // The device read its values about halfway through the exchange, not when the reply
+            // came: the trigger's edge time and the encoder's position are placed from this.
+            let now = device_at.unwrap_or(answered);
+            let wall = wall.checked_sub(answered - now).unwrap_or(wall);
             match &result {
                 Err(e) if !failing => {
                     failing = true;

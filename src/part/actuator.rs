@@ -17,6 +17,12 @@ pub trait Actuator: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Drive the output on or off; resolves when the device acknowledged the write.
     fn set(&self, on: bool) -> Written<'_>;
+    /// How long before its effect is due a write should be sent: the typical time from the call
+    /// to the device acting on it, as measured on the last writes. The reject gate sends each
+    /// "on" this much early, so that it reaches the device when the part reaches the gate.
+    fn lead(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A test double: records every write on tokio's clock, and fails them on demand.

@@ -88,6 +88,7 @@ mod tests {
             camera: "c".into(),
             part_id: id,
             captured: Instant::now(),
+            position: None,
             captured_wall: SystemTime::now(),
             stamp: Stamp { generation: 0, threshold: 0.5 },
         })

@@ -77,8 +77,14 @@ pub struct PartInfo {
     pub camera: Arc<str>,
     /// Frame sequence number from the camera, starting at 1; one part per frame.
     pub part_id: u64,
-    /// Monotonic capture time: all deadlines count from here.
+    /// Monotonic capture time: all deadlines count from here. For a triggered part, the time of its
+    /// trigger's edge (placed from the latched count, or half a poll before the reading that showed
+    /// it), not the time linesight saw it.
     pub captured: Instant,
+    /// The line's encoder position (unwrapped counts) at the trigger's edge, when the line has an
+    /// encoder: the PLC's latched count, or the encoder at `captured`. Rejects by distance count
+    /// from here; without it, from the encoder at `captured`.
+    pub position: Option<i64>,
     /// Wall-clock capture time, for reports.
     pub captured_wall: SystemTime,
     /// The settings the part is judged and timed by, fixed when it was announced.

@@ -63,7 +63,8 @@ pub enum Quality {
 pub struct Sample {
     pub value: Option<Value>,
     pub quality: Quality,
-    /// When the value was last read successfully (monotonic).
+    /// When the value was last read successfully (monotonic): when the device most likely read it,
+    /// midway through the request's round trip (the reply comes half a round trip later).
     pub read_at: Option<Instant>,
     /// The same, wall clock, for reports.
     pub read_wall: Option<SystemTime>,
@@ -109,8 +110,11 @@ impl Sample {
 pub struct Position {
     /// Counts since linesight started, never wrapping.
     pub counts: i64,
-    /// When that position was read.
+    /// When that position was read (as the device read it: see [`Sample::read_at`]).
     pub at: Instant,
+    /// The counter's raw value at `counts` (the register as read), to place another value of the
+    /// same counter (a latched count) on the unwrapped scale.
+    pub raw: u64,
     /// Counts per second over the recent readings (0 when standing).
     pub speed: f64,
 }

@@ -414,6 +414,63 @@ fn triggers_gates_and_lights_are_cross_checked() {
     errors_contain(&with_line_io().replace("  fault: lamp_red", "  fault: reject_gate"), &[&["also a stack light"]]);
 }
 
+/// The line I/O example with a latch register beside the encoder and `trigger.latch`.
+fn with_latch() -> String {
+    with_line_io()
+        .replace(
+            "    temp: {",
+            "    eye_count: { device: plc, area: input-register, address: 23, type: u32, poll: 2ms }\n    temp: {",
+        )
+        .replace("trigger: { point: eye }", "trigger: { point: eye, latch: eye_count }")
+}
+
+#[test]
+fn the_trigger_latch_is_checked() {
+    loads(&with_latch());
+    // Every error at the `latch` key, naming the file and line, saying how to fix it.
+    let latch_line = with_latch().lines().position(|l| l.contains("latch: eye_count }")).unwrap() + 1;
+    let at_latch = |text: &str, words: &[&str]| {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        let s = errs[0].to_string();
+        assert_eq!(errs[0].line, latch_line, "{s}");
+        assert!(s.contains("node.yaml:") && s.contains(" — "), "{s}");
+        for w in words {
+            assert!(s.contains(w), "`{w}` missing from: {s}");
+        }
+    };
+    at_latch(
+        &with_latch().replace("latch: eye_count }", "latch: eye_cnt }"),
+        &["`eye_cnt`", "did you mean `eye_count`"],
+    );
+    at_latch(&with_latch().replace("address: 23, type: u32", "address: 23, type: i32"), &["raw u16 or u32"]);
+    at_latch(
+        &with_latch().replace("address: 23, type: u32,", "address: 23, type: u32, scale: 2,"),
+        &["raw u16 or u32"],
+    );
+    at_latch(
+        &with_latch().replace("address: 23, type: u32", "address: 23, type: u16"),
+        &["is U16 and the encoder is U32"],
+    );
+    at_latch(
+        &with_latch().replace("address: 23, type: u32, poll: 2ms", "address: 23, type: u32, poll: 10ms"),
+        &["every 10ms", "same poll cycle"],
+    );
+    loads(&with_latch().replace("point: eye, latch", "point: eye, on: falling-edge, latch"));
+    // A latch needs the encoder (and the distance gate says so too).
+    let no_encoder = errors(&with_latch().replace("line:\n  encoder: encoder\n", ""));
+    assert!(
+        no_encoder.iter().any(|e| e.line == latch_line - 2 && e.to_string().contains("a latched count is an encoder")),
+        "{no_encoder:#?}"
+    );
+    // A part counter has no edge to latch.
+    let counter = errors(&with_latch().replace("trigger: { point: eye,", "trigger: { point: encoder, on: increment,"));
+    assert!(counter.iter().any(|e| e.to_string().contains("counts parts (`on: increment`)")), "{counter:#?}");
+    // An unknown key next to it is refused, naming it.
+    let typo = errors(&with_latch().replace("latch: eye_count }", "latched: eye_count }"));
+    assert!(typo.iter().any(|e| e.line == latch_line && e.to_string().contains("latched")), "{typo:#?}");
+}
+
 /// Every error of `text`, in file order, at `(line, col)` and containing the fragments.
 fn errors_at(text: &str, expected: &[(usize, usize, &[&str])]) {
     let errs = errors(text);

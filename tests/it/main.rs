@@ -36,6 +36,7 @@ mod purge;
 mod pyplc_smoke;
 mod queue_disk;
 mod reduced_decode;
+mod reject_line;
 mod reload;
 mod shared_model;
 mod signals;

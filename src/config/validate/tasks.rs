@@ -283,6 +283,9 @@ fn trigger(config: &Config, broken: &Broken, name: &str, task: &TaskConfig, c: &
     match (&task.trigger, triggered) {
         (Some(t), _) => {
             trigger_point(config, broken, &join(&path, &["trigger", "point"]), t, c);
+            if let Some(latch) = &t.latch {
+                trigger_latch(config, broken, &join(&path, &["trigger", "latch"]), t, latch, c);
+            }
             if triggered == Some(false) {
                 c.at(
                     &join(&path, &["trigger"]),
@@ -317,6 +320,55 @@ fn trigger_point(config: &Config, broken: &Broken, at: &[&str], t: &TriggerConfi
             format!("trigger `{:?}` cannot use point `{}` of type {ty:?}", t.on, t.point),
             "use a bool point with rising-edge/falling-edge, or an integer counter with `on: increment`",
         );
+    }
+}
+
+/// The latch is a raw counter of the encoder, read in the trigger's poll cycle, for an edge.
+fn trigger_latch(config: &Config, broken: &Broken, at: &[&str], t: &TriggerConfig, latch: &str, c: &mut Collector) {
+    if t.on == TriggerOn::Increment {
+        c.at(
+            at,
+            "a latch holds the encoder count at one photo-eye edge, and this trigger counts parts (`on: increment`)",
+            "use a photo-eye point with `on: rising-edge` (or `falling-edge`), or remove `latch`",
+        );
+    }
+    if config.line.encoder.is_none() {
+        c.at(
+            at,
+            "a latched count is an encoder position, and `line.encoder` is not set",
+            "add `line: { encoder: <point> }` (the counter the PLC latches), or remove `latch`",
+        );
+    }
+    let Some(p) = config.modbus.points.get(latch) else {
+        unknown_point(config, broken, at, latch, c);
+        return;
+    };
+    if !matches!(p.value_type(), PointType::U16 | PointType::U32) || p.scale.is_some() || p.offset.is_some() {
+        c.at(
+            at,
+            format!("latch point `{latch}` must be a raw u16 or u32 counter, like the encoder"),
+            "read the latch register as `type: u32` (or u16, the encoder's type) without scale or offset",
+        );
+    } else if let Some(enc) = config.line.encoder.as_ref().and_then(|e| config.modbus.points.get(e)) {
+        if enc.value_type() != p.value_type() {
+            c.at(
+                at,
+                format!("latch point `{latch}` is {:?} and the encoder is {:?}", p.value_type(), enc.value_type()),
+                "give the latch the encoder's type: it holds a value of the same counter",
+            );
+        }
+    }
+    if let Some(tp) = config.modbus.points.get(&t.point) {
+        if tp.device != p.device || tp.poll != p.poll {
+            c.at(
+                at,
+                format!(
+                    "latch point `{latch}` is read from device `{}` every {}, the trigger `{}` from `{}` every {}",
+                    p.device, p.poll, t.point, tp.device, tp.poll
+                ),
+                "give the latch point the trigger point's `device` and `poll`, so both are read in the same poll cycle",
+            );
+        }
     }
 }
 

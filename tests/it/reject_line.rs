@@ -1,0 +1,48 @@
+//! The reject gate on a line run by an independent PLC: `tools/plc_line.py` (pymodbus, its own
+//! process) moves an encoder, pulses a photo-eye and latches the encoder count at each edge;
+//! linesight's pollers, encoder, trigger (with `latch`) and gate run against it, as in
+//! `linesight bench --rejects`. Odd parts are NG. No timing is asserted: every NG part gets
+//! exactly one pulse, no good part gets one, and each part's position is the PLC's latched count.
+
+use linesight::cli::bench::rejects::{run_line, LineBench};
+use std::time::Duration;
+
+fn bench(latch: bool) -> LineBench {
+    LineBench {
+        parts: 30,
+        rates: vec![10.0], // the photo-eye on for 40 ms: slack for a loaded CI machine
+        runs: 1,
+        latch: vec![latch],
+        poll: Duration::from_millis(2),
+        distance: 20_000,
+        speed: 100_000,
+        max_rate: false,
+        json: true,
+        odd_ng: true,
+    }
+}
+
+fn run_of(out: &serde_json::Value) -> &serde_json::Value {
+    &out["figures"][0]["runs"][0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ng_part_gets_one_pulse_at_its_latched_position() {
+    let out = run_line(bench(true)).await.expect("the line bench runs");
+    let r = run_of(&out);
+    assert_eq!(r["triggers_seen"], 30, "every photo-eye edge is a part: {r}");
+    assert_eq!(r["ng_parts"], 15, "{r}");
+    assert_eq!((r["missed"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(0)), "one pulse per NG part: {r}");
+    assert_eq!(r["wrong_part"], 0, "no pulse for a good part, none astray: {r}");
+    assert_eq!(r["positions_exact"], 30, "each part is placed at the PLC's latched count: {r}");
+    assert_eq!(r["failed_writes"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_latch_each_ng_part_still_gets_one_pulse() {
+    let out = run_line(bench(false)).await.expect("the line bench runs");
+    let r = run_of(&out);
+    assert_eq!(r["triggers_seen"], 30, "{r}");
+    assert_eq!((r["missed"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(r["wrong_part"], 0, "{r}");
+}
