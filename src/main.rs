@@ -39,7 +39,8 @@ enum Command {
     /// A simulated line with the committed model, a simulated PLC and a local broker.
     Demo(linesight::cli::demo::DemoArgs),
     /// Measure each stage alone and the whole pipeline on this machine.
-    Bench(linesight::cli::bench::BenchArgs),
+    // Boxed: the bench's many flags would make every other command as large.
+    Bench(Box<linesight::cli::bench::BenchArgs>),
     /// Run a model on image files: verdict, detections or class scores; exits 1 if an image could not be read.
     Infer(linesight::cli::infer::InferArgs),
     /// Measure a model on a labelled folder: NG recall, false-reject rate, the threshold for a target recall.
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => run(config),
         Command::Demo(args) => with_runtime(|| linesight::cli::demo::main(args)),
-        Command::Bench(args) => with_runtime(|| linesight::cli::bench::main(args)),
+        Command::Bench(args) => with_runtime(|| linesight::cli::bench::main(*args)),
         Command::Eval(args) => {
             let json = args.json;
             match linesight::cli::eval::main(args) {
