@@ -337,8 +337,7 @@ impl Scoring {
 /// An image decoded at 1/`k` per side (libjpeg scales JPEG in its IDCT; OpenCV resizes others).
 fn read_reduced(path: &Path, k: u32) -> Result<Mat, String> {
     use opencv::prelude::MatTraitConst;
-    let m = opencv::imgcodecs::imread(path, crate::camera::source::reduced_flag(k))
-        .map_err(|e| e.message)?;
+    let m = opencv::imgcodecs::imread(path, crate::camera::source::reduced_flag(k)).map_err(|e| e.message)?;
     if m.empty() {
         return Err(format!("{}: not an image OpenCV can decode at 1/{k}", path.display()));
     }
