@@ -245,7 +245,8 @@ impl State {
             };
             let camera_changed = changes.iter().any(|k| under(k, &format!("cameras.{}", t.camera)));
             if camera_changed || fit != handles.fit {
-                cameras.push((name.clone(), crate::camera::Settings { config: new.cameras[&t.camera].clone(), fit }));
+                let config = new.cameras[&t.camera].clone();
+                cameras.push((name.clone(), crate::camera::Settings { config, fit, reopen: camera_changed }));
             }
         }
         if problems.is_empty() {

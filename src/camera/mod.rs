@@ -68,6 +68,10 @@ pub struct Camera {
 pub struct Settings {
     pub config: CameraConfig,
     pub fit: Option<Fit>,
+    /// The config changed: the source is opened again with it. Without, only the model's fit
+    /// changed, and the camera takes it between two frames without a gap: a model swap must not
+    /// cost a live camera its connection.
+    pub reopen: bool,
 }
 
 impl Camera {
@@ -88,7 +92,11 @@ impl Camera {
         while !self.stop.load(Ordering::Relaxed) {
             // A camera that cannot open takes a reload too (a corrected device path).
             if let Some(new) = self.new_config() {
-                self.reconfigure_to(new, &mut capture);
+                if new.reopen {
+                    self.reconfigure_to(new, &mut capture);
+                } else {
+                    (self.fit, capture.fit) = (new.fit, new.fit);
+                }
             }
             let Some(src) = self.open(&mut capture.backoff, &mut capture.open_log) else { continue };
             match self.stream(src, &mut capture) {
@@ -100,10 +108,12 @@ impl Camera {
         self.queue.close();
     }
 
-    /// The latest settings a reload sent, if any arrived since the last look.
+    /// The latest settings a reload sent, if any arrived since the last look; a reopen asked
+    /// for by an earlier one is kept.
     fn new_config(&self) -> Option<Settings> {
-        let mut latest = None;
-        while let Ok(c) = self.reconfigure.try_recv() {
+        let mut latest: Option<Settings> = None;
+        while let Ok(mut c) = self.reconfigure.try_recv() {
+            c.reopen |= latest.as_ref().is_some_and(|l| l.reopen);
             latest = Some(c);
         }
         latest
@@ -114,7 +124,7 @@ impl Camera {
     /// part ids go on from where they were, so no part id is given twice or skipped. A part
     /// that waits for its frame (triggered) gets the first frame of the new source after its
     /// trigger, or ERROR (rejected) if reopening takes longer than its inference timeout.
-    fn reconfigure_to(&mut self, Settings { config: new, fit }: Settings, capture: &mut Capture) {
+    fn reconfigure_to(&mut self, Settings { config: new, fit, .. }: Settings, capture: &mut Capture) {
         if new.source != self.config.source || new.timeout != self.config.timeout {
             self.opener = Camera::opener_for(&new.source, new.timeout.get());
         }
@@ -151,6 +161,7 @@ impl Camera {
             stall_frames,
             transform: transform::Transform::of(&self.config),
             scale: 1,
+            fit: self.fit,
             when_full: self.when_full(),
             last_print: None,
             same_in_a_row: 0,
@@ -210,16 +221,18 @@ impl Camera {
     /// end (a looped file starts over: reopened), or an error (the backoff
     /// is waited out here, then reopened). The source is closed on return.
     fn stream(&self, mut src: Box<dyn FrameSource>, capture: &mut Capture) -> Streamed {
-        let k = self.decode_reduction(&mut *src);
-        capture.scale = k;
-        capture.transform = transform::Transform::of(&self.config).reduced(k);
+        self.set_reduction(&mut *src, capture);
         let mut next_due = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Streamed::Finished;
             }
             if let Some(new) = self.new_config() {
-                return Streamed::Reconfigure(new);
+                if new.reopen {
+                    return Streamed::Reconfigure(new);
+                }
+                capture.fit = new.fit;
+                self.set_reduction(&mut *src, capture);
             }
             if let Some(iv) = capture.interval {
                 pace(&mut next_due, iv);
@@ -248,12 +261,19 @@ impl Camera {
         }
     }
 
-    /// How far this source's frames are reduced in decoding (`decode`), set on the source before
-    /// its first frame: forced by the config, or with `auto` the largest reduction that still
-    /// covers what the model resizes the frame to (rotation and crop counted). Reported in the
-    /// camera's stats and, when it changes, in the log.
-    fn decode_reduction(&self, src: &mut dyn FrameSource) -> u32 {
-        let wanted = match (self.config.decode.forced(), &self.fit, src.frame_size()) {
+    /// Set the source's decode reduction for the frames from now on, and the crop to match.
+    fn set_reduction(&self, src: &mut dyn FrameSource, capture: &mut Capture) {
+        let k = self.decode_reduction(src, capture.fit);
+        capture.scale = k;
+        capture.transform = transform::Transform::of(&self.config).reduced(k);
+    }
+
+    /// How far this source's frames are reduced in decoding (`decode`): forced by the config, or
+    /// with `auto` the largest reduction that still covers what the model resizes the frame to
+    /// (rotation and crop counted). Reported in the camera's stats and, when it changes, in the
+    /// log.
+    fn decode_reduction(&self, src: &mut dyn FrameSource, fit: Option<Fit>) -> u32 {
+        let wanted = match (self.config.decode.forced(), &fit, src.frame_size()) {
             (Some(k), _, _) => k,
             (None, Some(fit), Some((w, h))) => {
                 let (w, h) = transform::Transform::of(&self.config).size_of(w, h);
@@ -436,6 +456,8 @@ struct Capture {
     transform: transform::Transform,
     /// The source's decode reduction (see [`Camera::decode_reduction`]).
     scale: u32,
+    /// The task's model's fit, which the reduction follows.
+    fit: Option<Fit>,
     when_full: WhenFull,
     /// Fingerprint of the last new frame, to tell a repeat.
     last_print: Option<u64>,

@@ -19,9 +19,10 @@ pub trait FrameSource: Send {
     fn frame_size(&self) -> Option<(u32, u32)> {
         None
     }
-    /// Decode frames at 1/`k` per side from the first frame on, where the source's frames are
-    /// JPEG; returns the reduction in effect (1: this source decodes only at full size). Called
-    /// once, before the first frame.
+    /// Decode frames at 1/`k` per side from the next frame on, where the source's frames are
+    /// JPEG; returns the reduction in effect (1: this source decodes only at full size). A source
+    /// that takes its frames compressed changes it at any time; one that does not can only start
+    /// compressed, before its first frame (later it stays at full size: never less than asked).
     fn reduce(&mut self, _k: u32) -> u32 {
         1
     }
@@ -69,8 +70,9 @@ pub struct Capture {
     cap: videoio::VideoCapture,
     what: String,
     finite: bool,
-    /// JPEG frames taken compressed (FFmpeg's raw packets) and decoded by libjpeg at
-    /// 1/`reduced` per side; 1: OpenCV decodes them at full size.
+    /// JPEG frames taken compressed (FFmpeg's raw packets) and decoded here by libjpeg.
+    raw: bool,
+    /// With `raw`, the reduction per side they are decoded at (1: whole).
     reduced: u32,
     /// Frames read, to name the one that does not decode.
     frames: u64,
@@ -88,7 +90,7 @@ impl Capture {
         if !cap.is_opened().unwrap_or(false) {
             return Err(fail("OpenCV could not open it (check the path or URL, the codec, and that OpenCV was built with this back end)".into()));
         }
-        Ok(Capture { cap, what, finite, reduced: 1, frames: 0 })
+        Ok(Capture { cap, what, finite, raw: false, reduced: 1, frames: 0 })
     }
 
     fn open_v4l2(v: &V4l2Config) -> Result<Self, SourceError> {
@@ -150,7 +152,7 @@ impl FrameSource for Capture {
             .read(&mut frame)
             .map_err(|e| SourceError::Read { what: self.what.clone(), why: e.message.clone() })?;
         self.frames += 1;
-        if got && !frame.empty() && self.reduced > 1 {
+        if got && !frame.empty() && self.raw {
             // A raw packet: one JPEG image. libjpeg scales in its inverse DCT, so a 1/8 frame
             // costs a fraction of a full decode; a packet that is not a whole JPEG is an error
             // naming the frame (FFmpeg would have concealed it), not a skipped part.
@@ -192,6 +194,10 @@ impl FrameSource for Capture {
     /// Other codecs (H.264, raw YUV) decode at full size. V4L2 MJPG stays at full size too:
     /// OpenCV's V4L2 back end can hand over its raw buffers, but no camera here could test it.
     fn reduce(&mut self, k: u32) -> u32 {
+        if self.raw {
+            self.reduced = k.max(1);
+            return self.reduced;
+        }
         if k <= 1 || self.frames > 0 {
             return 1;
         }
@@ -202,7 +208,7 @@ impl FrameSource for Capture {
         }
         match self.cap.set(videoio::CAP_PROP_FORMAT, -1.0) {
             Ok(true) => {
-                self.reduced = k;
+                (self.raw, self.reduced) = (true, k);
                 k
             }
             _ => 1,

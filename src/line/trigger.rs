@@ -101,6 +101,9 @@ pub struct Placer {
     bits: u32,
     /// The last latched count used, to tell a latch the PLC did not renew.
     last_latch: Option<u64>,
+    /// A latch that keeps failing is logged when it starts, once a minute, and when it works
+    /// again: at 50 parts/s a line per part would flood the journal.
+    latch_log: crate::util::throttle::Throttle,
 }
 
 /// Where and when a part's edge was.
@@ -119,7 +122,7 @@ const TRACK: usize = 16;
 impl Placer {
     pub fn new(poll: Duration, encoder: PointType) -> Self {
         let bits = if encoder == PointType::U16 { 16 } else { 32 };
-        Placer { poll, last_read: None, track: VecDeque::new(), bits, last_latch: None }
+        Placer { poll, last_read: None, track: VecDeque::new(), bits, last_latch: None, latch_log: Default::default() }
     }
 
     /// An encoder position, as the encoder follower publishes it.
@@ -199,19 +202,33 @@ impl Placer {
         Some(last.counts + step)
     }
 
+    /// A part placed without its latch, and why: logged through the throttle.
+    pub fn latch_failed(&mut self, why: &str) {
+        use crate::util::throttle::Report;
+        match self.latch_log.failed(Instant::now().into_std(), why) {
+            Some(Report::First) => tracing::warn!("{why}"),
+            Some(Report::Still { repeats, total, for_s }) => {
+                tracing::warn!(repeats, total, for_s, "{why} (still; logged once a minute)")
+            }
+            None => {}
+        }
+    }
+
     /// Place an edge estimated at `est` (from [`Placer::reading`]), with the latch register's
     /// value read in the same poll cycle, when there is one.
     pub fn place(&mut self, est: Instant, latch: Option<u64>) -> Edge {
         let estimate = Edge { at: est, position: self.position_at(est).map(|c| c.round() as i64), latched: false };
         let Some(raw) = latch else { return estimate };
         if self.last_latch == Some(raw) {
-            tracing::warn!(
-                latched = raw,
-                "the trigger's latch register holds the same count as for the last part; the edge is estimated instead"
+            self.latch_failed(
+                "the trigger's latch register holds the same count as for the last part (is the PLC latching the encoder at the photo-eye edge?); the edge is estimated instead",
             );
             return estimate;
         }
         self.last_latch = Some(raw);
+        if let Some((away, parts)) = self.latch_log.recovered(Instant::now().into_std()) {
+            tracing::info!(away_s = away.as_secs(), parts, "the trigger's latch register works again");
+        }
         match self.unwrap_latch(raw) {
             Some(counts) => Edge { at: self.time_at(counts).unwrap_or(est), position: Some(counts), latched: true },
             None => estimate, // no encoder reading yet
@@ -292,7 +309,7 @@ pub async fn run(
                     Some(rx) => {
                         let v = latch_after(rx, read_at, inputs.poll * 2 + Duration::from_millis(50)).await;
                         if v.is_none() {
-                            tracing::warn!("the trigger's latch register was not read after its edge; the edge is estimated instead");
+                            placer.latch_failed("the trigger's latch register was not read after its edge (is it polled?); the edge is estimated instead");
                         }
                         v
                     }
