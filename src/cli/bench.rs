@@ -352,18 +352,18 @@ fn spread(values: impl Iterator<Item = Option<f64>>) -> Value {
 /// The rounds as one document: each figure's median and spread, the peer's beside ours, and the
 /// ratios the performance goals are stated in (each round's ratio, then their median and spread).
 fn rounds_report(args: &BenchArgs, scale: u32, rounds: &[(Value, Option<Value>)]) -> Value {
-    let ours = |path: &[&str]| spread(rounds.iter().map(|(o, _)| path.iter().fold(o, |v, k| &v[*k]).as_f64()));
-    let theirs = |path: &[&str]| {
-        spread(rounds.iter().map(|(_, p)| p.as_ref().and_then(|p| path.iter().fold(p, |v, k| &v[*k]).as_f64())))
-    };
+    // The number at `path` (keys, outermost first) of one run's report.
+    let at = |v: &Value, path: &[&str]| path.iter().fold(v, |v, k| &v[*k]).as_f64();
+    let ours = |path: &[&str]| spread(rounds.iter().map(|(o, _)| at(o, path)));
+    let theirs = |path: &[&str]| spread(rounds.iter().map(|(_, p)| p.as_ref().and_then(|p| at(p, path))));
     let ratio = |a: &[&str], b: &[&str]| {
         spread(rounds.iter().map(|(o, p)| {
-            let p = p.as_ref()?;
-            let x = a.iter().fold(o, |v, k| &v[*k]).as_f64()?;
-            let y = b.iter().fold(p, |v, k| &v[*k]).as_f64()?;
+            let (x, y) = (at(o, a)?, at(p.as_ref()?, b)?);
             (y > 0.0).then_some(x / y)
         }))
     };
+    // p50, p99 and max of one latency figure, each as its spread over the rounds.
+    let latency = |figure: &dyn Fn(&[&str]) -> Value, key: &str| json!({"p50": figure(&[key, "p50"]), "p99": figure(&[key, "p99"]), "max": figure(&[key, "max"])});
     let mut out = json!({
         "rounds": rounds.len(),
         "frames": args.frames,
@@ -378,11 +378,7 @@ fn rounds_report(args: &BenchArgs, scale: u32, rounds: &[(Value, Option<Value>)]
             "fps": ours(&["pipeline_fps"]),
             "efficiency": ours(&["efficiency"]),
             "cpu_ms_per_frame": ours(&["cpu_ms_per_frame"]),
-            "decision_latency_ms": {
-                "p50": ours(&["decision_latency_ms", "p50"]),
-                "p99": ours(&["decision_latency_ms", "p99"]),
-                "max": ours(&["decision_latency_ms", "max"]),
-            },
+            "decision_latency_ms": latency(&ours, "decision_latency_ms"),
             "rss_mb": ours(&["rss_mb"]),
             "deadline_misses": ours(&["deadline_misses"]),
             "error": ours(&["error"]),
@@ -395,16 +391,8 @@ fn rounds_report(args: &BenchArgs, scale: u32, rounds: &[(Value, Option<Value>)]
         out["peer"] = json!({
             "fps": theirs(&["fps"]),
             "cpu_ms_per_frame": theirs(&["cpu_ms_per_frame"]),
-            "decision_latency_ms": {
-                "p50": theirs(&["decision_latency_ms", "p50"]),
-                "p99": theirs(&["decision_latency_ms", "p99"]),
-                "max": theirs(&["decision_latency_ms", "max"]),
-            },
-            "coil_ack_latency_ms": {
-                "p50": theirs(&["coil_ack_latency_ms", "p50"]),
-                "p99": theirs(&["coil_ack_latency_ms", "p99"]),
-                "max": theirs(&["coil_ack_latency_ms", "max"]),
-            },
+            "decision_latency_ms": latency(&theirs, "decision_latency_ms"),
+            "coil_ack_latency_ms": latency(&theirs, "coil_ack_latency_ms"),
             "rss_mb": theirs(&["rss_mb"]),
         });
         // The goals of issue 14: fps >= 2x the peer, CPU <= 0.5x, decision p99 <= 1/3.

@@ -66,23 +66,18 @@ fn run_source(video: &Path, extra: &str, source: Option<(&str, usize)>) -> (Vec<
         yaml.lines().filter(|l| source.is_none() || !l.starts_with("    fps:")).map(|l| format!("{l}\n")).collect();
     let cfg = write_config(dir.path(), &yaml);
     let log = dir.path().join("daemon.log");
-    let mut child = Command::new(bin())
-        .args(["run", "--log-format", "text", "--config"])
-        .arg(&cfg)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = run_daemon(&cfg, &log);
     if let Some((_, frames)) = source {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while sub.messages("/tasks/inspect/result").len() < frames {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             assert!(std::time::Instant::now() < deadline, "{frames} results within 60 s:\n{log}");
-            assert!(child.try_wait().unwrap().is_none(), "the daemon ended early:\n{log}");
+            assert!(child.0.try_wait().unwrap().is_none(), "the daemon ended early:\n{log}");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
     }
-    let status = wait_exit(&mut child, Duration::from_secs(90));
+    let status = wait_exit(&mut child.0, Duration::from_secs(90));
     assert!(status.success(), "linesight exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
     assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(5)));
     let mut results = sub.messages("/tasks/inspect/result");
