@@ -60,8 +60,11 @@ fn video_to_verdicts_rejects_and_telemetry() {
         if expected == "NG" {
             ng += 1;
             assert_eq!(r["reject"]["status"], "fired", "part {id}: {r}");
+            // The gate sends its "on" up to 20 ms early (the write's measured lead, see
+            // decision::reject), so the ack comes at the due time give or take the link's
+            // jitter; a gate that fired on the decision would ack within a few ms.
             assert!(
-                r["timings_ms"]["capture_to_reject_ack"].as_f64().unwrap() >= 1200.0,
+                r["timings_ms"]["capture_to_reject_ack"].as_f64().unwrap() >= 1180.0,
                 "reject waits for the gate: {r}"
             );
         }
