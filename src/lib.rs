@@ -22,6 +22,7 @@
 //! | [`store`] | devices and stores | `util` | the disk-backed segmented log behind MQTT store-and-forward, and the one thread that writes it |
 //! | [`camera`] | devices and stores | `config`, `util`, `part`, `stats` | capture threads (OpenCV: files, folders, V4L2, RTSP, GStreamer) feeding a bounded queue |
 //! | [`inference`] | devices and stores | `config`, `util`, `part`, `stats` | ONNX Runtime sessions, execution providers, model adapters, the worker that batches frames; reports model outputs, never verdicts |
+//! | [`rollout`] | devices and stores | `config`, `util` | signed model packages: manifest, Ed25519 keys, every check before an install, per-model slots in the state directory (staged versions, the active one, the history) |
 //! | [`modbus`] | devices and stores | `config`, `util`, `part`, `stats` | links (TCP, RTU), point polling and codecs, the declared outputs (the only things written), heartbeat, result blocks |
 //! | [`line`] | line | `config`, `util`, `part`, `stats`, `modbus` | part triggers and the encoder, from Modbus points |
 //! | [`decision`] | decision | `config`, `util`, `part`, `stats` | rules (outputs to verdicts), the part tracker, the timed reject gate; no I/O: outputs through `part::actuator`, results out on a channel |
@@ -30,8 +31,8 @@
 //! | [`service`] | support | — | systemd notify and watchdog, stop signals |
 //! | [`logging`] | support | — | tracing output for terminals, journald and log shippers |
 //! | [`sim`] | support | — | a simulated PLC and a throwaway broker for the demo, bench and tests |
-//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
-//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval` |
+//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `rollout` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
+//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app`, `rollout` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval`, `model` |
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,7 @@ pub mod line;
 pub mod logging;
 pub mod modbus;
 pub mod part;
+pub mod rollout;
 pub mod service;
 pub mod sim;
 pub mod stats;
