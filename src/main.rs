@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use linesight::cli::model::Outcome;
 use linesight::logging::{self, LogFormat};
 use linesight::{app, config, service, EXIT_CONFIG, EXIT_MODEL};
 
@@ -45,6 +46,8 @@ enum Command {
     Infer(linesight::cli::infer::InferArgs),
     /// Measure a model on a labelled folder: NG recall, false-reject rate, the threshold for a target recall.
     Eval(linesight::cli::eval::EvalArgs),
+    /// Signed model packages: keygen, pack, sign, verify (docs/rollout.md).
+    Model(linesight::cli::model::ModelArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Model(args) => match linesight::cli::model::main(args) {
+            Outcome::Done => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::FAILURE,
+            Outcome::BadArguments => ExitCode::from(EXIT_CONFIG as u8),
+        },
         Command::Infer(args) => match linesight::cli::infer::main(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -3,7 +3,8 @@
 //! - [`demo`]: `linesight demo`, the whole daemon on a simulated line;
 //! - [`bench`]: `linesight bench`, each stage alone and the whole pipeline on this machine;
 //! - [`infer`]: `linesight infer`, a model on image files;
-//! - [`eval`]: `linesight eval`, a model on a labelled folder.
+//! - [`eval`]: `linesight eval`, a model on a labelled folder;
+//! - [`model`]: `linesight model keygen|pack|sign|verify`, signed model packages.
 //!
 //! cli is the top layer: it may import everything, and nothing imports it
 //! (only `main.rs` and the tests).
@@ -12,3 +13,4 @@ pub mod bench;
 pub mod demo;
 pub mod eval;
 pub mod infer;
+pub mod model;

@@ -76,9 +76,9 @@ pub fn pack(opts: &PackOptions, key: &SigningKey) -> Result<(PathBuf, Manifest),
     let result = build(opts, kind, key, &tmp).and_then(|m| {
         std::fs::rename(&tmp, &out)
             .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), out.display()))?;
-        if let Some(parent) = out.parent() {
-            sync_dir(parent)?;
-        }
+        // A bare relative name's parent is "": the current folder.
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        sync_dir(parent)?;
         Ok(m)
     });
     if result.is_err() {

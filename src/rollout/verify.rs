@@ -240,8 +240,8 @@ fn target(m: &Manifest, expect: &Expect) -> Result<(), Refusal> {
     }
     if let Some(kind) = expect.kind.filter(|k| *k != t.kind) {
         return Err(Refusal::WrongTarget(format!(
-            "the package holds a {} model, this model entry is a {kind}; pack a {kind} model, or change the \
-             entry's kind in the config first",
+            "the package holds a model of kind {}, this model entry's kind is {kind}; pack a model of kind {kind}, \
+             or change the entry's kind in the config first",
             t.kind
         )));
     }
@@ -489,7 +489,7 @@ mod tests {
         let dir = package(&o);
         let r = refused(&dir, &Expect { kind: Some("anomaly"), ..expect() });
         assert_eq!(r.code(), "wrong_target");
-        assert!(r.to_string().contains("classifier model, this model entry is a anomaly"), "{r}");
+        assert!(r.to_string().contains("kind classifier, this model entry's kind is anomaly"), "{r}");
         let r = refused(&dir, &Expect { arch: "aarch64", ..expect() });
         assert_eq!(r.code(), "wrong_target");
         assert!(r.to_string().contains("--arch aarch64"), "{r}");

@@ -27,6 +27,7 @@ mod layers;
 mod modbus_hostile;
 mod modbus_plc;
 mod modbus_reconnect;
+mod model_package;
 mod mqtt_durable;
 mod mqtt_hostile;
 mod mqtt_keepalive;
