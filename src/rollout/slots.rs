@@ -5,7 +5,8 @@
 //! slots/.tmp-*         a copy or removal a crash interrupted: ignored, deleted by `Slots::open`
 //! active.json          which version runs (absent: the config's own file), replaced atomically
 //! history.jsonl        one JSON event per line, appended and fsynced: staged, removed, and the
-//!                      daemon's own (promoted, rolled back, ...)
+//!                      daemon's own (promoted, rolled back, refused, ...); `staged` events are
+//!                      what `highest_installed` counts
 //! ```
 //!
 //! Every change is a write to a temp name, fsync, rename, fsync of the folder: after a power cut
@@ -27,6 +28,8 @@ use crate::util::{private_fs, time};
 const TMP_PREFIX: &str = ".tmp-";
 const ACTIVE_FILE: &str = "active.json";
 const HISTORY_FILE: &str = "history.jsonl";
+/// The history event [`Slots::stage`] records; [`Slots::highest_installed`] counts these.
+pub const STAGED_EVENT: &str = "staged";
 
 /// One model's slots.
 #[derive(Debug, Clone)]
@@ -139,7 +142,7 @@ impl Slots {
             return Err(e);
         }
         self.record(&json!({
-            "event": "staged",
+            "event": STAGED_EVENT,
             "version": m.version,
             "manifest_sha256": v.manifest_sha256,
             "key": v.key_name,
@@ -209,11 +212,17 @@ impl Slots {
         versions.into_iter().filter_map(|v| self.slot(v)).collect()
     }
 
-    /// The highest version ever staged for this model: over the slots and every `version` in
-    /// the history, so that removing a slot does not let its version (or an older one) in again.
+    /// The highest version ever staged for this model: over the slots and the history's
+    /// `staged` events, so that removing a slot does not let its version (or an older one) in
+    /// again. Only `staged` events count: a refused package's version, recorded for the audit,
+    /// must not block the next good one.
     pub fn highest_installed(&self) -> Option<u64> {
         let staged = self.slots().into_iter().map(|s| s.version);
-        let recorded = self.history().into_iter().filter_map(|e| e.get("version").and_then(|v| v.as_u64()));
+        let recorded = self
+            .history()
+            .into_iter()
+            .filter(|e| e.get("event").and_then(|v| v.as_str()) == Some(STAGED_EVENT))
+            .filter_map(|e| e.get("version").and_then(|v| v.as_u64()));
         staged.chain(recorded).max()
     }
 
@@ -445,6 +454,10 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h[1]["event"], "rolled_back");
         assert!(h[1]["at"].is_string());
-        assert_eq!(slots.highest_installed(), Some(2));
+        // Only staged versions count as installed: a refused package's version does not.
+        slots.record(&json!({"event": "refused", "version": 99, "reason": "bad_signature"})).unwrap();
+        assert_eq!(slots.highest_installed(), None);
+        slots.record(&json!({"event": STAGED_EVENT, "version": 4})).unwrap();
+        assert_eq!(slots.highest_installed(), Some(4));
     }
 }

@@ -173,6 +173,13 @@ fn pack_the_committed_classifier_verify_it_and_refuse_a_tampered_copy() {
     let (code, _, err) = linesight(&["model", "verify", "--package", &s(&package), "--key", &s(&model)]);
     assert_eq!(code, 78);
     assert!(err.contains("surface-classifier.onnx"), "{err}");
+    // So is a usage error (no --key); help is not an error.
+    let (code, _, err) = linesight(&["model", "verify", "--package", &s(&package)]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("--key"), "{err}");
+    let (code, out, _) = linesight(&["model", "verify", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--installed-version"), "{out}");
 }
 
 #[test]
