@@ -9,9 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 
+use crate::config;
 use crate::rollout::keys::{self, TrustedKey};
 use crate::rollout::manifest::{self, Manifest, ARCHES};
 use crate::rollout::pack::{self, PackOptions};
+use crate::rollout::slots::Slots;
 use crate::rollout::verify::{self, Expect};
 
 #[derive(Args, Debug)]
@@ -95,8 +97,12 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub package: PathBuf,
     /// A trusted public key file (repeatable): the package must be signed by one of them.
-    #[arg(long = "key", required = true)]
+    #[arg(long = "key", required_unless_present = "config")]
     pub keys: Vec<PathBuf>,
+    /// A node's config: decide as that node would, with its rollout.trusted_keys, the model
+    /// entry's kind, and the highest version installed in its state directory (read only).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// The model entry's name the package must be for. Default: the name in its manifest.
     #[arg(long)]
     pub name: Option<String>,
@@ -203,6 +209,38 @@ fn sign(package: &Path, key: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// What a node's config says about installing a package for model `name`.
+struct Node {
+    trusted: Vec<TrustedKey>,
+    kind: Option<String>,
+    installed: Option<u64>,
+}
+
+fn node(path: &Path, name: &str) -> Result<Node, String> {
+    let loaded = config::load_file(path).map_err(|e| format!("{e}\n{}: not a valid config", path.display()))?;
+    let c = loaded.config();
+    let model = c.models.get(name).ok_or_else(|| {
+        let known: Vec<&str> = c.models.keys().map(String::as_str).collect();
+        format!(
+            "{} has no model `{name}` (it has: {}); a package installs over a model entry of the same name",
+            path.display(),
+            known.join(", ")
+        )
+    })?;
+    let trusted = keys::trusted(&c.rollout)?;
+    // The entry's kind, else what its sidecar declares (the daemon also reads the model file's
+    // metadata; without either the kind is not checked here).
+    let declared = model.kind.and_then(|k| serde_json::to_value(k).ok()).and_then(|v| v.as_str().map(str::to_string));
+    let sidecar = model.sidecar.clone().unwrap_or_else(|| {
+        let mut s = model.path.as_os_str().to_owned();
+        s.push(".json");
+        PathBuf::from(s)
+    });
+    let kind = declared.or_else(|| pack::kind_from_sidecar(&sidecar).ok().flatten());
+    let installed = Slots::peek(&c.runtime.state_dir, name).and_then(|s| s.highest_installed());
+    Ok(Node { trusted, kind, installed })
+}
+
 fn verify_cmd(a: &VerifyArgs) -> Outcome {
     let mut trusted = Vec::new();
     for path in &a.keys {
@@ -230,10 +268,31 @@ fn verify_cmd(a: &VerifyArgs) -> Outcome {
     let name = a.name.clone().unwrap_or_else(|| {
         manifest::read_bytes(&a.package).ok().and_then(|b| Manifest::parse(&b).ok()).map(|m| m.name).unwrap_or_default()
     });
+    let (mut kind, mut installed) = (a.kind.clone(), a.installed_version);
+    if let Some(path) = &a.config {
+        match node(path, &name) {
+            Ok(n) => {
+                trusted.extend(n.trusted);
+                kind = kind.or(n.kind);
+                installed = installed.or(n.installed);
+                println!(
+                    "node {}: {} trusted key(s), model `{name}` of kind {}, highest installed version {}",
+                    path.display(),
+                    trusted.len(),
+                    kind.as_deref().unwrap_or("unknown (not checked)"),
+                    installed.map_or("none".into(), |v| v.to_string())
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Outcome::BadArguments;
+            }
+        }
+    }
     let expect = Expect {
-        kind: a.kind.as_deref(),
+        kind: kind.as_deref(),
         arch: a.arch.as_deref().unwrap_or(std::env::consts::ARCH),
-        installed: a.installed_version,
+        installed,
         now: SystemTime::now(),
     };
     println!("package {}", a.package.display());

@@ -215,7 +215,8 @@ fn check_options(opts: &PackOptions) -> Result<(), String> {
     if opts.golden.is_empty() {
         return Err(
             "no golden images: give --golden IMAGE=OK|NG (repeatable) or --golden-dir DIR; a node runs them before it \
-             accepts the model (the committed samples/parts/ are labelled by name: *_good.png is OK)"
+             accepts the model. The committed samples are labelled by name (samples/parts/ and \
+             models/*-samples/: *_good.png is OK, *_chip.png, *_scratch.png, ... NG)"
                 .into(),
         );
     }

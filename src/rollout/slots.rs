@@ -107,6 +107,14 @@ impl Slots {
         Ok(Slots { model: model.into(), root })
     }
 
+    /// The slots of `model` for reading only, while a daemon may be using them (`linesight model
+    /// verify --config`): nothing is created or cleaned. `None` when the model has no slots yet.
+    pub fn peek(state_dir: &Path, model: &str) -> Option<Slots> {
+        let valid = !model.is_empty() && model.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let root = state_dir.join("models").join(model);
+        (valid && root.is_dir()).then(|| Slots { model: model.into(), root })
+    }
+
     /// `<state_dir>/models/<model>`.
     pub fn root(&self) -> &Path {
         &self.root
@@ -417,6 +425,10 @@ mod tests {
         assert_eq!(slots.active().unwrap(), Some(a.clone()));
         assert_eq!(slots.slots().iter().map(|s| s.version).collect::<Vec<_>>(), [3]);
         assert_eq!(slots.highest_installed(), Some(3));
+        // A reader does not clean up under a running daemon's feet.
+        assert_eq!(Slots::peek(&state, "surface-classifier").unwrap().highest_installed(), Some(3));
+        assert!(torn.exists() && half.exists());
+        assert!(Slots::peek(&state, "never-staged").is_none());
         let reopened = Slots::open(&state, "surface-classifier").unwrap();
         assert!(!torn.exists() && !half.exists());
         assert_eq!(reopened.active().unwrap(), Some(a));

@@ -208,3 +208,54 @@ fn pack_refuses_what_a_node_could_not_check() {
     assert!(err.contains("is not a readable PNG or JPEG"), "{err}");
     assert!(!dir.path().join("m-1.lsmodel").exists());
 }
+
+#[test]
+fn verify_with_a_node_config_decides_as_that_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("plant.key");
+    assert_eq!(linesight(&["model", "keygen", "--out", &s(&key)]).0, 0);
+    let yaml = format!(
+        "{}rollout:\n  trusted_keys:\n    - name: plant\n      file: plant.key.pub\n",
+        node_yaml("127.0.0.1:1502", 1883, "", 10.0)
+    );
+    let config = write_config(dir.path(), &yaml);
+    let model = repo().join("models/surface-classifier.onnx");
+    let golden = format!("{}=NG", s(&repo().join("samples/parts/000_chip.png")));
+    let pack = |version: &str, name: &str| {
+        let out = dir.path().join(format!("{name}-{version}.lsmodel"));
+        let (model, key, to) = (s(&model), s(&key), s(&out));
+        let args = ["model", "pack", "--model", &model, "--name", name, "--version", version];
+        let args = [&args[..], &["--key", &key, "--golden", &golden, "--out", &to]].concat();
+        let (code, o, e) = linesight(&args);
+        assert_eq!(code, 0, "{o}{e}");
+        out
+    };
+    let v2 = pack("2", "surface");
+    let verify = |package: &Path| linesight(&["model", "verify", "--package", &s(package), "--config", &s(&config)]);
+    let (code, out, err) = verify(&v2);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 trusted key(s), model `surface` of kind classifier, highest installed version none"),
+        "{out}"
+    );
+    assert!(out.contains("signed by `plant`"), "the config's name for the key: {out}");
+
+    // The node stages version 2 (as its install does); the same package is then not newer.
+    let trusted =
+        linesight::rollout::keys::trusted(&linesight::config::load_file(&config).unwrap().config().rollout).unwrap();
+    let verified =
+        linesight::rollout::verify::check(&v2, "surface", &trusted, &linesight::rollout::verify::Expect::here())
+            .unwrap();
+    let slots = linesight::rollout::slots::Slots::open(&dir.path().join("state"), "surface").unwrap();
+    slots.stage(&verified).unwrap();
+    let (code, out, _) = verify(&v2);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("highest installed version 2") && out.contains("REFUSED  not_newer"), "{out}");
+    assert_eq!(verify(&pack("3", "surface")).0, 0);
+
+    // A package for a model entry the node does not have is refused as asked wrongly.
+    let other = pack("1", "other");
+    let (code, _, err) = verify(&other);
+    assert_eq!(code, 78);
+    assert!(err.contains("has no model `other` (it has: surface)"), "{err}");
+}
