@@ -39,6 +39,7 @@ mod queue_disk;
 mod reduced_decode;
 mod reject_line;
 mod reload;
+mod rollout;
 mod shared_model;
 mod signals;
 mod snapshots;
