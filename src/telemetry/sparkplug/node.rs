@@ -915,6 +915,37 @@ mod tests {
     }
 
     #[test]
+    fn model_rollout_metrics_become_rollout_commands() {
+        let topics = Topics { group: "line".into(), node: "cell".into() };
+        let ncmd = topics.ncmd();
+        let p = payload(&[
+            ("Models/surface/Install", DataType::String, V::StringValue("surface-3.lsmodel".into())),
+            ("Models/surface/Shadow", DataType::UInt64, V::LongValue(3)),
+            ("Models/surface/Promote", DataType::UInt64, V::LongValue(0)),
+            ("Models/surface/Promote", DataType::UInt64, V::LongValue(2)),
+            ("Models/surface/Rollback", DataType::Boolean, V::BooleanValue(true)),
+            ("Models/surface/Stop Shadow", DataType::Boolean, V::BooleanValue(false)),
+            ("Models/surface/Install", DataType::Boolean, V::BooleanValue(true)),
+            ("Models/surface/Format", DataType::Boolean, V::BooleanValue(true)),
+        ]);
+        let c = parse_command(&topics, &Node, &ncmd, &p, false).unwrap();
+        let model = || "surface".to_string();
+        assert_eq!(
+            c.commands,
+            [
+                Command::InstallModel { model: model(), package: "surface-3.lsmodel".into() },
+                Command::ShadowModel { model: model(), version: 3 },
+                Command::PromoteModel { model: model(), version: None },
+                Command::PromoteModel { model: model(), version: Some(2) },
+                Command::RollbackModel { model: model() },
+            ]
+        );
+        assert_eq!(c.refused.len(), 2, "{:?}", c.refused);
+        assert!(c.refused[0].contains("takes a String"), "{:?}", c.refused);
+        assert!(c.refused[1].contains("no model action `Format`"), "{:?}", c.refused);
+    }
+
+    #[test]
     fn host_state_needs_online_and_a_timestamp() {
         assert_eq!(parse_host_state(br#"{"online": true, "timestamp": 5}"#).unwrap(), Some((true, 5)));
         assert_eq!(parse_host_state(br#"{"online": false, "timestamp": 7, "x": 1}"#).unwrap(), Some((false, 7)));
