@@ -108,6 +108,8 @@ pub struct Running {
     reloader: Option<reload::Reloader>,
     /// Where the operator page listens, when `http` is configured.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Model installs, shadows, promotions and rollbacks (the bench's shadow arm uses it).
+    pub rollouts: Option<rollout::Rollouts>,
 }
 
 /// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
@@ -167,6 +169,7 @@ pub async fn start(file: &LoadedConfig, mut opts: Options) -> Result<Running, St
     if let Some(r) = &rollouts {
         running.stats.rollout.set(r.docs.clone()).ok();
     }
+    running.rollouts = rollouts.clone();
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
     let commander = start_command_router(config, &line.points, &outputs, &sessions, reloader, rollouts, &mut running);
     let ready = Arc::new(AtomicBool::new(false));
@@ -548,6 +551,7 @@ impl Running {
             triggers: Vec::new(),
             reloader: None,
             http_addr: None,
+            rollouts: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod cameras;
 pub mod peer;
 pub mod queue;
 pub mod rejects;
+pub mod shadow;
 pub mod viewers;
 
 use std::path::{Path, PathBuf};
@@ -128,6 +129,10 @@ pub struct BenchArgs {
     /// inspection figure.
     #[arg(long)]
     pub viewers: Option<usize>,
+    /// The pipeline alternately without and with a candidate model in shadow mode (the same
+    /// model, packed and installed as a candidate): the shadow must not slow production.
+    #[arg(long)]
+    pub shadow: bool,
     /// Rounds: of the pipeline bench (each measures the stages alone and the pipeline, and the
     /// peer with `--peer`, in alternating order), of the `--viewers` comparison, and of `--queue`
     /// (each: the ceiling, the queue, the replay).
@@ -154,6 +159,14 @@ pub async fn main(args: BenchArgs) -> Result<(), String> {
     let video = make_video(&args)?;
     if let Some(n) = args.viewers {
         let out = viewers::run(&args, &video, n).await?;
+        println!(
+            "{}",
+            if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() }
+        );
+        return Ok(());
+    }
+    if args.shadow {
+        let out = shadow::run(&args, &video).await?;
         println!(
             "{}",
             if args.json { out.to_string() } else { serde_json::to_string_pretty(&out).unwrap_or_default() }
@@ -664,9 +677,27 @@ fn ort_only(
 /// The whole pipeline over the test video; with `viewers`, its operator page on a free port and
 /// that many viewers on it for the whole run.
 async fn pipeline(args: &BenchArgs, video: &Path, viewers: Option<usize>) -> Result<(f64, u64, Value, usize), String> {
+    pipeline_with(args, video, viewers, None).await
+}
+
+/// The same, with a candidate shadowed from the first frame on (`linesight bench --shadow`).
+async fn pipeline_with(
+    args: &BenchArgs,
+    video: &Path,
+    viewers: Option<usize>,
+    shadow: Option<shadow::Candidate>,
+) -> Result<(f64, u64, Value, usize), String> {
     let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let broker = Broker::start().ok();
     let mut cfg = bench_config(args, video, &plc.addr.to_string(), broker.as_ref().map(|b| b.port))?;
+    let mut openers = std::collections::BTreeMap::new();
+    let mut gate = None;
+    if let Some(c) = &shadow {
+        cfg = cfg.edited(|cfg| c.trust(cfg)).map_err(|e| e.to_string())?;
+        let (opener, open) = shadow::gated(&cfg.config().cameras["cam"]);
+        openers.insert("cam".to_string(), opener);
+        gate = Some(open);
+    }
     if viewers.is_some() {
         cfg = cfg
             .edited(|c| {
@@ -682,8 +713,13 @@ async fn pipeline(args: &BenchArgs, video: &Path, viewers: Option<usize>) -> Res
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let t0 = Instant::now();
-    let running =
-        app::start(&cfg, app::Options { observer: Some(tx), ..Default::default() }).await.map_err(|e| e.to_string())?;
+    let running = app::start(&cfg, app::Options { observer: Some(tx), openers }).await.map_err(|e| e.to_string())?;
+    if let (Some(c), Some(open)) = (&shadow, gate) {
+        // The camera opens once the candidate is attached: every frame can be offered to it.
+        let installed = c.install(&running).await;
+        open();
+        installed?;
+    }
     let load = t0.elapsed();
     let stats = running.stats.clone();
     let watching: Vec<_> = match (viewers, running.http_addr) {

@@ -50,31 +50,37 @@ pub async fn watch(addr: SocketAddr, camera: &'static str) {
 }
 
 /// One run's figures.
-struct Run {
-    fps: f64,
-    cpu_ms_per_frame: f64,
-    p50: f64,
-    p99: f64,
-    misses: u64,
+pub(super) struct Run {
+    pub fps: f64,
+    pub cpu_ms_per_frame: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub misses: u64,
+}
+
+impl Run {
+    /// A run's figures from its frames/s, frame count, CPU seconds and final stats.
+    pub(super) fn of(fps: f64, frames: u64, cpu: f64, stats: &Value) -> Run {
+        let task = stats["tasks"].as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default();
+        let lat = &task["capture_to_decision_ms"];
+        Run {
+            fps,
+            cpu_ms_per_frame: cpu * 1e3 / frames.max(1) as f64,
+            p50: lat["p50"].as_f64().unwrap_or(f64::NAN),
+            p99: lat["p99"].as_f64().unwrap_or(f64::NAN),
+            misses: task["deadline_misses"].as_u64().unwrap_or(0),
+        }
+    }
 }
 
 async fn one(args: &BenchArgs, video: &Path, viewers: usize) -> Result<Run, String> {
     let cpu0 = cpu_seconds();
     let (fps, frames, stats, _) = pipeline(args, video, Some(viewers)).await?;
-    let cpu = cpu_seconds() - cpu0;
-    let task = stats["tasks"].as_object().and_then(|m| m.values().next()).cloned().unwrap_or_default();
-    let lat = &task["capture_to_decision_ms"];
-    Ok(Run {
-        fps,
-        cpu_ms_per_frame: cpu * 1e3 / frames.max(1) as f64,
-        p50: lat["p50"].as_f64().unwrap_or(f64::NAN),
-        p99: lat["p99"].as_f64().unwrap_or(f64::NAN),
-        misses: task["deadline_misses"].as_u64().unwrap_or(0),
-    })
+    Ok(Run::of(fps, frames, cpu_seconds() - cpu0, &stats))
 }
 
 /// Median and spread (max - min).
-fn summary(mut v: Vec<f64>) -> (f64, f64) {
+pub(super) fn summary(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     let median = if v.is_empty() {
         f64::NAN
@@ -86,7 +92,7 @@ fn summary(mut v: Vec<f64>) -> (f64, f64) {
     (median, v.last().copied().unwrap_or(f64::NAN) - v.first().copied().unwrap_or(f64::NAN))
 }
 
-fn arm(runs: &[Run]) -> Value {
+pub(super) fn arm(runs: &[Run]) -> Value {
     let field = |f: fn(&Run) -> f64| {
         let (m, s) = summary(runs.iter().map(f).collect());
         json!({"median": round3(m), "spread": round3(s), "runs": runs.iter().map(|r| round3(f(r))).collect::<Vec<_>>()})
@@ -100,7 +106,7 @@ fn arm(runs: &[Run]) -> Value {
     })
 }
 
-fn round3(x: f64) -> f64 {
+pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
