@@ -46,12 +46,22 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     };
     // Point the config at the simulated PLC and broker, at the demo's pace; checked again in full.
     let token = demo_token(&loaded.config().runtime.state_dir)?;
+    let signing = demo_signing_key(&loaded.config().runtime.state_dir)?;
     let mut plan = None;
     let edited = loaded
         .edited(|cfg| {
             if let Some(h) = &mut cfg.http {
                 h.listen.set_port(args.http_port);
                 h.token_file = Some(token.0.clone());
+            }
+            // The demo signs its own model packages: its node trusts the demo key (a real node
+            // lists the public keys of whoever makes its packages; docs/rollout.md).
+            if cfg.rollout.trusted_keys.is_empty() {
+                cfg.rollout.trusted_keys = vec![config::TrustedKeyConfig {
+                    name: "demo".into(),
+                    public_key: None,
+                    file: Some(crate::rollout::keys::public_path(&signing)),
+                }];
             }
             plan = Some(prepare(cfg, &plc, broker.as_ref().map(|b| b.port), args.rate))
         })
@@ -73,6 +83,11 @@ pub async fn main(args: DemoArgs) -> Result<(), String> {
     if let Some(addr) = running.http_addr {
         println!("  operator page: http://{addr}/   (actions need the token {})", token.1);
     }
+    println!(
+        "  model packages: sign with `linesight model pack ... --key {}`, drop them into {} (docs/training.md)",
+        signing.display(),
+        edited.config().incoming_dir().display()
+    );
     let stats = running.stats.clone();
     let stop_at = Instant::now() + Duration::from_secs(args.duration);
     let shutdown = async move {
@@ -182,6 +197,18 @@ fn demo_token(state_dir: &std::path::Path) -> Result<(PathBuf, String), String> 
         .and_then(|()| std::io::Write::write_all(&mut crate::util::private_fs::create(&path)?, token.as_bytes()))
         .map_err(|e| format!("cannot write the demo's page token {}: {e}", path.display()))?;
     Ok((path, token))
+}
+
+/// The demo's package-signing key in its state directory, made on the first run and kept: a
+/// package signed with it on one run installs on the next.
+fn demo_signing_key(state_dir: &std::path::Path) -> Result<PathBuf, String> {
+    let path = state_dir.join("demo-signing.key");
+    crate::util::private_fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot make the demo's state folder {}: {e}", state_dir.display()))?;
+    if !path.exists() {
+        crate::rollout::keys::keygen(&path)?;
+    }
+    Ok(path)
 }
 
 /// `samples/line.avi` -> `samples/line.labels.csv`.
