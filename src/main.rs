@@ -45,6 +45,8 @@ enum Command {
     Infer(linesight::cli::infer::InferArgs),
     /// Measure a model on a labelled folder: NG recall, false-reject rate, the threshold for a target recall.
     Eval(linesight::cli::eval::EvalArgs),
+    /// Evidence capture: `capture export` writes captured parts as imagefolder, yolo, anomalib or label-studio.
+    Capture(linesight::cli::capture::CaptureArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +96,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Capture(args) => match linesight::cli::capture::main(args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Infer(args) => match linesight::cli::infer::main(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -19,6 +19,7 @@
 //! and wait for the rejects in flight, then outputs go to their safe state,
 //! final stats and `offline` are published.
 
+pub mod capture;
 pub mod commands;
 pub mod models;
 pub mod publish;
@@ -106,6 +107,8 @@ pub struct Running {
     reloader: Option<reload::Reloader>,
     /// Where the operator page listens, when `http` is configured.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Evidence capture, when a task has it: its writer stops after the controllers.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 /// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
@@ -122,7 +125,14 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     let line = line_io(config, &outputs, &mut running);
     let mut groups = models::load_all(config, env, threads, &sessions.telemetry).await?;
     let (results_tx, results_rx) = mpsc::channel(RESULTS_BUFFER);
-    let views = config.http.as_ref().map(|h| Arc::new(crate::part::view::Views::new(h.live_fps, h.gallery)));
+    let capture = capture::start(config).map_err(StartError::Other)?;
+    running.capture = capture.as_ref().map(|(c, _)| c.clone());
+    // Frames are lent to the controllers for the page, or for evidence capture alone.
+    let views = match (&config.http, &capture) {
+        (Some(h), _) => Some(Arc::new(crate::part::view::Views::new(h.live_fps, h.gallery))),
+        (None, Some(_)) => Some(Arc::new(crate::part::view::Views::lend_only())),
+        (None, None) => None,
+    };
     let wiring = Wiring {
         config,
         outputs: &outputs,
@@ -130,6 +140,9 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
         results: results_tx,
         stop: running.stop.clone(),
         views: views.clone(),
+        capture: capture.as_ref().map(|(c, _)| c.clone()),
+        capture_stats: capture.map(|(_, s)| s.into_iter().collect()).unwrap_or_default(),
+        config_hash: capture::config_hash(config).into(),
     };
     let built = build_tasks(&wiring, &mut groups, &mut opts, &mut running)?;
     drop(wiring);
@@ -376,6 +389,7 @@ fn start_command_router(
         outputs: outputs.clone(),
         reloader,
         tasks: running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect(),
+        capture: running.capture.clone(),
     };
     running.background.push(tokio::spawn(router.run(requests)));
     let guard = crate::telemetry::guard::Guard::open(&config.runtime.state_dir);
@@ -466,6 +480,7 @@ impl Running {
             sparkplug: None,
             background: Vec::new(),
             triggers: Vec::new(),
+            capture: None,
             reloader: None,
             http_addr: None,
         }

@@ -99,6 +99,11 @@ impl Running {
                 tracing::error!(output = %name, %why, "output NOT confirmed in its safe state at stop");
             }
         }
+        // Every controller has ended: nothing more is offered to evidence capture. Its writer
+        // writes what is queued (at most `queue` records a task) and stops.
+        if let Some(capture) = self.capture.take() {
+            let _ = tokio::task::spawn_blocking(move || capture.stop()).await;
+        }
         // Every controller has ended, so the results channel closes once the forwarder has
         // handed the last parts to telemetry: wait for that before MQTT stops.
         if let Some(results) = self.results.take() {

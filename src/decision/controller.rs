@@ -25,7 +25,7 @@ use crate::config::UncertainAction;
 use crate::part::control::Versions;
 use crate::part::result::RejectReport;
 use crate::part::sample::Position;
-use crate::part::view::{Lent, Shot, Views};
+use crate::part::view::{Keeper, Lent, Shot, Views};
 use crate::part::{Judgement, PartEvent, PartInfo, PartResult, Verdict};
 use crate::stats::{HandshakeStats, RejectWindow, TaskStats};
 
@@ -65,6 +65,8 @@ pub struct Controller {
     pub reject_window: Option<Arc<RejectWindow>>,
     /// The operator page's view of judged parts, when one is configured.
     pub views: Option<Arc<Views>>,
+    /// Evidence capture, when the task has it: judged frames to keep on disk.
+    pub keeper: Option<Arc<dyn Keeper>>,
 }
 
 /// Where a task's verdicts go for the PLC's result block, and its figures.
@@ -192,18 +194,35 @@ impl Controller {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// Hand a judged part and its frame to the operator page's view, if it wants it.
+    /// Hand a judged part and its frame to the operator page's view and to evidence capture,
+    /// to each if it wants it. The frame is copied only when both take it.
     fn show(&self, j: &Judgement, image: Option<Lent>) {
-        let Some(views) = &self.views else { return };
-        if !views.wants(&j.part.camera, j.verdict) {
+        let page = self.views.as_ref().filter(|v| v.wants(&j.part.camera, j.verdict));
+        // A part without a frame (ERROR before inference) has nothing to keep; asking would
+        // spend an OK part's sampling turn on nothing.
+        let keep = self.keeper.as_ref().filter(|k| image.is_some() && k.wants(j.verdict));
+        if page.is_none() && keep.is_none() {
             return;
         }
-        let s = self.settings_of(&j.part);
         let (image, image_scale) = match image.map(Lent::into_image) {
             Some((m, scale)) => (Some(m), scale),
             None => (None, 1),
         };
-        views.offer(Shot {
+        match (page, keep) {
+            (Some(views), Some(keeper)) => {
+                let copy = image.as_ref().and_then(|m| opencv::prelude::MatTraitConst::try_clone(m).ok());
+                keeper.keep(self.shot(j, image, image_scale));
+                views.offer(self.shot(j, copy, image_scale));
+            }
+            (Some(views), None) => views.offer(self.shot(j, image, image_scale)),
+            (None, Some(keeper)) => keeper.keep(self.shot(j, image, image_scale)),
+            (None, None) => {}
+        }
+    }
+
+    fn shot(&self, j: &Judgement, image: Option<opencv::core::Mat>, image_scale: u32) -> Shot {
+        let s = self.settings_of(&j.part);
+        Shot {
             seq: 0,
             task: self.task.clone(),
             camera: j.part.camera.clone(),
@@ -220,7 +239,7 @@ impl Controller {
             error: j.error.clone(),
             image,
             image_scale,
-        });
+        }
     }
 
     /// The settings `p` is judged and timed by; the newest when its own are gone.
@@ -407,6 +426,7 @@ mod tests {
             handshake: None,
             reject_window: None,
             views: None,
+            keeper: None,
             results,
             stats: stats.clone(),
         };

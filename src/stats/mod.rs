@@ -30,4 +30,4 @@ pub use modbus::{DeviceStats, HandshakeStats, LinkState};
 pub use model::ModelStats;
 pub use node::{NodeStats, TaskEntry};
 pub use queue::QueueStats;
-pub use task::TaskStats;
+pub use task::{CaptureStats, TaskStats};

@@ -53,9 +53,12 @@ pub enum Command {
     Rebirth,
     /// Read the config file again and apply what may change while running, or refuse it whole.
     Reload,
+    /// An operator's review of a captured part: `false-reject`, `missed-defect`, `good` or
+    /// `defect`, written into the part's capture sidecar (the newest record of `part_id`).
+    MarkPart { task: String, part_id: u64, mark: String },
 }
 
-pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload";
+pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload, mark-part";
 
 /// A command on its way to the part of the node that acts on it (`app`
 /// routes it to the task controls or the Modbus outputs), with the door it

@@ -185,7 +185,7 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
     let pct = |p: f64, n: usize| (n > 0).then_some(p);
     let doc = t.model();
     let model = |k: &str| doc.get(k).and_then(Json::as_str).unwrap_or("").to_string();
-    vec![
+    let mut out = vec![
         Metric::text("Camera/Name", t.camera.clone()),
         Metric::text("Camera/Status", c.status().as_str()),
         Metric::uint("Camera/Frames In", get(&c.frames_in)),
@@ -211,7 +211,19 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
         Metric::text("Model/Version", model("version")),
         Metric::text("Model/SHA256", model("sha256")),
         Metric::text("Model/Provider", t.provider.clone()),
-    ]
+    ];
+    // Fixed at start (a reload cannot add or remove `capture`), so births and data agree.
+    if let Some(cap) = &t.capture {
+        out.extend([
+            Metric::uint("Capture/Written", get(&cap.written)),
+            Metric::uint("Capture/Bytes", get(&cap.bytes)),
+            Metric::uint("Capture/Files", get(&cap.files)),
+            Metric::uint("Capture/Dropped", get(&cap.dropped)),
+            Metric::uint("Capture/Deleted", get(&cap.deleted)),
+            Metric::uint("Capture/Errors", get(&cap.errors)),
+        ]);
+    }
+    out
 }
 
 fn round4(x: f64) -> f64 {

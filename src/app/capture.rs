@@ -1,0 +1,158 @@
+//! Evidence capture, wired: the node's [`Capture`] store, and each capturing task's
+//! [`Keeper`], which turns a judged part's [`Shot`] into a [`Record`] with its sidecar (adding
+//! what the controller does not know: the model's SHA-256 and kind, the config's hash, the OK
+//! classes).
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::capture::{Capture, Reason, Record, TaskCapture};
+use crate::config::Config;
+use crate::part::view::{Keeper, Shot};
+use crate::part::Verdict;
+use crate::stats::CaptureStats;
+
+/// Each capturing task's figures, by task.
+pub type Figures = Vec<(String, Arc<CaptureStats>)>;
+
+/// The store of every task with `capture`, started; None when no task captures.
+pub fn start(config: &Config) -> Result<Option<(Capture, Figures)>, String> {
+    let tasks: Vec<TaskCapture> = config
+        .tasks
+        .iter()
+        .filter_map(|(name, t)| {
+            let c = t.capture.clone()?;
+            Some(TaskCapture { task: name.clone(), config: c, stats: Arc::new(CaptureStats::default()) })
+        })
+        .collect();
+    if tasks.is_empty() {
+        return Ok(None);
+    }
+    let stats = tasks.iter().map(|t| (t.task.clone(), t.stats.clone())).collect();
+    Ok(Some((Capture::start(&config.runtime.state_dir, tasks)?, stats)))
+}
+
+/// The first 16 hex digits of the SHA-256 of the validated config (as JSON): which settings a
+/// record was judged under. Comments and key order in the file do not change it.
+pub fn config_hash(config: &Config) -> String {
+    let text = serde_json::to_vec(config).unwrap_or_default();
+    let digest = Sha256::digest(&text);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// One task's way into the store.
+pub struct TaskKeeper {
+    pub capture: Capture,
+    pub task: String,
+    /// The task's model as the stats report it (replaced by a reload that changes the model).
+    pub model_doc: Arc<RwLock<Value>>,
+    /// The classes that mean a good part (classifiers), for the sidecar's `ng_class`.
+    pub ok_classes: Vec<String>,
+    pub uncertain_from: Option<f64>,
+    pub config_hash: Arc<str>,
+}
+
+impl Keeper for TaskKeeper {
+    fn wants(&self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Ok => self.capture.wants_ok(&self.task),
+            v => self.capture.keeps(&self.task, reason(v)),
+        }
+    }
+
+    fn keep(&self, shot: Shot) {
+        let Some(image) = shot.image else { return };
+        let model = self.model_doc.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let sidecar = json!({
+            "part_id": shot.part_id,
+            "at": crate::util::time::rfc3339(shot.captured),
+            "task": &*shot.task,
+            "camera": &*shot.camera,
+            "verdict": shot.verdict.as_str(),
+            "model": {
+                "name": model.get("name"),
+                "version": model.get("version"),
+                "sha256": model.get("sha256"),
+                "kind": model.get("kind"),
+                "label": &*shot.model,
+            },
+            "ng_threshold": shot.threshold,
+            "uncertain_from": self.uncertain_from,
+            "config_hash": &*self.config_hash,
+            "ng_score": shot.ng_score,
+            "classes": &*shot.classes,
+            "scores": shot.scores,
+            "ng_class": ng_class(&shot.classes, &shot.scores, &self.ok_classes, &shot.detections),
+            "detections": shot.detections,
+            "error": shot.error,
+            "image_scale": shot.image_scale,
+        });
+        let rec = Record {
+            task: self.task.clone(),
+            camera: shot.camera.to_string(),
+            part_id: shot.part_id,
+            at: shot.captured,
+            reason: reason(shot.verdict),
+            image,
+            sidecar,
+        };
+        self.capture.offer(&self.task, rec);
+    }
+}
+
+fn reason(v: Verdict) -> Reason {
+    match v {
+        Verdict::Ok => Reason::OkSample,
+        Verdict::Ng => Reason::Ng,
+        Verdict::Uncertain => Reason::Uncertain,
+        Verdict::Error => Reason::Error,
+    }
+}
+
+/// The defect class a part would be filed under: a detector's best box's class, else a
+/// classifier's most likely class that is not an OK class; None for anomaly models (export
+/// says `defect`).
+fn ng_class(
+    classes: &[String],
+    scores: &[f32],
+    ok: &[String],
+    detections: &[crate::part::Detection],
+) -> Option<String> {
+    if let Some(best) = detections.iter().max_by(|a, b| a.score.total_cmp(&b.score)) {
+        return Some(best.class.clone());
+    }
+    classes
+        .iter()
+        .zip(scores)
+        .filter(|(c, _)| !ok.contains(c))
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(c, _)| c.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ng_class_is_the_best_box_else_the_likeliest_defect_class() {
+        let classes = vec!["good".to_string(), "scratch".to_string(), "chip".to_string()];
+        let ok = vec!["good".to_string()];
+        assert_eq!(
+            ng_class(&classes, &[0.5, 0.2, 0.3], &ok, &[]).as_deref(),
+            Some("chip"),
+            "not `good`, though likelier"
+        );
+        let det = |class: &str, score| crate::part::Detection {
+            class: class.into(),
+            class_id: 0,
+            score,
+            bbox: [0.0; 4],
+            mask_area: None,
+            mask: None,
+        };
+        assert_eq!(ng_class(&[], &[], &[], &[det("dent", 0.4), det("burr", 0.8)]).as_deref(), Some("burr"));
+        assert_eq!(ng_class(&[], &[], &[], &[]), None);
+    }
+}
