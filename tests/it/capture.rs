@@ -1,0 +1,199 @@
+//! Evidence capture against the real daemon: the sample video through ONNX Runtime on the
+//! committed classifier, a simulated PLC, a real mosquitto. Every NG part's image and sidecar
+//! are on disk with the right verdict and model fields, OK parts are sampled 1 in 5, the figures
+//! are published; `linesight capture export` writes each layout from that store; a `mark-part`
+//! over MQTT (to a second run of the daemon on the same store) changes the export's label.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use linesight::sim::plc::SimPlc;
+use serde_json::Value;
+
+const BASE: &str = "linesight/test-line/cell-1";
+
+fn capture_yaml(plc: &str, port: u16, fps: f64, store: &Path) -> String {
+    let base = node_yaml(plc, port, "", fps);
+    let capture =
+        format!("    capture: {{ dir: \"{}\", ok_every: 5, max_bytes: 500 MB, queue: 16 }}\n", store.display());
+    format!("{base}{capture}")
+}
+
+/// Every sidecar under `store/inspect`, by part id.
+fn sidecars(store: &Path) -> BTreeMap<u64, (PathBuf, Value)> {
+    let mut out = BTreeMap::new();
+    for day in std::fs::read_dir(store.join("inspect")).unwrap() {
+        for f in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            assert_ne!(p.extension().and_then(|e| e.to_str()), Some("tmp"), "no temp file left: {}", p.display());
+            if p.extension().and_then(|e| e.to_str()) == Some("json") {
+                let doc: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                out.insert(doc["part_id"].as_u64().unwrap(), (p, doc));
+            }
+        }
+    }
+    out
+}
+
+fn export(store: &Path, format: &str, out: &Path, extra: &[&str]) -> String {
+    let o = Command::new(bin())
+        .args(["capture", "export", "--capture"])
+        .arg(store)
+        .args(["--format", format, "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "export {format} failed: {text} {}", String::from_utf8_lossy(&o.stderr));
+    text
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn parts_are_captured_exported_and_marked() {
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let broker = Broker::start().unwrap();
+    let sub = Subscriber::start(broker.port, "linesight/#");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("capture");
+
+    // Run 1: the whole video, then the daemon ends.
+    let cfg = write_config(dir.path(), &capture_yaml(&plc.addr.to_string(), broker.port, 10.0, &store));
+    let mut child = run_daemon(&cfg, &dir.path().join("daemon.log"));
+    let status = wait_exit(&mut child, Duration::from_secs(90));
+    assert!(status.success(), "linesight exited with {status}");
+    let ended = linesight::util::time::rfc3339(std::time::SystemTime::now());
+    assert!(sub.wait_for(|t, p| t.ends_with("/availability") && p == "offline", Duration::from_secs(5)));
+
+    let labels = labels();
+    let results = sub.messages("/tasks/inspect/result");
+    assert_eq!(results.len(), labels.len());
+    let ng: Vec<u64> =
+        results.iter().filter(|r| r["verdict"] == "NG").map(|r| r["part_id"].as_u64().unwrap()).collect();
+    let ok_parts = results.len() - ng.len();
+    let kept = sidecars(&store);
+    for id in &ng {
+        let (path, doc) = kept.get(id).unwrap_or_else(|| panic!("NG part {id} not captured"));
+        assert_eq!(doc["verdict"], "NG", "{doc}");
+        assert_eq!(doc["reason"], "ng");
+        assert_eq!(doc["task"], "inspect");
+        assert_eq!(doc["camera"], "top");
+        assert_eq!(doc["model"]["sha256"].as_str().map(str::len), Some(64), "{doc}");
+        assert!(doc["model"]["name"].is_string() && doc["model"]["version"].is_string(), "{doc}");
+        assert!(doc["ng_threshold"].as_f64().unwrap() > 0.0);
+        assert!(doc["ng_score"].as_f64().unwrap() >= doc["ng_threshold"].as_f64().unwrap());
+        assert_eq!(doc["config_hash"].as_str().map(str::len), Some(16));
+        assert!(doc["ng_class"].is_string(), "a classifier's NG part has a defect class: {doc}");
+        let image = path.with_file_name(doc["image"].as_str().unwrap());
+        let m = opencv::imgcodecs::imread(image.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+        use opencv::prelude::MatTraitConst;
+        assert_eq!(
+            (m.cols() as u64, m.rows() as u64),
+            (doc["width"].as_u64().unwrap(), doc["height"].as_u64().unwrap())
+        );
+    }
+    let oks: Vec<&Value> = kept.values().map(|(_, d)| d).filter(|d| d["verdict"] == "OK").collect();
+    assert_eq!(oks.len(), ok_parts / 5, "OK parts sampled 1 in 5");
+    assert!(oks.iter().all(|d| d["reason"] == "ok-sample"));
+    assert_eq!(kept.len(), ng.len() + ok_parts / 5, "nothing else kept");
+
+    let last = sub.messages("/stats").into_iter().find(|s| s["final"] == true).expect("final stats");
+    let c = &last["tasks"]["inspect"]["capture"];
+    assert_eq!(c["written"], kept.len(), "{c}");
+    assert_eq!(c["files"], kept.len(), "{c}");
+    assert_eq!((c["dropped"].as_u64(), c["errors"].as_u64(), c["deleted"].as_u64()), (Some(0), Some(0), Some(0)));
+
+    // Each layout from the store.
+    let out = dir.path().join("out");
+    let text = export(&store, "imagefolder", &out.join("if"), &[]);
+    let classes: Vec<String> = std::fs::read_dir(out.join("if"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(count(&out.join("if/good")), ok_parts / 5, "{text}");
+    let defects: usize = classes.iter().filter(|c| *c != "good").map(|c| count(&out.join("if").join(c))).sum();
+    assert_eq!(defects, ng.len(), "{text}");
+    assert!(text.contains("good"), "counts per label printed: {text}");
+
+    export(&store, "anomalib", &out.join("an"), &[]);
+    assert_eq!((count(&out.join("an/good")), count(&out.join("an/defect"))), (ok_parts / 5, ng.len()));
+
+    export(&store, "yolo", &out.join("yolo"), &[]);
+    assert_eq!(count(&out.join("yolo/images")), kept.len());
+    assert_eq!(count(&out.join("yolo/labels")), kept.len());
+    for f in std::fs::read_dir(out.join("yolo/labels")).unwrap() {
+        for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+            let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(v.len(), 5);
+            assert!(v[1..].iter().all(|x| (0.0..=1.0).contains(x)), "{line}");
+        }
+    }
+    let data = std::fs::read_to_string(out.join("yolo/data.yaml")).unwrap();
+    assert!(data.contains("names:") && data.contains("train: images"), "{data}");
+
+    export(&store, "label-studio", &out.join("ls"), &["--verdict", "NG"]);
+    let tasks: Vec<Value> = serde_json::from_slice(&std::fs::read(out.join("ls/label-studio.json")).unwrap()).unwrap();
+    assert_eq!(tasks.len(), ng.len(), "--verdict NG");
+    assert!(tasks.iter().all(|t| t["predictions"][0]["result"].as_array().is_some_and(|r| !r.is_empty())));
+    assert!(tasks.iter().all(|t| out.join("ls").join(t["data"]["image"].as_str().unwrap()).exists()));
+
+    // Run 2, slow (a frame every 5 s), on the same store: mark part `target` of run 1.
+    let target = *ng.last().unwrap();
+    let cfg = write_config(dir.path(), &capture_yaml(&plc.addr.to_string(), broker.port, 0.2, &store));
+    let _daemon = run_daemon(&cfg, &dir.path().join("daemon2.log"));
+    // Run 1 said `online` too: wait for run 2's (the second).
+    let onlines = || sub.raw("/availability").iter().filter(|p| p.as_str() == "online").count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while onlines() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(onlines(), 2, "run 2 online: {:?}", sub.raw("/availability"));
+    let now = linesight::util::time::now_ms();
+    let mark = |id: &str, part: u64| {
+        format!(
+            r#"{{"id":"{id}","ts":{now},"command":"mark-part","task":"inspect","part_id":{part},"mark":"false-reject"}}"#
+        )
+    };
+    let mut pubc = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", &format!("{BASE}/commands"), "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = pubc.stdin.take().unwrap();
+    writeln!(stdin, "{}", mark("m1", target)).unwrap();
+    writeln!(stdin, "{}", mark("m2", 999_999)).unwrap();
+    drop(stdin);
+    assert!(pubc.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let answer = |id: &str| sub.messages("/commands/response").into_iter().find(|a| a["id"] == id);
+    while (answer("m1").is_none() || answer("m2").is_none()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(answer("m1").expect("answer to m1")["ok"], true, "{:?}", answer("m1"));
+    let refused = answer("m2").expect("answer to m2");
+    assert!(refused["error"].as_str().unwrap().contains("part 999999"), "{refused}");
+
+    let doc = &sidecars(&store)[&target].1;
+    assert_eq!(doc["review"]["mark"], "false-reject", "{doc}");
+    assert!(doc["review"]["by"].as_str().unwrap().ends_with("/commands"), "{doc}");
+    // Run 1's records only: run 2 may have captured its first parts meanwhile.
+    let until = ["--until", ended.as_str()];
+    export(&store, "anomalib", &out.join("an2"), &until);
+    assert_eq!(
+        (count(&out.join("an2/good")), count(&out.join("an2/defect"))),
+        (ok_parts / 5 + 1, ng.len() - 1),
+        "the mark overrides the verdict"
+    );
+    export(&store, "imagefolder", &out.join("marked"), &["--marked-only"]);
+    assert_eq!(count(&out.join("marked/good")), 1);
+}
