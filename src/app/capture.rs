@@ -131,6 +131,94 @@ fn ng_class(
         .map(|(c, _)| c.clone())
 }
 
+/// The capture store as the operator page's gallery reads it.
+pub struct StoreView(pub Capture);
+
+impl crate::part::view::Stored for StoreView {
+    fn tasks(&self) -> Vec<String> {
+        self.0.tasks()
+    }
+
+    fn head(&self) -> Option<String> {
+        self.0.newest_reject_key()
+    }
+
+    fn newest(&self, n: usize) -> Vec<crate::part::view::StoredShot> {
+        self.0.newest_rejects(n).into_iter().map(|(key, _, doc)| stored_shot(key, &doc, None)).collect()
+    }
+
+    fn get(&self, key: &str) -> Option<crate::part::view::StoredShot> {
+        let (image, doc) = self.0.record(key)?;
+        let path = image.to_str()?;
+        let mat = opencv::imgcodecs::imread(path, opencv::imgcodecs::IMREAD_COLOR).ok()?;
+        Some(stored_shot(key.to_string(), &doc, Some(mat)))
+    }
+}
+
+/// A sidecar read back as the shot it was written from (the page draws it like a live one).
+fn stored_shot(key: String, doc: &Value, image: Option<opencv::core::Mat>) -> crate::part::view::StoredShot {
+    let text = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let num = |v: Option<&Value>| v.and_then(Value::as_f64).map_or(f32::NAN, |x| x as f32);
+    let at = doc
+        .get("at")
+        .and_then(Value::as_str)
+        .and_then(crate::util::time::parse_rfc3339_ms)
+        .map_or(std::time::UNIX_EPOCH, |ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64));
+    let verdict = match doc.get("verdict").and_then(Value::as_str) {
+        Some("OK") => Verdict::Ok,
+        Some("NG") => Verdict::Ng,
+        Some("UNCERTAIN") => Verdict::Uncertain,
+        _ => Verdict::Error,
+    };
+    let detections = doc
+        .get("detections")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| {
+                    let b: Vec<f32> =
+                        d.get("box")?.as_array()?.iter().filter_map(Value::as_f64).map(|x| x as f32).collect();
+                    Some(crate::part::Detection {
+                        class: d.get("class")?.as_str()?.to_string(),
+                        class_id: d.get("class_id").and_then(Value::as_u64).unwrap_or(0) as usize,
+                        score: d.get("score").and_then(Value::as_f64).unwrap_or(0.0) as f32,
+                        bbox: <[f32; 4]>::try_from(b).ok()?,
+                        mask_area: d.get("mask_area").and_then(Value::as_u64),
+                        mask: None,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let strings = |k: &str| -> Vec<String> {
+        doc.get(k)
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+    };
+    let shot = Shot {
+        seq: 0,
+        task: text("task").into(),
+        camera: text("camera").into(),
+        part_id: doc.get("part_id").and_then(Value::as_u64).unwrap_or(0),
+        captured: at,
+        verdict,
+        model: doc.pointer("/model/label").and_then(Value::as_str).unwrap_or("").into(),
+        classes: strings("classes").into(),
+        scores: doc
+            .get("scores")
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |a| a.iter().map(|v| num(Some(v))).collect()),
+        ng_score: num(doc.get("ng_score")),
+        threshold: num(doc.get("ng_threshold")),
+        detections,
+        heat: None,
+        error: doc.get("error").and_then(Value::as_str).map(str::to_string),
+        image,
+        image_scale: doc.get("image_scale").and_then(Value::as_u64).unwrap_or(1) as u32,
+    };
+    crate::part::view::StoredShot { key, shot, review: doc.get("review").cloned().unwrap_or(Value::Null) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,6 +192,10 @@ async fn start_http(
     let auth = crate::http::auth::Auth::load(cfg.token_file.as_deref()).map_err(StartError::Other)?;
     let node = format!("{}/{}", config.node.group_id, config.node.node_id);
     let tls = cfg.tls.as_ref().map(crate::http::tls::server_config).transpose().map_err(StartError::Other)?;
+    let stored = running.capture.clone().map(|c| {
+        let view: Arc<dyn crate::part::view::Stored> = Arc::new(capture::StoreView(c));
+        view
+    });
     let page = crate::http::Page {
         listen: cfg.listen,
         tls,
@@ -199,6 +203,7 @@ async fn start_http(
         live_fps: cfg.live_fps,
         stats: running.stats.clone(),
         views,
+        stored,
         commander,
         auth,
         ready,

@@ -293,23 +293,57 @@ impl Capture {
         Ok(())
     }
 
+    /// The tasks that capture.
+    pub fn tasks(&self) -> Vec<String> {
+        self.inner.tasks.keys().cloned().collect()
+    }
+
     /// The newest `n` kept records whose verdict is not OK, of every capturing task, newest
-    /// first: each record's image path and sidecar (for the operator page's gallery).
-    pub fn newest_rejects(&self, n: usize) -> Vec<(PathBuf, Value)> {
-        let mut found: Vec<(String, Entry, PathBuf)> = Vec::new();
-        for t in self.inner.tasks.values() {
+    /// first: each record's key (`<task>/<date>/<name>`, see [`Capture::record`]), image path and
+    /// sidecar (for the operator page's gallery).
+    pub fn newest_rejects(&self, n: usize) -> Vec<(String, PathBuf, Value)> {
+        let mut found: Vec<(String, String, Entry)> = Vec::new();
+        for (name, t) in &self.inner.tasks {
             let index = t.index.lock().unwrap_or_else(|p| p.into_inner());
-            found.extend(index.newest(n, |e| e.verdict != "OK").map(|e| (e.sort_key(), e.clone(), e.image())));
+            found.extend(
+                index
+                    .newest(n, |e| e.verdict != "OK")
+                    .map(|e| (e.sort_key(), format!("{name}/{}", e.place()), e.clone())),
+            );
         }
         found.sort_by(|a, b| b.0.cmp(&a.0));
         found
             .into_iter()
             .take(n)
-            .filter_map(|(_, e, image)| {
+            .filter_map(|(_, key, e)| {
                 let doc = serde_json::from_slice(&std::fs::read(e.sidecar()).ok()?).ok()?;
-                Some((image, doc))
+                Some((key, e.image(), doc))
             })
             .collect()
+    }
+
+    /// The key of the newest kept record that is not OK: it changes when the gallery does.
+    pub fn newest_reject_key(&self) -> Option<String> {
+        self.inner
+            .tasks
+            .iter()
+            .filter_map(|(name, t)| {
+                let index = t.index.lock().unwrap_or_else(|p| p.into_inner());
+                let e = index.newest(1, |e| e.verdict != "OK").next()?;
+                Some((e.sort_key(), format!("{name}/{}", e.place())))
+            })
+            .max()
+            .map(|(_, key)| key)
+    }
+
+    /// A kept record by its key: its image path and sidecar. Only a record in the index is
+    /// found (a key is never joined into a path: no `..` reaches outside the store).
+    pub fn record(&self, key: &str) -> Option<(PathBuf, Value)> {
+        let (task, place) = key.split_once('/')?;
+        let t = self.inner.tasks.get(task)?;
+        let e = t.index.lock().unwrap_or_else(|p| p.into_inner()).at_place(place)?.clone();
+        let doc = serde_json::from_slice(&std::fs::read(e.sidecar()).ok()?).ok()?;
+        Some((e.image(), doc))
     }
 
     /// Write what is queued, then stop the writer. Records offered afterwards are dropped.

@@ -40,6 +40,12 @@ impl Entry {
         self.stem.with_extension("json")
     }
 
+    /// `<date>/<name>`: the record's place under its task's folder.
+    pub fn place(&self) -> String {
+        let name = self.stem.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        format!("{}/{name}", self.date)
+    }
+
     /// Orders records by when they were captured (the part id breaks ties).
     pub fn sort_key(&self) -> String {
         format!("{}{}{:020}", self.date, self.time, self.part_id)
@@ -174,6 +180,11 @@ impl Index {
     /// Up to `n` records that pass `keep`, newest first.
     pub fn newest(&self, n: usize, keep: impl Fn(&Entry) -> bool) -> impl Iterator<Item = &Entry> {
         self.entries.iter().rev().filter(move |e| keep(e)).take(n)
+    }
+
+    /// The record at `place` (see [`Entry::place`]).
+    pub fn at_place(&self, place: &str) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.place() == place)
     }
 
     /// A record's sidecar was rewritten from `old` to `new` bytes.

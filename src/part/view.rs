@@ -58,6 +58,27 @@ pub trait Keeper: Send + Sync {
     fn keep(&self, shot: Shot);
 }
 
+/// Parts kept on disk by evidence capture, as the page's gallery shows them for the tasks that
+/// capture; `app` implements it over the capture store (http never imports a store).
+pub trait Stored: Send + Sync {
+    /// The tasks whose gallery comes from the store.
+    fn tasks(&self) -> Vec<String>;
+    /// Changes whenever the newest kept part that is not OK does (the page reloads its gallery then).
+    fn head(&self) -> Option<String>;
+    /// The newest `n` kept parts that are not OK, newest first, without their images.
+    fn newest(&self, n: usize) -> Vec<StoredShot>;
+    /// One kept part with its image (read from disk), by its key.
+    fn get(&self, key: &str) -> Option<StoredShot>;
+}
+
+/// A part kept on disk: its key in the store, the shot as judged, and its review mark (the
+/// sidecar's `review`, null when unmarked).
+pub struct StoredShot {
+    pub key: String,
+    pub shot: Shot,
+    pub review: serde_json::Value,
+}
+
 /// Frames on their way from the inference workers to the controllers at most, node-wide: a
 /// controller that falls behind must not make the workers pile up frames for the page.
 pub const MAX_LENT: usize = 16;
@@ -184,6 +205,11 @@ impl Views {
     /// The kept (not OK) shots, newest first.
     pub fn gallery(&self) -> Vec<Arc<Shot>> {
         self.lock().kept.iter().rev().cloned().collect()
+    }
+
+    /// How many not-OK parts the gallery shows.
+    pub fn gallery_size(&self) -> usize {
+        self.gallery
     }
 
     /// A kept shot by its `seq`.

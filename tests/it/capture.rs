@@ -197,3 +197,91 @@ fn parts_are_captured_exported_and_marked() {
     export(&store, "imagefolder", &out.join("marked"), &["--marked-only"]);
     assert_eq!(count(&out.join("marked/good")), 1);
 }
+
+/// The operator page of a capturing node: its gallery comes from the store (with each part's key
+/// and review mark), a kept part's picture is drawn from disk, a mark needs the token and lands
+/// in the sidecar, and `/metrics` has the capture figures (promtool accepts them).
+#[test]
+fn the_page_shows_the_store_and_marks_parts() {
+    use crate::http::{get, page_yaml, request};
+    require_ort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plc = rt.block_on(SimPlc::start("127.0.0.1:0")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("capture");
+    let (yaml, port) = page_yaml(&plc.addr.to_string(), dir.path(), true);
+    let capture = format!("    capture: {{ dir: \"{}\", queue: 16 }}\nhttp:\n", store.display());
+    let yaml = yaml.replacen("\nhttp:\n", &format!("\n{capture}"), 1);
+    let cfg = write_config(dir.path(), &yaml);
+    let log = dir.path().join("daemon.log");
+    let _daemon = run_daemon(&cfg, &log);
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let gallery = loop {
+        let list: Value = match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(_) => serde_json::from_slice(&get(port, "/api/rejects").1).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if list.as_array().is_some_and(|a| !a.is_empty()) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "no gallery from the store:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let first = &gallery[0];
+    let key = first["key"].as_str().unwrap_or_else(|| panic!("a stored part has a key: {first}"));
+    assert!(first["seq"].is_null() && first["review"].is_null(), "{first}");
+    assert!(key.starts_with("inspect/"), "{key}");
+    let path = |k: &str| format!("/api/captured/{}", k.replace('/', "%2F"));
+    let (status, jpeg) = get(port, &path(key));
+    assert_eq!((status, &jpeg[..2]), (200, &[0xFF, 0xD8][..]), "{}", String::from_utf8_lossy(&jpeg));
+    assert_eq!(get(port, &path("inspect/../../etc/passwd")).0, 404, "a key is looked up, never joined into a path");
+
+    let part_id = first["part_id"].as_u64().unwrap();
+    let body = format!(r#"{{"task":"inspect","part_id":{part_id},"mark":"defect","by":"ann"}}"#);
+    let mark = |token: Option<&str>, body: &str| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        let (status, _, answer) = request(port, "POST", "/api/mark", &headers, body.as_bytes());
+        (status, serde_json::from_slice::<Value>(&answer).unwrap_or(Value::Null))
+    };
+    assert_eq!(mark(None, &body).0, 401, "a mark needs the token");
+    let token = std::fs::read_to_string(dir.path().join("token")).unwrap();
+    let (status, answer) = mark(Some(token.trim()), &body);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) =
+        mark(Some(token.trim()), &format!(r#"{{"task":"inspect","part_id":{part_id},"mark":"maybe"}}"#));
+    assert_eq!(status, 422);
+    assert!(answer["error"].as_str().unwrap().contains("false-reject, missed-defect, good, defect"), "{answer}");
+    // The sidecar holds the mark (the newest record of the part: the looping video repeats ids
+    // only after the whole sample, which this test does not wait for).
+    let list: Value = serde_json::from_slice(&get(port, "/api/rejects").1).unwrap();
+    let marked = list.as_array().unwrap().iter().find(|r| r["key"] == key).expect("still in the gallery");
+    assert_eq!(marked["review"]["mark"], "defect", "{marked}");
+    assert!(marked["review"]["by"].as_str().unwrap().starts_with("ann (http 127.0.0.1:"), "{marked}");
+    assert!(logs().contains("linesight::audit"), "the mark is audited");
+
+    let (status, metrics) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    let text = String::from_utf8(metrics).unwrap();
+    assert!(text.contains("linesight_capture_written_total{task=\"inspect\"}"), "{text}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
