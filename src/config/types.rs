@@ -804,10 +804,9 @@ impl Size {
         let t = text.trim();
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("`{t}` has no unit; write it with one, e.g. `{t} MB` or `{t} GB`"))?;
+            .ok_or_else(|| format!("size `{t}` has no unit; write it with one, e.g. `{t} MB` or `{t} GB`"))?;
         let (num, unit) = t.split_at(split);
-        let value: f64 =
-            num.parse().map_err(|_| format!("`{t}` is not a size; write a number and a unit, e.g. `2 GB`"))?;
+        let value: f64 = num.parse().map_err(|_| format!("size `{t}` is not a number and a unit, e.g. `2 GB`"))?;
         let scale: f64 = match unit.trim() {
             "B" => 1.0,
             "kB" | "KB" => 1e3,
@@ -824,7 +823,7 @@ impl Size {
         };
         let bytes = value * scale;
         if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-            return Err(format!("`{t}` is too large"));
+            return Err(format!("size `{t}` is too large"));
         }
         Ok(Size(bytes.round() as u64))
     }

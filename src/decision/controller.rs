@@ -465,6 +465,59 @@ mod tests {
         assert_eq!(stats.ok.load(Ordering::Relaxed), 1);
     }
 
+    /// A keeper that keeps every part that is not OK and every second OK part; records what it
+    /// was asked and given.
+    #[derive(Default)]
+    struct Keeping {
+        asked: std::sync::Mutex<Vec<Verdict>>,
+        kept: std::sync::Mutex<Vec<(u64, Verdict, bool)>>,
+    }
+
+    impl Keeper for Keeping {
+        fn wants(&self, verdict: Verdict) -> bool {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push(verdict);
+            verdict != Verdict::Ok || asked.iter().filter(|v| **v == Verdict::Ok).count() % 2 == 0
+        }
+        fn keep(&self, shot: Shot) {
+            self.kept.lock().unwrap().push((shot.part_id, shot.verdict, shot.image.is_some()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capture_is_asked_only_for_parts_with_a_frame_and_gets_the_frame_it_keeps() {
+        let (mut c, _rec, mut results, _stats) = controller();
+        let keeper = Arc::new(Keeping::default());
+        c.keeper = Some(keeper.clone());
+        let views = Arc::new(Views::lend_only());
+        let (tx, rx) = mpsc::channel(64);
+        let run = tokio::spawn(c.run(rx));
+        // Parts 1..=4 with frames: OK, NG, OK, OK; part 5 never reaches the model (no frame).
+        for (id, ng) in [(1, 0.1), (2, 0.9), (3, 0.1), (4, 0.1)] {
+            tx.try_send(PartEvent::Captured(part(id))).unwrap();
+            let frame = views.lend(opencv::core::Mat::default(), 1).expect("room");
+            tx.try_send(PartEvent::Inspected(inspected(part(id), ng).with_image(Some(frame)))).unwrap();
+        }
+        tx.try_send(PartEvent::Captured(part(5))).unwrap();
+        tx.try_send(PartEvent::Unjudged(part(5), "inspection queue full".into())).unwrap();
+        drop(tx);
+        for _ in 0..5 {
+            results.recv().await.unwrap();
+        }
+        run.await.unwrap();
+        assert_eq!(
+            *keeper.asked.lock().unwrap(),
+            vec![Verdict::Ok, Verdict::Ng, Verdict::Ok, Verdict::Ok],
+            "one sampling question per OK part with a frame; none for the part without one"
+        );
+        assert_eq!(
+            *keeper.kept.lock().unwrap(),
+            vec![(2, Verdict::Ng, true), (3, Verdict::Ok, true)],
+            "the NG part and the sampled OK part, each with its frame"
+        );
+        assert!(views.lend(opencv::core::Mat::default(), 1).is_some(), "every lent frame was given back");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_part_that_found_the_queue_full_is_rejected() {
         let (c, rec, mut results, _stats) = controller();
