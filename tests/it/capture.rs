@@ -125,6 +125,26 @@ fn parts_are_captured_exported_and_marked() {
     assert_eq!(defects, ng.len(), "{text}");
     assert!(text.contains("good"), "counts per label printed: {text}");
 
+    // The store's folder from the node's config instead of --capture.
+    let o = Command::new(bin())
+        .args(["capture", "export", "--config"])
+        .arg(&cfg)
+        .args(["--task", "inspect", "--format", "imagefolder", "--verdict", "ok", "--out"])
+        .arg(out.join("by-config"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count(&out.join("by-config/good")), ok_parts / 5);
+    assert_eq!(count(&out.join("by-config")), 1, "--verdict ok: only good parts");
+    let o = Command::new(bin())
+        .args(["capture", "export", "--capture"])
+        .arg(&store)
+        .args(["--format", "coco", "--out"])
+        .arg(out.join("x"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("unknown export format `coco`"));
+
     export(&store, "anomalib", &out.join("an"), &[]);
     assert_eq!((count(&out.join("an/good")), count(&out.join("an/defect"))), (ok_parts / 5, ng.len()));
 

@@ -291,6 +291,40 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_capturing_task_reports_its_capture_figures() {
+        use crate::part::control::{CommandLimits, TaskControl};
+        use std::sync::atomic::AtomicU64;
+        use std::sync::{Arc, RwLock};
+        let entry = |capture: Option<Arc<crate::stats::CaptureStats>>| TaskEntry {
+            camera: "top".into(),
+            camera_stats: Default::default(),
+            stats: Default::default(),
+            provider: "cpu".into(),
+            model: Arc::new(RwLock::new(json!({}))),
+            handshake: None,
+            control: Arc::new(TaskControl::new(
+                "t",
+                0.5,
+                CommandLimits::for_task(&crate::config::TaskCommandsConfig::default(), 0.5),
+            )),
+            events_waited: Arc::new(AtomicU64::new(0)),
+            capture,
+        };
+        let cap = Arc::new(crate::stats::CaptureStats::default());
+        cap.written.store(7, Ordering::Relaxed);
+        cap.dropped.store(2, Ordering::Relaxed);
+        let with = task(&entry(Some(cap)), None);
+        let value = |name: &str| with.iter().find(|m| m.name == name).map(|m| m.value.clone());
+        assert_eq!(value("Capture/Written"), Some(MValue::UInt(7)));
+        assert_eq!(value("Capture/Dropped"), Some(MValue::UInt(2)));
+        for name in ["Capture/Bytes", "Capture/Files", "Capture/Deleted", "Capture/Errors"] {
+            assert_eq!(value(name), Some(MValue::UInt(0)), "{name}");
+        }
+        let without = task(&entry(None), None);
+        assert!(without.iter().all(|m| !m.name.starts_with("Capture/")), "no capture, no figures");
+    }
+
+    #[test]
     fn values_keep_their_type_and_nulls_say_so() {
         let m = Metric::new("x", DataType::Int64, MValue::Int(-2)).to_proto(5);
         assert_eq!(m.value, Some(proto::Value::LongValue(u64::MAX - 1)));
