@@ -78,10 +78,10 @@ impl Keeper for TaskKeeper {
                 "kind": model.get("kind"),
                 "label": &*shot.model,
             },
-            "ng_threshold": shot.threshold,
+            "ng_threshold": round6(shot.threshold),
             "uncertain_from": self.uncertain_from,
             "config_hash": &*self.config_hash,
-            "ng_score": shot.ng_score,
+            "ng_score": round6(shot.ng_score),
             "classes": &*shot.classes,
             "scores": shot.scores,
             "ng_class": ng_class(&shot.classes, &shot.scores, &self.ok_classes, &shot.detections),
@@ -100,6 +100,11 @@ impl Keeper for TaskKeeper {
         };
         self.capture.offer(&self.task, rec);
     }
+}
+
+/// A threshold or score as it was set or read (0.66, not 0.6600000262260437: an f32 widened).
+fn round6(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
 }
 
 fn reason(v: Verdict) -> Reason {
