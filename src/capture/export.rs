@@ -170,6 +170,12 @@ pub fn export(dir: &Path, format: Format, filter: &Filter, out: &Path) -> Result
         match format {
             Format::Yolo => {
                 let boxes = boxes(&r.sidecar, &label);
+                if names.is_empty() && !boxes.is_empty() {
+                    // The model's own class order, so that a pre-label's id is the model's class id.
+                    let classes = r.sidecar.get("classes").and_then(Value::as_array);
+                    names = classes
+                        .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).map(str::to_string).collect());
+                }
                 let mut lines = String::new();
                 for b in &boxes {
                     let id = class_id(&mut names, &b.class);

@@ -305,3 +305,67 @@ fn the_page_shows_the_store_and_marks_parts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A detector's boxes become YOLO pre-labels: one line per detection of each NG record, in the
+/// model's class order, normalised to the full frame (the camera decodes at reduced size).
+#[test]
+fn a_detectors_boxes_become_yolo_pre_labels() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo();
+    let store = dir.path().join("capture");
+    // No PLC, no broker: a node that only inspects and keeps its evidence.
+    let yaml = format!(
+        r#"node: {{ group_id: test-line, node_id: cell-det }}
+cameras:
+  top:
+    source: {{ file: {video} }}
+    fps: 20
+models:
+  det:
+    path: {model}
+    providers: [ {{ cpu: {{ threads: 1 }} }} ]
+tasks:
+  inspect:
+    camera: top
+    model: det
+    capture: {{ dir: "{store}", error: false, uncertain: false }}
+"#,
+        video = repo.join("samples/line.avi").display(),
+        model = repo.join("models/surface-detector.onnx").display(),
+        store = store.display(),
+    );
+    let cfg = write_config(dir.path(), &yaml);
+    let mut child = run_daemon(&cfg, &dir.path().join("daemon.log"));
+    assert!(wait_exit(&mut child, Duration::from_secs(90)).success());
+    let kept = sidecars(&store);
+    assert!(!kept.is_empty());
+    let out = dir.path().join("yolo");
+    export(&store, "yolo", &out, &[]);
+    let data = std::fs::read_to_string(out.join("data.yaml")).unwrap();
+    let (_, first) = kept.values().next().unwrap();
+    let classes: Vec<&str> = first["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    for (i, c) in classes.iter().enumerate() {
+        assert!(data.contains(&format!("  {i}: \"{c}\"")), "the model's class order: {data}");
+    }
+    let mut boxes = 0;
+    for (path, doc) in kept.values() {
+        assert_eq!(doc["verdict"], "NG", "only NG parts kept: {doc}");
+        let dets = doc["detections"].as_array().unwrap();
+        let day = path.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let name = format!("inspect-{day}-{}", path.with_extension("txt").file_name().unwrap().to_str().unwrap());
+        let text = std::fs::read_to_string(out.join("labels").join(&name)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), dets.len(), "{name}: one pre-label per detection");
+        let full_w = doc["width"].as_f64().unwrap() * doc["image_scale"].as_f64().unwrap();
+        for (line, d) in lines.iter().zip(dets) {
+            let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(classes[v[0] as usize], d["class"].as_str().unwrap(), "{line} vs {d}");
+            let b: Vec<f64> = d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            assert!((v[1] - (b[0] + b[2]) / 2.0 / full_w).abs() < 1e-4, "centre x in the full frame: {line} vs {d}");
+            assert!((v[3] - (b[2] - b[0]) / full_w).abs() < 1e-4, "width: {line} vs {d}");
+            boxes += 1;
+        }
+    }
+    assert!(boxes > 0, "the detector found defects in the sample");
+}
