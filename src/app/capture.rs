@@ -62,10 +62,28 @@ impl Keeper for TaskKeeper {
         }
     }
 
-    fn keep(&self, shot: Shot) {
-        let Some(image) = shot.image else { return };
+    fn keep(&self, mut shot: Shot) {
+        let Some(image) = shot.image.take() else { return };
+        let sidecar = self.sidecar(&shot);
+        let rec = Record {
+            task: self.task.clone(),
+            camera: shot.camera.to_string(),
+            part_id: shot.part_id,
+            at: shot.captured,
+            reason: reason(shot.verdict),
+            image,
+            sidecar,
+        };
+        self.capture.offer(&self.task, rec);
+    }
+}
+
+impl TaskKeeper {
+    /// Everything known about a judged part, as its capture sidecar says it (docs/capture.md).
+    /// Shadow mode builds a disagreement's sidecar from this and adds the candidate's judgement.
+    pub fn sidecar(&self, shot: &Shot) -> Value {
         let model = self.model_doc.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let sidecar = json!({
+        json!({
             "part_id": shot.part_id,
             "at": crate::util::time::rfc3339(shot.captured),
             "task": &*shot.task,
@@ -88,17 +106,7 @@ impl Keeper for TaskKeeper {
             "detections": shot.detections,
             "error": shot.error,
             "image_scale": shot.image_scale,
-        });
-        let rec = Record {
-            task: self.task.clone(),
-            camera: shot.camera.to_string(),
-            part_id: shot.part_id,
-            at: shot.captured,
-            reason: reason(shot.verdict),
-            image,
-            sidecar,
-        };
-        self.capture.offer(&self.task, rec);
+        })
     }
 }
 
