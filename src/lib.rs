@@ -23,6 +23,7 @@
 //! | [`capture`] | devices and stores | `config`, `util`, `part`, `stats` | evidence capture: judged parts' images and JSON sidecars on disk, their one writer thread, review marks, export to training layouts |
 //! | [`camera`] | devices and stores | `config`, `util`, `part`, `stats` | capture threads (OpenCV: files, folders, V4L2, RTSP, GStreamer) feeding a bounded queue |
 //! | [`inference`] | devices and stores | `config`, `util`, `part`, `stats` | ONNX Runtime sessions, execution providers, model adapters, the worker that batches frames; reports model outputs, never verdicts |
+//! | [`rollout`] | devices and stores | `config`, `util` | signed model packages: manifest, Ed25519 keys, every check before an install, per-model slots in the state directory (staged versions, the active one, the history) |
 //! | [`modbus`] | devices and stores | `config`, `util`, `part`, `stats` | links (TCP, RTU), point polling and codecs, the declared outputs (the only things written), heartbeat, result blocks |
 //! | [`line`] | line | `config`, `util`, `part`, `stats`, `modbus` | part triggers and the encoder, from Modbus points |
 //! | [`decision`] | decision | `config`, `util`, `part`, `stats` | rules (outputs to verdicts), the part tracker, the timed reject gate; no I/O: outputs through `part::actuator`, results out on a channel |
@@ -31,8 +32,8 @@
 //! | [`service`] | support | — | systemd notify and watchdog, stop signals |
 //! | [`logging`] | support | — | tracing output for terminals, journald and log shippers |
 //! | [`sim`] | support | — | a simulated PLC and a throwaway broker for the demo, bench and tests |
-//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `capture`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
-//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `capture`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval`, `capture export` |
+//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `capture`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `rollout` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
+//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `capture`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app`, `rollout` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval`, `model`, `capture export` |
 
 #![forbid(unsafe_code)]
 
@@ -48,6 +49,7 @@ pub mod line;
 pub mod logging;
 pub mod modbus;
 pub mod part;
+pub mod rollout;
 pub mod service;
 pub mod sim;
 pub mod stats;

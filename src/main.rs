@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use linesight::cli::model::Outcome;
 use linesight::logging::{self, LogFormat};
 use linesight::{app, config, service, EXIT_CONFIG, EXIT_MODEL};
 
@@ -47,10 +48,23 @@ enum Command {
     Eval(linesight::cli::eval::EvalArgs),
     /// Evidence capture: `capture export` writes captured parts as imagefolder, yolo, anomalib or label-studio.
     Capture(linesight::cli::capture::CaptureArgs),
+    /// Signed model packages: keygen, pack, sign, verify (docs/rollout.md).
+    Model(linesight::cli::model::ModelArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout with 0, as clap does.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // `linesight model ...` answers a wrong argument with 78 like its other usage errors
+        // (a script tells "refused" (1) from "asked wrongly" (78)); other commands keep clap's 2.
+        Err(e) if subcommand_is("model") => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+        Err(e) => e.exit(),
+    };
     logging::init(cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => match config::load_file(&file) {
@@ -106,6 +120,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Model(args) => match linesight::cli::model::main(args) {
+            Outcome::Done => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::FAILURE,
+            Outcome::BadArguments => ExitCode::from(EXIT_CONFIG as u8),
+        },
         Command::Infer(args) => match linesight::cli::infer::main(args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -115,6 +134,20 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Whether the command line's subcommand is `name` (the first argument that is neither an option
+/// nor the value of `--log-format`, the one global option that takes a value).
+fn subcommand_is(name: &str) -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--log-format" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return a == name;
+        }
+    }
+    false
 }
 
 /// The async runtime. Its threads are named (`rt-worker`) so that machine health can tell its

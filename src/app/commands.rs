@@ -24,6 +24,8 @@ pub struct Router {
     pub reloader: super::reload::Reloader,
     /// Evidence capture, for `mark-part`.
     pub capture: Option<crate::capture::Capture>,
+    /// Model installs, shadows, promotions and rollbacks; None without `rollout` in the config.
+    pub rollouts: Option<super::rollout::Rollouts>,
 }
 
 impl Router {
@@ -60,9 +62,20 @@ impl Router {
                     .await
                     .unwrap_or_else(|e| Err(format!("the mark was not written: {e}")))
             }
+            Command::InstallModel { model, package } => self.rollouts()?.install(model, package, source).await,
+            Command::ShadowModel { model, version } => self.rollouts()?.shadow(model, *version, source).await,
+            Command::StopShadow { model } => self.rollouts()?.stop_shadow(model, source).await,
+            Command::PromoteModel { model, version } => self.rollouts()?.promote(model, *version, source).await,
+            Command::RollbackModel { model } => self.rollouts()?.rollback(model, source).await,
             // Answered by the Sparkplug session itself; never routed here.
             Command::Rebirth => Err("rebirth is the Sparkplug session's".into()),
         }
+    }
+
+    fn rollouts(&self) -> Result<&super::rollout::Rollouts, String> {
+        self.rollouts.as_ref().ok_or_else(|| {
+            "model rollout is off: the state directory cannot keep model slots (see the log at start)".to_string()
+        })
     }
 
     fn task(&self, name: &str) -> Result<&TaskControl, String> {

@@ -25,7 +25,9 @@ pub mod models;
 pub mod publish;
 pub mod purge;
 pub mod reload;
+pub mod rollout;
 pub mod sessions;
+pub mod shadow;
 pub mod stop;
 pub mod supervisor;
 pub mod tasks;
@@ -114,7 +116,11 @@ pub struct Running {
 /// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
 /// the proof: the steps below index its maps by the names one entry gives another). Outputs
 /// are in their safe state when this returns an error.
-pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, StartError> {
+pub async fn start(file: &LoadedConfig, mut opts: Options) -> Result<Running, StartError> {
+    // What runs: the file's config with each model's active rollout slot in place.
+    let (_, overrides) = rollout::effective(file.config()).map_err(StartError::Other)?;
+    let current = reload::with_overrides(file, &overrides).map_err(|p| StartError::Other(p.join("; ")))?;
+    let loaded = &current;
     let config = loaded.config();
     let outputs = outputs_to_safe_state(config).await;
     let marker = purge::Marker::take(&config.runtime.state_dir);
@@ -147,26 +153,42 @@ pub async fn start(loaded: &LoadedConfig, mut opts: Options) -> Result<Running, 
     let built = build_tasks(&wiring, &mut groups, &mut opts, &mut running)?;
     drop(wiring);
     let (entries, watched, cameras, gates, handles) = split(built);
+    let shadows = Shadows::start(&groups, tasks::task_stats(&entries))?;
     let results = publish::forward_results(
         results_rx,
         sessions.telemetry.clone(),
         opts.observer.take(),
         tasks::task_stats(&entries),
+        shadows.matcher.clone(),
     );
     running.results = Some(tokio::spawn(results));
     let machine = Arc::new(Machine::for_config(config));
     running.stats = node_stats(&outputs, &groups, entries, line.heartbeats.clone(), &sessions, machine);
-    let reloader = reloader(loaded, handles, &groups, env, &running.stats);
+    let reloader = reloader(file, loaded, overrides, handles, &groups, env, &running.stats);
     running.reloader = Some(reloader.clone());
+    let rollouts = rollout::Rollouts::start(rollout::Wiring {
+        config,
+        env,
+        reloader: reloader.clone(),
+        matcher: shadows.matcher.clone(),
+        shadow_out: shadows.outputs.clone(),
+        taps: &shadows.taps,
+        task_stats: tasks::task_stats_of(&running.stats.tasks),
+        kinds: model_kinds(config, &running.stats),
+    })
+    .map_err(StartError::Other)?;
+    if let Some(r) = &rollouts {
+        running.stats.rollout.set(r.docs.clone()).ok();
+    }
     start_supervisor(config, &outputs, &line, watched, &sessions, &mut running);
-    let commander = start_command_router(config, &line.points, &outputs, &sessions, reloader, &mut running);
+    let commander = start_command_router(config, &line.points, &outputs, &sessions, reloader, rollouts, &mut running);
     let ready = Arc::new(AtomicBool::new(false));
     if let (Some(cfg), Some(views)) = (&config.http, views) {
         start_http(config, cfg, views, commander.clone(), ready.clone(), &mut running).await?;
     }
     let sparkplug_task =
         sessions.start_publishers(config, &running.stats, &line.points.points, commander, &mut running.background)?;
-    start_workers(config, groups, &mut running)?;
+    start_workers(config, groups, &shadows.taps, &mut running)?;
     start_cameras(cameras, &mut running)?;
     if running.marker.as_ref().is_some_and(|m| m.unclean) {
         purge::purge(config, &gates, line.encoder.as_ref()).await;
@@ -305,9 +327,23 @@ fn split(built: Vec<(String, BuiltTask)>) -> Split {
     (entries, watched, cameras, gates, handles)
 }
 
+/// Per model, the kind its production session reports (a package must have the same).
+fn model_kinds(config: &Config, stats: &NodeStats) -> BTreeMap<String, String> {
+    config
+        .tasks
+        .iter()
+        .filter_map(|(name, t)| {
+            let kind = stats.tasks.get(name)?.model()["kind"].as_str()?.to_string();
+            Some((t.model.clone(), kind))
+        })
+        .collect()
+}
+
 /// The one owner of the running config, for SIGHUP and the `reload` command.
 fn reloader(
+    file: &LoadedConfig,
     loaded: &LoadedConfig,
+    overrides: BTreeMap<String, reload::ModelOverride>,
     tasks: BTreeMap<String, reload::TaskHandles>,
     groups: &BTreeMap<&str, Group>,
     env: &'static ort::environment::Environment,
@@ -317,7 +353,7 @@ fn reloader(
         .iter()
         .map(|(name, g)| (name.to_string(), reload::ModelHandles { swaps: g.swap_tx.clone(), threads: g.threads }))
         .collect();
-    reload::Reloader::new(loaded, tasks, models, env, stats.reloads.clone())
+    reload::Reloader::new(file, loaded, overrides, tasks, models, env, stats.reloads.clone())
 }
 
 /// The registry of every figure, now that every task exists.
@@ -339,6 +375,7 @@ fn node_stats(
         mqtt_queue: sessions.queue_stats(),
         reloads: Default::default(),
         machine,
+        rollout: Default::default(),
     })
 }
 
@@ -386,6 +423,7 @@ fn start_command_router(
     outputs: &Outputs,
     sessions: &Sessions,
     reloader: reload::Reloader,
+    rollouts: Option<rollout::Rollouts>,
     running: &mut Running,
 ) -> crate::telemetry::commands::Commander {
     let (route, requests) = mpsc::channel(COMMAND_BUFFER);
@@ -393,6 +431,7 @@ fn start_command_router(
         points: points.clone(),
         outputs: outputs.clone(),
         reloader,
+        rollouts,
         tasks: running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect(),
         capture: running.capture.clone(),
     };
@@ -401,8 +440,47 @@ fn start_command_router(
     sessions.commander(route, Arc::new(guard))
 }
 
+/// Shadow mode's plumbing: a tap per model (where its worker offers frames to a candidate), the
+/// matcher of production and candidate verdicts, and the comparator thread. Idle until a
+/// candidate is shadowed.
+pub struct Shadows {
+    pub taps: BTreeMap<String, Arc<crate::inference::shadow::Tap>>,
+    pub matcher: Arc<shadow::Matcher>,
+    pub outputs: flume::Sender<crate::inference::shadow::ShadowOutput>,
+}
+
+/// Candidate outputs waiting for the comparator; a full channel holds the shadow's thread, never production.
+const SHADOW_OUTPUTS: usize = 64;
+
+impl Shadows {
+    fn start(
+        groups: &BTreeMap<&str, Group>,
+        tasks: BTreeMap<String, Arc<crate::stats::TaskStats>>,
+    ) -> Result<Shadows, StartError> {
+        let taps = groups
+            .iter()
+            .map(|(name, g)| (name.to_string(), Arc::new(crate::inference::shadow::Tap::new(g.stats.shadow.clone()))))
+            .collect();
+        let on_disagreement = Box::new(|d: shadow::Disagreement| {
+            tracing::debug!(task = %d.task, part = d.production.judgement.part.part_id, candidate = %d.candidate_label, "shadow disagreement");
+        });
+        let matcher = Arc::new(shadow::Matcher::new(tasks, on_disagreement));
+        let (outputs, rx) = flume::bounded(SHADOW_OUTPUTS);
+        // Not joined at the stop: it ends with the last candidate output, and the rollout owner
+        // (alive as long as the command router) keeps a sender. It holds nothing that needs a
+        // stop in order: no output, no file.
+        drop(shadow::spawn_comparator(rx, matcher.clone()).map_err(thread_error)?);
+        Ok(Shadows { taps, matcher, outputs })
+    }
+}
+
 /// One inference worker thread per model.
-fn start_workers(config: &Config, groups: BTreeMap<&str, Group>, running: &mut Running) -> Result<(), StartError> {
+fn start_workers(
+    config: &Config,
+    groups: BTreeMap<&str, Group>,
+    taps: &BTreeMap<String, Arc<crate::inference::shadow::Tap>>,
+    running: &mut Running,
+) -> Result<(), StartError> {
     for (model_name, g) in groups {
         let cfg = &config.models[model_name];
         let worker = Worker {
@@ -415,6 +493,7 @@ fn start_workers(config: &Config, groups: BTreeMap<&str, Group>, running: &mut R
             bell: g.bell,
             iou: 0.7,
             stats: g.stats,
+            shadow: taps[model_name].clone(),
             busy: running
                 .liveness
                 .watch(format!("inference worker of model `{model_name}`"), stall_time(config, model_name)),
@@ -471,6 +550,7 @@ impl Running {
                 models: BTreeMap::new(),
                 reloads: Default::default(),
                 machine: Arc::new(Machine::new(Default::default(), Vec::new())),
+                rollout: Default::default(),
             }),
             stop: Arc::new(AtomicBool::new(false)),
             liveness: Arc::new(Liveness::default()),

@@ -183,8 +183,35 @@ impl ModelInfo {
     }
 }
 
-/// A task's verdict rule for a loaded model, from the task's `rules`.
+/// A task's verdict rule for a loaded model, from the task's `rules`. A model installed by a
+/// rollout is named by its slot: the config's model name and the package's version.
 pub fn rule_for(
+    loaded: &Loaded,
+    rules: &RulesConfig,
+    path: &Path,
+    ok_classes: &[String],
+) -> Result<(Rule, ModelInfo), String> {
+    let (rule, mut info) = rule_of(loaded, rules, path, ok_classes)?;
+    if let Some((name, version)) = slot_of(path) {
+        info.name = name;
+        info.version = version.to_string();
+    }
+    Ok((rule, info))
+}
+
+/// `(model name, version)` of a model file in a rollout slot: `<state>/models/<name>/slots/<version>/<file>`.
+fn slot_of(path: &Path) -> Option<(String, u64)> {
+    let slot = path.parent()?;
+    let version = slot.file_name()?.to_str()?.parse().ok()?;
+    let slots = slot.parent()?;
+    if slots.file_name()? != "slots" {
+        return None;
+    }
+    let name = slots.parent()?.file_name()?.to_str()?.to_string();
+    (slots.parent()?.parent()?.file_name()? == "models").then_some((name, version))
+}
+
+fn rule_of(
     loaded: &Loaded,
     rules: &RulesConfig,
     path: &Path,

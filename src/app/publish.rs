@@ -25,8 +25,10 @@ pub async fn forward_results(
     telemetry: Telemetry,
     observer: Option<mpsc::UnboundedSender<Value>>,
     tasks: BTreeMap<String, Arc<TaskStats>>,
+    shadow: Arc<super::shadow::Matcher>,
 ) {
     while let Some(result) = results.recv().await {
+        shadow.production(&result);
         let (doc, ok) = telemetry.result(&result);
         if !ok {
             if let Some(s) = tasks.get(&*result.task) {

@@ -68,6 +68,25 @@ pub struct ModelHandles {
     pub threads: usize,
 }
 
+/// A model file from a rollout slot in place of the config's own (see [`super::rollout`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOverride {
+    pub path: PathBuf,
+    pub sidecar: Option<PathBuf>,
+    /// The manifest's hash of the model file: pinned, so a slot changed on disk is refused at load.
+    pub sha256: Option<String>,
+    pub version: u64,
+}
+
+impl ModelOverride {
+    /// The model entry with the slot's files; its providers, batching and classes stay.
+    pub fn apply(&self, m: &mut config::ModelConfig) {
+        m.path = self.path.clone();
+        m.sidecar = self.sidecar.clone();
+        m.sha256 = self.sha256.clone();
+    }
+}
+
 /// The one owner of the running config. Cheap to clone; reloads run one at a time.
 #[derive(Clone)]
 pub struct Reloader {
@@ -78,7 +97,12 @@ pub struct Reloader {
 struct State {
     /// The file a reload reads.
     path: PathBuf,
+    /// The file's own config, as last read.
+    file: LoadedConfig,
+    /// What runs: the file's config with each model's active rollout slot in place.
     current: LoadedConfig,
+    /// Per model, the rollout slot production runs instead of the file's model.
+    overrides: BTreeMap<String, ModelOverride>,
     generation: u64,
     tasks: BTreeMap<String, TaskHandles>,
     models: BTreeMap<String, ModelHandles>,
@@ -95,15 +119,26 @@ struct Prepared {
 }
 
 impl Reloader {
+    /// `file` is the config as read; `current` what runs (with `overrides` in place).
     pub fn new(
+        file: &LoadedConfig,
         current: &LoadedConfig,
+        overrides: BTreeMap<String, ModelOverride>,
         tasks: BTreeMap<String, TaskHandles>,
         models: BTreeMap<String, ModelHandles>,
         env: &'static ort::environment::Environment,
         stats: Arc<ReloadStats>,
     ) -> Reloader {
-        let state =
-            State { path: current.file().to_path_buf(), current: current.clone(), generation: 0, tasks, models, env };
+        let state = State {
+            path: file.file().to_path_buf(),
+            file: file.clone(),
+            current: current.clone(),
+            overrides,
+            generation: 0,
+            tasks,
+            models,
+            env,
+        };
         Reloader { state: Arc::new(tokio::sync::Mutex::new(state)), stats }
     }
 
@@ -120,7 +155,16 @@ impl Reloader {
                 let problems: Vec<String> = errors.0.iter().map(|d| d.to_string()).collect();
                 Err((problems, "invalid"))
             }
-            Ok(new) => state.apply(new).await.map_err(|p| (p, "refused")),
+            Ok(file) => match with_overrides(&file, &state.overrides) {
+                Err(problems) => Err((problems, "refused")),
+                Ok(new) => {
+                    let applied = state.apply(new).await.map_err(|p| (p, "refused"));
+                    if applied.is_ok() {
+                        state.file = file;
+                    }
+                    applied
+                }
+            },
         };
         let now = crate::util::time::rfc3339(std::time::SystemTime::now());
         let result = match outcome {
@@ -150,6 +194,30 @@ impl Reloader {
             }
         };
         result
+    }
+
+    /// Run `model` from a rollout slot (`Some`) or from the config file's own entry (`None`),
+    /// switched between two parts like a reload that changes only that model's file.
+    pub async fn set_model(&self, model: &str, slot: Option<ModelOverride>, source: &str) -> Result<u64, String> {
+        let mut state = self.state.lock().await;
+        let mut overrides = state.overrides.clone();
+        match slot {
+            Some(o) => overrides.insert(model.to_string(), o),
+            None => overrides.remove(model),
+        };
+        let new = with_overrides(&state.file, &overrides).map_err(|p| p.join("; "))?;
+        match state.apply(new).await {
+            Ok(changes) => {
+                state.overrides = overrides;
+                if !changes.is_empty() {
+                    self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                    self.stats.generation.store(state.generation, Ordering::Relaxed);
+                }
+                tracing::info!(%source, model, generation = state.generation, changes = ?changes, "model switched between two parts");
+                Ok(state.generation)
+            }
+            Err(problems) => Err(format!("the model could not be switched: {}", problems.join("; "))),
+        }
     }
 
     fn last(&self) -> std::sync::MutexGuard<'_, Option<Value>> {
@@ -284,6 +352,24 @@ impl State {
         }
         self.generation = generation;
     }
+}
+
+/// The file's config with each override in place, checked again in full.
+pub(super) fn with_overrides(
+    file: &LoadedConfig,
+    overrides: &BTreeMap<String, ModelOverride>,
+) -> Result<LoadedConfig, Vec<String>> {
+    if overrides.is_empty() {
+        return Ok(file.clone());
+    }
+    file.edited(|c| {
+        for (m, o) in overrides {
+            if let Some(entry) = c.models.get_mut(m) {
+                o.apply(entry);
+            }
+        }
+    })
+    .map_err(|e| e.0.iter().map(|d| d.to_string()).collect())
 }
 
 /// Where a task's gate sits downstream.

@@ -4,6 +4,7 @@
 //! - [`bench`]: `linesight bench`, each stage alone and the whole pipeline on this machine;
 //! - [`infer`]: `linesight infer`, a model on image files;
 //! - [`eval`]: `linesight eval`, a model on a labelled folder;
+//! - [`model`]: `linesight model keygen|pack|sign|verify`, signed model packages;
 //! - [`capture`]: `linesight capture export`, captured parts for training and labelling tools.
 //!
 //! cli is the top layer: it may import everything, and nothing imports it
@@ -14,3 +15,4 @@ pub mod capture;
 pub mod demo;
 pub mod eval;
 pub mod infer;
+pub mod model;

@@ -170,10 +170,34 @@ fn deserialize_sections(root: &Node, c: &mut Collector) -> Parsed {
         Some(n) if !is_null(n) => one::<HealthConfig>(n, c),
         _ => Some(HealthConfig::default()),
     };
-    let config = match (node, mqtt, runtime, line, stack_light, http, health) {
-        (Some(node), Some(mqtt), Some(runtime), Some(line), Some(stack_light), Some(http), Some(health)) if ok => {
-            Some(Config { node, mqtt, modbus, line, stack_light, cameras, models, tasks, runtime, http, health })
-        }
+    let rollout = match root.get("rollout") {
+        Some(n) if !is_null(n) => one::<RolloutConfig>(n, c),
+        _ => Some(RolloutConfig::default()),
+    };
+    let config = match (node, mqtt, runtime, line, stack_light, http, health, rollout) {
+        (
+            Some(node),
+            Some(mqtt),
+            Some(runtime),
+            Some(line),
+            Some(stack_light),
+            Some(http),
+            Some(health),
+            Some(rollout),
+        ) if ok => Some(Config {
+            node,
+            mqtt,
+            modbus,
+            line,
+            stack_light,
+            cameras,
+            models,
+            tasks,
+            runtime,
+            http,
+            health,
+            rollout,
+        }),
         _ => None,
     };
     Parsed { config, broken }
@@ -312,6 +336,14 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         }
     }
     fix(&mut config.runtime.state_dir);
+    for k in &mut config.rollout.trusted_keys {
+        if let Some(p) = k.file.as_mut() {
+            fix(p);
+        }
+    }
+    if let Some(p) = config.rollout.incoming.as_mut() {
+        fix(p);
+    }
 }
 
 #[cfg(test)]

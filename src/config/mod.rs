@@ -28,7 +28,7 @@ pub mod yaml;
 pub use diagnostic::{ConfigErrors, Diagnostic};
 pub use load::{load_file, load_str, LoadedConfig};
 pub use types::*;
-pub use validate::wire_address;
+pub use validate::{parse_public_key, wire_address};
 
 /// The JSON Schema of the config file, generated from the Rust types so it cannot drift.
 pub fn json_schema() -> String {

@@ -51,13 +51,36 @@ pub struct Config {
     /// Machine health alarms: temperature, free disk space, available memory.
     #[serde(default)]
     pub health: HealthConfig,
+    /// Signed model packages: the keys this node trusts, the drop folder, the checks after a promote.
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+}
+
+impl Config {
+    /// The drop folder for model packages: `rollout.incoming`, else `<runtime.state_dir>/incoming`
+    /// (the state directory is the only place the sandboxed service may write).
+    pub fn incoming_dir(&self) -> PathBuf {
+        self.rollout.incoming.clone().unwrap_or_else(|| self.runtime.state_dir.join("incoming"))
+    }
 }
 
 /// The top-level keys, in the order the file usually has them. Kept beside the
 /// struct because the loader reads sections one by one (to report every error
 /// at once) and must know which keys exist; a unit test checks it against the schema.
-pub const TOP_LEVEL_KEYS: &[&str] =
-    &["node", "mqtt", "modbus", "line", "stack_light", "cameras", "models", "tasks", "runtime", "http", "health"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "node",
+    "mqtt",
+    "modbus",
+    "line",
+    "stack_light",
+    "cameras",
+    "models",
+    "tasks",
+    "runtime",
+    "http",
+    "health",
+    "rollout",
+];
 
 // The `http` section: the operator page (`/`), `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -1177,4 +1200,82 @@ mod tests {
         assert_eq!(Size(2_000_000_000).to_string(), "2 GB");
         assert_eq!(Size::parse(&Size(1234).to_string()).unwrap(), Size(1234));
     }
+}
+
+// The `rollout` section: signed model packages (docs/rollout.md). Without trusted keys every
+// package is refused.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// Public keys whose packages this node installs. Keep the secret keys off the node.
+    #[serde(default)]
+    pub trusted_keys: Vec<TrustedKeyConfig>,
+    /// The drop folder packages are installed from. Default: `<runtime.state_dir>/incoming`.
+    #[serde(default)]
+    pub incoming: Option<PathBuf>,
+    /// When a promoted model is rolled back by itself.
+    #[serde(default)]
+    pub health: RolloutHealthConfig,
+    /// A candidate model running beside production on the same frames.
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+}
+
+// One trusted package-signing key: its hex text or its `.pub` file, and a name for the logs.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyConfig {
+    /// Named in every install it signed (who packed it: a person, a team, a build server).
+    pub name: String,
+    /// The Ed25519 public key, 64 hex digits (the `.pub` file's content).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Or the `.pub` file `linesight model keygen` wrote.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+// The checks after a promote: a bad model is rolled back before it does much harm.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutHealthConfig {
+    /// Parts judged by a newly promoted model under watch.
+    #[serde(default = "default_first_parts")]
+    pub first_parts: u32,
+    /// Share of ERROR verdicts among those parts above which it is rolled back (0 to 1).
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+}
+
+impl Default for RolloutHealthConfig {
+    fn default() -> Self {
+        RolloutHealthConfig { first_parts: default_first_parts(), max_error_rate: default_max_error_rate() }
+    }
+}
+
+fn default_first_parts() -> u32 {
+    200
+}
+
+fn default_max_error_rate() -> f64 {
+    0.05
+}
+
+// Shadow mode: the candidate never delays production.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Frames waiting for the candidate; when full, the candidate skips frames (counted).
+    #[serde(default = "default_shadow_queue")]
+    pub queue: usize,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig { queue: default_shadow_queue() }
+    }
+}
+
+fn default_shadow_queue() -> usize {
+    2
 }

@@ -282,6 +282,42 @@ fn models(out: &mut String, s: &NodeStats) {
     for (m, st) in &s.models {
         f.sample("linesight_model_frames_total", &[("model", m)], get(&st.frames));
     }
+    shadow(out, s);
+}
+
+/// Shadow mode: frames a candidate took and skipped, and its agreement with production per task.
+fn shadow(out: &mut String, s: &NodeStats) {
+    let mut f = family(
+        out,
+        "linesight_shadow_frames_total",
+        "counter",
+        "Frames offered to a model's candidate in shadow mode, by outcome (taken, or skipped for want of room).",
+    );
+    for (m, st) in &s.models {
+        let (offered, skipped) = (get(&st.shadow.offered), get(&st.shadow.skipped));
+        f.sample("linesight_shadow_frames_total", &[("model", m), ("outcome", "taken")], offered - skipped);
+        f.sample("linesight_shadow_frames_total", &[("model", m), ("outcome", "skipped")], skipped);
+    }
+    let mut f = family(
+        out,
+        "linesight_shadow_parts_total",
+        "counter",
+        "Parts judged by both production and the candidate in shadow, by agreement (both_ok, both_ng, production_only_ng, candidate_only_ng, other); reset when a new candidate starts.",
+    );
+    for (task, t) in &s.tasks {
+        for (agreement, n) in t.stats.shadow.counts() {
+            f.sample("linesight_shadow_parts_total", &[("task", task), ("agreement", agreement)], n as f64);
+        }
+    }
+    let mut f = family(
+        out,
+        "linesight_shadow_score_drift",
+        "gauge",
+        "Mean candidate-minus-production NG score over the parts both judged (NaN before any).",
+    );
+    for (task, t) in &s.tasks {
+        f.sample("linesight_shadow_score_drift", &[("task", task)], t.stats.shadow.drift().unwrap_or(f64::NAN));
+    }
 }
 
 fn modbus(out: &mut String, s: &NodeStats) {

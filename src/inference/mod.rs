@@ -17,6 +17,7 @@ pub mod detector;
 pub mod pyliteral;
 pub mod runtime;
 pub mod segment;
+pub mod shadow;
 pub mod yolo;
 pub mod yolo_classify;
 
@@ -305,6 +306,8 @@ pub struct Worker {
     /// Marked while an inference call runs: one that does not return is a hang (the
     /// watchdog and the heartbeat stop), unlike an idle worker.
     pub busy: Arc<Busy>,
+    /// Where a candidate model in shadow mode takes copies of the inferred frames.
+    pub shadow: Arc<shadow::Tap>,
 }
 
 impl Worker {
@@ -313,11 +316,23 @@ impl Worker {
     }
 
     fn run(self) {
-        let Worker { model, loaded, members, batch, batch_wait, bell, iou, stats, busy, swaps } = self;
+        let Worker { model, loaded, members, batch, batch_wait, bell, iou, stats, busy, swaps, shadow } = self;
         let versions = vec![Version { from: 0, replaced: None, loaded }];
         let oldest_frame = members.iter().map(|m| m.max_age).max().unwrap_or_default();
-        let mut w =
-            Running { model, versions, members, batch, batch_wait, bell, iou, stats, busy, swaps, oldest_frame };
+        let mut w = Running {
+            model,
+            versions,
+            members,
+            batch,
+            batch_wait,
+            bell,
+            iou,
+            stats,
+            busy,
+            swaps,
+            oldest_frame,
+            shadow,
+        };
         w.run();
     }
 }
@@ -337,6 +352,7 @@ struct Running {
     swaps: std::sync::mpsc::Receiver<ModelSwap>,
     /// No frame older than this is inferred (the members' longest `max_age`).
     oldest_frame: Duration,
+    shadow: Arc<shadow::Tap>,
 }
 
 impl Running {
@@ -448,6 +464,9 @@ impl Running {
             Ok((outputs, timing)) => {
                 let n = ready.len() as f64;
                 for ((i, frame, threshold), out) in ready.into_iter().zip(outputs) {
+                    // After production's own inference, before the frame is lent away: the
+                    // shadow never holds up this part, and gets only frames production judged.
+                    self.shadow.offer(&self.members[i].task, &frame.part, &frame.image, frame.scale, threshold);
                     let image = self.lend(i, frame.image, frame.scale);
                     let inspection = Inspection {
                         part: frame.part,

@@ -9,6 +9,7 @@
 //! - [`faults`]: the active faults, the recent reject share.
 //! - [`queue`]: the MQTT disk queue.
 //! - [`machine`]: machine health (CPU per thread group, memory, disk, temperatures, GPU load).
+//! - [`shadow`]: a candidate model's agreement with production (shadow mode).
 //! - [`liveness`]: whether the work that should end does (the watchdog's and heartbeat's rule).
 //! - [`node`]: the registry of all of the above.
 
@@ -20,6 +21,7 @@ pub mod modbus;
 pub mod model;
 pub mod node;
 pub mod queue;
+pub mod shadow;
 pub mod task;
 
 pub use camera::{CameraStats, CameraStatus};
@@ -30,4 +32,5 @@ pub use modbus::{DeviceStats, HandshakeStats, LinkState};
 pub use model::ModelStats;
 pub use node::{NodeStats, TaskEntry};
 pub use queue::QueueStats;
+pub use shadow::{ShadowStats, TapStats};
 pub use task::{CaptureStats, TaskStats};

@@ -13,4 +13,6 @@ pub struct ModelStats {
     pub largest_batch: AtomicU64,
     pub provider: std::sync::OnceLock<&'static str>,
     pub threads: AtomicU64,
+    /// Frames offered to a candidate in shadow mode, and skipped for want of room.
+    pub shadow: std::sync::Arc<super::TapStats>,
 }

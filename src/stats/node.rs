@@ -74,4 +74,17 @@ pub struct NodeStats {
     pub reloads: Arc<ReloadStats>,
     /// Machine health (CPU, memory, disk, temperatures, GPU), sampled every few seconds.
     pub machine: Arc<Machine>,
+    /// Per model, its rollout state (active version, installed, shadow, last event), when
+    /// `rollout` is configured; set once at start.
+    pub rollout: std::sync::OnceLock<Arc<Mutex<BTreeMap<String, Value>>>>,
+}
+
+impl NodeStats {
+    /// The rollout state of every model (empty without `rollout`).
+    pub fn rollout_doc(&self) -> Value {
+        match self.rollout.get() {
+            Some(d) => serde_json::to_value(&*d.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or(Value::Null),
+            None => Value::Null,
+        }
+    }
 }

@@ -115,6 +115,8 @@ pub struct TaskStats {
     pub purges: AtomicU64,
     /// Results that could not be handed to MQTT (buffer full).
     pub telemetry_dropped: AtomicU64,
+    /// A candidate model's agreement with this task's production model (shadow mode).
+    pub shadow: super::ShadowStats,
     pub inference_ms: Window,
     pub capture_to_decision_ms: Window,
     /// The same, since start, for Prometheus.

@@ -53,12 +53,27 @@ pub enum Command {
     Rebirth,
     /// Read the config file again and apply what may change while running, or refuse it whole.
     Reload,
+    /// Check a signed model package in the drop folder (`package`: its path there), stage it in
+    /// a slot of `model`, run its golden images, and shadow it beside production.
+    InstallModel { model: String, package: String },
+    /// Shadow an installed version of `model` beside production (a fresh agreement table).
+    ShadowModel { model: String, version: u64 },
+    /// Stop `model`'s shadow.
+    StopShadow { model: String },
+    /// Make a version of `model` (default: the one in shadow) the production model, between two parts.
+    PromoteModel {
+        model: String,
+        #[serde(default)]
+        version: Option<u64>,
+    },
+    /// Return `model` to the version accepted before the current one.
+    RollbackModel { model: String },
     /// An operator's review of a captured part: `false-reject`, `missed-defect`, `good` or
     /// `defect`, written into the part's capture sidecar (the newest record of `part_id`).
     MarkPart { task: String, part_id: u64, mark: String },
 }
 
-pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload, mark-part";
+pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload, install-model, shadow-model, stop-shadow, promote-model, rollback-model, mark-part";
 
 /// A command on its way to the part of the node that acts on it (`app`
 /// routes it to the task controls or the Modbus outputs), with the door it

@@ -103,6 +103,9 @@ pub fn stats_doc(s: &NodeStats, last: bool) -> Value {
             "problem": q.problem(),
         });
     }
+    if s.rollout.get().is_some() {
+        v["rollout"] = s.rollout_doc();
+    }
     if last {
         v["final"] = json!(true);
     }
@@ -121,7 +124,7 @@ fn task_doc(t: &TaskEntry) -> Value {
             "write_failures": get(&h.write_failures),
         })
     });
-    json!({
+    let mut doc = json!({
         "triggers": get(&s.triggers),
         "deadline_misses": get(&s.deadline_misses),
         "confirm_missing": get(&s.confirm_missing),
@@ -156,7 +159,12 @@ fn task_doc(t: &TaskEntry) -> Value {
         "model": t.model(),
         "enabled": t.control.enabled(),
         "ng_threshold": round4(f64::from(t.control.threshold())),
-    })
+    });
+    // Only once a candidate was shadowed: the agreement table of the latest one.
+    if let Some(shadow) = s.shadow.doc() {
+        doc["shadow"] = shadow;
+    }
+    doc
 }
 
 fn device_doc(s: &DeviceStats) -> Value {
@@ -175,14 +183,18 @@ fn device_doc(s: &DeviceStats) -> Value {
 pub fn model_doc(m: &ModelStats) -> Value {
     let calls = m.calls.load(Ordering::Relaxed);
     let frames = m.frames.load(Ordering::Relaxed);
-    json!({
+    let mut doc = json!({
         "calls": calls,
         "frames": frames,
         "mean_batch": if calls == 0 { 0.0 } else { (frames as f64 / calls as f64 * 100.0).round() / 100.0 },
         "largest_batch": m.largest_batch.load(Ordering::Relaxed),
         "provider": m.provider.get(),
         "threads": m.threads.load(Ordering::Relaxed),
-    })
+    });
+    if m.shadow.offered.load(Ordering::Relaxed) > 0 {
+        doc["shadow"] = m.shadow.doc();
+    }
+    doc
 }
 
 /// The machine health section of the stats message: CPU in cores (fractions of one core, over

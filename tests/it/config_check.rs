@@ -798,3 +798,50 @@ fn capture_settings_are_checked_all_at_once() {
     loads(&with("      ok_every: 50\n      format: jpeg\n      max_bytes: 2 GB\n"));
     loads(&with("      dir: /tmp/capture\n"));
 }
+
+#[test]
+fn rollout_keys_must_parse_and_be_named_once() {
+    let key = linesight::rollout::keys::SigningKey::from_bytes(&[1; 32]).verifying_key();
+    let hex = linesight::util::hex::encode(key.as_bytes());
+    let base = valid().lines().count();
+    let text = format!(
+        "{}rollout:
+  trusted_keys:
+    - name: quality
+      public_key: {hex}
+    - name: quality
+      public_key: \"abc\"
+    - name: build
+      file: missing.pub
+  health:
+    max_error_rate: 2
+",
+        valid()
+    );
+    errors_at(
+        &text,
+        &[
+            (base + 5, 13, &["`quality` is used twice"]),
+            (base + 6, 19, &["trusted key `quality`", "not a public key", "expected 64 hex digits"]),
+            (base + 8, 13, &["missing.pub", "cannot be read"]),
+            (base + 10, 21, &["max_error_rate 2"]),
+        ],
+    );
+    // A `.pub` file is read relative to the config file's folder; the drop folder defaults to
+    // the state directory's `incoming`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plant.key.pub"), format!("{hex}\n")).unwrap();
+    let file = dir.path().join("node.yaml");
+    std::fs::write(
+        &file,
+        format!("{}rollout:\n  trusted_keys:\n    - name: plant\n      file: plant.key.pub\n", valid()),
+    )
+    .unwrap();
+    let loaded = config::load_file(&file).unwrap();
+    let c = loaded.config();
+    assert_eq!(c.rollout.trusted_keys[0].file.as_deref(), Some(dir.path().join("plant.key.pub").as_path()));
+    assert_eq!(c.incoming_dir(), c.runtime.state_dir.join("incoming"));
+    assert_eq!((c.rollout.health.first_parts, c.rollout.shadow.queue), (200, 2));
+    let trusted = linesight::rollout::keys::trusted(&c.rollout).unwrap();
+    assert_eq!((trusted[0].name.as_str(), trusted[0].key), ("plant", key));
+}

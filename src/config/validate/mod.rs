@@ -5,7 +5,7 @@
 //! One file per section of the config file, so the checks of a section are
 //! found where its keys are: [`node`], [`mqtt`] (with TLS, Sparkplug B and
 //! failover brokers), [`modbus`], [`cameras`], [`models`] (with `runtime`),
-//! [`tasks`], [`line`] (with the stack light), [`http`] and [`health`].
+//! [`tasks`], [`line`] (with the stack light), [`http`], [`health`] and [`rollout`].
 
 mod cameras;
 mod health;
@@ -15,9 +15,11 @@ mod modbus;
 mod models;
 mod mqtt;
 mod node;
+mod rollout;
 mod tasks;
 
 pub use modbus::wire_address;
+pub use rollout::parse_public_key;
 
 use super::diagnostic::{suggest, Broken, Collector};
 use super::types::Config;
@@ -39,6 +41,7 @@ pub(crate) fn validate(config: &Config, broken: &Broken, c: &mut Collector) {
         http::check(h, c);
     }
     health::check(config, c);
+    rollout::check(&config.rollout, c);
 }
 
 /// The hint for a reference to a `name` that is not defined under `section`:

@@ -107,6 +107,42 @@ pub fn node(stats: &NodeStats, commands: &super::CommandCounts) -> Vec<Metric> {
     v.push(Metric::uint("Commands/Refused", commands.refused.load(Ordering::Relaxed)));
     v.push(Metric::text("Commands/Last Refusal", commands.last_refusal()));
     v.extend(machine(&stats.machine.latest()));
+    v.extend(rollout(&stats.rollout_doc()));
+    v
+}
+
+/// Each model's rollout state (docs/rollout.md): the version production runs (`config` for the
+/// config file's own model), the candidate in shadow (`""` for none), the last rollout event.
+pub fn rollout(doc: &Json) -> Vec<Metric> {
+    let mut v = Vec::new();
+    for (model, m) in doc.as_object().into_iter().flatten() {
+        let active = m["active"].as_u64().map_or("config".to_string(), |n| n.to_string());
+        v.push(Metric::text(format!("Models/{model}/Active Version"), active));
+        let candidate = m["shadow"]["candidate"].as_str().unwrap_or("").to_string();
+        v.push(Metric::text(format!("Models/{model}/Shadow Candidate"), candidate));
+        let last = &m["last"];
+        let last = match (last["event"].as_str(), last["result"].as_str()) {
+            (Some(e), Some(r)) => match last["reason"].as_str() {
+                Some(why) => format!("{e} {r}: {why}"),
+                None => format!("{e} {r}"),
+            },
+            _ => String::new(),
+        };
+        v.push(Metric::text(format!("Models/{model}/Last Event"), last));
+    }
+    v
+}
+
+/// The rollout commands of each model, declared in NBIRTH so a host can write them.
+pub fn rollout_commands(doc: &Json) -> Vec<Metric> {
+    let mut v = Vec::new();
+    for model in doc.as_object().into_iter().flat_map(|o| o.keys()) {
+        v.push(Metric::text(format!("Models/{model}/Install"), ""));
+        v.push(Metric::uint(format!("Models/{model}/Shadow"), 0));
+        v.push(Metric::boolean(format!("Models/{model}/Stop Shadow"), false));
+        v.push(Metric::uint(format!("Models/{model}/Promote"), 0));
+        v.push(Metric::boolean(format!("Models/{model}/Rollback"), false));
+    }
     v
 }
 
@@ -185,6 +221,7 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
     let pct = |p: f64, n: usize| (n > 0).then_some(p);
     let doc = t.model();
     let model = |k: &str| doc.get(k).and_then(Json::as_str).unwrap_or("").to_string();
+    let shadow = s.shadow.counts();
     let mut out = vec![
         Metric::text("Camera/Name", t.camera.clone()),
         Metric::text("Camera/Status", c.status().as_str()),
@@ -211,6 +248,14 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
         Metric::text("Model/Version", model("version")),
         Metric::text("Model/SHA256", model("sha256")),
         Metric::text("Model/Provider", t.provider.clone()),
+        // Shadow mode: the candidate in shadow ("" when none) and its agreement with production.
+        Metric::text("Shadow/Candidate", s.shadow.candidate().unwrap_or_default()),
+        Metric::uint("Shadow/Both OK", shadow[0].1),
+        Metric::uint("Shadow/Both NG", shadow[1].1),
+        Metric::uint("Shadow/Production Only NG", shadow[2].1),
+        Metric::uint("Shadow/Candidate Only NG", shadow[3].1),
+        Metric::uint("Shadow/Other", shadow[4].1),
+        Metric::double("Shadow/Score Drift", s.shadow.drift().map(round4)),
     ];
     // Fixed at start (a reload cannot add or remove `capture`), so births and data agree.
     if let Some(cap) = &t.capture {

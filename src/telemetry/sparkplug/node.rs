@@ -235,9 +235,12 @@ pub fn metric_command(
         None => match name {
             "Node Control/Rebirth" => Ok(as_bool()?.then_some(Command::Rebirth)),
             "Node Control/Reload" => Ok(as_bool()?.then_some(Command::Reload)),
-            _ => Err(format!(
-                "unknown node command metric `{name}`; the node takes `Node Control/Rebirth` and `Node Control/Reload`"
-            )),
+            _ => match name.strip_prefix("Models/").and_then(|rest| rest.rsplit_once('/')) {
+                Some((model, action)) => model_command(model, action, &value).map_err(|e| format!("`{name}`: {e}")),
+                None => Err(format!(
+                    "unknown node command metric `{name}`; the node takes `Node Control/Rebirth`, `Node Control/Reload` and `Models/<model>/Install|Shadow|Stop Shadow|Promote|Rollback`"
+                )),
+            },
         },
         Some(dev) if node.is_task(dev) => match name {
             "Inspection/Enabled" => Ok(Some(if as_bool()? {
@@ -261,6 +264,26 @@ pub fn metric_command(
             Ok(Some(Command::SetPoint { point: point.into(), value }))
         }
         Some(dev) => Err(format!("no device `{dev}` on this node")),
+    }
+}
+
+/// A model rollout command: `Models/<model>/Install` (String: the package's path in the drop
+/// folder), `Shadow` (UInt64 version), `Stop Shadow` and `Rollback` (Boolean true), `Promote`
+/// (UInt64 version; 0 = the version in shadow).
+fn model_command(model: &str, action: &str, value: &serde_json::Value) -> Result<Option<Command>, String> {
+    let model = model.to_string();
+    let yes = || value.as_bool().ok_or_else(|| "takes a Boolean".to_string());
+    let version = || value.as_u64().ok_or_else(|| "takes an unsigned integer (a package version)".to_string());
+    match action {
+        "Install" => {
+            let package = value.as_str().ok_or("takes a String (the package's path in the drop folder)")?;
+            Ok(Some(Command::InstallModel { model, package: package.to_string() }))
+        }
+        "Shadow" => Ok(Some(Command::ShadowModel { model, version: version()? })),
+        "Stop Shadow" => Ok(yes()?.then_some(Command::StopShadow { model })),
+        "Promote" => Ok(Some(Command::PromoteModel { model, version: Some(version()?).filter(|v| *v != 0) })),
+        "Rollback" => Ok(yes()?.then_some(Command::RollbackModel { model })),
+        _ => Err(format!("no model action `{action}`; models take Install, Shadow, Stop Shadow, Promote and Rollback")),
     }
 }
 
@@ -468,6 +491,7 @@ impl Session {
             Metric::boolean("Node Control/Rebirth", false),
             Metric::boolean("Node Control/Reload", false),
         ];
+        all.extend(metrics::rollout_commands(&self.stats.rollout_doc()));
         all.extend(node.iter().cloned());
         all.extend(self.events.values().cloned());
         self.publish(client, self.topics.nbirth(), &all, QoS::AtMostOnce);
@@ -888,6 +912,37 @@ mod tests {
         assert!(parse_command(&topics, &Node, &ncmd, &rebirth, true).unwrap_err().contains("retained"));
         assert!(parse(&ncmd, &[0xFF; 3]).unwrap_err().starts_with("not a Sparkplug B payload"));
         assert!(parse(&ncmd, &vec![0; MAX_COMMAND_BYTES + 1]).unwrap_err().contains("the limit is 4096"));
+    }
+
+    #[test]
+    fn model_rollout_metrics_become_rollout_commands() {
+        let topics = Topics { group: "line".into(), node: "cell".into() };
+        let ncmd = topics.ncmd();
+        let p = payload(&[
+            ("Models/surface/Install", DataType::String, V::StringValue("surface-3.lsmodel".into())),
+            ("Models/surface/Shadow", DataType::UInt64, V::LongValue(3)),
+            ("Models/surface/Promote", DataType::UInt64, V::LongValue(0)),
+            ("Models/surface/Promote", DataType::UInt64, V::LongValue(2)),
+            ("Models/surface/Rollback", DataType::Boolean, V::BooleanValue(true)),
+            ("Models/surface/Stop Shadow", DataType::Boolean, V::BooleanValue(false)),
+            ("Models/surface/Install", DataType::Boolean, V::BooleanValue(true)),
+            ("Models/surface/Format", DataType::Boolean, V::BooleanValue(true)),
+        ]);
+        let c = parse_command(&topics, &Node, &ncmd, &p, false).unwrap();
+        let model = || "surface".to_string();
+        assert_eq!(
+            c.commands,
+            [
+                Command::InstallModel { model: model(), package: "surface-3.lsmodel".into() },
+                Command::ShadowModel { model: model(), version: 3 },
+                Command::PromoteModel { model: model(), version: None },
+                Command::PromoteModel { model: model(), version: Some(2) },
+                Command::RollbackModel { model: model() },
+            ]
+        );
+        assert_eq!(c.refused.len(), 2, "{:?}", c.refused);
+        assert!(c.refused[0].contains("takes a String"), "{:?}", c.refused);
+        assert!(c.refused[1].contains("no model action `Format`"), "{:?}", c.refused);
     }
 
     #[test]
