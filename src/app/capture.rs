@@ -144,6 +144,52 @@ fn ng_class(
         .map(|(c, _)| c.clone())
 }
 
+/// A shadow-mode disagreement as a capture record (reason `disagreement`): the frame both models
+/// judged, production's judgement as for any captured part, and the candidate's beside it under
+/// `candidate`. For `Matcher`'s `on_disagreement`:
+/// `capture.offer(&d.task, disagreement_record(d, &hash))` when `capture.has(&d.task)`.
+pub fn disagreement_record(d: super::shadow::Disagreement, config_hash: &str) -> Record {
+    let p = &d.production;
+    let j = &p.judgement;
+    let (name, version) = p.model.split_once('@').unwrap_or((&p.model, ""));
+    let c = &d.candidate;
+    let sidecar = json!({
+        "part_id": j.part.part_id,
+        "at": crate::util::time::rfc3339(j.part.captured_wall),
+        "task": &*d.task,
+        "camera": &*j.part.camera,
+        "verdict": j.verdict.as_str(),
+        "model": { "name": name, "version": version, "label": &*p.model },
+        "ng_threshold": round6(j.part.stamp.threshold),
+        "config_hash": config_hash,
+        "ng_score": round6(j.ng_score),
+        "classes": &*p.classes,
+        "scores": j.scores,
+        // The task's OK classes are not known here: a detector's best box's class, else export's `defect`.
+        "ng_class": ng_class(&[], &[], &[], &j.detections),
+        "detections": j.detections,
+        "error": j.error,
+        "image_scale": d.scale,
+        "candidate": {
+            "label": &*d.candidate_label,
+            "verdict": c.verdict.as_str(),
+            "ng_score": round6(c.ng_score),
+            "scores": c.scores,
+            "detections": c.detections,
+            "error": c.error,
+        },
+    });
+    Record {
+        task: d.task.to_string(),
+        camera: j.part.camera.to_string(),
+        part_id: j.part.part_id,
+        at: j.part.captured_wall,
+        reason: Reason::Disagreement,
+        image: d.image,
+        sidecar,
+    }
+}
+
 /// The capture store as the operator page's gallery reads it.
 pub struct StoreView(pub Capture);
 
@@ -255,5 +301,57 @@ mod tests {
         };
         assert_eq!(ng_class(&[], &[], &[], &[det("dent", 0.4), det("burr", 0.8)]).as_deref(), Some("burr"));
         assert_eq!(ng_class(&[], &[], &[], &[]), None);
+    }
+
+    #[test]
+    fn a_disagreement_is_kept_with_both_judgements() {
+        use crate::part::control::Stamp;
+        use crate::part::{Judgement, PartInfo, PartResult};
+        let part = PartInfo {
+            camera: "top".into(),
+            part_id: 42,
+            captured: std::time::Instant::now(),
+            position: None,
+            captured_wall: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000),
+            stamp: Stamp { generation: 0, threshold: 0.66 },
+        };
+        let judged = |verdict, ng: f32| Judgement {
+            part: part.clone(),
+            verdict,
+            scores: vec![1.0 - ng, ng],
+            ng_score: ng,
+            top_class: 0,
+            preprocess_ms: 0.0,
+            inference_ms: 0.0,
+            error: None,
+            detections: Vec::new(),
+            heat: None,
+        };
+        let d = crate::app::shadow::Disagreement {
+            task: "inspect".into(),
+            production: PartResult {
+                task: "inspect".into(),
+                judgement: judged(Verdict::Ok, 0.2),
+                classes: vec!["good".to_string(), "scratch".to_string()].into(),
+                model: "surface@3".into(),
+                capture_to_decision_ms: 1.0,
+                capture_to_reject_ack_ms: None,
+                uncertain_action: None,
+                flagged: false,
+                reject: None,
+            },
+            candidate: judged(Verdict::Ng, 0.9),
+            candidate_label: "surface@4".into(),
+            image: opencv::core::Mat::default(),
+            scale: 2,
+        };
+        let r = disagreement_record(d, "abc");
+        assert_eq!((r.reason, r.part_id, r.task.as_str()), (Reason::Disagreement, 42, "inspect"));
+        let s = &r.sidecar;
+        assert_eq!((s["verdict"].as_str(), s["candidate"]["verdict"].as_str()), (Some("OK"), Some("NG")));
+        assert_eq!((s["model"]["name"].as_str(), s["model"]["version"].as_str()), (Some("surface"), Some("3")));
+        assert_eq!(s["candidate"]["label"], "surface@4");
+        assert_eq!((s["ng_threshold"].as_f64(), s["image_scale"].as_u64()), (Some(0.66), Some(2)));
+        assert_eq!(s["config_hash"], "abc");
     }
 }
