@@ -20,6 +20,7 @@
 //! | [`part`] | ground | `config`, `util` | the pipeline's vocabulary: frames, parts, model outputs, verdicts, results, point samples, the actuator trait |
 //! | [`stats`] | ground | `config`, `util`, `part` | every counter type; plain data each stage writes and others read; machine health (its readers of `/proc` and `/sys`, its sampler thread) |
 //! | [`store`] | devices and stores | `util` | the disk-backed segmented log behind MQTT store-and-forward, and the one thread that writes it |
+//! | [`capture`] | devices and stores | `config`, `util`, `part`, `stats` | evidence capture: judged parts' images and JSON sidecars on disk, their one writer thread, review marks, export to training layouts |
 //! | [`camera`] | devices and stores | `config`, `util`, `part`, `stats` | capture threads (OpenCV: files, folders, V4L2, RTSP, GStreamer) feeding a bounded queue |
 //! | [`inference`] | devices and stores | `config`, `util`, `part`, `stats` | ONNX Runtime sessions, execution providers, model adapters, the worker that batches frames; reports model outputs, never verdicts |
 //! | [`rollout`] | devices and stores | `config`, `util` | signed model packages: manifest, Ed25519 keys, every check before an install, per-model slots in the state directory (staged versions, the active one, the history) |
@@ -31,13 +32,14 @@
 //! | [`service`] | support | — | systemd notify and watchdog, stop signals |
 //! | [`logging`] | support | — | tracing output for terminals, journald and log shippers |
 //! | [`sim`] | support | — | a simulated PLC and a throwaway broker for the demo, bench and tests |
-//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `rollout` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
-//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app`, `rollout` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval`, `model` |
+//! | [`app`] | app | `config`, `util`, `part`, `stats`, `store`, `capture`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `rollout` | builds everything from a validated config, routes results and commands between layers, supervises, stops in order |
+//! | [`cli`] | commands | `config`, `util`, `part`, `stats`, `store`, `capture`, `camera`, `inference`, `modbus`, `line`, `decision`, `telemetry`, `http`, `service`, `logging`, `sim`, `app`, `rollout` | `run`, `check-config`, `demo`, `bench`, `infer`, `eval`, `model`, `capture export` |
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod camera;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod decision;

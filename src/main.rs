@@ -46,6 +46,8 @@ enum Command {
     Infer(linesight::cli::infer::InferArgs),
     /// Measure a model on a labelled folder: NG recall, false-reject rate, the threshold for a target recall.
     Eval(linesight::cli::eval::EvalArgs),
+    /// Evidence capture: `capture export` writes captured parts as imagefolder, yolo, anomalib or label-studio.
+    Capture(linesight::cli::capture::CaptureArgs),
     /// Signed model packages: keygen, pack, sign, verify (docs/rollout.md).
     Model(linesight::cli::model::ModelArgs),
 }
@@ -108,6 +110,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Capture(args) => match linesight::cli::capture::main(args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Model(args) => match linesight::cli::model::main(args) {
             Outcome::Done => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::FAILURE,

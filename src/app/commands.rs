@@ -22,6 +22,8 @@ pub struct Router {
     pub tasks: BTreeMap<String, Arc<TaskControl>>,
     /// Applies the config file again (`reload`).
     pub reloader: super::reload::Reloader,
+    /// Evidence capture, for `mark-part`.
+    pub capture: Option<crate::capture::Capture>,
     /// Model installs, shadows, promotions and rollbacks; None without `rollout` in the config.
     pub rollouts: Option<super::rollout::Rollouts>,
 }
@@ -49,6 +51,17 @@ impl Router {
             Command::DisableTask { task } => self.task(task)?.set_enabled(false),
             Command::SetThreshold { task, threshold } => self.task(task)?.set_threshold(*threshold),
             Command::Reload => self.reloader.reload(source).await.map(|_| ()),
+            Command::MarkPart { task, part_id, mark } => {
+                let capture = self.capture.clone().ok_or_else(|| {
+                    format!("task `{task}` has no evidence capture: no task has `capture` configured")
+                })?;
+                let mark = crate::capture::Mark::parse(mark)?;
+                let (task, part_id, by) = (task.clone(), *part_id, source.to_string());
+                // A sidecar is read and rewritten (fsynced): off the async threads.
+                tokio::task::spawn_blocking(move || capture.mark(&task, part_id, mark, &by))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the mark was not written: {e}")))
+            }
             Command::InstallModel { model, package } => self.rollouts()?.install(model, package, source).await,
             Command::ShadowModel { model, version } => self.rollouts()?.shadow(model, *version, source).await,
             Command::StopShadow { model } => self.rollouts()?.stop_shadow(model, source).await,

@@ -19,6 +19,7 @@
 //! and wait for the rejects in flight, then outputs go to their safe state,
 //! final stats and `offline` are published.
 
+pub mod capture;
 pub mod commands;
 pub mod models;
 pub mod publish;
@@ -110,6 +111,8 @@ pub struct Running {
     pub http_addr: Option<std::net::SocketAddr>,
     /// Model installs, shadows, promotions and rollbacks (the bench's shadow arm uses it).
     pub rollouts: Option<rollout::Rollouts>,
+    /// Evidence capture, when a task has it: its writer stops after the controllers.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 /// Build and start everything from a config that passed every check (a [`LoadedConfig`] is
@@ -130,7 +133,14 @@ pub async fn start(file: &LoadedConfig, mut opts: Options) -> Result<Running, St
     let line = line_io(config, &outputs, &mut running);
     let mut groups = models::load_all(config, env, threads, &sessions.telemetry).await?;
     let (results_tx, results_rx) = mpsc::channel(RESULTS_BUFFER);
-    let views = config.http.as_ref().map(|h| Arc::new(crate::part::view::Views::new(h.live_fps, h.gallery)));
+    let capture = capture::start(config).map_err(StartError::Other)?;
+    running.capture = capture.as_ref().map(|(c, _)| c.clone());
+    // Frames are lent to the controllers for the page, or for evidence capture alone.
+    let views = match (&config.http, &capture) {
+        (Some(h), _) => Some(Arc::new(crate::part::view::Views::new(h.live_fps, h.gallery))),
+        (None, Some(_)) => Some(Arc::new(crate::part::view::Views::lend_only())),
+        (None, None) => None,
+    };
     let wiring = Wiring {
         config,
         outputs: &outputs,
@@ -138,11 +148,15 @@ pub async fn start(file: &LoadedConfig, mut opts: Options) -> Result<Running, St
         results: results_tx,
         stop: running.stop.clone(),
         views: views.clone(),
+        capture: capture.as_ref().map(|(c, _)| c.clone()),
+        capture_stats: capture.map(|(_, s)| s.into_iter().collect()).unwrap_or_default(),
+        config_hash: capture::config_hash(config).into(),
     };
     let built = build_tasks(&wiring, &mut groups, &mut opts, &mut running)?;
     drop(wiring);
     let (entries, watched, cameras, gates, handles) = split(built);
-    let shadows = Shadows::start(&groups, tasks::task_stats(&entries))?;
+    let shadows =
+        Shadows::start(&groups, tasks::task_stats(&entries), running.capture.clone(), capture::config_hash(config))?;
     let results = publish::forward_results(
         results_rx,
         sessions.telemetry.clone(),
@@ -204,6 +218,10 @@ async fn start_http(
     let auth = crate::http::auth::Auth::load(cfg.token_file.as_deref()).map_err(StartError::Other)?;
     let node = format!("{}/{}", config.node.group_id, config.node.node_id);
     let tls = cfg.tls.as_ref().map(crate::http::tls::server_config).transpose().map_err(StartError::Other)?;
+    let stored = running.capture.clone().map(|c| {
+        let view: Arc<dyn crate::part::view::Stored> = Arc::new(capture::StoreView(c));
+        view
+    });
     let page = crate::http::Page {
         listen: cfg.listen,
         tls,
@@ -211,6 +229,7 @@ async fn start_http(
         live_fps: cfg.live_fps,
         stats: running.stats.clone(),
         views,
+        stored,
         commander,
         auth,
         ready,
@@ -418,6 +437,7 @@ fn start_command_router(
         reloader,
         rollouts,
         tasks: running.stats.tasks.iter().map(|(n, t)| (n.clone(), t.control.clone())).collect(),
+        capture: running.capture.clone(),
     };
     running.background.push(tokio::spawn(router.run(requests)));
     let guard = crate::telemetry::guard::Guard::open(&config.runtime.state_dir);
@@ -437,16 +457,24 @@ pub struct Shadows {
 const SHADOW_OUTPUTS: usize = 64;
 
 impl Shadows {
+    /// Disagreements go to the evidence capture of tasks that have one.
     fn start(
         groups: &BTreeMap<&str, Group>,
         tasks: BTreeMap<String, Arc<crate::stats::TaskStats>>,
+        capture: Option<crate::capture::Capture>,
+        config_hash: String,
     ) -> Result<Shadows, StartError> {
         let taps = groups
             .iter()
             .map(|(name, g)| (name.to_string(), Arc::new(crate::inference::shadow::Tap::new(g.stats.shadow.clone()))))
             .collect();
-        let on_disagreement = Box::new(|d: shadow::Disagreement| {
+        let on_disagreement = Box::new(move |d: shadow::Disagreement| {
             tracing::debug!(task = %d.task, part = d.production.judgement.part.part_id, candidate = %d.candidate_label, "shadow disagreement");
+            if let Some(cap) = capture.as_ref().filter(|c| c.keeps(&d.task, crate::capture::Reason::Disagreement)) {
+                let task = d.task.clone();
+                // A full writer queue drops and counts it (the capture figures say so).
+                cap.offer(&task, capture::disagreement_record(d, &config_hash));
+            }
         });
         let matcher = Arc::new(shadow::Matcher::new(tasks, on_disagreement));
         let (outputs, rx) = flume::bounded(SHADOW_OUTPUTS);
@@ -549,6 +577,7 @@ impl Running {
             sparkplug: None,
             background: Vec::new(),
             triggers: Vec::new(),
+            capture: None,
             reloader: None,
             http_addr: None,
             rollouts: None,

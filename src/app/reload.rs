@@ -496,4 +496,28 @@ tasks:
         assert!(!applies_while_running("models.m"), "a model added or removed");
         assert!(under("tasks.t.rules", "tasks.t") && !under("tasks.t2.rules", "tasks.t"));
     }
+
+    #[test]
+    fn evidence_capture_changes_need_a_restart() {
+        // The writer thread, its folders and its index are built once at start.
+        let old = config("");
+        let mut new = old.clone();
+        new.tasks.get_mut("t").unwrap().capture = Some(config::CaptureConfig {
+            dir: None,
+            ng: true,
+            uncertain: true,
+            error: true,
+            ok_every: Some(10),
+            ok_per_hour: None,
+            format: config::ImageFormat::Png,
+            jpeg_quality: 95,
+            max_bytes: config::Size(1_000_000),
+            max_files: 10,
+            queue: 4,
+        });
+        let keys = changed_keys(&old, &new);
+        assert_eq!(keys, vec!["tasks.t.capture"]);
+        assert!(!applies_while_running(&keys[0]));
+        assert!(!applies_while_running("tasks.t.capture.ok_every"));
+    }
 }

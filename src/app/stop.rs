@@ -32,6 +32,8 @@ const GATES_GRACE: Duration = Duration::from_secs(2);
 const SAFE_STATE_TIME: Duration = Duration::from_secs(4);
 const RESULTS_TIME: Duration = Duration::from_secs(2);
 const THREADS_TIME: Duration = Duration::from_secs(1);
+/// Evidence capture's writer finishing its queue (at most `queue` records a task).
+const CAPTURE_TIME: Duration = Duration::from_secs(3);
 
 /// How the node stopped.
 pub struct Stopped {
@@ -97,6 +99,15 @@ impl Running {
         } else {
             for (name, why) in &failures {
                 tracing::error!(output = %name, %why, "output NOT confirmed in its safe state at stop");
+            }
+        }
+        // Every controller has ended: nothing more is offered to evidence capture. Its writer
+        // writes what is queued (at most `queue` records a task) and stops.
+        // A hung disk must not hold the stop: the records still queued are then lost.
+        if let Some(capture) = self.capture.take() {
+            let stopped = tokio::task::spawn_blocking(move || capture.stop());
+            if timeout_at(step(deadline, CAPTURE_TIME), stopped).await.is_err() {
+                tracing::warn!("evidence capture's writer did not finish its queue in time; stopping anyway");
             }
         }
         // Every controller has ended, so the results channel closes once the forwarder has

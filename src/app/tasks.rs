@@ -64,6 +64,12 @@ pub struct Wiring<'a> {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// The operator page's view of judged parts, when `http` is configured.
     pub views: Option<Arc<crate::part::view::Views>>,
+    /// Evidence capture, when a task has it.
+    pub capture: Option<crate::capture::Capture>,
+    /// Each capturing task's capture figures.
+    pub capture_stats: BTreeMap<String, Arc<crate::stats::CaptureStats>>,
+    /// The config's hash, for capture sidecars.
+    pub config_hash: Arc<str>,
 }
 
 impl Wiring<'_> {
@@ -114,6 +120,8 @@ impl Wiring<'_> {
             uncertain: task.rules.uncertain.as_ref().map(|u| u.action).unwrap_or_default(),
             gate_at: gate_at(task.reject.as_ref()),
         }));
+        let model_doc = Arc::new(RwLock::new(model_doc(&info)));
+        let keeper = self.keeper(name, task, group, &model_doc);
         let controller = Controller {
             task: task_arc.clone(),
             settings: settings.clone(),
@@ -125,6 +133,7 @@ impl Wiring<'_> {
             handshake,
             reject_window: self.line.reject_window.clone(),
             views: self.views.clone(),
+            keeper,
         };
         running.controllers.push(tokio::spawn(controller.run(events_rx)));
         let queue = Arc::new(FrameQueue::with_doorbell(cam_cfg.queue, group.bell.clone()));
@@ -164,7 +173,6 @@ impl Wiring<'_> {
             reconfigure: reconfigure_rx,
             fit,
         };
-        let model_doc = Arc::new(RwLock::new(model_doc(&info)));
         let entry = TaskEntry {
             camera: task.camera.clone(),
             camera_stats: cam_stats,
@@ -174,9 +182,38 @@ impl Wiring<'_> {
             control: control.clone(),
             model: model_doc.clone(),
             events_waited: events_tx.waited_counter(),
+            capture: self.capture_stats.get(name).cloned(),
         };
         let reload = TaskHandles { control, settings, floor, model_doc, camera: reconfigure_tx, fit };
         Ok(BuiltTask { entry, watched, camera, gate, reload })
+    }
+
+    /// The task's way into evidence capture, when it has `capture`.
+    fn keeper(
+        &self,
+        name: &str,
+        task: &TaskConfig,
+        group: &Group,
+        model_doc: &Arc<RwLock<serde_json::Value>>,
+    ) -> Option<Arc<dyn crate::part::view::Keeper>> {
+        let capture = self.capture.clone().filter(|c| c.has(name))?;
+        let model_cfg = &self.config.models[&task.model];
+        let ok_classes = group
+            .loaded
+            .as_ref()
+            .ok()
+            .and_then(|l| l.class_contract(&model_cfg.ok_classes))
+            .and_then(Result::ok)
+            .map(|(names, ok, _)| names.into_iter().zip(ok).filter(|(_, ok)| *ok).map(|(n, _)| n).collect())
+            .unwrap_or_default();
+        Some(Arc::new(super::capture::TaskKeeper {
+            capture,
+            task: name.to_string(),
+            model_doc: model_doc.clone(),
+            ok_classes,
+            uncertain_from: task.rules.uncertain.as_ref().map(|u| u.from),
+            config_hash: self.config_hash.clone(),
+        }))
     }
 
     /// The task's reject gate, started, and where it sits downstream.

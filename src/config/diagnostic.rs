@@ -131,6 +131,9 @@ pub(crate) fn hint_for(message: &str) -> String {
     if message.starts_with("missing field") {
         return "add it: it has no default".into();
     }
+    if message.contains("size `") {
+        return "sizes look like `500 MB`, `2 GB` or `1.5 GiB`".into();
+    }
     if message.contains("no unit") || message.contains("unknown unit") || message.contains("duration") {
         return "durations look like `80ms`, `1.5s` or `2m`".into();
     }

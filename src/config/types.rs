@@ -722,6 +722,179 @@ pub struct TaskConfig {
     /// 0.95) and `disable-task` is refused.
     #[serde(default)]
     pub commands: TaskCommandsConfig,
+    /// Evidence capture: keep the images of judged parts (every NG, UNCERTAIN and ERROR part, a
+    /// sample of OK parts) with a JSON sidecar each, for review and training. Without it nothing
+    /// is written.
+    #[serde(default)]
+    pub capture: Option<CaptureConfig>,
+}
+
+// What a task keeps of its judged parts, where, and how much at most. Written by one thread per
+// node off the inspection path: a part is never delayed by it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Folder of the store; the task's records go under `<dir>/<task>/<YYYY-MM-DD>/`. Default:
+    /// `<runtime.state_dir>/capture`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Keep every NG part.
+    #[serde(default = "yes")]
+    pub ng: bool,
+    /// Keep every UNCERTAIN part.
+    #[serde(default = "yes")]
+    pub uncertain: bool,
+    /// Keep every ERROR part that has a frame (a part that timed out before inference has none).
+    #[serde(default = "yes")]
+    pub error: bool,
+    /// Keep one OK part in this many (1 keeps every OK part). With `ok_per_hour` too, an OK
+    /// part is kept when either says so.
+    #[serde(default)]
+    pub ok_every: Option<u64>,
+    /// Keep at most this many OK parts an hour, spread over the hour (the first OK part after
+    /// each `3600 s / ok_per_hour`).
+    #[serde(default)]
+    pub ok_per_hour: Option<u64>,
+    /// `png` (default, lossless) or `jpeg`.
+    #[serde(default)]
+    pub format: ImageFormat,
+    /// JPEG quality, 1 to 100 (`format: jpeg` only).
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: u8,
+    /// Largest size of the task's records on disk, e.g. `2 GB` or `500 MiB`; the oldest records
+    /// are deleted first. Default: `1 GB`.
+    #[serde(default = "default_capture_bytes")]
+    pub max_bytes: Size,
+    /// Most records (an image and its sidecar) the task keeps; the oldest are deleted first.
+    /// Default: 100000.
+    #[serde(default = "default_capture_files")]
+    pub max_files: u64,
+    /// Records waiting for the writer, at most; when it is full a record is dropped and counted,
+    /// never waited for. Default: 16.
+    #[serde(default = "default_capture_queue")]
+    pub queue: usize,
+}
+
+/// The image file format of captured parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageFormat {
+    /// Lossless PNG.
+    #[default]
+    Png,
+    /// JPEG at `jpeg_quality`.
+    Jpeg,
+}
+
+impl ImageFormat {
+    /// The file name extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpg",
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_jpeg_quality() -> u8 {
+    95
+}
+fn default_capture_bytes() -> Size {
+    Size(1_000_000_000)
+}
+fn default_capture_files() -> u64 {
+    100_000
+}
+fn default_capture_queue() -> usize {
+    16
+}
+
+/// A size in bytes written with its unit: `500 MB`, `2 GB`, `1.5 GiB`, `64 KiB`, `4096 B`.
+///
+/// A bare number is refused, like a duration without its unit: `max_bytes: 2` is surely not two bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("size `{t}` has no unit; write it with one, e.g. `{t} MB` or `{t} GB`"))?;
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num.parse().map_err(|_| format!("size `{t}` is not a number and a unit, e.g. `2 GB`"))?;
+        let scale: f64 = match unit.trim() {
+            "B" => 1.0,
+            "kB" | "KB" => 1e3,
+            "MB" => 1e6,
+            "GB" => 1e9,
+            "TB" => 1e12,
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            "GiB" => 1024.0 * 1024.0 * 1024.0,
+            "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            other => {
+                return Err(format!("unknown unit `{other}` in `{t}`; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"))
+            }
+        };
+        let bytes = value * scale;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(format!("size `{t}` is too large"));
+        }
+        Ok(Size(bytes.round() as u64))
+    }
+}
+
+impl fmt::Debug for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        for (unit, scale) in [("GB", 1_000_000_000), ("MB", 1_000_000), ("kB", 1000)] {
+            if b >= scale && b % scale == 0 {
+                return write!(f, "{} {unit}", b / scale);
+            }
+        }
+        write!(f, "{b} B")
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Size::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+            "description": "A size with its unit, e.g. `500 MB`, `2 GB`, `1.5 GiB`.",
+            "examples": ["500 MB", "2 GB"]
+        })
+    }
 }
 
 // The limits of what a remote command may change in one task: a command must never be able to
@@ -1015,6 +1188,17 @@ mod tests {
         assert!(Dur::parse("ms").is_err());
         assert_eq!(Dur::from_millis(80).to_string(), "80ms");
         assert_eq!(Dur::from_secs(2).to_string(), "2s");
+    }
+
+    #[test]
+    fn sizes_need_units() {
+        assert_eq!(Size::parse("2 GB").unwrap().get(), 2_000_000_000);
+        assert_eq!(Size::parse("1.5GiB").unwrap().get(), 1_610_612_736);
+        assert_eq!(Size::parse("64 KiB").unwrap().get(), 65_536);
+        assert!(Size::parse("2048").unwrap_err().contains("no unit"));
+        assert!(Size::parse("2 parsecs").unwrap_err().contains("unknown unit"));
+        assert_eq!(Size(2_000_000_000).to_string(), "2 GB");
+        assert_eq!(Size::parse(&Size(1234).to_string()).unwrap(), Size(1234));
     }
 }
 

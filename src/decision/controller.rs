@@ -25,7 +25,7 @@ use crate::config::UncertainAction;
 use crate::part::control::Versions;
 use crate::part::result::RejectReport;
 use crate::part::sample::Position;
-use crate::part::view::{Lent, Shot, Views};
+use crate::part::view::{Keeper, Lent, Shot, Views};
 use crate::part::{Judgement, PartEvent, PartInfo, PartResult, Verdict};
 use crate::stats::{HandshakeStats, RejectWindow, TaskStats};
 
@@ -65,6 +65,8 @@ pub struct Controller {
     pub reject_window: Option<Arc<RejectWindow>>,
     /// The operator page's view of judged parts, when one is configured.
     pub views: Option<Arc<Views>>,
+    /// Evidence capture, when the task has it: judged frames to keep on disk.
+    pub keeper: Option<Arc<dyn Keeper>>,
 }
 
 /// Where a task's verdicts go for the PLC's result block, and its figures.
@@ -192,18 +194,35 @@ impl Controller {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// Hand a judged part and its frame to the operator page's view, if it wants it.
+    /// Hand a judged part and its frame to the operator page's view and to evidence capture,
+    /// to each if it wants it. The frame is copied only when both take it.
     fn show(&self, j: &Judgement, image: Option<Lent>) {
-        let Some(views) = &self.views else { return };
-        if !views.wants(&j.part.camera, j.verdict) {
+        let page = self.views.as_ref().filter(|v| v.wants(&j.part.camera, j.verdict));
+        // A part without a frame (ERROR before inference) has nothing to keep; asking would
+        // spend an OK part's sampling turn on nothing.
+        let keep = self.keeper.as_ref().filter(|k| image.is_some() && k.wants(j.verdict));
+        if page.is_none() && keep.is_none() {
             return;
         }
-        let s = self.settings_of(&j.part);
         let (image, image_scale) = match image.map(Lent::into_image) {
             Some((m, scale)) => (Some(m), scale),
             None => (None, 1),
         };
-        views.offer(Shot {
+        match (page, keep) {
+            (Some(views), Some(keeper)) => {
+                let copy = image.as_ref().and_then(|m| opencv::prelude::MatTraitConst::try_clone(m).ok());
+                keeper.keep(self.shot(j, image, image_scale));
+                views.offer(self.shot(j, copy, image_scale));
+            }
+            (Some(views), None) => views.offer(self.shot(j, image, image_scale)),
+            (None, Some(keeper)) => keeper.keep(self.shot(j, image, image_scale)),
+            (None, None) => {}
+        }
+    }
+
+    fn shot(&self, j: &Judgement, image: Option<opencv::core::Mat>, image_scale: u32) -> Shot {
+        let s = self.settings_of(&j.part);
+        Shot {
             seq: 0,
             task: self.task.clone(),
             camera: j.part.camera.clone(),
@@ -220,7 +239,7 @@ impl Controller {
             error: j.error.clone(),
             image,
             image_scale,
-        });
+        }
     }
 
     /// The settings `p` is judged and timed by; the newest when its own are gone.
@@ -407,6 +426,7 @@ mod tests {
             handshake: None,
             reject_window: None,
             views: None,
+            keeper: None,
             results,
             stats: stats.clone(),
         };
@@ -443,6 +463,59 @@ mod tests {
         assert_eq!(stats.late_verdicts.load(Ordering::Relaxed), 1);
         assert_eq!(stats.error.load(Ordering::Relaxed), 1);
         assert_eq!(stats.ok.load(Ordering::Relaxed), 1);
+    }
+
+    /// A keeper that keeps every part that is not OK and every second OK part; records what it
+    /// was asked and given.
+    #[derive(Default)]
+    struct Keeping {
+        asked: std::sync::Mutex<Vec<Verdict>>,
+        kept: std::sync::Mutex<Vec<(u64, Verdict, bool)>>,
+    }
+
+    impl Keeper for Keeping {
+        fn wants(&self, verdict: Verdict) -> bool {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push(verdict);
+            verdict != Verdict::Ok || asked.iter().filter(|v| **v == Verdict::Ok).count() % 2 == 0
+        }
+        fn keep(&self, shot: Shot) {
+            self.kept.lock().unwrap().push((shot.part_id, shot.verdict, shot.image.is_some()));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capture_is_asked_only_for_parts_with_a_frame_and_gets_the_frame_it_keeps() {
+        let (mut c, _rec, mut results, _stats) = controller();
+        let keeper = Arc::new(Keeping::default());
+        c.keeper = Some(keeper.clone());
+        let views = Arc::new(Views::lend_only());
+        let (tx, rx) = mpsc::channel(64);
+        let run = tokio::spawn(c.run(rx));
+        // Parts 1..=4 with frames: OK, NG, OK, OK; part 5 never reaches the model (no frame).
+        for (id, ng) in [(1, 0.1), (2, 0.9), (3, 0.1), (4, 0.1)] {
+            tx.try_send(PartEvent::Captured(part(id))).unwrap();
+            let frame = views.lend(opencv::core::Mat::default(), 1).expect("room");
+            tx.try_send(PartEvent::Inspected(inspected(part(id), ng).with_image(Some(frame)))).unwrap();
+        }
+        tx.try_send(PartEvent::Captured(part(5))).unwrap();
+        tx.try_send(PartEvent::Unjudged(part(5), "inspection queue full".into())).unwrap();
+        drop(tx);
+        for _ in 0..5 {
+            results.recv().await.unwrap();
+        }
+        run.await.unwrap();
+        assert_eq!(
+            *keeper.asked.lock().unwrap(),
+            vec![Verdict::Ok, Verdict::Ng, Verdict::Ok, Verdict::Ok],
+            "one sampling question per OK part with a frame; none for the part without one"
+        );
+        assert_eq!(
+            *keeper.kept.lock().unwrap(),
+            vec![(2, Verdict::Ng, true), (3, Verdict::Ok, true)],
+            "the NG part and the sampled OK part, each with its frame"
+        );
+        assert!(views.lend(opencv::core::Mat::default(), 1).is_some(), "every lent frame was given back");
     }
 
     #[tokio::test(start_paused = true)]

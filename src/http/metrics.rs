@@ -185,6 +185,7 @@ fn tasks(out: &mut String, s: &NodeStats) {
     for (task, t) in &s.tasks {
         f.sample("linesight_task_ng_threshold", &[("task", task)], f64::from(t.control.threshold()));
     }
+    capture(out, s);
     let name = "linesight_decision_seconds";
     let _ = writeln!(out, "# HELP {name} From capture to the part's verdict.");
     let _ = writeln!(out, "# TYPE {name} histogram");
@@ -196,6 +197,42 @@ fn tasks(out: &mut String, s: &NodeStats) {
         }
         f.sample(&format!("{name}_sum"), &[("task", task)], sum);
         f.sample(&format!("{name}_count"), &[("task", task)], count as f64);
+    }
+}
+
+/// Evidence capture, for the tasks that have it.
+fn capture(out: &mut String, s: &NodeStats) {
+    let tasks: Vec<(&String, &crate::stats::CaptureStats)> =
+        s.tasks.iter().filter_map(|(n, t)| Some((n, &**t.capture.as_ref()?))).collect();
+    if tasks.is_empty() {
+        return;
+    }
+    type Field = fn(&crate::stats::CaptureStats) -> &AtomicU64;
+    let families: [(&str, &str, &str, Field); 6] = [
+        ("linesight_capture_written_total", "counter", "Captured parts written (image and sidecar).", |c| &c.written),
+        ("linesight_capture_dropped_total", "counter", "Captured parts dropped: the writer's queue was full.", |c| {
+            &c.dropped
+        }),
+        (
+            "linesight_capture_deleted_total",
+            "counter",
+            "Captured parts deleted, oldest first, to stay inside max_bytes and max_files.",
+            |c| &c.deleted,
+        ),
+        (
+            "linesight_capture_errors_total",
+            "counter",
+            "Captured parts that could not be written (disk full, read-only).",
+            |c| &c.errors,
+        ),
+        ("linesight_capture_bytes", "gauge", "Bytes of the task's captured parts on disk.", |c| &c.bytes),
+        ("linesight_capture_files", "gauge", "Captured parts (image and sidecar) on disk.", |c| &c.files),
+    ];
+    for (name, kind, help, field) in families {
+        let mut f = family(out, name, kind, help);
+        for (task, c) in &tasks {
+            f.sample(name, &[("task", task)], get(field(c)));
+        }
     }
 }
 

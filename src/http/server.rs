@@ -8,6 +8,8 @@
 //! | `GET /api/live/{camera}` | the camera's latest judged frame with its overlay (JPEG) |
 //! | `GET /api/rejects` | the last NG, UNCERTAIN and ERROR parts (JSON) |
 //! | `GET /api/rejects/{seq}` | one of them as JPEG with its overlay |
+//! | `GET /api/captured/{key}` | a part kept by evidence capture (gallery of a capturing task) as JPEG with its overlay |
+//! | `POST /api/mark` | a review mark on a captured part, `{"task", "part_id", "mark", "by"}` (token) |
 //! | `POST /api/command` | a command, the same JSON as on MQTT (token) |
 //! | `GET /api/alarms` | past and present alarms: start, end, who acknowledged |
 //! | `POST /api/alarms/{id}/ack` | acknowledge one, `{"by": "name"}` (token) |
@@ -34,7 +36,7 @@ use tokio::task::JoinHandle;
 
 use super::auth::Auth;
 use super::{metrics, render};
-use crate::part::view::{Shot, Views};
+use crate::part::view::{Shot, Stored, StoredShot, Views};
 use crate::stats::NodeStats;
 use crate::telemetry::commands::{parse_json, Commander, MAX_COMMAND_BYTES};
 use crate::telemetry::guard::{CommandId, Origin};
@@ -55,6 +57,8 @@ struct Shared {
     node: String,
     stats: Arc<NodeStats>,
     views: Arc<Views>,
+    /// Evidence capture: the gallery of a capturing task comes from its store.
+    stored: Option<Arc<dyn Stored>>,
     commander: Commander,
     auth: Auth,
     ready: Ready,
@@ -79,6 +83,8 @@ pub struct Page {
     pub live_fps: f64,
     pub stats: Arc<NodeStats>,
     pub views: Arc<Views>,
+    /// Evidence capture's store, when a task captures.
+    pub stored: Option<Arc<dyn Stored>>,
     pub commander: Commander,
     pub auth: Auth,
     pub ready: Ready,
@@ -86,7 +92,7 @@ pub struct Page {
 
 /// Bind `page.listen` and serve until the task is aborted.
 pub async fn serve(page: Page) -> Result<Served, String> {
-    let Page { listen, tls, node, live_fps, stats, views, commander, auth, ready } = page;
+    let Page { listen, tls, node, live_fps, stats, views, stored, commander, auth, ready } = page;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         format!(
             "http.listen {listen} cannot be bound: {e} — another process may hold the port (`ss -ltnp 'sport = :{}'`); choose another `http.listen`",
@@ -99,6 +105,7 @@ pub async fn serve(page: Page) -> Result<Served, String> {
         node,
         stats,
         views,
+        stored,
         commander,
         auth,
         ready,
@@ -116,6 +123,8 @@ pub async fn serve(page: Page) -> Result<Served, String> {
         .route("/api/live/{camera}", get(live))
         .route("/api/rejects", get(rejects))
         .route("/api/rejects/{seq}", get(reject_image))
+        .route("/api/captured/{key}", get(captured_image))
+        .route("/api/mark", post(mark))
         .route("/api/command", post(command))
         .route("/api/alarms", get(alarms))
         .route("/api/alarms/{id}/ack", post(acknowledge))
@@ -199,7 +208,12 @@ fn status_doc(s: &Shared) -> Value {
     let latest: serde_json::Map<String, Value> =
         s.views.all_latest().iter().map(|shot| (shot.camera.to_string(), shot_doc(shot))).collect();
     doc["live"] = Value::Object(latest);
-    doc["rejects_head"] = json!(s.views.gallery().first().map(|g| g.seq));
+    let head = s.views.gallery().first().map(|g| g.seq);
+    doc["rejects_head"] = match &s.stored {
+        // Either side's newest changes the gallery.
+        Some(st) => json!(format!("{}|{}", head.unwrap_or(0), st.head().unwrap_or_default())),
+        None => json!(head),
+    };
     doc
 }
 
@@ -252,8 +266,91 @@ async fn live(State(s): State<Arc<Shared>>, Path(camera): Path<String>) -> Respo
     }
 }
 
+/// The gallery: the newest parts that were not OK, from the capture store for the tasks that
+/// capture (with their review marks), from the in-memory ring for the others; newest first.
 async fn rejects(State(s): State<Arc<Shared>>) -> Json<Value> {
-    Json(Value::Array(s.views.gallery().iter().map(|g| shot_doc(g)).collect()))
+    let Some(stored) = s.stored.clone() else {
+        return Json(Value::Array(s.views.gallery().iter().map(|g| shot_doc(g)).collect()));
+    };
+    let n = s.views.gallery_size();
+    // Sidecars are read from disk: off the async threads.
+    let from_store = tokio::task::spawn_blocking(move || (stored.tasks(), stored.newest(n))).await;
+    let (capturing, kept) = from_store.unwrap_or_default();
+    let mut all: Vec<(String, Value)> = s
+        .views
+        .gallery()
+        .iter()
+        .filter(|g| !capturing.iter().any(|t| *t == *g.task))
+        .map(|g| (crate::util::time::rfc3339(g.captured), shot_doc(g)))
+        .collect();
+    all.extend(kept.iter().map(|k| (crate::util::time::rfc3339(k.shot.captured), stored_doc(k))));
+    all.sort_by(|a, b| b.0.cmp(&a.0));
+    Json(Value::Array(all.into_iter().take(n).map(|(_, d)| d).collect()))
+}
+
+/// A part from the capture store as the gallery lists it: `key` (for its picture and marks)
+/// instead of `seq`, and its review mark.
+fn stored_doc(k: &StoredShot) -> Value {
+    let mut doc = shot_doc(&k.shot);
+    doc["seq"] = Value::Null;
+    doc["key"] = json!(k.key);
+    doc["image"] = json!(true);
+    doc["review"] = k.review.clone();
+    doc
+}
+
+async fn captured_image(State(s): State<Arc<Shared>>, Path(key): Path<String>) -> Response {
+    let Some(stored) = s.stored.clone() else {
+        return (StatusCode::NOT_FOUND, "no task has evidence capture\n").into_response();
+    };
+    let key2 = key.clone();
+    let found = tokio::task::spawn_blocking(move || stored.get(&key2)).await.ok().flatten();
+    let Some(k) = found else {
+        return (StatusCode::NOT_FOUND, format!("no captured part `{key}` (deleted as the oldest?)\n")).into_response();
+    };
+    match s.drawer.draw(Arc::new(k.shot)).await {
+        Ok(b) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], Bytes::from(b))
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("cannot draw the frame: {e}\n")).into_response(),
+    }
+}
+
+/// A review mark through the page: the token, then the same `mark-part` command as on MQTT
+/// (same router, logged under `linesight::audit`); `by` is the operator's name as typed.
+async fn mark(
+    State(s): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let source = format!("http {peer}");
+    if let Some(answer) = refusal(&s, &headers, &source, "mark refused") {
+        return answer;
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct MarkBody {
+        task: String,
+        part_id: u64,
+        mark: String,
+        #[serde(default)]
+        by: String,
+    }
+    let m: MarkBody = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            let e = format!("a mark is {{\"task\", \"part_id\", \"mark\", \"by\"}}: {e}");
+            tracing::warn!(target: "linesight::audit", %source, error = %e, "mark refused");
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"ok": false, "error": e}))).into_response();
+        }
+    };
+    let name: String = m.by.chars().filter(|c| !c.is_control()).take(64).collect();
+    let by = if name.is_empty() { source.clone() } else { format!("{name} ({source})") };
+    let cmd = crate::telemetry::commands::Command::MarkPart { task: m.task, part_id: m.part_id, mark: m.mark };
+    match s.commander.execute(&cmd, &by).await {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"ok": false, "error": e}))).into_response(),
+    }
 }
 
 async fn reject_image(State(s): State<Arc<Shared>>, Path(seq): Path<String>) -> Response {

@@ -47,6 +47,38 @@ pub struct Shot {
     pub image_scale: u32,
 }
 
+/// Where judged parts' frames are kept beyond the page: evidence capture. The controller hands a
+/// part over through this without knowing where it goes (decision does no I/O); `app`
+/// implements it over the capture store.
+pub trait Keeper: Send + Sync {
+    /// Whether a part of this verdict is kept. For an OK part this is the sampling decision: it
+    /// is asked once per OK part that has a frame, before the frame is kept.
+    fn wants(&self, verdict: Verdict) -> bool;
+    /// Take the part (never blocks; a shot without an image is not kept).
+    fn keep(&self, shot: Shot);
+}
+
+/// Parts kept on disk by evidence capture, as the page's gallery shows them for the tasks that
+/// capture; `app` implements it over the capture store (http never imports a store).
+pub trait Stored: Send + Sync {
+    /// The tasks whose gallery comes from the store.
+    fn tasks(&self) -> Vec<String>;
+    /// Changes whenever the newest kept part that is not OK does (the page reloads its gallery then).
+    fn head(&self) -> Option<String>;
+    /// The newest `n` kept parts that are not OK, newest first, without their images.
+    fn newest(&self, n: usize) -> Vec<StoredShot>;
+    /// One kept part with its image (read from disk), by its key.
+    fn get(&self, key: &str) -> Option<StoredShot>;
+}
+
+/// A part kept on disk: its key in the store, the shot as judged, and its review mark (the
+/// sidecar's `review`, null when unmarked).
+pub struct StoredShot {
+    pub key: String,
+    pub shot: Shot,
+    pub review: serde_json::Value,
+}
+
 /// Frames on their way from the inference workers to the controllers at most, node-wide: a
 /// controller that falls behind must not make the workers pile up frames for the page.
 pub const MAX_LENT: usize = 16;
@@ -86,6 +118,8 @@ pub struct Views {
     live_every: Duration,
     gallery: usize,
     seq: AtomicU64,
+    /// False when there is no page, only evidence capture: frames are lent, never shown.
+    page: bool,
 }
 
 #[derive(Default)]
@@ -102,7 +136,14 @@ impl Views {
             live_every: Duration::from_secs_f64(1.0 / live_fps.max(0.01)),
             gallery: gallery.max(1),
             seq: AtomicU64::new(0),
+            page: true,
         }
+    }
+
+    /// Views that only lend frames (for evidence capture on a node without the page): nothing
+    /// is shown or kept here.
+    pub fn lend_only() -> Views {
+        Views { page: false, ..Views::new(1.0, 1) }
     }
 
     /// Lend an inferred frame to its part's controller, unless [`MAX_LENT`] are on their way
@@ -119,7 +160,7 @@ impl Views {
     /// OK, and an OK part when its camera's live shot is due. Lets the controller skip building
     /// a shot nobody will see.
     pub fn wants(&self, camera: &str, verdict: Verdict) -> bool {
-        verdict != Verdict::Ok || self.live_due(camera, Instant::now())
+        self.page && (verdict != Verdict::Ok || self.live_due(camera, Instant::now()))
     }
 
     fn live_due(&self, camera: &str, now: Instant) -> bool {
@@ -164,6 +205,11 @@ impl Views {
     /// The kept (not OK) shots, newest first.
     pub fn gallery(&self) -> Vec<Arc<Shot>> {
         self.lock().kept.iter().rev().cloned().collect()
+    }
+
+    /// How many not-OK parts the gallery shows.
+    pub fn gallery_size(&self) -> usize {
+        self.gallery
     }
 
     /// A kept shot by its `seq`.
@@ -212,6 +258,13 @@ mod tests {
         assert_eq!(v.latest("top").unwrap().part_id, 1, "an OK part offered early does not replace");
         v.offer(shot("top", 3, Verdict::Ng));
         assert_eq!(v.latest("top").unwrap().part_id, 3, "an NG part always shows");
+    }
+
+    #[test]
+    fn lend_only_views_show_nothing() {
+        let v = Views::lend_only();
+        assert!(!v.wants("top", Verdict::Ng) && !v.wants("top", Verdict::Ok));
+        assert!(v.lend(Mat::default(), 1).is_some(), "frames are still lent, for capture");
     }
 
     #[test]

@@ -33,4 +33,4 @@ pub use model::ModelStats;
 pub use node::{NodeStats, TaskEntry};
 pub use queue::QueueStats;
 pub use shadow::{ShadowStats, TapStats};
-pub use task::TaskStats;
+pub use task::{CaptureStats, TaskStats};

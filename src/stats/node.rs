@@ -25,6 +25,8 @@ pub struct TaskEntry {
     pub control: Arc<TaskControl>,
     /// Announcements that waited for room in the controller's queue (`part::announce`).
     pub events_waited: Arc<AtomicU64>,
+    /// Evidence capture, when the task has `capture` configured.
+    pub capture: Option<Arc<super::CaptureStats>>,
 }
 
 impl TaskEntry {

@@ -124,6 +124,39 @@ pub struct TaskStats {
     pub capture_to_reject_ack_ms: Window,
 }
 
+/// One task's evidence capture (`tasks.<task>.capture`): what its writer did. `bytes` and `files`
+/// are what the store holds now; the others count since start.
+#[derive(Debug, Default)]
+pub struct CaptureStats {
+    /// Records (image and sidecar) written.
+    pub written: AtomicU64,
+    /// Bytes of the task's records on disk now.
+    pub bytes: AtomicU64,
+    /// Records on disk now.
+    pub files: AtomicU64,
+    /// Records not written because the writer's queue was full.
+    pub dropped: AtomicU64,
+    /// Records deleted, oldest first, to stay inside `max_bytes` and `max_files`.
+    pub deleted: AtomicU64,
+    /// Records that could not be written (disk full, read-only, ...).
+    pub errors: AtomicU64,
+}
+
+impl CaptureStats {
+    /// The figures as the stats message shows them.
+    pub fn doc(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "written": get(&self.written),
+            "bytes": get(&self.bytes),
+            "files": get(&self.files),
+            "dropped": get(&self.dropped),
+            "deleted": get(&self.deleted),
+            "errors": get(&self.errors),
+        })
+    }
+}
+
 impl TaskStats {
     pub fn count(&self, v: Verdict) {
         let c = match v {

@@ -68,9 +68,12 @@ pub enum Command {
     },
     /// Return `model` to the version accepted before the current one.
     RollbackModel { model: String },
+    /// An operator's review of a captured part: `false-reject`, `missed-defect`, `good` or
+    /// `defect`, written into the part's capture sidecar (the newest record of `part_id`).
+    MarkPart { task: String, part_id: u64, mark: String },
 }
 
-pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload, install-model, shadow-model, stop-shadow, promote-model, rollback-model";
+pub const KNOWN: &str = "set-point, enable-task, disable-task, set-threshold, rebirth, reload, install-model, shadow-model, stop-shadow, promote-model, rollback-model, mark-part";
 
 /// A command on its way to the part of the node that acts on it (`app`
 /// routes it to the task controls or the Modbus outputs), with the door it

@@ -151,6 +151,7 @@ fn task_doc(t: &TaskEntry) -> Value {
         "waiting_dropped": get(&s.waiting_dropped),
         "gate_overflows": get(&s.gate_overflows),
         "events_waited": get(&t.events_waited),
+        "capture": t.capture.as_ref().map(|c| c.doc()),
         "inference_ms": s.inference_ms.percentiles(),
         "capture_to_decision_ms": s.capture_to_decision_ms.percentiles(),
         "capture_to_reject_ack_ms": s.capture_to_reject_ack_ms.percentiles(),

@@ -773,6 +773,33 @@ fn a_queue_window_out_of_range_is_refused() {
 }
 
 #[test]
+fn capture_settings_are_checked_all_at_once() {
+    let with = |capture: &str| {
+        valid().replace(
+            "    min_part_interval: 100ms\n",
+            &format!("    min_part_interval: 100ms\n    capture:\n{capture}"),
+        )
+    };
+    let errs = errors(&with(
+        "      ok_every: 0\n      ok_per_hour: 0\n      jpeg_quality: 0\n      max_files: 0\n      queue: 0\n      max_bytes: 0 B\n",
+    ));
+    let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for key in ["ok_every is 0", "ok_per_hour is 0", "jpeg_quality 0", "max_files is 0", "queue 0", "max_bytes is 0"] {
+        assert!(shown.iter().any(|s| s.contains(key) && s.contains(" — ")), "`{key}` missing: {shown:#?}");
+    }
+    assert_eq!(errs.len(), 6, "{shown:#?}");
+    let unit = errors(&with("      max_bytes: 2000\n"));
+    let shown = unit[0].to_string();
+    assert!(shown.contains("has no unit") && shown.contains("sizes look like") && unit[0].line == 31, "{unit:#?}");
+    let nothing = errors(&with("      ng: false\n      uncertain: false\n      error: false\n"));
+    assert!(nothing[0].to_string().contains("capture keeps nothing"), "{nothing:#?}");
+    let typo = errors(&with("      ok_evry: 5\n"));
+    assert!(typo[0].to_string().contains("did you mean `ok_every`"), "{typo:#?}");
+    loads(&with("      ok_every: 50\n      format: jpeg\n      max_bytes: 2 GB\n"));
+    loads(&with("      dir: /tmp/capture\n"));
+}
+
+#[test]
 fn rollout_keys_must_parse_and_be_named_once() {
     let key = linesight::rollout::keys::SigningKey::from_bytes(&[1; 32]).verifying_key();
     let hex = linesight::util::hex::encode(key.as_bytes());

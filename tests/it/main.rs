@@ -14,6 +14,7 @@ mod camera_bad_sources;
 mod camera_health;
 mod camera_rtsp;
 mod camera_transform;
+mod capture;
 mod classifier_parity;
 mod command_limits;
 mod config_check;

@@ -209,6 +209,8 @@ fn line() -> Line {
     std::fs::create_dir_all(&incoming).unwrap();
     let yaml = node_yaml(&plc.addr().to_string(), broker.port, "loop: true", 20.0)
         .replace("min_part_interval: 100ms", "min_part_interval: 50ms")
+        // Evidence capture of rejects only: shadow disagreements are captured too.
+        .replace("    inference_timeout: 1s\n", "    inference_timeout: 1s\n    capture: { max_files: 5000 }\n")
         + &format!(
             "rollout:\n  trusted_keys:\n    - {{ name: test-team, file: \"{}.pub\" }}\n  health: {{ first_parts: 40, max_error_rate: 0.05 }}\n",
             key.display()
@@ -359,6 +361,31 @@ fn a_candidate_is_shadowed_promoted_and_rolled_back_mid_run_and_bad_packages_are
         }
     }
     assert_eq!(pulses(&l.plc), rejecting, "one pulse per rejecting verdict at the PLC: 0 missed");
+
+    // The parts the candidate judged differently are kept as evidence, with both judgements.
+    let mut disagreements = 0;
+    let mut stack = vec![work.join("state/capture")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json") {
+                let doc: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                if doc["reason"] == "disagreement" {
+                    assert_eq!(doc["verdict"], "OK", "production passed it: {doc}");
+                    assert_eq!(doc["candidate"]["verdict"], "NG", "the candidate rejected it: {doc}");
+                    assert_eq!(doc["candidate"]["label"], "surface@2", "{doc}");
+                    disagreements += 1;
+                }
+            }
+        }
+    }
+    let table = &stats["tasks"]["inspect"]["shadow"];
+    assert!(
+        disagreements as u64 >= table["candidate_only_ng"].as_u64().unwrap(),
+        "every disagreement counted by then is captured: {disagreements} vs {table}"
+    );
 
     // The history keeps every refusal and action, with its reason.
     let history = std::fs::read_to_string(work.join("state/models/surface/history.jsonl")).unwrap();

@@ -26,6 +26,9 @@ pub(super) fn check(config: &Config, broken: &Broken, c: &mut Collector) {
         camera_and_model(config, broken, name, task, &mut owners, c);
         rules(&path, &task.rules, c);
         command_limits(&path, &task.commands, c);
+        if let Some(cap) = &task.capture {
+            capture(&path, cap, c);
+        }
         if task.inference_timeout.get().is_zero() {
             c.at(
                 &join(&path, &["inference_timeout"]),
@@ -145,6 +148,52 @@ fn command_limits(path: &[&str], commands: &TaskCommandsConfig, c: &mut Collecto
             &at,
             format!("command threshold limits [{low}, {high}] are not in order"),
             format!("write the lower limit first: [{high}, {low}]"),
+        );
+    }
+}
+
+/// Evidence capture: counts and sizes that can hold something, a JPEG quality JPEG knows.
+fn capture(path: &[&str], cap: &CaptureConfig, c: &mut Collector) {
+    let at = |key: &'static str| join(path, &["capture", key]);
+    if cap.ok_every == Some(0) {
+        c.at(
+            &at("ok_every"),
+            "ok_every is 0",
+            "keep one OK part in N with N >= 1 (1 keeps every OK part), or remove the key",
+        );
+    }
+    if cap.ok_per_hour == Some(0) {
+        c.at(
+            &at("ok_per_hour"),
+            "ok_per_hour is 0",
+            "give how many OK parts an hour to keep (>= 1), or remove the key",
+        );
+    }
+    if !(1..=100).contains(&cap.jpeg_quality) {
+        c.at(
+            &at("jpeg_quality"),
+            format!("jpeg_quality {} is outside 1..100", cap.jpeg_quality),
+            "use 1 to 100, e.g. 95",
+        );
+    }
+    if cap.max_bytes.get() == 0 {
+        c.at(&at("max_bytes"), "max_bytes is 0: nothing could be kept", "give the largest size on disk, e.g. `2 GB`");
+    }
+    if cap.max_files == 0 {
+        c.at(&at("max_files"), "max_files is 0: nothing could be kept", "give the most records to keep, e.g. 100000");
+    }
+    if cap.queue == 0 || cap.queue > 4096 {
+        c.at(
+            &at("queue"),
+            format!("queue {} is outside 1..4096", cap.queue),
+            "use a small queue, e.g. 16 (each waiting record holds a frame in memory)",
+        );
+    }
+    if !(cap.ng || cap.uncertain || cap.error || cap.ok_every.is_some() || cap.ok_per_hour.is_some()) {
+        c.at(
+            &join(path, &["capture"]),
+            "capture keeps nothing: ng, uncertain and error are false and no OK sampling is set",
+            "set one of ng, uncertain, error to true or give ok_every / ok_per_hour, or remove `capture`",
         );
     }
 }

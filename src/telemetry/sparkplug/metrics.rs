@@ -222,7 +222,7 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
     let doc = t.model();
     let model = |k: &str| doc.get(k).and_then(Json::as_str).unwrap_or("").to_string();
     let shadow = s.shadow.counts();
-    vec![
+    let mut out = vec![
         Metric::text("Camera/Name", t.camera.clone()),
         Metric::text("Camera/Status", c.status().as_str()),
         Metric::uint("Camera/Frames In", get(&c.frames_in)),
@@ -256,7 +256,19 @@ pub fn task(t: &TaskEntry, parts_per_s: Option<f64>) -> Vec<Metric> {
         Metric::uint("Shadow/Candidate Only NG", shadow[3].1),
         Metric::uint("Shadow/Other", shadow[4].1),
         Metric::double("Shadow/Score Drift", s.shadow.drift().map(round4)),
-    ]
+    ];
+    // Fixed at start (a reload cannot add or remove `capture`), so births and data agree.
+    if let Some(cap) = &t.capture {
+        out.extend([
+            Metric::uint("Capture/Written", get(&cap.written)),
+            Metric::uint("Capture/Bytes", get(&cap.bytes)),
+            Metric::uint("Capture/Files", get(&cap.files)),
+            Metric::uint("Capture/Dropped", get(&cap.dropped)),
+            Metric::uint("Capture/Deleted", get(&cap.deleted)),
+            Metric::uint("Capture/Errors", get(&cap.errors)),
+        ]);
+    }
+    out
 }
 
 fn round4(x: f64) -> f64 {
@@ -322,6 +334,40 @@ fn convert(v: &Value, datatype: DataType) -> MValue {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_capturing_task_reports_its_capture_figures() {
+        use crate::part::control::{CommandLimits, TaskControl};
+        use std::sync::atomic::AtomicU64;
+        use std::sync::{Arc, RwLock};
+        let entry = |capture: Option<Arc<crate::stats::CaptureStats>>| TaskEntry {
+            camera: "top".into(),
+            camera_stats: Default::default(),
+            stats: Default::default(),
+            provider: "cpu".into(),
+            model: Arc::new(RwLock::new(json!({}))),
+            handshake: None,
+            control: Arc::new(TaskControl::new(
+                "t",
+                0.5,
+                CommandLimits::for_task(&crate::config::TaskCommandsConfig::default(), 0.5),
+            )),
+            events_waited: Arc::new(AtomicU64::new(0)),
+            capture,
+        };
+        let cap = Arc::new(crate::stats::CaptureStats::default());
+        cap.written.store(7, Ordering::Relaxed);
+        cap.dropped.store(2, Ordering::Relaxed);
+        let with = task(&entry(Some(cap)), None);
+        let value = |name: &str| with.iter().find(|m| m.name == name).map(|m| m.value.clone());
+        assert_eq!(value("Capture/Written"), Some(MValue::UInt(7)));
+        assert_eq!(value("Capture/Dropped"), Some(MValue::UInt(2)));
+        for name in ["Capture/Bytes", "Capture/Files", "Capture/Deleted", "Capture/Errors"] {
+            assert_eq!(value(name), Some(MValue::UInt(0)), "{name}");
+        }
+        let without = task(&entry(None), None);
+        assert!(without.iter().all(|m| !m.name.starts_with("Capture/")), "no capture, no figures");
+    }
 
     #[test]
     fn values_keep_their_type_and_nulls_say_so() {
