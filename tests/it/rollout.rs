@@ -445,3 +445,57 @@ fn a_kill_during_promotion_leaves_exactly_one_of_the_two_versions_active() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
+
+#[test]
+fn a_promotion_whose_first_parts_fail_rolls_back_by_itself() {
+    let l = line();
+    let port = l.broker.port;
+    // Disabling the task by command gives its parts ERROR: the health check's own signal.
+    let yaml = std::fs::read_to_string(&l.cfg)
+        .unwrap()
+        .replace("    inference_timeout: 1s\n", "    inference_timeout: 1s\n    commands: { allow_disable: true }\n");
+    std::fs::write(&l.cfg, yaml).unwrap();
+    pack(l.dir.path(), &l.key, 2, "0.66", &[], &l.incoming.join("surface-2.lsmodel"));
+    let mut child = run_daemon(&l.cfg, &l.log);
+    wait_model(&l.sub, FACTORY, &l.log);
+    let install = json!({"command": "install-model", "model": "surface", "package": "surface-2.lsmodel"});
+    assert_eq!(command(&l.sub, port, "install", install, &l.log)["ok"], true);
+    let a = command(&l.sub, port, "promote", json!({"command": "promote-model", "model": "surface"}), &l.log);
+    assert_eq!(a["ok"], true, "{a}");
+    wait_model(&l.sub, "surface@2", &l.log);
+    let a = command(&l.sub, port, "disable", json!({"command": "disable-task", "task": "inspect"}), &l.log);
+    assert_eq!(a["ok"], true, "{a}");
+    // ERROR parts above 5 % of the first 40 after the promotion: back to the factory model.
+    let history = l.dir.path().join("state/models/surface/history.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rolled_back = loop {
+        let text = std::fs::read_to_string(&history).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|e| e["event"] == "rollback" && e["source"].as_str().is_some_and(|s| s.starts_with("health check")));
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no rollback by the health check: {text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(rolled_back["result"], "done", "{rolled_back}");
+    assert!(rolled_back["source"].as_str().unwrap().contains("ERROR of the first"), "{rolled_back}");
+    let active: Value =
+        serde_json::from_slice(&std::fs::read(l.dir.path().join("state/models/surface/active.json")).unwrap()).unwrap();
+    assert_eq!(active["version"], Value::Null, "the factory model is active again: {active}");
+    let a = command(&l.sub, port, "enable", json!({"command": "enable-task", "task": "inspect"}), &l.log);
+    assert_eq!(a["ok"], true, "{a}");
+    let before = l.sub.messages("/tasks/inspect/result").len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !l.sub.messages("/tasks/inspect/result")[before..]
+        .iter()
+        .any(|r| r["model"] == FACTORY && r["verdict"] != "ERROR")
+    {
+        assert!(Instant::now() < deadline, "the factory model inspects again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
