@@ -308,7 +308,7 @@ def write_imagefolder(seed: int, n: int, out: str, good_frac: float = 0.5) -> di
     return counts
 
 
-def contact_sheet(seed: int, per_class: int, path: str, cell: int = 160):
+def contact_sheet(seed: int, per_class: int, path: str, cell: int = 128):
     """A grid: one row per class, `per_class` images each (the first of each class in the set)."""
     rows = []
     found = {c: [] for c in CLASSES}
