@@ -324,18 +324,6 @@ def verification_images(samples, data_dir):
     return yolo_common.yaml_images(os.path.join(data_dir, "data.yaml"), "val")[:8]
 
 
-def seed_or_source(stats, split):
-    seed = stats[split]["seed"]
-    return "seed %d" % seed if seed is not None else stats.get("source", "your data.yaml")
-
-
-def split_note(stats, split):
-    if split == "test":
-        return "held-out test (%s), never used for training or choices" % seed_or_source(stats, "test")
-    return ("no test split in %s: measured on val, which also picked best.pt (optimistic); give the data "
-            "set a `test:` split for held-out figures" % stats.get("source", "the data.yaml"))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(TOOLS, "data", "detection"),
@@ -517,12 +505,12 @@ def main():
     metrics = {
         "model": "Ultralytics YOLOv8n (yolov8n.yaml), trained from scratch, no pretrained weights",
         "classes": names,
-        "test": {"split": split_note(stats, test_split), "images": stats[test_split]["images"],
+        "test": {"split": yolo_common.split_note(stats, test_split), "images": stats[test_split]["images"],
                  "empty_images": stats[test_split]["empty_images"], "instances": stats[test_split]["instances"],
                  "measured_with": "Ultralytics val (conf=0.001, iou=0.7) on best.pt", **test_pt},
         "test_onnx": {"measured_with": "Ultralytics val on the exported ONNX (AutoBackend, onnxruntime, batch 1)",
                       **onnx_test},
-        "val": {"split": "validation (%s), used by Ultralytics to pick best.pt" % seed_or_source(stats, "val"),
+        "val": {"split": "validation (%s), used by Ultralytics to pick best.pt" % yolo_common.seed_or_source(stats, "val"),
                 "images": stats["val"]["images"], **val_pt},
         "train": {"images": int(round(stats["train"]["images"] * a.fraction)), "seed": stats["train"]["seed"],
                   "instances_full_split": stats["train"]["instances"]},

@@ -246,3 +246,17 @@ def split_imagefolder(src, dst, val_frac=0.2, seed=0):
                 os.symlink(os.path.abspath(os.path.join(src, c, f)), os.path.join(dst, split, c, f))
             counts[split][c] = len(part)
     return counts
+
+
+def seed_or_source(stats, split):
+    """How a split was made: its seed (synthetic) or the data.yaml it came from."""
+    seed = stats[split]["seed"]
+    return "seed %d" % seed if seed is not None else stats.get("source", "your data.yaml")
+
+
+def split_note(stats, split):
+    """What the held-out figures were measured on, said in the metrics."""
+    if split == "test":
+        return "held-out test (%s), never used for training or choices" % seed_or_source(stats, "test")
+    return ("no test split in %s: measured on val, which also picked best.pt (optimistic); give the data "
+            "set a `test:` split for held-out figures" % stats.get("source", "the data.yaml"))
