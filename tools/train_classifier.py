@@ -512,7 +512,7 @@ def main():
 
     # ---- threshold on validation
     pv = softmax(predict_logits(model, Xva))
-    T, val_err = choose_threshold(1.0 - pv[:, 0], va_is_ng)
+    T, val_err = choose_threshold(1.0 - pv[:, 0], yva != 0)
     val_m = ng_metrics(1.0 - pv[:, 0], yva, T)
     print(f"chosen T={T} on val: {val_m}", flush=True)
 
