@@ -7,6 +7,11 @@ it on the held-out test split, and export it with Ultralytics' own exporter.
     python tools/train_detector.py                  # writes models/surface-detector*
     python tools/train_detector.py --batch-export-only   # re-export + check only the batch model from the kept
                                                          # tools/data/runs/surface-detector/weights/best.pt
+    python tools/train_detector.py --data my/data.yaml --out models/my-detector.onnx [--epochs 50]
+                                                    # your own YOLO data set (images/ labels/ data.yaml, e.g. from
+                                                    # `linesight capture export --format yolo`): the same training and
+                                                    # exports; held-out figures on its `test:` split (or on `val:`,
+                                                    # said so in the metrics, when it has none); no samples written
 
 Writes
     models/surface-detector.onnx          raw head, output0 [1, 4+nc, N] (cx,cy,w,h + class scores)
@@ -311,13 +316,20 @@ def batch_export_record(out_batch, call, verification, test_onnx=None):
 def verification_images(samples, data_dir):
     if samples:
         return [os.path.join(ROOT, samples["dir"], x) for x in samples["images"]]
-    d = os.path.join(data_dir, "images", "test")
-    return [os.path.join(d, x) for x in sorted(os.listdir(d))[:8]]
+    for split in ("test", "val"):
+        d = os.path.join(data_dir, "images", split)
+        if os.path.isdir(d):
+            return [os.path.join(d, x) for x in sorted(os.listdir(d))[:8]]
+    import yolo_common
+    return yolo_common.yaml_images(os.path.join(data_dir, "data.yaml"), "val")[:8]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(TOOLS, "data", "detection"), help="folder with data.yaml")
+    ap.add_argument("--data", default=os.path.join(TOOLS, "data", "detection"),
+                    help="a data.yaml or the folder holding it (default: the synthetic set, made if missing)")
+    ap.add_argument("--out", help="the model file to write (PATH.onnx; its -nms, -batch and .metrics.json beside it); "
+                                  "default models/surface-detector.onnx")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
@@ -338,6 +350,16 @@ def main():
                          "'batch_export' in the metrics (the fixed exports are not touched)")
     ap.add_argument("--weights", help="best.pt for --batch-export-only (default: RUNS/NAME/weights/best.pt)")
     a = ap.parse_args()
+    import yolo_common
+    if a.out:
+        a.models, a.name = yolo_common.out_to_models_name(a.out)
+    synthetic = os.path.abspath(a.data) == os.path.join(TOOLS, "data", "detection") or \
+        os.path.exists(os.path.join(a.data, "stats.json"))
+    a.data, data_yaml = yolo_common.resolve_yaml(a.data)
+    if not synthetic:
+        if data_yaml is None:
+            sys.exit(f"{a.data}: no data.yaml; give --data the data.yaml of a YOLO data set (images/ labels/ data.yaml)")
+        a.no_samples = True  # the samples are the committed model's parity fixtures, made from the synthetic set
 
     if a.samples_only:
         out_raw = os.path.join(a.models, a.name + ".onnx")
@@ -383,11 +405,13 @@ def main():
     # cached it sends a request to github.com for it. No plots are drawn here: skip it.
     ul_data_utils.check_font = lambda *a, **k: None
 
-    data_yaml = os.path.join(a.data, "data.yaml")
-    if not os.path.exists(data_yaml):
+    if data_yaml is None:
         print("no data set at", a.data, "- making it with make_detection_dataset.py defaults", flush=True)
         subprocess.run([sys.executable, os.path.join(TOOLS, "make_detection_dataset.py"), "--out", a.data], check=True)
-    stats = json.load(open(os.path.join(a.data, "stats.json")))
+        data_yaml = os.path.join(a.data, "data.yaml")
+    stats = json.load(open(os.path.join(a.data, "stats.json"))) if synthetic else yolo_common.yaml_stats(data_yaml)
+    # held-out figures come from the test split; a user's data set without one is measured on val (said so)
+    test_split = "test" if "test" in stats else "val"
 
     train_args = dict(
         data=data_yaml, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, device="cpu", workers=2,
@@ -413,7 +437,7 @@ def main():
     best_model = YOLO(best)
     n_params = sum(p.numel() for p in best_model.model.parameters())
     curve = read_curve(os.path.join(str(model.trainer.save_dir), "results.csv"))
-    m_test = best_model.val(split="test", name=a.name + "-test-pt", **val_args)
+    m_test = best_model.val(split=test_split, name=a.name + "-test-pt", **val_args)
     test_pt = det_metrics(m_test, names)
     m_val = best_model.val(split="val", name=a.name + "-val-pt", **val_args)
     val_pt = det_metrics(m_val, names)
@@ -455,7 +479,7 @@ def main():
     for k, p in (("raw", out_raw), ("nms", out_nms)):
         if p:
             try:
-                mo = YOLO(p, task="detect").val(split="test", name=f"{a.name}-test-onnx-{k}", **{**val_args, "batch": 1})
+                mo = YOLO(p, task="detect").val(split=test_split, name=f"{a.name}-test-onnx-{k}", **{**val_args, "batch": 1})
                 onnx_test[k] = det_metrics(mo, names)
             except Exception as e:
                 onnx_test[k] = {"error": f"{type(e).__name__}: {e}"}
@@ -468,7 +492,7 @@ def main():
     if out_batch:
         ver = verify_batch(out_raw, out_batch, verification_images(samples, a.data), a.imgsz)
         try:
-            mo = YOLO(out_batch, task="detect").val(split="test", name=f"{a.name}-test-onnx-batch", **val_args)
+            mo = YOLO(out_batch, task="detect").val(split=test_split, name=f"{a.name}-test-onnx-batch", **val_args)
             tb = {"measured_with": f"Ultralytics val on the batch ONNX (AutoBackend, onnxruntime, batch {a.batch})",
                   **det_metrics(mo, names)}
         except Exception as e:
@@ -481,17 +505,16 @@ def main():
     metrics = {
         "model": "Ultralytics YOLOv8n (yolov8n.yaml), trained from scratch, no pretrained weights",
         "classes": names,
-        "test": {"split": "held-out test (make_detection_dataset seed %d), never used for training or choices"
-                 % stats["test"]["seed"], "images": stats["test"]["images"],
-                 "empty_images": stats["test"]["empty_images"], "instances": stats["test"]["instances"],
+        "test": {"split": yolo_common.split_note(stats, test_split), "images": stats[test_split]["images"],
+                 "empty_images": stats[test_split]["empty_images"], "instances": stats[test_split]["instances"],
                  "measured_with": "Ultralytics val (conf=0.001, iou=0.7) on best.pt", **test_pt},
         "test_onnx": {"measured_with": "Ultralytics val on the exported ONNX (AutoBackend, onnxruntime, batch 1)",
                       **onnx_test},
-        "val": {"split": "validation (seed %d), used by Ultralytics to pick best.pt" % stats["val"]["seed"],
+        "val": {"split": "validation (%s), used by Ultralytics to pick best.pt" % yolo_common.seed_or_source(stats, "val"),
                 "images": stats["val"]["images"], **val_pt},
         "train": {"images": int(round(stats["train"]["images"] * a.fraction)), "seed": stats["train"]["seed"],
                   "instances_full_split": stats["train"]["instances"]},
-        "split_seeds": {s: stats[s]["seed"] for s in ("train", "val", "test")},
+        "split_seeds": {s: stats[s]["seed"] for s in ("train", "val", "test") if s in stats},
         "data_generation_time_s": stats.get("generation_time_s"),
         "training_time_s": round(t_train, 1),
         "training_note": "wall time of model.train() incl. per-epoch validation, CPU, 2 threads",

@@ -8,6 +8,9 @@ ONNX exporter.
     python tools/make_segmentation_dataset.py       # tools/data/segmentation (made here too if missing)
     python tools/train_segmenter.py                 # writes models/surface-segmenter*
     python tools/train_segmenter.py --samples-only  # only the samples + reference predictions
+    python tools/train_segmenter.py --data my/data.yaml --out models/my-segmenter.onnx [--epochs 50]
+                                                    # your own YOLO-seg data set (polygon labels): held-out figures
+                                                    # on its `test:` split (or `val:`, said so); no samples written
 
 Writes
     models/surface-segmenter.onnx          output0 [1, 4+nc+32, 1344] (cx,cy,w,h, class scores, mask coefficients),
@@ -148,7 +151,10 @@ def make_samples(data_dir, models_dir, name, onnx_path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(TOOLS, "data", "segmentation"), help="folder with data.yaml")
+    ap.add_argument("--data", default=os.path.join(TOOLS, "data", "segmentation"),
+                    help="a data.yaml or the folder holding it (default: the synthetic set, made if missing)")
+    ap.add_argument("--out", help="the model file to write (PATH.onnx, its .metrics.json beside it); "
+                                  "default models/surface-segmenter.onnx")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
@@ -162,6 +168,15 @@ def main():
     ap.add_argument("--samples-only", action="store_true",
                     help="only remake the samples folder + reference predictions from the committed model")
     a = ap.parse_args()
+    if a.out:
+        a.models, a.name = yolo_common.out_to_models_name(a.out)
+    synthetic = os.path.abspath(a.data) == os.path.join(TOOLS, "data", "segmentation") or \
+        os.path.exists(os.path.join(a.data, "stats.json"))
+    a.data, data_yaml = yolo_common.resolve_yaml(a.data)
+    if not synthetic:
+        if data_yaml is None:
+            sys.exit(f"{a.data}: no data.yaml; give --data the data.yaml of a YOLO-seg data set (images/ labels/ data.yaml)")
+        a.no_samples = True  # the samples are the committed model's parity fixtures, made from the synthetic set
     out_onnx = os.path.join(a.models, a.name + ".onnx")
     mpath = os.path.join(a.models, a.name + ".metrics.json")
 
@@ -181,12 +196,14 @@ def main():
     from ultralytics import YOLO
     yolo_common.patch_ultralytics_offline()
 
-    data_yaml = os.path.join(a.data, "data.yaml")
-    if not os.path.exists(data_yaml):
+    if data_yaml is None:
         print("no data set at", a.data, "- making it with make_segmentation_dataset.py defaults", flush=True)
         subprocess.run([sys.executable, os.path.join(TOOLS, "make_segmentation_dataset.py"), "--out", a.data],
                        check=True)
-    stats = json.load(open(os.path.join(a.data, "stats.json")))
+        data_yaml = os.path.join(a.data, "data.yaml")
+    stats = json.load(open(os.path.join(a.data, "stats.json"))) if synthetic else yolo_common.yaml_stats(data_yaml)
+    # held-out figures come from the test split; a user's data set without one is measured on val (said so)
+    test_split = "test" if "test" in stats else "val"
 
     train_args = dict(
         data=data_yaml, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, device="cpu", workers=2,
@@ -214,7 +231,7 @@ def main():
     best_model = YOLO(best)
     n_params = sum(p.numel() for p in best_model.model.parameters())
     curve = read_curve(os.path.join(str(model.trainer.save_dir), "results.csv"))
-    test_pt = seg_metrics(best_model.val(split="test", name=a.name + "-test-pt", **val_args), names)
+    test_pt = seg_metrics(best_model.val(split=test_split, name=a.name + "-test-pt", **val_args), names)
     val_pt = seg_metrics(best_model.val(split="val", name=a.name + "-val-pt", **val_args), names)
 
     # ---- export (Ultralytics' exporter, as train_detector.py: no simplify, fixed shape, batch 1)
@@ -235,7 +252,7 @@ def main():
 
     # ---- the exported ONNX measured the same way (AutoBackend + onnxruntime)
     try:
-        mo = YOLO(out_onnx, task="segment").val(split="test", name=a.name + "-test-onnx", **{**val_args, "batch": 1})
+        mo = YOLO(out_onnx, task="segment").val(split=test_split, name=a.name + "-test-onnx", **{**val_args, "batch": 1})
         test_onnx = seg_metrics(mo, names)
     except Exception as e:
         test_onnx = {"error": f"{type(e).__name__}: {e}"}
@@ -249,18 +266,19 @@ def main():
     metrics = {
         "model": "Ultralytics YOLOv8n-seg (yolov8n-seg.yaml), trained from scratch, no pretrained weights",
         "classes": names,
-        "test": {"split": "held-out test (make_segmentation_dataset = make_detection_dataset seed %d), never used "
-                          "for training or choices" % stats["test"]["seed"],
-                 "images": stats["test"]["images"], "empty_images": stats["test"]["empty_images"],
-                 "instances": stats["test"]["instances"],
+        "test": {"split": (yolo_common.split_note(stats, test_split) if not synthetic else
+                           "held-out test (make_segmentation_dataset = make_detection_dataset seed %d), never used "
+                           "for training or choices" % stats["test"]["seed"]),
+                 "images": stats[test_split]["images"], "empty_images": stats[test_split]["empty_images"],
+                 "instances": stats[test_split]["instances"],
                  "measured_with": "Ultralytics val (conf=0.001, iou=0.7) on best.pt", **test_pt},
         "test_onnx": {"measured_with": "Ultralytics val on the exported ONNX (AutoBackend, onnxruntime, batch 1)",
                       **test_onnx},
-        "val": {"split": "validation (seed %d), used by Ultralytics to pick best.pt" % stats["val"]["seed"],
+        "val": {"split": "validation (%s), used by Ultralytics to pick best.pt" % yolo_common.seed_or_source(stats, "val"),
                 "images": stats["val"]["images"], **val_pt},
         "train": {"images": int(round(stats["train"]["images"] * a.fraction)), "seed": stats["train"]["seed"],
                   "instances_full_split": stats["train"]["instances"]},
-        "split_seeds": {s: stats[s]["seed"] for s in ("train", "val", "test")},
+        "split_seeds": {s: stats[s]["seed"] for s in ("train", "val", "test") if s in stats},
         "labels": "polygons traced around the drawn defect masks (make_segmentation_dataset.py); "
                   "boxes derived from them equal the detector's boxes",
         "data_generation_time_s": stats.get("generation_time_s"),

@@ -7,6 +7,10 @@ it with Ultralytics' own ONNX exporter.
     python tools/train_yolo_classifier.py                 # data + training + export + metrics + samples
     python tools/train_yolo_classifier.py --data-only     # only tools/data/yolo-cls
     python tools/train_yolo_classifier.py --samples-only  # only the samples + reference predictions
+    python tools/train_yolo_classifier.py --data MY_IMAGEFOLDER --out models/my-yolo-cls.onnx [--epochs 30]
+        # your own images: an ImageFolder (good/ + one folder per defect; split here into train/val,
+        # stratified, --val-frac) or one already split (train/ val/ [test/]); held-out figures on test/
+        # when there is one, else on val (said so in the metrics); no samples written
 
 Data: tools/data/yolo-cls/{train,val,test}/<class>/NNNNN.png (ImageFolder
 layout, 256x256 BGR PNGs straight from make_dataset.make_one, ~50 % good),
@@ -113,13 +117,21 @@ def make_data(out, sizes, workers=2):
     return st
 
 
-def test_files(data_dir):
-    """(path, class name) of every held-out test image, sorted by index."""
+def test_files(data_dir, split="test"):
+    """(path, class name) of every image of a split (held-out test by default), sorted by file name."""
     out = []
-    for c in mds.CLASSES:
-        d = os.path.join(data_dir, "test", c)
-        out += [(os.path.join(d, f), c) for f in os.listdir(d) if f.endswith(".png")]
+    root = os.path.join(data_dir, split)
+    for c in sorted(os.listdir(root)):
+        d = os.path.join(root, c)
+        if os.path.isdir(d):
+            out += [(os.path.join(d, f), c) for f in os.listdir(d) if f.lower().endswith(yolo_common.IMAGE_EXT)]
     return sorted(out, key=lambda t: os.path.basename(t[0]))
+
+
+def count_folder(split_dir):
+    """Images per class folder of one split."""
+    return {c: sum(f.lower().endswith(yolo_common.IMAGE_EXT) for f in os.listdir(os.path.join(split_dir, c)))
+            for c in sorted(os.listdir(split_dir)) if os.path.isdir(os.path.join(split_dir, c))}
 
 
 # ---------------------------------------------------------------- metrics
@@ -171,7 +183,7 @@ def read_curve(path):
     return rows
 
 
-def measure_onnx(onnx_path, data_dir, names, imgsz):
+def measure_onnx(onnx_path, data_dir, names, imgsz, split="test"):
     """The exported ONNX on every held-out test image, preprocessed by the written-out spec
     (yolo_reference_seg_cls.classify_preprocess, numpy + onnxruntime)."""
     import onnxruntime as ort
@@ -180,7 +192,7 @@ def measure_onnx(onnx_path, data_dir, names, imgsz):
     so.intra_op_num_threads = 2
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
     inv = {v: k for k, v in names.items()}
-    files = test_files(data_dir)
+    files = test_files(data_dir, split)
     probs = np.stack([sess.run(None, {sess.get_inputs()[0].name: ref.classify_preprocess(cv2.imread(p, cv2.IMREAD_COLOR), imgsz)})[0][0]
                       for p, _ in files])
     y_true = np.array([inv[c] for _, c in files])
@@ -245,7 +257,12 @@ def make_samples(data_dir, models_dir, name, onnx_path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(TOOLS, "data", "yolo-cls"))
+    ap.add_argument("--data", default=os.path.join(TOOLS, "data", "yolo-cls"),
+                    help="an ImageFolder of your own (good/ + defect folders, or train/ val/ [test/] of them); "
+                         "default: the synthetic set, made if missing")
+    ap.add_argument("--out", help="the model file to write (PATH.onnx, its .metrics.json beside it); "
+                                  "default models/surface-yolo-cls.onnx")
+    ap.add_argument("--val-frac", type=float, default=0.2, help="--data not split yet: share of each class for val")
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-val", type=int, default=500)
     ap.add_argument("--n-test", type=int, default=1000)
@@ -263,10 +280,30 @@ def main():
     ap.add_argument("--no-samples", action="store_true")
     ap.add_argument("--samples-only", action="store_true")
     a = ap.parse_args()
+    if a.out:
+        a.models, a.name = yolo_common.out_to_models_name(a.out)
     out_onnx = os.path.join(a.models, a.name + ".onnx")
     mpath = os.path.join(a.models, a.name + ".metrics.json")
     sizes = {"train": a.n_train, "val": a.n_val, "test": a.n_test}
-    stats = make_data(a.data, sizes, a.workers)
+    synthetic = os.path.abspath(a.data) == os.path.join(TOOLS, "data", "yolo-cls")
+    if synthetic:
+        stats = make_data(a.data, sizes, a.workers)
+    else:
+        if not os.path.isdir(a.data):
+            sys.exit(f"{a.data}: no such folder; --data takes an ImageFolder (good/ + one folder per defect)")
+        if not (os.path.isdir(os.path.join(a.data, "train")) and os.path.isdir(os.path.join(a.data, "val"))):
+            # Ultralytics wants train/ and val/ of class folders: a split made of symlinks beside the runs
+            split_dir = os.path.join(a.runs, a.name + "-data")
+            counts = yolo_common.split_imagefolder(a.data, split_dir, a.val_frac, a.seed)
+            print("split", a.data, "into", split_dir, json.dumps(counts), flush=True)
+            a.data = split_dir
+        stats = {}
+        for split in ("train", "val", "test"):
+            if os.path.isdir(os.path.join(a.data, split)):
+                n = count_folder(os.path.join(a.data, split))
+                stats[split] = {"seed": None, "images": sum(n.values()), "per_class": n}
+        a.no_samples = True  # the samples are the committed model's parity fixtures, made from the synthetic set
+    test_split = "test" if "test" in stats else "val"
     if a.data_only:
         return
     if a.samples_only:
@@ -311,7 +348,7 @@ def main():
     n_params = sum(p.numel() for p in best_model.model.parameters())
     val_args = dict(data=a.data, imgsz=a.imgsz, batch=a.batch, device="cpu", plots=False, workers=0,
                     project=a.runs, exist_ok=True, verbose=False)
-    mt = best_model.val(split="test", name=a.name + "-test-pt", **val_args)
+    mt = best_model.val(split=test_split, name=a.name + "-test-pt", **val_args)
     test_pt_top1 = float(mt.top1)
 
     os.makedirs(a.models, exist_ok=True)
@@ -323,7 +360,7 @@ def main():
     for mk, mv in info["metadata_props"].items():
         print(f"   {mk} = {mv}")
 
-    files, probs, y_true = measure_onnx(out_onnx, a.data, names, a.imgsz)
+    files, probs, y_true = measure_onnx(out_onnx, a.data, names, a.imgsz, test_split)
     test = cls_report(y_true, probs.argmax(1), names)
     agreement = ultralytics_agreement(out_onnx, files, probs, a.imgsz)
     t_eval = time.time() - t1
@@ -337,14 +374,16 @@ def main():
     metrics = {
         "model": "Ultralytics YOLOv8n-cls (yolov8n-cls.yaml), trained from scratch, no pretrained weights",
         "classes": names,
-        "test": {"split": "held-out test (make_dataset seed %d), never used for training or choices"
-                 % SPLIT_SEEDS["test"],
+        "test": {"split": ("held-out test (make_dataset seed %d), never used for training or choices"
+                           % SPLIT_SEEDS["test"]) if synthetic else
+                          ("held-out test/ of %s, never used for training or choices" % a.data if test_split == "test"
+                           else "no test/ in --data: measured on val, which also picked best.pt (optimistic)"),
                  "measured_with": "exported ONNX, onnxruntime, preprocessing of tools/yolo_reference_seg_cls.py "
                                   "(= Ultralytics' classify_transforms, bit-exact), argmax",
                  **test},
         "test_ultralytics_agreement": {"what": "Ultralytics' predictor on the same ONNX and images", **agreement},
         "test_pt_top1_ultralytics_val": test_pt_top1,
-        "data": {s: stats[s] for s in ("train", "val", "test")},
+        "data": {s: stats[s] for s in ("train", "val", "test") if s in stats},
         "data_generation_time_s": stats.get("generation_time_s"),
         "training_time_s": round(t_train, 1),
         "evaluation_export_time_s": round(t_eval, 1),

@@ -7,6 +7,14 @@
 //! its contract); a detector reads YOLO label files where Ultralytics looks
 //! for them (`…/images/…/x.png` → `…/labels/…/x.txt`), or `x.txt` next to
 //! the image outside an `images` folder (an empty or missing file is a good part).
+//!
+//! Every kind of model also takes the plain layout a user has before any
+//! labelling tool: `DIR/good/` and any other folders (`defect/`, `scratch/`,
+//! `rejects-tuesday/`), each of them NG. A classifier falls back to it when a
+//! folder is not one of its classes, a detector when `DIR` holds folders and
+//! no images or `images/`; an anomaly model always reads it. The verdict is
+//! then judged per image against its folder, and the report gives each
+//! folder's share called NG.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -96,43 +104,62 @@ fn classifier_samples(dir: &Path, classes: &[String]) -> Result<Vec<Sample>, Str
             out.extend(images_in(&d)?.into_iter().map(|path| Sample { path, truth: Truth::Class(class.clone()) }));
         }
     }
-    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if e.path().is_dir() && !classes.contains(&name) {
-            return Err(format!(
-                "{}: folder `{name}` is not one of the model's classes {classes:?}; rename it or move it out",
-                dir.display()
-            ));
-        }
-    }
     if out.is_empty() {
         return Err(format!("{}: no images in class folders {classes:?}", dir.display()));
     }
     Ok(out)
 }
 
-/// anomalib's (and MVTec's) layout: `good/` holds good parts, every other
-/// folder defective ones (named for the defect, or just `defect`).
-fn anomaly_samples(dir: &Path) -> Result<Vec<Sample>, String> {
+/// The plain layout (anomalib's and MVTec's too): the folders named in `ok`
+/// (`good/`) hold good parts, every other folder defective ones (named for
+/// the defect, or just `defect`).
+fn folder_samples(dir: &Path, ok: &[String]) -> Result<Vec<Sample>, String> {
     let mut out = Vec::new();
     let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .collect();
     folders.sort();
     for d in folders {
         let name = d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         out.extend(images_in(&d)?.into_iter().map(|path| Sample { path, truth: Truth::Class(name.clone()) }));
     }
-    if !dir.join("good").is_dir() || out.len() == images_in(&dir.join("good"))?.len() {
+    let good = out.iter().filter(|s| matches!(&s.truth, Truth::Class(f) if ok.contains(f))).count();
+    if good == 0 || good == out.len() {
         return Err(format!(
-            "{}: an anomaly model is evaluated on a folder with `good/` and at least one defect folder (e.g. `defect/` or `scratch/`)",
-            dir.display()
+            "{}: expected good parts in {} and defective ones in at least one other folder (e.g. `defect/` or `scratch/`); \
+             found {good} good and {} defective images",
+            dir.display(),
+            ok.iter().map(|k| format!("`{k}/`")).collect::<Vec<_>>().join(" or "),
+            out.len() - good
         ));
     }
     Ok(out)
+}
+
+/// Whether a folder is laid out by the model's class names: every sub-folder is one of them.
+fn laid_out_by_class(dir: &Path, classes: &[String]) -> Result<bool, String> {
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.path().is_dir() && !name.starts_with('.') && !classes.contains(&name) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A detector's folder is the plain layout when it holds sub-folders but no
+/// `images/` and no images of its own (those are read with YOLO labels).
+fn detector_plain_layout(dir: &Path) -> Result<bool, String> {
+    if dir.join("images").is_dir() || !images_in(dir)?.is_empty() {
+        return Ok(false);
+    }
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
+        .flatten()
+        .any(|e| e.path().is_dir()))
 }
 
 fn detector_samples(dir: &Path) -> Result<Vec<Sample>, String> {
@@ -357,14 +384,52 @@ pub fn main(args: EvalArgs) -> Result<Value, String> {
     complete_report(report, scoring, &args)
 }
 
+/// What the plain layout reports: per folder, its images and how many were
+/// called NG (in folder order).
+#[derive(Default)]
+struct Folders(BTreeMap<String, (usize, usize)>);
+
+impl Folders {
+    fn add(&mut self, folder: &str, said_ng: bool) {
+        let f = self.0.entry(folder.to_string()).or_default();
+        f.0 += 1;
+        f.1 += usize::from(said_ng);
+    }
+
+    /// The `per_folder` member: a folder of good parts gives its
+    /// false-reject rate, every other folder its NG recall.
+    fn report(&self, ok: &[String]) -> serde_json::Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, (n, ng))| {
+                let rate = *ng as f64 / (*n).max(1) as f64;
+                let v = if ok.contains(k) {
+                    json!({"images": n, "called_ng": ng, "false_reject_rate": r4(rate)})
+                } else {
+                    json!({"images": n, "called_ng": ng, "ng_recall": r4(rate)})
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// The members every plain-layout report has: the OK/NG confusion, per-folder shares, the layout.
+fn plain_layout_members(report: &mut Value, tally: &Tally, folders: &Folders, ok: &[String]) {
+    report["layout"] = json!("folders");
+    report["ok_folders"] = json!(ok);
+    report["confusion"] = json!({"rows_true_columns_predicted": [[tally.tn, tally.fp], [tally.fn_, tally.tp]], "labels": ["good", "defect"]});
+    report["per_folder"] = Value::Object(folders.report(ok));
+}
+
 /// An anomaly model on `good/` and defect folders: NG when the score reaches
 /// the model's own threshold; also the share called NG per folder.
 fn eval_anomaly(a: &mut Anomaly, args: &EvalArgs, scoring: &mut Scoring) -> Result<Value, String> {
     let threshold = f64::from(a.contract.threshold);
-    let samples = anomaly_samples(&args.data)?;
+    let ok = ["good".to_string()];
+    let samples = folder_samples(&args.data, &ok)?;
     let bar = scoring.progress(samples.len());
-    // Per folder: (images, called NG).
-    let mut folders: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut folders = Folders::default();
     for (i, s) in samples.iter().enumerate() {
         bar.tick(i + 1);
         let Truth::Class(folder) = &s.truth else { continue };
@@ -372,51 +437,36 @@ fn eval_anomaly(a: &mut Anomaly, args: &EvalArgs, scoring: &mut Scoring) -> Resu
         let (mut out, timing) = a.score_many(&[&frame])?;
         scoring.latency.push(timing.inference_ms);
         let score = f64::from(out.pop().map_or(f32::NAN, |r| r.score));
-        let is_ng = folder != "good";
         let said_ng = score >= threshold;
-        let f = folders.entry(folder.clone()).or_default();
-        f.0 += 1;
-        f.1 += usize::from(said_ng);
-        scoring.tally.add(is_ng, said_ng, score);
+        folders.add(folder, said_ng);
+        scoring.tally.add(!ok.contains(folder), said_ng, score);
     }
     let tally = &scoring.tally;
-    Ok(json!({
+    let mut report = json!({
         "kind": "anomaly",
         "classes": ["good", "defect"],
-        "confusion": {"rows_true_columns_predicted": [[tally.tn, tally.fp], [tally.fn_, tally.tp]], "labels": ["good", "defect"]},
         "per_class": {"defect": prf(tally.tp, tally.fp, tally.fn_), "good": prf(tally.tn, tally.fn_, tally.fp)},
-        "per_folder": per_folder(&folders),
         "operating_point": tally.operating_point("threshold", threshold),
-    }))
-}
-
-/// The `per_folder` member of an anomaly report: `good/` gives the
-/// false-reject rate, every defect folder its NG recall.
-fn per_folder(folders: &BTreeMap<String, (usize, usize)>) -> serde_json::Map<String, Value> {
-    folders
-        .iter()
-        .map(|(k, (n, ng))| {
-            let rate = *ng as f64 / (*n).max(1) as f64;
-            let v = if k == "good" {
-                json!({"images": n, "called_ng": ng, "false_reject_rate": r4(rate)})
-            } else {
-                json!({"images": n, "called_ng": ng, "ng_recall": r4(rate)})
-            };
-            (k.clone(), v)
-        })
-        .collect()
+    });
+    plain_layout_members(&mut report, tally, &folders, &ok);
+    Ok(report)
 }
 
 /// A classifier (linesight's or Ultralytics') on class folders: the
 /// confusion matrix of the top class, and NG when the probability of the
 /// NG classes together reaches the model's threshold (0.5 without one).
+/// On the plain layout (a folder that is not one of its classes), the folders
+/// named as its OK classes are good parts and every other folder NG.
 fn eval_classifier(m: &mut Model, args: &EvalArgs, scoring: &mut Scoring) -> Result<Value, String> {
     let (classes, ok_mask, own) = m.class_contract(&[]).unwrap_or_else(|| Err("not a classifier".into()))?;
     let threshold = own.unwrap_or(0.5);
     let kind = if matches!(m, Model::Classifier(_)) { "classifier" } else { "yolo-classify" };
-    let samples = classifier_samples(&args.data, &classes)?;
+    let ok: Vec<String> = classes.iter().zip(&ok_mask).filter(|(_, ok)| **ok).map(|(c, _)| c.clone()).collect();
+    let by_class = laid_out_by_class(&args.data, &classes)?;
+    let samples = if by_class { classifier_samples(&args.data, &classes)? } else { folder_samples(&args.data, &ok)? };
     let bar = scoring.progress(samples.len());
     let mut confusion = vec![vec![0usize; classes.len()]; classes.len()];
+    let mut folders = Folders::default();
     for (i, s) in samples.iter().enumerate() {
         bar.tick(i + 1);
         let Truth::Class(truth) = &s.truth else { continue };
@@ -426,21 +476,29 @@ fn eval_classifier(m: &mut Model, args: &EvalArgs, scoring: &mut Scoring) -> Res
         let Some(crate::part::ModelOutput::Probs(probs)) = out.pop() else {
             return Err("the classifier returned no probabilities".into());
         };
-        let t = classes.iter().position(|k| k == truth).unwrap_or(0);
-        let p = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-        confusion[t][p] += 1;
         let ng: f64 = 1.0 - probs.iter().zip(&ok_mask).filter(|(_, ok)| **ok).map(|(p, _)| f64::from(*p)).sum::<f64>();
-        let is_ng = !ok_mask[t];
         let said_ng = ng >= f64::from(threshold);
-        scoring.tally.add(is_ng, said_ng, ng);
+        if by_class {
+            let t = classes.iter().position(|k| k == truth).unwrap_or(0);
+            let p = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+            confusion[t][p] += 1;
+        }
+        folders.add(truth, said_ng);
+        scoring.tally.add(!ok.contains(truth), said_ng, ng);
     }
-    Ok(json!({
+    let mut report = json!({
         "kind": kind,
         "classes": classes,
-        "confusion": {"rows_true_columns_predicted": confusion},
-        "per_class": per_class_of_confusion(&classes, &confusion),
         "operating_point": scoring.tally.operating_point("ng_threshold", f64::from(threshold)),
-    }))
+    });
+    if by_class {
+        report["layout"] = json!("classes");
+        report["confusion"] = json!({"rows_true_columns_predicted": confusion});
+        report["per_class"] = Value::Object(per_class_of_confusion(&classes, &confusion));
+    } else {
+        plain_layout_members(&mut report, &scoring.tally, &folders, &ok);
+    }
+    Ok(report)
 }
 
 /// Precision, recall and F1 of each class, read off the confusion matrix
@@ -459,37 +517,55 @@ fn per_class_of_confusion(classes: &[String], confusion: &[Vec<usize>]) -> serde
 }
 
 /// A detector on YOLO-labelled images: boxes matched per class at IoU 0.5,
-/// and an image is NG when it has a detection above `--conf`.
+/// and an image is NG when it has a detection above `--conf`. On the plain
+/// layout (`good/` + defect folders, no labels) only the image-level verdict
+/// is judged, against the folder.
 fn eval_detector(d: &mut Detector, args: &EvalArgs, scoring: &mut Scoring) -> Result<Value, String> {
     let names = d.meta.names.clone();
     let nc = names.len();
-    let samples = detector_samples(&args.data)?;
+    let plain = detector_plain_layout(&args.data)?;
+    let ok = ["good".to_string()];
+    let samples = if plain { folder_samples(&args.data, &ok)? } else { detector_samples(&args.data)? };
     let bar = scoring.progress(samples.len());
     // Per class: (true positives, false positives, false negatives), in boxes.
     let mut counts = vec![(0usize, 0usize, 0usize); nc];
+    let mut folders = Folders::default();
     for (i, s) in samples.iter().enumerate() {
         bar.tick(i + 1);
-        let Truth::Boxes(label) = &s.truth else { continue };
         let Some(frame) = scoring.read(&s.path) else { continue };
-        use opencv::prelude::MatTraitConst;
-        let truth = read_labels(label, frame.cols() as f32, frame.rows() as f32, nc)?;
         // Low confidence, so that the image score covers the whole range; the operating point filters.
         let (all, timing) = d.detect(&frame, 0.001, args.iou)?;
         scoring.latency.push(timing.inference_ms);
         let score = all.first().map_or(0.0, |x| f64::from(x.score));
         let dets: Vec<&Detection> = all.iter().filter(|x| x.score > args.conf).collect();
-        count_box_matches(&truth, &dets, &mut counts);
-        let is_ng = !truth.is_empty();
+        let is_ng = match &s.truth {
+            Truth::Boxes(label) => {
+                use opencv::prelude::MatTraitConst;
+                let truth = read_labels(label, frame.cols() as f32, frame.rows() as f32, nc)?;
+                count_box_matches(&truth, &dets, &mut counts);
+                !truth.is_empty()
+            }
+            Truth::Class(folder) => {
+                folders.add(folder, !dets.is_empty());
+                !ok.contains(folder)
+            }
+        };
         scoring.tally.add(is_ng, !dets.is_empty(), score);
     }
-    let per_class: serde_json::Map<String, Value> =
-        names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect();
-    Ok(json!({
+    let mut report = json!({
         "kind": format!("yolo-{}", d.meta.task),
         "classes": names,
-        "per_class_boxes_iou_0_5": per_class,
         "operating_point": scoring.tally.operating_point("conf", f64::from(args.conf)),
-    }))
+    });
+    if plain {
+        plain_layout_members(&mut report, &scoring.tally, &folders, &ok);
+    } else {
+        report["layout"] = json!("yolo-labels");
+        report["per_class_boxes_iou_0_5"] = Value::Object(
+            names.iter().zip(&counts).map(|(n, (tp, fp, fn_))| (n.clone(), prf(*tp, *fp, *fn_))).collect(),
+        );
+    }
+    Ok(report)
 }
 
 /// Match one image's detections to its labelled boxes, greedily in the
@@ -577,8 +653,19 @@ pub fn print_text(r: &Value) {
             println!("  {k:<12} precision {}  recall {}  f1 {}", v["precision"], v["recall"], v["f1"]);
         }
     }
+    if let Some(per) = r["per_folder"].as_object() {
+        println!("per folder (good parts in {}, every other folder NG):", r["ok_folders"]);
+        for (k, v) in per {
+            let (what, rate) = match v.get("ng_recall") {
+                Some(x) => ("NG recall", x),
+                None => ("false-reject rate", &v["false_reject_rate"]),
+            };
+            println!("  {k:<12} {} images, {} called NG: {what} {rate}", v["images"], v["called_ng"]);
+        }
+    }
     if let Some(c) = r.pointer("/confusion/rows_true_columns_predicted").and_then(Value::as_array) {
-        println!("confusion (rows: true, columns: predicted, order {}):", r["classes"]);
+        let order = r.pointer("/confusion/labels").unwrap_or(&r["classes"]);
+        println!("confusion (rows: true, columns: predicted, order {order}):");
         for row in c {
             println!("  {row}");
         }
