@@ -330,7 +330,7 @@ def main():
                     help="a data.yaml or the folder holding it (default: the synthetic set, made if missing)")
     ap.add_argument("--out", help="the model file to write (PATH.onnx; its -nms, -batch and .metrics.json beside it); "
                                   "default models/surface-detector.onnx")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=20)  # the committed detector: 20 epochs
     ap.add_argument("--imgsz", type=int, default=256)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
