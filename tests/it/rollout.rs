@@ -40,6 +40,11 @@ fn golden_args(repo: &Path) -> Vec<String> {
 /// threshold in its metadata set to `threshold` (four characters, e.g. `0.01`: a candidate that
 /// judges differently), signed with `key`.
 fn pack(work: &Path, key: &Path, version: u64, threshold: &str, extra: &[&str], out: &Path) -> PathBuf {
+    pack_as("surface", work, key, version, threshold, extra, out)
+}
+
+/// The same, for the model entry `name`.
+fn pack_as(name: &str, work: &Path, key: &Path, version: u64, threshold: &str, extra: &[&str], out: &Path) -> PathBuf {
     let repo = repo();
     let src = work.join(format!("src-{version}-{}", out.file_name().unwrap().to_string_lossy()));
     std::fs::create_dir_all(&src).unwrap();
@@ -56,7 +61,7 @@ fn pack(work: &Path, key: &Path, version: u64, threshold: &str, extra: &[&str], 
     std::fs::copy(repo.join("models/surface-classifier.onnx.json"), src.join("model.onnx.json")).unwrap();
     let mut args: Vec<String> = ["model", "pack", "--model"].iter().map(|s| s.to_string()).collect();
     args.push(model.display().to_string());
-    args.extend(["--name", "surface", "--version", &version.to_string(), "--key"].iter().map(|s| s.to_string()));
+    args.extend(["--name", name, "--version", &version.to_string(), "--key"].iter().map(|s| s.to_string()));
     args.push(key.display().to_string());
     args.push("--out".into());
     args.push(out.display().to_string());
@@ -496,6 +501,47 @@ fn a_promotion_whose_first_parts_fail_rolls_back_by_itself() {
         assert!(Instant::now() < deadline, "the factory model inspects again");
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+}
+
+#[test]
+fn a_canary_model_entry_takes_the_new_version_while_the_other_task_keeps_production() {
+    let l = line();
+    let port = l.broker.port;
+    // A second camera on the same video, its task on a second entry of the same model file: the canary.
+    let yaml = std::fs::read_to_string(&l.cfg).unwrap();
+    let video = repo().join("samples/line.avi");
+    let model = repo().join("models/surface-classifier.onnx");
+    let yaml = yaml
+        .replace(
+            "cameras:\n",
+            &format!("cameras:\n  side:\n    source: {{ file: {} }}\n    fps: 10\n    loop: true\n", video.display()),
+        )
+        .replace("models:\n", &format!("models:\n  surface-canary:\n    path: {}\n", model.display()))
+        .replace(
+            "tasks:\n",
+            "tasks:\n  inspect-canary: { camera: side, model: surface-canary, inference_timeout: 1s }\n",
+        );
+    std::fs::write(&l.cfg, yaml).unwrap();
+    pack_as("surface-canary", l.dir.path(), &l.key, 2, "0.66", &[], &l.incoming.join("canary-2.lsmodel"));
+    let mut child = run_daemon(&l.cfg, &l.log);
+    wait_model(&l.sub, FACTORY, &l.log);
+    let install = json!({"command": "install-model", "model": "surface-canary", "package": "canary-2.lsmodel"});
+    assert_eq!(command(&l.sub, port, "install", install, &l.log)["ok"], true);
+    let a = command(&l.sub, port, "promote", json!({"command": "promote-model", "model": "surface-canary"}), &l.log);
+    assert_eq!(a["ok"], true, "{a}");
+    let ok = l.sub.wait_for(
+        |t, p| t.ends_with("/tasks/inspect-canary/result") && p.contains("\"model\":\"surface-canary@2\""),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "the canary task runs version 2\n{}", std::fs::read_to_string(&l.log).unwrap_or_default());
+    let before = l.sub.messages("/tasks/inspect/result").len();
+    std::thread::sleep(Duration::from_secs(2));
+    let main_task = l.sub.messages("/tasks/inspect/result");
+    assert!(main_task.len() > before, "the other task keeps inspecting");
+    assert!(main_task.iter().all(|r| r["model"] == FACTORY), "the other task keeps production's model");
+    assert!(!l.dir.path().join("state/models/surface/active.json").exists(), "nothing was promoted for `surface`");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
 }
