@@ -7,7 +7,7 @@
 #   classifier  train_classifier.py + make_samples.py  models/surface-classifier*, samples/   ~20 min
 #   detector    make_detection_dataset.py + train_detector.py  models/surface-detector*        ~45 min (20 epochs)
 #   segmenter   make_segmentation_dataset.py + train_segmenter.py  models/surface-segmenter*   ~25 min
-#   yolo-cls    train_yolo_classifier.py                  models/surface-yolo-cls*              ~15 min
+#   yolo-cls    train_yolo_classifier.py                  tests/models/surface-yolo-cls* (a test fixture) ~15 min
 #   anomaly     train_anomaly.py                          models/surface-anomaly*              ~105 min
 #
 # CPU only. Every script writes held-out metrics beside its model (models/*.metrics.json);

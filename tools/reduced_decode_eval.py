@@ -99,7 +99,7 @@ def main():
     boxes = detection_set(os.path.join(args.out, "boxes-13000"), 13000, min(args.n, 300))
     runs = [
         ("classifier", "models/surface-classifier.onnx", classes, "1/8"),
-        ("YOLO classifier", "models/surface-yolo-cls.onnx", yolo_cls, "1/8"),
+        ("YOLO classifier", "tests/models/surface-yolo-cls.onnx", yolo_cls, "1/8"),
         ("anomaly (PatchCore)", "models/surface-anomaly.onnx", anomaly, "1/4"),
         ("YOLO detector", "models/surface-detector.onnx", boxes, "1/4"),
         ("YOLO segmenter", "models/surface-segmenter.onnx", boxes, "1/4"),

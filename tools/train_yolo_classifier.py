@@ -19,13 +19,13 @@ classifier's 1000/2000/3000/4000 and the detector's 11000/12000/13000).
 Ultralytics orders the classes by folder name: 0 chip, 1 crack, 2 good,
 3 scratch, 4 spot (the ONNX metadata ``names`` carries it).
 
-Writes
-    models/surface-yolo-cls.onnx          input images [1,3,128,128], output0 [1,5] softmax probabilities
-    models/surface-yolo-cls.metrics.json  held-out test metrics (top-1, per-class precision/recall, NG recall,
+Writes (a test fixture, in tests/models/: the synthetic run did not learn, see tools/README.md)
+    tests/models/surface-yolo-cls.onnx    input images [1,3,128,128], output0 [1,5] softmax probabilities
+    tests/models/surface-yolo-cls.metrics.json  held-out test metrics (top-1, per-class precision/recall, NG recall,
                                           false-reject rate; OK = good, NG = any other argmax), ONNX info
-    models/surface-yolo-cls-samples/      8 test images (2 good + the first of each defect + 2 more) and one
+    tests/models/surface-yolo-cls-samples/  8 test images (2 good + the first of each defect + 2 more) and one
                                           non-square (320x256) variant
-    models/surface-yolo-cls.reference.jsonl
+    tests/models/surface-yolo-cls.reference.jsonl
                                           Ultralytics' predictions on them (tools/yolo_reference_seg_cls.py)
 
 imgsz 128 (the images are 256x256; Ultralytics resizes with PIL bilinear,
@@ -261,7 +261,7 @@ def main():
                     help="an ImageFolder of your own (good/ + defect folders, or train/ val/ [test/] of them); "
                          "default: the synthetic set, made if missing")
     ap.add_argument("--out", help="the model file to write (PATH.onnx, its .metrics.json beside it); "
-                                  "default models/surface-yolo-cls.onnx")
+                                  "default tests/models/surface-yolo-cls.onnx (the synthetic run's test fixture)")
     ap.add_argument("--val-frac", type=float, default=0.2, help="--data not split yet: share of each class for val")
     ap.add_argument("--n-train", type=int, default=3000)
     ap.add_argument("--n-val", type=int, default=500)
@@ -273,7 +273,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--workers", type=int, default=2, help="processes for the data generation")
-    ap.add_argument("--models", default=os.path.join(ROOT, "models"))
+    # The synthetic run's export is the classify adapter's test fixture, not a model to judge
+    # parts with (it did not learn): it lives in tests/models/.
+    ap.add_argument("--models", default=os.path.join(ROOT, "tests", "models"))
     ap.add_argument("--runs", default=os.path.join(TOOLS, "data", "runs"))
     ap.add_argument("--name", default=NAME)
     ap.add_argument("--data-only", action="store_true")

@@ -4,7 +4,7 @@ SEGMENTATION or CLASSIFICATION ONNX export, for parity tests of linesight's
 Rust implementation (tools/yolo_reference.py does the same for detection).
 
     python tools/yolo_reference_seg_cls.py models/surface-segmenter.onnx IMAGE... [--conf 0.25] [--iou 0.7]
-    python tools/yolo_reference_seg_cls.py models/surface-yolo-cls.onnx IMAGE...
+    python tools/yolo_reference_seg_cls.py tests/models/surface-yolo-cls.onnx IMAGE...
     python tools/yolo_reference_seg_cls.py MODEL.onnx IMAGE... --verify [--reference REF.jsonl]
 
 The task comes from the model's metadata ``task`` (or --task). It runs

@@ -100,7 +100,7 @@ fn reloads_under_load_change_thresholds_and_models_between_parts_and_refuse_bad_
     std::thread::sleep(Duration::from_secs(2));
 
     // 2. A changed model, by command.
-    let yolo = repo().join("models/surface-yolo-cls.onnx");
+    let yolo = repo().join("tests/models/surface-yolo-cls.onnx");
     let new_model = with_rules.replace(
         &format!("    path: {}\n", repo().join("models/surface-classifier.onnx").display()),
         &format!("    path: {}\n    ok_classes: [good]\n", yolo.display()),
