@@ -208,7 +208,8 @@ impl Rollouts {
 
     pub async fn stop_shadow(&self, model: &str, source: &str) -> Result<(), String> {
         let mut s = self.state.lock().await;
-        let outcome = s.model(model).map(|_| ()).map(|_| {
+        let outcome = s.model(model).map(|_| ());
+        let outcome = outcome.map(|()| {
             s.stop_shadow(model);
             json!({})
         });
