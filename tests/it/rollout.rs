@@ -171,6 +171,14 @@ fn wait_shadow(sub: &Subscriber, n: u64, log: &Path) -> Value {
     }
 }
 
+/// Milliseconds since midnight (UTC) of an RFC 3339 time such as `2026-12-03T13:15:01.373Z`.
+fn ms_of_day(t: &Value) -> i64 {
+    let t = t.as_str().unwrap();
+    let time = &t[t.find('T').unwrap() + 1..t.len() - 1];
+    let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    ((parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]) * 1000.0).round() as i64
+}
+
 /// Rising edges of the gate's coil at the PLC.
 fn pulses(plc: &PyPlc) -> usize {
     let mut on = false;
@@ -298,7 +306,8 @@ fn a_candidate_is_shadowed_promoted_and_rolled_back_mid_run_and_bad_packages_are
     assert!(!l.dir.path().join("state/models/surface/slots/5").exists(), "the failed slot is removed");
 
     // Shadow: the candidate judges the same frames; its extra rejects show in the table.
-    let stats = wait_shadow(&l.sub, 40, &l.log);
+    // More than one loop of the 60-frame video: every part kind has gone by.
+    let stats = wait_shadow(&l.sub, 70, &l.log);
     let shadow = &stats["tasks"]["inspect"]["shadow"];
     assert_eq!(shadow["candidate"], "surface@2", "{shadow}");
     assert!(shadow["both_ng"].as_u64().unwrap() > 0, "{shadow}");
@@ -365,7 +374,24 @@ fn a_candidate_is_shadowed_promoted_and_rolled_back_mid_run_and_bad_packages_are
             assert_eq!(r["reject"]["status"], "fired", "part {id}: {r}");
         }
     }
-    assert_eq!(pulses(&l.plc), rejecting, "one pulse per rejecting verdict at the PLC: 0 missed");
+    // Two rejects closer together than the 30 ms pulse merge into one longer pulse (the gate holds
+    // the output on for both: decision::reject). A file camera at 20 frames/s on a loaded machine
+    // delivers some frames closer than 50 ms, so count the pairs that must or may have merged.
+    let close = |limit_ms: i64| {
+        by_id
+            .windows(2)
+            .filter(|w| w.iter().all(|r| r["verdict"] != "OK"))
+            .filter(|w| {
+                (ms_of_day(&w[1]["captured_at"]) - ms_of_day(&w[0]["captured_at"])).rem_euclid(86_400_000) < limit_ms
+            })
+            .count()
+    };
+    let (surely, maybe) = (close(28), close(33));
+    let seen = pulses(&l.plc);
+    assert!(
+        (rejecting - maybe..=rejecting - surely).contains(&seen),
+        "one pulse per rejecting verdict at the PLC, but for merged ones: {seen} pulses, {rejecting} rejecting parts, {surely}..{maybe} pairs closer than the pulse"
+    );
 
     // The parts the candidate judged differently are kept as evidence, with both judgements.
     let mut disagreements = 0;
