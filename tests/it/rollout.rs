@@ -171,12 +171,9 @@ fn wait_shadow(sub: &Subscriber, n: u64, log: &Path) -> Value {
     }
 }
 
-/// Milliseconds since midnight (UTC) of an RFC 3339 time such as `2026-12-03T13:15:01.373Z`.
-fn ms_of_day(t: &Value) -> i64 {
-    let t = t.as_str().unwrap();
-    let time = &t[t.find('T').unwrap() + 1..t.len() - 1];
-    let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
-    ((parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]) * 1000.0).round() as i64
+/// "On" writes to the gate's coil at the PLC (the gate writes one per rejected part).
+fn on_writes(plc: &PyPlc) -> usize {
+    plc.writes().iter().filter(|w| w.area == Area::Coil && w.coil(GATE) == Some(true)).count()
 }
 
 /// Rising edges of the gate's coil at the PLC.
@@ -374,24 +371,11 @@ fn a_candidate_is_shadowed_promoted_and_rolled_back_mid_run_and_bad_packages_are
             assert_eq!(r["reject"]["status"], "fired", "part {id}: {r}");
         }
     }
-    // Two rejects closer together than the 30 ms pulse merge into one longer pulse (the gate holds
-    // the output on for both: decision::reject). A file camera at 20 frames/s on a loaded machine
-    // delivers some frames closer than 50 ms, so count the pairs that must or may have merged.
-    let close = |limit_ms: i64| {
-        by_id
-            .windows(2)
-            .filter(|w| w.iter().all(|r| r["verdict"] != "OK"))
-            .filter(|w| {
-                (ms_of_day(&w[1]["captured_at"]) - ms_of_day(&w[0]["captured_at"])).rem_euclid(86_400_000) < limit_ms
-            })
-            .count()
-    };
-    let (surely, maybe) = (close(28), close(33));
-    let seen = pulses(&l.plc);
-    assert!(
-        (rejecting - maybe..=rejecting - surely).contains(&seen),
-        "one pulse per rejecting verdict at the PLC, but for merged ones: {seen} pulses, {rejecting} rejecting parts, {surely}..{maybe} pairs closer than the pulse"
-    );
+    // Every rejecting part's "on" reaches the PLC: one write each. (Rising edges can be fewer:
+    // two pulses that overlap on the gate's timeline merge, the output staying on for both, and
+    // under load a late "off" write makes that happen for parts 49 ms apart.)
+    assert_eq!(on_writes(&l.plc), rejecting, "one reject write per rejecting verdict at the PLC: 0 missed");
+    assert!(pulses(&l.plc) <= rejecting);
 
     // The parts the candidate judged differently are kept as evidence, with both judgements.
     let mut disagreements = 0;
