@@ -176,7 +176,7 @@ pub async fn start(file: &LoadedConfig, mut opts: Options) -> Result<Running, St
         matcher: shadows.matcher.clone(),
         shadow_out: shadows.outputs.clone(),
         taps: &shadows.taps,
-        task_stats: tasks::task_stats_of(&running.stats.tasks),
+        task_stats: tasks::task_stats(&running.stats.tasks),
         kinds: model_kinds(config, &running.stats),
     })
     .map_err(StartError::Other)?;

@@ -313,12 +313,7 @@ pub fn model_doc(info: &ModelInfo) -> serde_json::Value {
     })
 }
 
-/// Every task's figures, by name, from the node's registry.
-pub fn task_stats_of(entries: &BTreeMap<String, TaskEntry>) -> BTreeMap<String, Arc<TaskStats>> {
-    task_stats(entries)
-}
-
-/// Every task's figures, by name, for the results forwarder.
+/// Every task's figures, by name (the results forwarder, the shadow matcher, the rollout).
 pub fn task_stats(entries: &BTreeMap<String, TaskEntry>) -> BTreeMap<String, Arc<TaskStats>> {
     entries.iter().map(|(n, e)| (n.clone(), e.stats.clone())).collect()
 }

@@ -161,6 +161,22 @@ pub fn write_config(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
+/// Publish each line on `topic` with QoS 1, in order, through one mosquitto_pub (a burst).
+pub fn publish_lines(port: u16, topic: &str, lines: &[impl std::fmt::Display]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
 /// A child process killed when dropped, so a failing test leaves no daemon behind
 /// (a stray daemon reconnects to a later test's broker with the same client id).
 pub struct KillOnDrop(pub Child);

@@ -7,9 +7,8 @@
 //! outside a point's `min`/`max` never reaching the PLC is checked against
 //! pymodbus in modbus_plc.rs; the Sparkplug door in sparkplug.rs.)
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -20,17 +19,7 @@ const BASE: &str = "linesight/test-line/cell-1";
 
 /// Publish each of `payloads` on the command topic, in order, through one mosquitto_pub (a burst).
 fn send(port: u16, payloads: &[String]) {
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &format!("{BASE}/commands"), "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for p in payloads {
-        writeln!(stdin, "{p}").unwrap();
-    }
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    publish_lines(port, &format!("{BASE}/commands"), payloads);
 }
 
 /// The answers to `id`, in arrival order.

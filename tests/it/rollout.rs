@@ -6,9 +6,8 @@
 //! named by the version that judged it, and every rejecting verdict exactly one pulse at the PLC.
 //! A SIGKILL in the middle of a promotion leaves exactly one of the two versions active.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::pyplc::{Area, PyPlc};
@@ -92,17 +91,7 @@ fn pack_detector(work: &Path, key: &Path, out: &Path) {
 
 /// Publish each command on the node's command topic, in order.
 fn send(port: u16, payloads: &[Value]) {
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", &format!("{BASE}/commands"), "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for p in payloads {
-        writeln!(stdin, "{p}").unwrap();
-    }
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
+    publish_lines(port, &format!("{BASE}/commands"), payloads);
 }
 
 /// The `n`th answer to command `id` (a slow install loads and runs the model: up to a minute).
