@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::viewers::{arm, round3, summary, Run};
+use super::viewers::{arm, ratio_of_medians, round3, summary, Run};
 use super::{cpu_seconds, pipeline_with, BenchArgs};
 use crate::camera::{Camera, Opener};
 use crate::config::{CameraConfig, Config, TrustedKeyConfig};
@@ -151,11 +151,7 @@ pub async fn run(args: &BenchArgs, video: &Path) -> Result<Value, String> {
             }
         }
     }
-    let ratio = |f: fn(&Run) -> f64| {
-        let a = summary(with.iter().map(f).collect()).0;
-        let b = summary(without.iter().map(f).collect()).0;
-        round3(a / b)
-    };
+    let ratio = |f: fn(&Run) -> f64| ratio_of_medians(&with, &without, f);
     let (fps_median, fps_spread) = summary(without.iter().map(|r| r.fps).collect());
     Ok(json!({
         "rounds": args.rounds,

@@ -106,6 +106,13 @@ pub(super) fn arm(runs: &[Run]) -> Value {
     })
 }
 
+/// The median of a figure with the change over its median without, to 3 decimals.
+pub(super) fn ratio_of_medians(with: &[Run], without: &[Run], f: fn(&Run) -> f64) -> f64 {
+    let a = summary(with.iter().map(f).collect()).0;
+    let b = summary(without.iter().map(f).collect()).0;
+    round3(a / b)
+}
+
 pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -129,11 +136,7 @@ pub async fn run(args: &BenchArgs, video: &Path, viewers: usize) -> Result<Value
             if n == 0 { &mut without } else { &mut with }.push(r);
         }
     }
-    let ratio = |f: fn(&Run) -> f64| {
-        let a = summary(with.iter().map(f).collect()).0;
-        let b = summary(without.iter().map(f).collect()).0;
-        round3(a / b)
-    };
+    let ratio = |f: fn(&Run) -> f64| ratio_of_medians(&with, &without, f);
     let (fps_median, fps_spread) = summary(without.iter().map(|r| r.fps).collect());
     Ok(json!({
         "viewers": viewers,
