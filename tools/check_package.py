@@ -20,7 +20,13 @@
 5. Cleanup in every case: the package purged, the fake /run/systemd/system removed, the user and
    group `linesight` deleted when this check created them.
 
-Not shown here: systemd actually restarting or keeping stopped a service (needs systemd as PID 1).
+6. The same life under a real systemd (PID 1 of its own PID, mount, network, UTS and IPC
+   namespaces, `unshare`; /run a private tmpfs; only a target of its own started, so nothing of
+   this machine's runs in it), with the real systemctl and deb-systemd-invoke: `dpkg -i` N leaves
+   the service disabled and stopped; started by hand, it reaches READY (Type=notify) under the
+   unit's hardening as user linesight; `dpkg -i` N+1 restarts it (a new main PID, running, the
+   changed config kept); stopped by hand, `dpkg -i` N+2 leaves it stopped; started again,
+   `dpkg -r` stops it; purge. Skipped, saying so, only where the kernel refuses the namespaces.
 Skips (exit 0, with the reason) when not root, without dpkg, or when a `linesight` package is
 already installed (it is never replaced by a test build).
 """
@@ -132,14 +138,18 @@ def deb_field(deb: Path, field: str) -> str:
     return run(["dpkg-deb", "-f", str(deb), field]).stdout.strip()
 
 
-def check(tmp: Path, rec: Recorder, fake_run: bool) -> None:
+def check(tmp: Path, rec: Recorder, fake_run: bool) -> list[Path]:
+    """Steps 1-4 of the module docs; returns N, N+1 and N+2 for step 6."""
     t = time.monotonic()
     deb_n = build(tmp, None)
     version_n = deb_field(deb_n, "Version")
     upstream, _, revision = version_n.rpartition("-")
     version_n1 = f"{upstream}-{revision}+upgradetest1" if upstream else f"{version_n}-1+upgradetest1"
     deb_n1 = build(tmp, version_n1)
+    version_n2 = version_n1.replace("+upgradetest1", "+upgradetest2")
+    deb_n2 = build(tmp, version_n2)
     run(["dpkg", "--compare-versions", version_n1, "gt", version_n])
+    run(["dpkg", "--compare-versions", version_n2, "gt", version_n1])
     size = deb_n.stat().st_size / 1e6
     print(f"check_package: built {deb_n.name} and {deb_n1.name} ({size:.0f} MB each) in {time.monotonic() - t:.0f} s")
 
@@ -231,6 +241,134 @@ def check(tmp: Path, rec: Recorder, fake_run: bool) -> None:
         if gone.exists():
             raise Fail(f"dpkg --purge left {gone}")
     print(f"check_package: upgrade, remove and purge took {time.monotonic() - t:.0f} s")
+    return [deb_n, deb_n1, deb_n2]
+
+
+# --- the same under a real systemd ------------------------------------------------------------------
+
+# Runs as PID 1 of the new namespaces: a private /run (so systemd's /run/systemd/system is its
+# own), the loopback up (the example config's broker and PLC are 127.0.0.1, refused here), and
+# systemd started on a target of its own with no dependencies, so none of this machine's units run.
+SYSTEMD_INIT = """#!/bin/sh
+set -e
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/systemd/system
+cat > /run/systemd/system/linesight-check.target <<'T'
+[Unit]
+Description=check_package: an empty system for the linesight package
+T
+ip link set lo up 2>/dev/null || true
+exec /lib/systemd/systemd --system --unit=linesight-check.target --log-target=console --log-level=notice
+"""
+
+
+class Unavailable(Exception):
+    """The kernel refuses what a real systemd in namespaces needs."""
+
+
+class Systemd:
+    """A systemd as PID 1 of its own namespaces; `run` executes a command inside them."""
+
+    def __init__(self, tmp: Path):
+        init = tmp / "systemd-init.sh"
+        init.write_text(SYSTEMD_INIT)
+        init.chmod(0o755)
+        self.log = tmp / "systemd.log"
+        self.proc = subprocess.Popen(
+            ["unshare", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork", "--mount-proc", str(init)],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )
+        self.pid = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise Unavailable(f"unshare exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], text=True, stdout=subprocess.PIPE).stdout.split()
+            if kids:
+                self.pid = kids[0]
+                p = self.run(["systemctl", "is-system-running"], check=False)
+                if p.stdout.strip() in ("running", "degraded"):
+                    print(f"check_package: a real systemd runs as PID 1 of its namespaces (host PID {self.pid})")
+                    return
+            time.sleep(0.2)
+        self.close()
+        raise Fail(f"systemd in the namespaces did not come up within 30 s:\n{self.log.read_text()[-3000:]}")
+
+    def run(self, cmd: list[str], check: bool = True, env: dict[str, str] | None = None):
+        return run(["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", "--", *cmd], env=env, check=check)
+
+    def show(self, prop: str) -> str:
+        return self.run(["systemctl", "show", "-P", prop, "linesight.service"]).stdout.strip()
+
+    def state(self) -> str:
+        return self.run(["systemctl", "is-active", "linesight.service"], check=False).stdout.strip()
+
+    def why(self) -> str:
+        """What to look at when the service did not do what was expected."""
+        status = self.run(["systemctl", "status", "--no-pager", "-l", "linesight.service"], check=False)
+        return f"systemctl status:\n{status.stdout}{status.stderr}\nsystemd's console:\n{self.log.read_text()[-3000:]}"
+
+    def expect(self, what: str, want: str) -> None:
+        got = self.state()
+        if got != want:
+            raise Fail(f"{what}: the service is {got!r}, want {want!r}\n{self.why()}")
+
+    def close(self) -> None:
+        # SIGKILL to the namespace's PID 1 ends every process in it.
+        if self.pid:
+            subprocess.run(["kill", "-KILL", self.pid], check=False)
+        self.proc.kill()
+        self.proc.wait()
+
+
+def check_real_systemd(tmp: Path, debs: list[Path]) -> None:
+    """Step 6 of the module docs; the package is not installed when this starts."""
+    t = time.monotonic()
+    env = dict(PLAIN_ENV, DEBIAN_FRONTEND="noninteractive")
+    sd = Systemd(tmp)
+    try:
+        sd.run(["dpkg", "-i", str(debs[0])], env=env)
+        enabled = sd.run(["systemctl", "is-enabled", "linesight.service"], check=False).stdout.strip()
+        if enabled != "disabled":
+            raise Fail(f"after dpkg -i the service is {enabled!r}, want 'disabled' (never enabled by the package)")
+        sd.expect("after dpkg -i", "inactive")
+        print("check_package: real systemd: installed, the service disabled and not started")
+
+        sd.run(["systemctl", "start", "linesight.service"], check=False)
+        sd.expect("systemctl start (Type=notify: active only after READY)", "active")
+        pid = sd.show("MainPID")
+        uid = sd.run(["ps", "-o", "uid=", "-p", pid], check=False).stdout.strip()
+        if uid != str(pwd.getpwnam("linesight").pw_uid):
+            raise Fail(f"the service's main process {pid} runs as uid {uid!r}, want linesight's")
+        print(f"check_package: real systemd: started by hand, READY, main PID {pid} as user linesight")
+
+        changed = CONF.read_text().replace("node_id: cell-01", "node_id: cell-43") + "# changed by check_package\n"
+        CONF.write_text(changed)
+        sd.run(["dpkg", "-i", str(debs[1])], env=env)
+        sd.expect("upgrade while running", "active")
+        new_pid = sd.show("MainPID")
+        if new_pid in (pid, "0"):
+            raise Fail(f"upgrade while running: main PID {pid} -> {new_pid}, the service was not restarted")
+        if CONF.read_text() != changed:
+            raise Fail(f"{CONF}: the changed config was not kept across the upgrade")
+        print(f"check_package: real systemd: upgrade while running restarted it (main PID {pid} -> {new_pid})")
+
+        sd.run(["systemctl", "stop", "linesight.service"])
+        sd.expect("systemctl stop", "inactive")
+        sd.run(["dpkg", "-i", str(debs[2])], env=env)
+        sd.expect("upgrade while stopped", "inactive")
+        print("check_package: real systemd: upgrade while stopped left it stopped")
+
+        sd.run(["systemctl", "start", "linesight.service"], check=False)
+        sd.expect("systemctl start after the upgrades", "active")
+        sd.run(["dpkg", "-r", "linesight"], env=env)
+        if sd.state() == "active":
+            raise Fail(f"dpkg -r left the service running\n{sd.why()}")
+        sd.run(["dpkg", "--purge", "linesight"], env=env)
+        print(f"check_package: real systemd: dpkg -r stopped the running service; purged "
+              f"({time.monotonic() - t:.0f} s)")
+    finally:
+        sd.close()
 
 
 def main() -> int:
@@ -250,13 +388,18 @@ def main() -> int:
     fake_run = not RUN_SYSTEMD.exists()
     parent_before = RUN_SYSTEMD.parent.exists()
     failed = None
+    skipped_real = None
     with tempfile.TemporaryDirectory(prefix="check_package.") as tmp_name:
         tmp = Path(tmp_name)
         rec = Recorder(tmp)
         try:
             if fake_run:
                 RUN_SYSTEMD.mkdir(parents=True)
-            check(tmp, rec, fake_run)
+            debs = check(tmp, rec, fake_run)
+            try:
+                check_real_systemd(tmp, debs)
+            except Unavailable as e:
+                skipped_real = str(e)
         except Fail as e:
             failed = str(e)
         finally:
@@ -273,8 +416,9 @@ def main() -> int:
     if failed:
         print(f"check_package: FAIL: {failed}")
         return 1
-    print(f"check_package: passed in {time.monotonic() - t0:.0f} s (not run: systemd starting or restarting "
-          "the service, which needs systemd as PID 1)")
+    if skipped_real:
+        print(f"check_package: NOT RUN: the package under a real systemd (step 6): {skipped_real}")
+    print(f"check_package: passed in {time.monotonic() - t0:.0f} s")
     return 0
 
 

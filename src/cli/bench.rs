@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// With --rejects: the poll interval of the photo-eye, encoder and latch, in ms.
     #[arg(long, default_value_t = 2.0)]
     pub poll_ms: f64,
+    /// With --rejects: how long the photo-eye stays on per part, in ms (default 40 % of the
+    /// interval). Shorter than the poll, only the latch shows most parts.
+    #[arg(long)]
+    pub eye_on_ms: Option<f64>,
     /// With --rejects: encoder counts from the photo-eye to the gate.
     #[arg(long, default_value_t = 30_000)]
     pub distance: u64,
@@ -241,6 +245,7 @@ async fn bench_rejects(args: &BenchArgs) -> Result<(), String> {
             max_rate: args.max_rate,
             json: args.json,
             odd_ng: false,
+            eye_on: args.eye_on_ms.map(|ms| Duration::from_secs_f64(ms.clamp(0.01, 10_000.0) / 1e3)),
         };
         let out = rejects::run_line(b).await?;
         if args.json {

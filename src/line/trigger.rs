@@ -12,6 +12,10 @@
 //! taken as the device read it, midway through its round trip), which is right
 //! on average and off by up to half a poll interval either way; the position
 //! is the encoder there, from the readings around it.
+//!
+//! A latch also catches the parts the poll does not see ([`LatchWatch`]): a photo-eye pulse
+//! shorter than a stall of the poll loop goes by unseen, but the PLC latched it, so a latched
+//! count that changes with no edge seen is a part of its own (counted in `triggers_from_latch`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -202,6 +206,11 @@ impl Placer {
         Some(last.counts + step)
     }
 
+    /// The last latched count a part was placed at.
+    pub fn last_latch(&self) -> Option<u64> {
+        self.last_latch
+    }
+
     /// A part placed without its latch, and why: logged through the throttle.
     pub fn latch_failed(&mut self, why: &str) {
         use crate::util::throttle::Report;
@@ -233,6 +242,79 @@ impl Placer {
             Some(counts) => Edge { at: self.time_at(counts).unwrap_or(est), position: Some(counts), latched: true },
             None => estimate, // no encoder reading yet
         }
+    }
+}
+
+/// Latched counts that change without a photo-eye edge: parts the poll did not see.
+#[derive(Debug, Default)]
+pub struct LatchWatch {
+    /// The latch register's last reading (its `reads` counter and value).
+    seen: Option<(u64, u64)>,
+    /// Whether that value had held since the reading before: a capture register holds its
+    /// count between parts, a live counter (a misconfigured point) moves on every poll.
+    held: bool,
+    /// When the last part made from the latch alone was, by the latch reading's time: a
+    /// photo-eye edge seen just after it, with the same latched count, is that part.
+    made_at: Option<Instant>,
+    /// When the last part placed by estimate (no latch read for its edge) was: a new latched
+    /// count just after it is that part's late latch, not another part.
+    estimated_at: Option<Instant>,
+    /// Latch-only parts in a row with no photo-eye edge between them.
+    streak: u32,
+}
+
+/// Latch-only parts in a row that are worth a warning: a healthy line shows nearly every edge on
+/// the photo-eye. They are still parts: dropping them would let parts pass uninspected.
+const LATCH_ONLY_STREAK: u32 = 5;
+
+impl LatchWatch {
+    /// Whether a photo-eye edge read at `read_at`, whose latch is `raw`, is the part already
+    /// made from that latch (`last` is the placer's last used latch).
+    pub fn claims(&mut self, raw: Option<u64>, last: Option<u64>, read_at: Instant, poll: Duration) -> bool {
+        let made =
+            raw.is_some() && raw == last && self.made_at.is_some_and(|m| read_at >= m && read_at - m <= poll * 4);
+        if made {
+            self.streak = 0; // the photo-eye works, a poll late
+        }
+        made
+    }
+
+    /// A photo-eye edge made a part; `latched` is whether its latch was read.
+    pub fn edge(&mut self, at: Instant, latched: bool) {
+        self.streak = 0;
+        if !latched {
+            self.estimated_at = Some(at);
+        }
+    }
+
+    /// A reading of the latch register. Returns the raw count when it is a part the photo-eye
+    /// did not show: a new value after a held one (not the first reading, not the last used
+    /// latch), not the late latch of a part just placed by estimate.
+    pub fn reading(&mut self, s: &Sample, last: Option<u64>, poll: Duration) -> Option<u64> {
+        if s.quality != Quality::Good {
+            return None;
+        }
+        let (raw, read_at) = (s.as_u64()?, s.read_at?);
+        let prev = match self.seen.replace((s.reads, raw)) {
+            Some((reads, _)) if reads == s.reads => return None, // the same reading again
+            Some((_, prev)) => prev,
+            None => return None, // where the count stands, not a part
+        };
+        let held = std::mem::replace(&mut self.held, prev == raw);
+        if prev == raw || last == Some(raw) || !held {
+            return None;
+        }
+        if self.estimated_at.take().is_some_and(|e| read_at >= e && read_at - e <= poll * 4) {
+            return None;
+        }
+        self.streak += 1;
+        if self.streak == LATCH_ONLY_STREAK {
+            tracing::warn!(
+                "{LATCH_ONLY_STREAK} parts in a row came from the trigger's latch alone, with no photo-eye edge seen: are the photo-eye's pulses shorter than the poll interval, or is `latch` not the capture register of this photo-eye?"
+            );
+        }
+        self.made_at = Some(read_at);
+        Some(raw)
     }
 }
 
@@ -286,6 +368,7 @@ pub async fn run(
     let mut placer = Placer::new(inputs.poll, enc_ty);
     let mut encoder = inputs.encoder.map(|e| e.0);
     let mut latch = inputs.latch;
+    let mut latch_watch = LatchWatch::default();
     loop {
         if let Some(p) = encoder.as_mut().and_then(|e| *e.borrow_and_update()) {
             placer.encoder(p);
@@ -301,26 +384,45 @@ pub async fn run(
                 (parts, est)
             }
         };
-        let edge = match (parts, at) {
-            (0, _) | (_, None) => None,
-            (_, Some((read_at, est))) => {
-                let latched = match latch.as_mut() {
-                    // The latch register is read after the trigger point in the same cycle.
-                    Some(rx) => {
-                        let v = latch_after(rx, read_at, inputs.poll * 2 + Duration::from_millis(50)).await;
-                        if v.is_none() {
-                            placer.latch_failed("the trigger's latch register was not read after its edge (is it polled?); the edge is estimated instead");
-                        }
-                        v
+        let (mut parts, mut edge) = (parts, None);
+        if let (1.., Some((read_at, est))) = (parts, at) {
+            let latched = match latch.as_mut() {
+                // The latch register is read after the trigger point in the same cycle.
+                Some(rx) => {
+                    let v = latch_after(rx, read_at, inputs.poll * 2 + Duration::from_millis(50)).await;
+                    if v.is_none() {
+                        placer.latch_failed("the trigger's latch register was not read after its edge (is it polled?); the edge is estimated instead");
                     }
-                    None => None,
-                };
+                    v
+                }
+                None => None,
+            };
+            if let Some(p) = encoder.as_mut().and_then(|e| *e.borrow_and_update()) {
+                placer.encoder(p);
+            }
+            if latch_watch.claims(latched, placer.last_latch(), read_at, inputs.poll) {
+                parts = 0; // the edge came a poll after its latch, which already made the part
+            } else {
+                let e = placer.place(est, latched);
+                latch_watch.edge(read_at, e.latched);
+                edge = Some(e);
+            }
+        }
+        // A latched count with no edge seen for it: the photo-eye pulse went by between polls.
+        if let (0, Some(rx)) = (parts, latch.as_mut()) {
+            let made = latch_watch.reading(&rx.borrow_and_update(), placer.last_latch(), inputs.poll);
+            if let Some(raw) = made {
                 if let Some(p) = encoder.as_mut().and_then(|e| *e.borrow_and_update()) {
                     placer.encoder(p);
                 }
-                Some(placer.place(est, latched))
+                let e = placer.place(Instant::now(), Some(raw));
+                if e.latched {
+                    tracing::debug!(raw, "a part from its latched count alone (the photo-eye pulse was not seen)");
+                    stats.triggers_from_latch.fetch_add(1, Ordering::Relaxed);
+                    (parts, edge) = (1, Some(e));
+                }
             }
-        };
+        }
         for _ in 0..parts {
             let captured = edge.map(|e| e.at.into_std()).unwrap_or_else(std::time::Instant::now);
             let part = PartInfo {
@@ -351,6 +453,9 @@ pub async fn run(
             },
             r = async { encoder.as_mut().expect("guarded").changed().await }, if encoder.is_some() => if r.is_err() {
                 encoder = None;
+            },
+            r = async { latch.as_mut().expect("guarded").changed().await }, if latch.is_some() => if r.is_err() {
+                latch = None;
             },
         }
     }
@@ -489,6 +594,125 @@ mod tests {
         assert_eq!(p.position, Some(70));
         drop(eye_tx);
         task.await.unwrap();
+    }
+
+    /// The trigger task with a photo-eye, an encoder at 10,000 counts/s and a latch, all read
+    /// every 2 ms; `cycle(eye, latch)` is one poll cycle.
+    struct Line {
+        t0: Instant,
+        n: u64,
+        eye: watch::Sender<Sample>,
+        latch: watch::Sender<Sample>,
+        enc: watch::Sender<Option<Position>>,
+        announced: tokio::sync::mpsc::Receiver<PartEvent>,
+        stats: Arc<TaskStats>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn good(v: Value, at: Instant, reads: u64) -> Sample {
+        Sample { value: Some(v), quality: Quality::Good, read_at: Some(at), read_wall: None, error: None, reads }
+    }
+
+    impl Line {
+        fn start() -> Line {
+            let t0 = Instant::now();
+            let (eye, eye_rx) = watch::channel(good(Value::Bool(false), t0, 1));
+            let (latch, latch_rx) = watch::channel(good(Value::UInt(100), t0, 1));
+            let (enc, enc_rx) = watch::channel(Some(pos(0, 0, t0, 10_000.0)));
+            let inputs = LineInputs {
+                poll: Duration::from_millis(2),
+                encoder: Some((enc_rx, PointType::U32)),
+                latch: Some(latch_rx),
+            };
+            let (events, announced) = Announcer::channel(64, Default::default());
+            let stats = Arc::new(TaskStats::default());
+            let detector = Detector::new(TriggerOn::RisingEdge, PointType::Bool);
+            let task = tokio::spawn(run(
+                "cam".into(),
+                eye_rx,
+                detector,
+                inputs,
+                Default::default(),
+                events,
+                stats.clone(),
+                control(),
+            ));
+            Line { t0, n: 1, eye, latch, enc, announced, stats, task }
+        }
+
+        /// One poll cycle 2 ms after the last: encoder, eye, then latch (as one poll group reads them).
+        async fn cycle(&mut self, eye: bool, latch: u64) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.n += 1;
+            let at = self.t0 + Duration::from_millis(2 * (self.n - 1));
+            let counts = 20 * (self.n - 1);
+            self.enc.send(Some(pos(counts as i64, counts, at, 10_000.0))).unwrap();
+            self.eye.send(good(Value::Bool(eye), at, self.n)).unwrap();
+            tokio::task::yield_now().await;
+            self.latch.send(good(Value::UInt(latch), at + Duration::from_micros(200), self.n)).unwrap();
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        fn parts(&mut self) -> Vec<Option<i64>> {
+            let mut v = Vec::new();
+            while let Ok(e) = self.announced.try_recv() {
+                if let PartEvent::Captured(p) = e {
+                    v.push(p.position);
+                }
+            }
+            v
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latched_count_with_no_edge_seen_is_a_part_at_that_count() {
+        let mut l = Line::start();
+        for _ in 0..3 {
+            l.cycle(false, 100).await;
+        }
+        // The photo-eye pulse fell between two polls; the PLC latched it at 130.
+        l.cycle(false, 130).await;
+        l.cycle(false, 130).await;
+        assert_eq!(l.parts(), vec![Some(130)]);
+        assert_eq!(l.stats.triggers_from_latch.load(Ordering::Relaxed), 1);
+        // The next part is seen on the eye and latched in the same cycle: one part, not two.
+        l.cycle(true, 250).await;
+        l.cycle(true, 250).await;
+        l.cycle(false, 250).await;
+        assert_eq!(l.parts(), vec![Some(250)]);
+        // The edge fell between the eye's read and the latch's: the latch shows it a cycle
+        // before the eye does. Still one part.
+        l.cycle(false, 310).await;
+        l.cycle(true, 310).await;
+        l.cycle(false, 310).await;
+        assert_eq!(l.parts(), vec![Some(310)]);
+        assert_eq!(l.stats.triggers.load(Ordering::Relaxed), 3);
+        assert_eq!(l.stats.triggers_from_latch.load(Ordering::Relaxed), 2);
+        drop(l.eye);
+        l.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latch_that_moves_by_itself_makes_no_parts() {
+        let mut l = Line::start();
+        // A live counter configured as the latch: a new value every poll. No part from it.
+        for i in 0..20 {
+            l.cycle(false, 110 + 20 * i).await;
+        }
+        assert_eq!(l.parts(), Vec::<Option<i64>>::new());
+        // A latch that holds and jumps with no edge ever seen: every jump is a part (warned
+        // about after five in a row, never dropped: a part must not pass uninspected).
+        let mut v = 1000;
+        for _ in 0..10 {
+            l.cycle(false, v).await;
+            l.cycle(false, v).await;
+            v += 40;
+        }
+        assert_eq!(l.parts().len(), 9, "every held count after the first");
+        drop(l.eye);
+        l.task.await.unwrap();
     }
 
     fn control() -> Arc<TaskControl> {

@@ -104,6 +104,8 @@ pub struct TaskStats {
     pub confirm_missing: AtomicU64,
     /// Parts announced by the trigger.
     pub triggers: AtomicU64,
+    /// Of those, parts made from a new latched count whose photo-eye pulse the poll did not see.
+    pub triggers_from_latch: AtomicU64,
     /// Parts whose reject could not be written.
     pub rejects_failed: AtomicU64,
     /// Triggered parts dropped from the list waiting for a frame (full while the camera was

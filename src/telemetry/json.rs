@@ -126,6 +126,7 @@ fn task_doc(t: &TaskEntry) -> Value {
     });
     let mut doc = json!({
         "triggers": get(&s.triggers),
+        "triggers_from_latch": get(&s.triggers_from_latch),
         "deadline_misses": get(&s.deadline_misses),
         "confirm_missing": get(&s.confirm_missing),
         "handshake": handshake,

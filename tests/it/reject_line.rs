@@ -19,6 +19,7 @@ fn bench(latch: bool) -> LineBench {
         max_rate: false,
         json: true,
         odd_ng: true,
+        eye_on: None,
     }
 }
 
@@ -45,4 +46,19 @@ async fn without_a_latch_each_ng_part_still_gets_one_pulse() {
     assert_eq!(r["triggers_seen"], 30, "{r}");
     assert_eq!((r["missed"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(0)), "{r}");
     assert_eq!(r["wrong_part"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_eye_pulse_between_two_polls_is_still_a_part_by_its_latch() {
+    // The eye on for 0.3 ms, read every 2 ms: most pulses are never seen on the discrete input;
+    // the PLC latched each one, and that is the part.
+    let out = run_line(LineBench { eye_on: Some(Duration::from_micros(300)), ..bench(true) })
+        .await
+        .expect("the line bench runs");
+    let r = run_of(&out);
+    assert_eq!(r["triggers_seen"], 30, "every latched edge is a part: {r}");
+    assert!(r["triggers_from_latch"].as_u64() > Some(10), "most parts came from the latch alone: {r}");
+    assert_eq!((r["missed"].as_u64(), r["duplicates"].as_u64()), (Some(0), Some(0)), "one pulse per NG part: {r}");
+    assert_eq!(r["wrong_part"], 0, "{r}");
+    assert_eq!(r["positions_exact"], 30, "{r}");
 }

@@ -235,6 +235,9 @@ pub struct LineBench {
     /// Only odd parts are NG (the integration test: a pulse for an even part is for the wrong
     /// part); else every part is.
     pub odd_ng: bool,
+    /// How long the photo-eye stays on per part; None: 40 % of the interval. Shorter than the
+    /// poll, most pulses fall between two readings and only the latch shows the part.
+    pub eye_on: Option<Duration>,
 }
 
 /// One run's figures: the "on" writes' arrival at the line process minus the true due time.
@@ -252,6 +255,8 @@ struct RunFigures {
     deadline_misses: u64,
     failed: usize,
     triggers: u64,
+    /// Of those, parts made from the latch alone (the photo-eye pulse not seen by the poll).
+    from_latch: u64,
     reads: u64,
     /// Parts whose position in linesight is the PLC's latched count exactly.
     exact_positions: usize,
@@ -273,7 +278,7 @@ impl RunFigures {
             "error_ms": {"p50": self.p50, "p99": self.p99, "max": self.max, "min": self.min, "mean": self.mean},
             "ng_parts": self.ng, "missed": self.missed, "duplicates": self.duplicates, "wrong_part": self.wrong,
             "deadline_misses": self.deadline_misses, "failed_writes": self.failed,
-            "triggers_seen": self.triggers, "plc_reads": self.reads,
+            "triggers_seen": self.triggers, "triggers_from_latch": self.from_latch, "plc_reads": self.reads,
             "positions_exact": self.exact_positions, "position_error_counts_mean": self.position_error,
             "gate_late_ms": {"p99": self.gate_late_p99, "max": self.gate_late_max},
         })
@@ -379,14 +384,19 @@ async fn line_run(b: &LineBench, rate: f64, parts: usize, latch: bool, seed: u64
     use crate::part::control::{CommandLimits, TaskControl};
     use crate::part::PartEvent;
 
-    let mut plc = LineProcess::start(&[
-        format!("--rate={rate}"),
-        format!("--parts={parts}"),
-        format!("--speed={}", b.speed),
-        format!("--distance={}", b.distance),
-        format!("--seed={seed}"),
-        format!("--ng={}", if b.odd_ng { "odd" } else { "all" }),
-    ])
+    let mut plc = LineProcess::start(
+        &[
+            format!("--rate={rate}"),
+            format!("--parts={parts}"),
+            format!("--speed={}", b.speed),
+            format!("--distance={}", b.distance),
+            format!("--seed={seed}"),
+            format!("--ng={}", if b.odd_ng { "odd" } else { "all" }),
+        ]
+        .into_iter()
+        .chain(b.eye_on.map(|d| format!("--eye-on={}", d.as_secs_f64() * 1e3)))
+        .collect::<Vec<_>>(),
+    )
     .await?;
     let poll = format!("{}us", b.poll.as_micros());
     let yaml = format!(
@@ -523,6 +533,7 @@ tasks: {{}}
     (f.gate_late_p99, f.gate_late_max) = (gate_late.p99, gate_late.max);
     f.failed = failed;
     f.triggers = stats.triggers.load(Ordering::Relaxed);
+    f.from_latch = stats.triggers_from_latch.load(Ordering::Relaxed);
     Ok(f)
 }
 
