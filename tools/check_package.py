@@ -21,12 +21,14 @@
    group `linesight` deleted when this check created them.
 
 6. The same life under a real systemd (PID 1 of its own PID, mount, network, UTS and IPC
-   namespaces, `unshare`; /run a private tmpfs; only a target of its own started, so nothing of
-   this machine's runs in it), with the real systemctl and deb-systemd-invoke: `dpkg -i` N leaves
-   the service disabled and stopped; started by hand, it reaches READY (Type=notify) under the
-   unit's hardening as user linesight; `dpkg -i` N+1 restarts it (a new main PID, running, the
-   changed config kept); stopped by hand, `dpkg -i` N+2 leaves it stopped; started again,
-   `dpkg -r` stops it; purge. Skipped, saying so, only where the kernel refuses the namespaces.
+   namespaces, `unshare`; private /run and /tmp; nothing of the boot started, see SYSTEMD_INIT),
+   with the real systemctl and deb-systemd-invoke, and the example config's line in the
+   namespaces (the tests' pymodbus PLC on 127.0.0.1:502, mosquitto on 1883): `dpkg -i` N leaves the
+   service disabled and stopped; started by hand, it reaches READY (Type=notify) under the unit's
+   hardening as user linesight, publishes results and writes rejects to the PLC's coil; `dpkg -i`
+   N+1 restarts it (a new main PID, the changed config kept); `systemctl stop` ends it `inactive`
+   (exit 0: its outputs confirmed safe); `dpkg -i` N+2 leaves it stopped; started again, `dpkg -r`
+   stops it; purge. Skipped, saying so, only where the kernel refuses the namespaces.
 Skips (exit 0, with the reason) when not root, without dpkg, or when a `linesight` package is
 already installed (it is never replaced by a test build).
 """
@@ -246,20 +248,48 @@ def check(tmp: Path, rec: Recorder, fake_run: bool) -> list[Path]:
 
 # --- the same under a real systemd ------------------------------------------------------------------
 
-# Runs as PID 1 of the new namespaces: a private /run (so systemd's /run/systemd/system is its
-# own), the loopback up (the example config's broker and PLC are 127.0.0.1, refused here), and
-# systemd started on a target of its own with no dependencies, so none of this machine's units run.
+# Runs as PID 1 of the new namespaces. They share this machine's files, so nothing of the boot
+# may run in them: `systemd-tmpfiles-setup` alone (sysinit.target) would empty this machine's /tmp.
+# So: a private /run (systemd's /run/systemd/system is its own) and /tmp (the check's folder bound
+# in at /run/check); sysinit.target, basic.target and network-online.target masked, and the unit
+# started without its default dependencies on them (a drop-in: the unit's own settings, hardening,
+# Type=notify and user are what is checked); the loopback up (the example config's broker and PLC
+# are 127.0.0.1, refused here); systemd on a target of its own with no dependencies; a container's
+# policy-rc.d hidden.
 SYSTEMD_INIT = """#!/bin/sh
 set -e
+check_dir="$1"
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p /run/systemd/system
+mkdir -p /run/check /run/systemd/system/linesight.service.d
+mount --bind "$check_dir" /run/check
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+# A container image's policy-rc.d (Docker's exits 101: "start nothing") makes deb-systemd-invoke
+# refuse every action; a Debian system has none. Hidden here only (not executable: not asked).
+if [ -e /usr/sbin/policy-rc.d ]; then mount --bind /dev/null /usr/sbin/policy-rc.d; fi
+for unit in sysinit.target basic.target network-online.target network.target time-sync.target \\
+        sockets.target timers.target paths.target multi-user.target graphical.target; do
+    ln -s /dev/null "/run/systemd/system/$unit"
+done
+cat > /run/systemd/system/linesight.service.d/check-package.conf <<'T'
+[Unit]
+DefaultDependencies=no
+T
 cat > /run/systemd/system/linesight-check.target <<'T'
 [Unit]
 Description=check_package: an empty system for the linesight package
+DefaultDependencies=no
 T
 ip link set lo up 2>/dev/null || true
 exec /lib/systemd/systemd --system --unit=linesight-check.target --log-target=console --log-level=notice
 """
+
+
+def wait_for(ok, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not ok():
+        if time.monotonic() > deadline:
+            raise Fail(f"waited {seconds:.0f} s for {what}")
+        time.sleep(0.2)
 
 
 class Unavailable(Exception):
@@ -275,7 +305,8 @@ class Systemd:
         init.chmod(0o755)
         self.log = tmp / "systemd.log"
         self.proc = subprocess.Popen(
-            ["unshare", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork", "--mount-proc", str(init)],
+            ["unshare", "--pid", "--mount", "--net", "--uts", "--ipc", "--fork", "--mount-proc", "--propagation",
+             "private", str(init), str(tmp)],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
         self.pid = None
@@ -296,6 +327,12 @@ class Systemd:
 
     def run(self, cmd: list[str], check: bool = True, env: dict[str, str] | None = None):
         return run(["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", "--", *cmd], env=env, check=check)
+
+    def spawn(self, cmd: list[str], out: Path) -> subprocess.Popen:
+        """A process in the namespaces (it dies with them), its output in `out`."""
+        print("+ (in the namespaces, background)", " ".join(cmd), flush=True)
+        return subprocess.Popen(["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", "--", *cmd],
+                                stdin=subprocess.PIPE, stdout=out.open("w"), stderr=subprocess.STDOUT)
 
     def show(self, prop: str) -> str:
         return self.run(["systemctl", "show", "-P", prop, "linesight.service"]).stdout.strip()
@@ -325,8 +362,18 @@ def check_real_systemd(tmp: Path, debs: list[Path]) -> None:
     """Step 6 of the module docs; the package is not installed when this starts."""
     t = time.monotonic()
     env = dict(PLAIN_ENV, DEBIAN_FRONTEND="noninteractive")
+    # The check's folder is /run/check inside the namespaces.
+    debs = [Path("/run/check") / d.relative_to(tmp) for d in debs]
     sd = Systemd(tmp)
     try:
+        # The example config's line, inside the namespaces: the PLC (the tests' pymodbus PLC,
+        # which reports every write it is sent) and the broker, at the addresses it names.
+        plc_log, results = tmp / "plc.jsonl", tmp / "results.txt"
+        python = os.environ.get("LINESIGHT_PYTHON") or str(ROOT / ".cache" / "venv" / "bin" / "python3")
+        plc = sd.spawn([python, str(ROOT / "tests" / "plc" / "pymodbus_plc.py"), "--tcp", "127.0.0.1:502", "--unit", "1"],
+                       plc_log)
+        sd.spawn(["mosquitto", "-p", "1883"], tmp / "mosquitto.log")
+        wait_for(lambda: '"ready"' in plc_log.read_text(), 30, f"the PLC in the namespaces: {plc_log}")
         sd.run(["dpkg", "-i", str(debs[0])], env=env)
         enabled = sd.run(["systemctl", "is-enabled", "linesight.service"], check=False).stdout.strip()
         if enabled != "disabled":
@@ -341,6 +388,15 @@ def check_real_systemd(tmp: Path, debs: list[Path]) -> None:
         if uid != str(pwd.getpwnam("linesight").pw_uid):
             raise Fail(f"the service's main process {pid} runs as uid {uid!r}, want linesight's")
         print(f"check_package: real systemd: started by hand, READY, main PID {pid} as user linesight")
+        # It inspects: results on the broker, rejects at the PLC's reject coil (10).
+        sub = sd.spawn(["mosquitto_sub", "-p", "1883", "-t", "linesight/+/+/tasks/+/result",
+                        "-C", "3", "-W", "30"], results)
+        sub.wait(timeout=40)
+        got = results.read_text().splitlines()
+        if len(got) < 3 or not all('"verdict"' in r for r in got):
+            raise Fail(f"the installed service published no results within 30 s: {got}\n{sd.why()}")
+        wait_for(lambda: '"address":10' in plc_log.read_text(), 30, "a reject written to the PLC's coil 10")
+        print(f"check_package: real systemd: the service inspects: {len(got)} results on the broker, rejects at the PLC")
 
         changed = CONF.read_text().replace("node_id: cell-01", "node_id: cell-43") + "# changed by check_package\n"
         CONF.write_text(changed)
@@ -354,6 +410,7 @@ def check_real_systemd(tmp: Path, debs: list[Path]) -> None:
         print(f"check_package: real systemd: upgrade while running restarted it (main PID {pid} -> {new_pid})")
 
         sd.run(["systemctl", "stop", "linesight.service"])
+        # inactive, not failed: the stop confirmed the reject output off at the PLC (exit 0).
         sd.expect("systemctl stop", "inactive")
         sd.run(["dpkg", "-i", str(debs[2])], env=env)
         sd.expect("upgrade while stopped", "inactive")
@@ -367,6 +424,7 @@ def check_real_systemd(tmp: Path, debs: list[Path]) -> None:
         sd.run(["dpkg", "--purge", "linesight"], env=env)
         print(f"check_package: real systemd: dpkg -r stopped the running service; purged "
               f"({time.monotonic() - t:.0f} s)")
+        plc.stdin.close()
     finally:
         sd.close()
 
