@@ -138,8 +138,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub shadow: bool,
     /// Rounds: of the pipeline bench (each measures the stages alone and the pipeline, and the
-    /// peer with `--peer`, in alternating order), of the `--viewers` comparison, and of `--queue`
-    /// (each: the ceiling, the queue, the replay).
+    /// peer with `--peer`, in alternating order), of the `--viewers` comparison, of `--queue`
+    /// (each: the ceiling, the queue, the replay), and of `--cameras` (each camera count in turn).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
     /// Run the Python peer (`tools/peer_pipeline.py`) in every round, between linesight's runs,

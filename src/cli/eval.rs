@@ -55,19 +55,8 @@ pub struct EvalArgs {
     /// Decode JPEG images at `1/2`, `1/4` or `1/8` per side, as a camera with that `decode` does
     /// (libjpeg's DCT scaling), to measure what reduced decoding does to the model's figures;
     /// `full` (the default) decodes them whole. Labels are scaled with the image.
-    #[arg(long, default_value = "full", value_parser = parse_decode)]
+    #[arg(long, default_value = "full", value_parser = infer::parse_decode)]
     pub decode: u32,
-}
-
-/// `full`, `1/2`, `1/4`, `1/8` as the reduction per side.
-fn parse_decode(s: &str) -> Result<u32, String> {
-    match s {
-        "full" => Ok(1),
-        "1/2" => Ok(2),
-        "1/4" => Ok(4),
-        "1/8" => Ok(8),
-        _ => Err(format!("`{s}`: use full, 1/2, 1/4 or 1/8")),
-    }
 }
 
 /// One labelled image.
@@ -350,7 +339,7 @@ impl Scoring {
 
     /// The image of a sample, or `None` (noted as unreadable) when it cannot be decoded.
     fn read(&mut self, path: &Path) -> Option<Mat> {
-        let read = if self.decode > 1 { read_reduced(path, self.decode) } else { infer::read_image(path) };
+        let read = if self.decode > 1 { infer::read_reduced(path, self.decode) } else { infer::read_image(path) };
         match read {
             Ok(frame) => Some(frame),
             Err(e) => {
@@ -359,16 +348,6 @@ impl Scoring {
             }
         }
     }
-}
-
-/// An image decoded at 1/`k` per side (libjpeg scales JPEG in its IDCT; OpenCV resizes others).
-fn read_reduced(path: &Path, k: u32) -> Result<Mat, String> {
-    use opencv::prelude::MatTraitConst;
-    let m = opencv::imgcodecs::imread(path, crate::camera::source::reduced_flag(k)).map_err(|e| e.message)?;
-    if m.empty() {
-        return Err(format!("{}: not an image OpenCV can decode at 1/{k}", path.display()));
-    }
-    Ok(m)
 }
 
 /// Load the model, score every labelled image of the folder with it, and

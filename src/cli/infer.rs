@@ -38,6 +38,11 @@ pub struct InferArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Decode JPEG images at `1/2`, `1/4` or `1/8` per side, as a camera with that `decode` does
+    /// (libjpeg's DCT scaling); boxes are reported in the full image's pixels, as the daemon
+    /// reports them. `full` (the default) decodes them whole.
+    #[arg(long, default_value = "full", value_parser = parse_decode)]
+    pub decode: u32,
     /// The images.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -86,14 +91,16 @@ pub fn main(args: InferArgs) -> Result<bool, String> {
 }
 
 fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value, String> {
-    let frame = read_image(image)?;
+    let frame = if args.decode > 1 { read_reduced(image, args.decode)? } else { read_image(image)? };
     let name = image.display().to_string();
     match model {
         Model::Detector(d) => {
-            let (dets, timing) = d.detect(&frame, args.conf, args.iou)?;
+            let (mut dets, timing) = d.detect(&frame, args.conf, args.iou)?;
             if let Some(dir) = &args.annotate {
                 annotate(&frame, &dets, &dir.join(file_name(image)))?;
             }
+            // In the full image's pixels, as the daemon reports a reduced frame's boxes.
+            crate::part::output::detections_in_full_frame(&mut dets, args.decode);
             Ok(json!({
                 "image": name,
                 "kind": format!("yolo-{}", d.meta.task),
@@ -145,6 +152,26 @@ fn infer_one(model: &mut Model, image: &Path, args: &InferArgs) -> Result<Value,
             }))
         }
     }
+}
+
+/// `full`, `1/2`, `1/4`, `1/8` as the reduction per side.
+pub fn parse_decode(s: &str) -> Result<u32, String> {
+    match s {
+        "full" => Ok(1),
+        "1/2" => Ok(2),
+        "1/4" => Ok(4),
+        "1/8" => Ok(8),
+        _ => Err(format!("`{s}`: use full, 1/2, 1/4 or 1/8")),
+    }
+}
+
+/// An image decoded at 1/`k` per side (libjpeg scales JPEG in its IDCT; OpenCV resizes others).
+pub fn read_reduced(path: &Path, k: u32) -> Result<Mat, String> {
+    let m = imgcodecs::imread(path, crate::camera::source::reduced_flag(k)).map_err(|e| e.message)?;
+    if m.empty() {
+        return Err(format!("{}: not an image OpenCV can decode at 1/{k}", path.display()));
+    }
+    Ok(m)
 }
 
 pub fn read_image(path: &Path) -> Result<Mat, String> {

@@ -66,16 +66,21 @@ impl ModelOutput {
     /// full frame's pixels: rules (`roi`, `min_area`) and reports do not depend on the decoding.
     /// Masks stay at the decoded size (the page draws them over the decoded frame).
     pub fn in_full_frame(mut self, scale: u32) -> Self {
-        if scale > 1 {
-            if let ModelOutput::Detections(dets) = &mut self {
-                let s = scale as f32;
-                for d in dets {
-                    d.bbox = d.bbox.map(|v| v * s);
-                    d.mask_area = d.mask_area.map(|a| a * u64::from(scale) * u64::from(scale));
-                }
-            }
+        if let ModelOutput::Detections(dets) = &mut self {
+            detections_in_full_frame(dets, scale);
         }
         self
+    }
+}
+
+/// [`ModelOutput::in_full_frame`] for detections alone.
+pub fn detections_in_full_frame(dets: &mut [Detection], scale: u32) {
+    if scale > 1 {
+        let s = scale as f32;
+        for d in dets {
+            d.bbox = d.bbox.map(|v| v * s);
+            d.mask_area = d.mask_area.map(|a| a * u64::from(scale) * u64::from(scale));
+        }
     }
 }
 
