@@ -181,3 +181,58 @@ fn a_gstreamer_pipeline_decodes_reduced_in_its_decoder() {
     assert!(full_boxes > 0 && matched * 10 >= full_boxes * 8, "{matched} of {full_boxes} boxes");
     assert!(same_verdict + 1 >= names.len(), "{same_verdict} of {} verdicts agree", names.len());
 }
+
+/// `linesight infer --decode 1/4` on 1024x1024 JPEGs: boxes in the full image's pixels, as the
+/// daemon reports them, and in the place the full decode finds them.
+#[test]
+fn infer_decode_reports_boxes_in_full_image_pixels() {
+    require_ort();
+    let dir = tempfile::tempdir().unwrap();
+    let mut jpegs = Vec::new();
+    for e in std::fs::read_dir(repo().join("models/surface-detector-samples")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("test_") && name.ends_with(".png")) {
+            continue;
+        }
+        let img = imgcodecs::imread(p.to_str().unwrap(), imgcodecs::IMREAD_COLOR).unwrap();
+        let mut big = Mat::default();
+        imgproc::resize(&img, &mut big, Size::new(1024, 1024), 0.0, 0.0, imgproc::INTER_LINEAR).unwrap();
+        let out = dir.path().join(name.replace(".png", ".jpg"));
+        let q = opencv::core::Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, 95]);
+        assert!(imgcodecs::imwrite(out.to_str().unwrap(), &big, &q).unwrap());
+        jpegs.push(out.display().to_string());
+    }
+    jpegs.sort();
+    let infer = |decode: &str| -> Vec<Value> {
+        let model = repo().join("models/surface-detector.onnx");
+        let out = Command::new(bin())
+            .args(["infer", "--json", "--decode", decode, "--model", model.to_str().unwrap()])
+            .args(&jpegs)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (full, reduced) = (infer("full"), infer("1/4"));
+    assert_eq!(full.len(), jpegs.len());
+    let mut boxes = 0;
+    for (f, r) in full.iter().zip(&reduced) {
+        assert_eq!(f["verdict"], r["verdict"], "{f}\n{r}");
+        for b in f["detections"].as_array().unwrap() {
+            let bb: Vec<f64> = b["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let found = r["detections"].as_array().unwrap().iter().any(|d| {
+                let db: Vec<f64> = d["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                d["class"] == b["class"] && iou(&bb, &db) >= 0.5
+            });
+            assert!(found, "a full-decode box not found at 1/4 in full-image pixels: {b}\n{r}");
+            boxes += 1;
+        }
+    }
+    assert!(boxes >= 8, "the held-out samples have boxes: {boxes}");
+    // Not in the reduced image's pixels (256x256): boxes reach past it.
+    assert!(reduced
+        .iter()
+        .flat_map(|r| r["detections"].as_array().unwrap())
+        .any(|d| d["box"][2].as_f64() > Some(300.0)));
+}
