@@ -253,8 +253,8 @@ pub struct LatchWatch {
     /// Whether that value had held since the reading before: a capture register holds its
     /// count between parts, a live counter (a misconfigured point) moves on every poll.
     held: bool,
-    /// When the last part made from the latch alone was, by the latch reading's time: a
-    /// photo-eye edge seen just after it, with the same latched count, is that part.
+    /// When the last part made from the latch alone was, by the latch reading's time, until the
+    /// next photo-eye edge: that edge, with the same latched count, is that part.
     made_at: Option<Instant>,
     /// When the last part placed by estimate (no latch read for its edge) was: a new latched
     /// count just after it is that part's late latch, not another part.
@@ -269,10 +269,13 @@ const LATCH_ONLY_STREAK: u32 = 5;
 
 impl LatchWatch {
     /// Whether a photo-eye edge read at `read_at`, whose latch is `raw`, is the part already
-    /// made from that latch (`last` is the placer's last used latch).
+    /// made from that latch (`last` is the placer's last used latch): the first edge after a
+    /// latch-only part, with its count, within a few polls. The window is generous (a stalled
+    /// poller reads the eye late): counting the part twice would hand it the next part's frame.
     pub fn claims(&mut self, raw: Option<u64>, last: Option<u64>, read_at: Instant, poll: Duration) -> bool {
+        let window = poll * 4 + Duration::from_millis(100);
         let made =
-            raw.is_some() && raw == last && self.made_at.is_some_and(|m| read_at >= m && read_at - m <= poll * 4);
+            raw.is_some() && raw == last && self.made_at.take().is_some_and(|m| read_at >= m && read_at - m <= window);
         if made {
             self.streak = 0; // the photo-eye works, a poll late
         }
@@ -282,6 +285,7 @@ impl LatchWatch {
     /// A photo-eye edge made a part; `latched` is whether its latch was read.
     pub fn edge(&mut self, at: Instant, latched: bool) {
         self.streak = 0;
+        self.made_at = None;
         if !latched {
             self.estimated_at = Some(at);
         }
@@ -655,6 +659,11 @@ mod tests {
             }
         }
 
+        /// `n` poll cycles that never happen (the poller stalled).
+        fn stall(&mut self, n: u64) {
+            self.n += n;
+        }
+
         fn parts(&mut self) -> Vec<Option<i64>> {
             let mut v = Vec::new();
             while let Ok(e) = self.announced.try_recv() {
@@ -690,6 +699,27 @@ mod tests {
         assert_eq!(l.parts(), vec![Some(310)]);
         assert_eq!(l.stats.triggers.load(Ordering::Relaxed), 3);
         assert_eq!(l.stats.triggers_from_latch.load(Ordering::Relaxed), 2);
+        drop(l.eye);
+        l.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_edge_read_late_after_a_stalled_poll_is_still_the_latched_part() {
+        let mut l = Line::start();
+        for _ in 0..3 {
+            l.cycle(false, 100).await;
+        }
+        // The edge fell between the eye's read and the latch's; then the poller stalled for
+        // 30 ms, and the eye (still on) shows the edge only after it.
+        l.cycle(false, 400).await;
+        l.stall(15);
+        l.cycle(true, 400).await;
+        l.cycle(false, 400).await;
+        assert_eq!(l.parts(), vec![Some(400)], "one part, not a second from the late edge");
+        // The next part's edge, latched: a part of its own.
+        l.cycle(true, 900).await;
+        l.cycle(false, 900).await;
+        assert_eq!(l.parts(), vec![Some(900)]);
         drop(l.eye);
         l.task.await.unwrap();
     }
