@@ -104,7 +104,8 @@ pub struct TaskStats {
     pub confirm_missing: AtomicU64,
     /// Parts announced by the trigger.
     pub triggers: AtomicU64,
-    /// Of those, parts made from a new latched count whose photo-eye pulse the poll did not see.
+    /// Of those, parts announced from a new latched count before (or without) a photo-eye edge
+    /// seen for them.
     pub triggers_from_latch: AtomicU64,
     /// Parts whose reject could not be written.
     pub rejects_failed: AtomicU64,

@@ -255,7 +255,7 @@ struct RunFigures {
     deadline_misses: u64,
     failed: usize,
     triggers: u64,
-    /// Of those, parts made from the latch alone (the photo-eye pulse not seen by the poll).
+    /// Of those, parts announced from their latch before (or without) their photo-eye edge.
     from_latch: u64,
     reads: u64,
     /// Parts whose position in linesight is the PLC's latched count exactly.
