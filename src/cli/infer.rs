@@ -167,6 +167,9 @@ pub fn parse_decode(s: &str) -> Result<u32, String> {
 
 /// An image decoded at 1/`k` per side (libjpeg scales JPEG in its IDCT; OpenCV resizes others).
 pub fn read_reduced(path: &Path, k: u32) -> Result<Mat, String> {
+    if !path.is_file() {
+        return Err(format!("{}: no such file", path.display()));
+    }
     let m = imgcodecs::imread(path, crate::camera::source::reduced_flag(k)).map_err(|e| e.message)?;
     if m.empty() {
         return Err(format!("{}: not an image OpenCV can decode at 1/{k}", path.display()));
