@@ -10,7 +10,7 @@ to stand beside.
 - for an NG part the reject coil written at once with pymodbus (synchronous client, acknowledged);
 - every part's result published as JSON with paho-mqtt at QoS 1 (its network thread).
 
-It reads the video once, as fast as it can (one part per frame), and prints one JSON document:
+It reads the video once, as fast as it can or at `--fps` (one part per frame), and prints one JSON document:
 frames, frames/s, CPU ms per frame, capture -> decision and capture -> coil acknowledged
 percentiles, peak RSS, verdict counts. Run by `linesight bench --peer` with the bench's own video,
 model, Modbus server and broker; not needed at run time.
@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--coil", type=int, default=10)
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--mqtt-port", type=int, default=0, help="0: no MQTT")
+    ap.add_argument("--fps", type=float, default=0.0,
+                    help="read the video at this pace (a line's), as linesight's file camera with `fps` does; 0: as fast as it goes")
     args = ap.parse_args()
 
     with open(args.model + ".json") as f:
@@ -107,7 +109,14 @@ def main():
 
     def capture():
         cap = cv2.VideoCapture(args.video)
+        start, i = time.monotonic(), 0
         while True:
+            if args.fps > 0:
+                # Frame i is due at start + i/fps; a late one is read at once, not skipped.
+                delay = start + i / args.fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                i += 1
             got, img = cap.read()
             if not got:
                 break

@@ -18,7 +18,7 @@ fn python() -> String {
 
 /// One run of the peer over `video`; its JSON report (frames, fps, CPU ms per frame, latencies,
 /// RSS, verdicts).
-pub async fn run(video: &Path, model: &Path, threads: usize) -> Result<Value, String> {
+pub async fn run(video: &Path, model: &Path, threads: usize, pace: Option<f64>) -> Result<Value, String> {
     let plc = SimPlc::start("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let broker = Broker::start().map_err(|e| format!("the peer's broker: {e}"))?;
     let script = Path::new("tools/peer_pipeline.py");
@@ -33,6 +33,9 @@ pub async fn run(video: &Path, model: &Path, threads: usize) -> Result<Value, St
         .arg(model)
         .args(["--threads", &threads.to_string(), "--modbus", &plc.addr.to_string(), "--coil", "10"])
         .args(["--mqtt-port", &broker.port.to_string()]);
+    if let Some(fps) = pace {
+        cmd.args(["--fps", &fps.to_string()]);
+    }
     // A blocking wait on tokio's blocking pool: the Modbus server and broker go on serving.
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
