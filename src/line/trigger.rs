@@ -659,6 +659,15 @@ mod tests {
             }
         }
 
+        /// Started, and three poll cycles with the eye off and the latch at rest (100).
+        async fn resting() -> Line {
+            let mut l = Line::start();
+            for _ in 0..3 {
+                l.cycle(false, 100).await;
+            }
+            l
+        }
+
         /// `n` poll cycles that never happen (the poller stalled).
         fn stall(&mut self, n: u64) {
             self.n += n;
@@ -677,10 +686,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_latched_count_with_no_edge_seen_is_a_part_at_that_count() {
-        let mut l = Line::start();
-        for _ in 0..3 {
-            l.cycle(false, 100).await;
-        }
+        let mut l = Line::resting().await;
         // The photo-eye pulse fell between two polls; the PLC latched it at 130.
         l.cycle(false, 130).await;
         l.cycle(false, 130).await;
@@ -705,10 +711,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_edge_read_late_after_a_stalled_poll_is_still_the_latched_part() {
-        let mut l = Line::start();
-        for _ in 0..3 {
-            l.cycle(false, 100).await;
-        }
+        let mut l = Line::resting().await;
         // The edge fell between the eye's read and the latch's; then the poller stalled for
         // 30 ms, and the eye (still on) shows the edge only after it.
         l.cycle(false, 400).await;
