@@ -300,6 +300,10 @@ class Systemd:
     """A systemd as PID 1 of its own namespaces; `run` executes a command inside them."""
 
     def __init__(self, tmp: Path):
+        need = {"systemd": "/lib/systemd/systemd", "unshare": shutil.which("unshare"), "nsenter": shutil.which("nsenter")}
+        missing = [name for name, path in need.items() if not path or not Path(path).exists()]
+        if missing:
+            raise Unavailable(f"not on this machine: {', '.join(missing)}")
         init = tmp / "systemd-init.sh"
         init.write_text(SYSTEMD_INIT)
         init.chmod(0o755)
