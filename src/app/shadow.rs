@@ -252,14 +252,7 @@ mod tests {
     use opencv::core::Mat;
 
     fn part(id: u64) -> PartInfo {
-        PartInfo {
-            camera: "top".into(),
-            part_id: id,
-            captured: std::time::Instant::now(),
-            position: None,
-            captured_wall: std::time::SystemTime::now(),
-            stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
-        }
+        PartInfo::for_test("top", id)
     }
 
     fn result(id: u64, verdict: Verdict, ng: f32) -> PartResult {

@@ -367,17 +367,9 @@ mod tests {
     use crate::decision::Band;
     use crate::part::actuator::testing::Recording;
     use crate::part::{Inspection, ModelOutput};
-    use std::time::SystemTime;
 
     fn part(id: u64) -> PartInfo {
-        PartInfo {
-            camera: "cam".into(),
-            part_id: id,
-            captured: tokio::time::Instant::now().into_std(),
-            position: None,
-            captured_wall: SystemTime::now(),
-            stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
-        }
+        PartInfo::for_test("cam", id)
     }
 
     /// OK below `band`, UNCERTAIN from it, NG from `threshold`; the gate `delay_ms` downstream.

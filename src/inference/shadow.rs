@@ -193,14 +193,7 @@ mod tests {
     use opencv::core::{Scalar, CV_8UC3};
 
     fn part(id: u64) -> PartInfo {
-        PartInfo {
-            camera: "top".into(),
-            part_id: id,
-            captured: Instant::now(),
-            position: None,
-            captured_wall: std::time::SystemTime::now(),
-            stamp: crate::part::control::Stamp { generation: 0, threshold: 0.5 },
-        }
+        PartInfo::for_test("top", id)
     }
 
     #[test]

@@ -91,6 +91,22 @@ pub struct PartInfo {
     pub stamp: control::Stamp,
 }
 
+#[cfg(test)]
+impl PartInfo {
+    /// A part of `camera` captured now (by tokio's clock, so a paused test clock holds), at the
+    /// default stamp: the unit tests' part.
+    pub fn for_test(camera: &str, id: u64) -> PartInfo {
+        PartInfo {
+            camera: camera.into(),
+            part_id: id,
+            captured: tokio::time::Instant::now().into_std(),
+            position: None,
+            captured_wall: SystemTime::now(),
+            stamp: control::Stamp { generation: 0, threshold: 0.5 },
+        }
+    }
+}
+
 /// The inference worker's view of one frame.
 #[derive(Debug, Clone)]
 pub struct Judgement {

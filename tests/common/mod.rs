@@ -202,6 +202,27 @@ impl Drop for KillOnDrop {
 }
 
 /// `linesight run --config CFG`, its log appended to `log`, killed when dropped.
+/// `promtool check metrics` (Debian's `prometheus`; scripts/setup.sh installs it) on a
+/// `/metrics` exposition: panics with promtool's complaint and the text when it refuses it.
+pub fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn run_daemon(cfg: &Path, log: &Path) -> KillOnDrop {
     KillOnDrop(
         Command::new(bin())

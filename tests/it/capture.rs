@@ -289,21 +289,7 @@ fn the_page_shows_the_store_and_marks_parts() {
     assert_eq!(status, 200);
     let text = String::from_utf8(metrics).unwrap();
     assert!(text.contains("linesight_capture_written_total{task=\"inspect\"}"), "{text}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text);
 }
 
 /// A detector's boxes become YOLO pre-labels: one line per detection of each NG record, in the

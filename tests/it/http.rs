@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -169,21 +169,7 @@ fn the_page_serves_metrics_live_frames_rejects_and_refuses_what_it_must() {
     let (status, metrics) = get(port, "/metrics");
     assert_eq!(status, 200);
     let text = String::from_utf8(metrics).unwrap();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup.sh installs it)");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text);
     for needle in [
         "linesight_parts_total{task=\"inspect\",verdict=\"NG\"}",
         "linesight_decision_seconds_bucket{task=\"inspect\",le=\"+Inf\"}",
