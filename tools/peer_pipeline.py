@@ -4,7 +4,8 @@ afternoon, written the usual way and at its best, so that linesight's figures ha
 to stand beside.
 
 - `cv2.VideoCapture` with OpenCV's full decode on a capture thread, frames handed over in a small
-  queue (4, like linesight's camera queue); the capture time is taken when `read()` returns;
+  queue (4, like linesight's camera queue); the capture time is taken before `read()`, which reads
+  and decodes the frame (linesight stamps a frame's arrival before its decode too);
 - `cv2.resize` to the model's input (bilinear), normalised with NumPy as the model's sidecar says;
 - ONNX Runtime (the same version and library as linesight's) with the same intra-op thread count;
 - for an NG part the reject coil written at once with pymodbus (synchronous client, acknowledged);
@@ -117,10 +118,15 @@ def main():
                 if delay > 0:
                     time.sleep(delay)
                 i += 1
+            # The frame arrives when it is asked for (a file's frame is there; at a pace, at its
+            # slot), stamped before read(): OpenCV's FFmpeg back end decodes inside grab(), and
+            # linesight stamps a frame's arrival before its decode too, so both latencies count
+            # their decode.
+            arrived = time.monotonic()
             got, img = cap.read()
             if not got:
                 break
-            frames.put((time.monotonic(), img))
+            frames.put((arrived, img))
         frames.put(None)
 
     cpu0, t0 = cpu_seconds(), time.monotonic()

@@ -23,7 +23,7 @@ use crate::part::{Frame, PartEvent, PartInfo};
 use crate::stats::{CameraStats, CameraStatus};
 use crate::util::backoff::Backoff;
 use crate::util::throttle::{Report, Throttle};
-use source::FrameSource;
+use source::{FrameSource, Grabbed};
 
 /// A cheap fingerprint of a frame: a hash of every 61st byte (a frozen
 /// stream repeats frames exactly; a live sensor never does, its noise alone
@@ -237,9 +237,15 @@ impl Camera {
             if let Some(iv) = capture.interval {
                 pace(&mut next_due, iv);
             }
+            if capture.when_full == WhenFull::Wait {
+                // Nothing moves while a file waits for inspection: its next frame is read when
+                // it can enter the queue, so the part's clock starts then (with a single producer,
+                // the push after it does not wait).
+                self.queue.wait_for_room();
+            }
             let grab_started = Instant::now();
             match self.grab(&mut *src, &capture.transform) {
-                Ok(Some(image)) => self.on_frame(capture, grab_started, image),
+                Ok(Some(frame)) => self.on_frame(capture, grab_started, frame),
                 Ok(None) if self.config.looping => {
                     // A looped file starts over with the frame it started with: not a repeat.
                     capture.last_print = None;
@@ -301,11 +307,11 @@ impl Camera {
         &self,
         src: &mut dyn FrameSource,
         transform: &transform::Transform,
-    ) -> Result<Option<Mat>, source::SourceError> {
+    ) -> Result<Option<Grabbed>, source::SourceError> {
         src.next_frame().and_then(|f| match f {
-            Some(image) if !transform.is_identity() => transform
+            Some(Grabbed { image, arrived }) if !transform.is_identity() => transform
                 .apply(image)
-                .map(Some)
+                .map(|image| Some(Grabbed { image, arrived }))
                 .map_err(|why| source::SourceError::Read { what: format!("camera `{}`", self.name), why }),
             other => Ok(other),
         })
@@ -314,9 +320,9 @@ impl Camera {
     /// A frame arrived (the source works: the backoff starts over). The same
     /// frame as the last is counted, and `stall_frames` of them in a row are
     /// a frozen stream, but never inspected; a new frame is delivered.
-    fn on_frame(&self, capture: &mut Capture, grab_started: Instant, image: Mat) {
+    fn on_frame(&self, capture: &mut Capture, grab_started: Instant, frame: Grabbed) {
         capture.backoff.reset();
-        let print = fingerprint(&image);
+        let print = fingerprint(&frame.image);
         if print.is_some() && print == capture.last_print {
             // Not a fresh image: never inspected as one.
             self.stats.repeated.fetch_add(1, Ordering::Relaxed);
@@ -337,9 +343,9 @@ impl Camera {
         }
         capture.seq += 1;
         if self.waiting.is_some() {
-            self.deliver_triggered(grab_started, image, capture.scale);
+            self.deliver_triggered(grab_started, frame.image, capture.scale);
         } else {
-            self.deliver(capture.seq, image, capture.scale, capture.when_full);
+            self.deliver(capture.seq, frame, capture.scale, capture.when_full);
         }
     }
 
@@ -362,20 +368,19 @@ impl Camera {
         });
     }
 
-    fn deliver(&self, seq: u64, image: Mat, scale: u32, when_full: WhenFull) {
+    /// A part-per-frame or free-running frame: into the queue. The part's clock starts when
+    /// its frame arrived, so its decode counts in its latency and its reject is timed from
+    /// where the part was, not from when the frame was ready.
+    fn deliver(&self, seq: u64, frame: Grabbed, scale: u32, when_full: WhenFull) {
         self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        if when_full == WhenFull::Wait {
-            // Nothing moves while a file waits for inspection: the part's
-            // clock starts when it can enter the queue, not when it was decoded.
-            self.queue.wait_for_room();
-        }
+        let Grabbed { image, arrived } = frame;
         let is_part = self.config.mode == CameraMode::PartPerFrame;
         let part = PartInfo {
             camera: self.name.clone(),
             part_id: seq,
-            captured: Instant::now(),
+            captured: arrived,
             position: None,
-            captured_wall: SystemTime::now(),
+            captured_wall: SystemTime::now().checked_sub(arrived.elapsed()).unwrap_or_else(SystemTime::now),
             stamp: self.control.stamp(),
         };
         if is_part {
@@ -485,4 +490,87 @@ fn pace(next_due: &mut Instant, iv: Duration) {
         std::thread::sleep(*next_due - now);
     }
     *next_due = (*next_due + iv).max(Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::part::control::{CommandLimits, TaskControl};
+    use opencv::core::{Scalar, CV_8UC3};
+    use source::SourceError;
+    use std::sync::Mutex;
+
+    /// A file whose frames take a while to decode: each arrives, then is decoded.
+    struct SlowDecode {
+        left: u32,
+        arrivals: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    impl FrameSource for SlowDecode {
+        fn next_frame(&mut self) -> Result<Option<Grabbed>, SourceError> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            let arrived = Instant::now();
+            std::thread::sleep(Duration::from_millis(3)); // the decode
+                                                          // A different image each time: repeats are never inspected.
+            let image = Mat::new_rows_cols_with_default(8, 8, CV_8UC3, Scalar::all(f64::from(self.left * 20)))
+                .expect("a small image");
+            self.arrivals.lock().unwrap().push(arrived);
+            Ok(Some(Grabbed { image, arrived }))
+        }
+
+        fn is_finite(&self) -> bool {
+            true
+        }
+    }
+
+    fn file_camera(source: SlowDecode) -> (Camera, tokio::sync::mpsc::Receiver<PartEvent>) {
+        let yaml = "source: {file: line.avi}\nmode: part-per-frame\nqueue: 8\n";
+        let config: CameraConfig =
+            crate::config::yaml::from_node(&crate::config::yaml::parse(yaml).expect("yaml")).expect("a camera");
+        let (events, announced) = Announcer::channel(16, Default::default());
+        let limits = CommandLimits { threshold: (0.1, 0.9), configured: false, base: 0.5, allow_disable: false };
+        let mut source = Some(source);
+        let camera = Camera {
+            name: "cam".into(),
+            queue: Arc::new(FrameQueue::new(config.queue)),
+            config,
+            stats: Arc::new(CameraStats::default()),
+            events,
+            stop: Arc::new(AtomicBool::new(false)),
+            opener: Box::new(move || {
+                source
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn FrameSource>)
+                    .ok_or_else(|| SourceError::Open { what: "test file".into(), why: "opened once".into() })
+            }),
+            waiting: None,
+            max_age: Duration::from_secs(5),
+            control: Arc::new(TaskControl::new("t", 0.5, limits)),
+            reconfigure: std::sync::mpsc::channel().1,
+            fit: None,
+        };
+        (camera, announced)
+    }
+
+    #[test]
+    fn a_part_is_captured_when_its_frame_arrived_not_when_it_was_decoded() {
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let (camera, mut announced) = file_camera(SlowDecode { left: 3, arrivals: arrivals.clone() });
+        let queue = camera.queue.clone();
+        camera.spawn().expect("thread").join().expect("camera thread");
+        let arrivals = arrivals.lock().unwrap().clone();
+        assert_eq!(arrivals.len(), 3);
+        for (i, arrived) in arrivals.iter().enumerate() {
+            let frame = queue.try_pop().expect("open or closed").expect("a frame per arrival");
+            assert_eq!(frame.part.part_id, i as u64 + 1);
+            assert_eq!(frame.part.captured, *arrived, "part {} is stamped at its arrival", i + 1);
+            match announced.try_recv() {
+                Ok(PartEvent::Captured(p)) => assert_eq!(p.captured, *arrived, "announced at its arrival"),
+                other => panic!("part {} not announced as captured: {other:?}", i + 1),
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! V4L2, RTSP and GStreamer, and a folder of still images.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use opencv::core::Mat;
 use opencv::prelude::*;
@@ -9,10 +10,18 @@ use opencv::{imgcodecs, videoio};
 
 use crate::config::{SourceConfig, V4l2Config};
 
+/// A frame as a source hands it over: the decoded image, and when it arrived.
+pub struct Grabbed {
+    pub image: Mat,
+    /// When the frame was in hand, still compressed: before its decode, which is inspection
+    /// work like the model's, so that a part's clock (and the latency it reports) includes it.
+    pub arrived: Instant,
+}
+
 /// Something that yields BGR frames.
 pub trait FrameSource: Send {
     /// The next frame; `Ok(None)` at the end of a file or folder.
-    fn next_frame(&mut self) -> Result<Option<Mat>, SourceError>;
+    fn next_frame(&mut self) -> Result<Option<Grabbed>, SourceError>;
     /// True for files and folders, which end; false for live cameras, which reconnect.
     fn is_finite(&self) -> bool;
     /// The full frame's `(width, height)`, when the source knows it before the first frame.
@@ -145,12 +154,15 @@ pub fn reduced_flag(k: u32) -> i32 {
 }
 
 impl FrameSource for Capture {
-    fn next_frame(&mut self) -> Result<Option<Mat>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Grabbed>, SourceError> {
+        let read_error = |e: opencv::Error| SourceError::Read { what: self.what.clone(), why: e.message };
+        // `grab` then `retrieve` (what `read` does in one call) so that the arrival is stamped
+        // between them: `grab` takes the frame from the device, stream or file, `retrieve`
+        // decodes it (or, with `raw`, hands over its packet).
+        let got = self.cap.grab().map_err(read_error)?;
+        let arrived = Instant::now();
         let mut frame = Mat::default();
-        let got = self
-            .cap
-            .read(&mut frame)
-            .map_err(|e| SourceError::Read { what: self.what.clone(), why: e.message.clone() })?;
+        let got = got && self.cap.retrieve(&mut frame, 0).map_err(read_error)?;
         self.frames += 1;
         if got && !frame.empty() && self.raw {
             // A raw packet: one JPEG image. libjpeg scales in its inverse DCT, so a 1/8 frame
@@ -158,7 +170,7 @@ impl FrameSource for Capture {
             // naming the frame (FFmpeg would have concealed it), not a skipped part.
             let packet = frame;
             return match imgcodecs::imdecode(&packet, reduced_flag(self.reduced)) {
-                Ok(m) if !m.empty() => Ok(Some(m)),
+                Ok(image) if !image.empty() => Ok(Some(Grabbed { image, arrived })),
                 _ => Err(SourceError::Read {
                     what: self.what.clone(),
                     why: format!(
@@ -171,7 +183,7 @@ impl FrameSource for Capture {
             };
         }
         if got && !frame.empty() {
-            return Ok(Some(frame));
+            return Ok(Some(Grabbed { image: frame, arrived }));
         }
         if self.finite {
             Ok(None)
@@ -249,11 +261,13 @@ impl ImageFolder {
 }
 
 impl FrameSource for ImageFolder {
-    fn next_frame(&mut self) -> Result<Option<Mat>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Grabbed>, SourceError> {
         while let Some(path) = self.files.get(self.next) {
             self.next += 1;
+            // A still image arrives when it is asked for; reading the file is its decode.
+            let arrived = Instant::now();
             match imgcodecs::imread(&*path.to_string_lossy(), imgcodecs::IMREAD_COLOR) {
-                Ok(m) if !m.empty() => return Ok(Some(m)),
+                Ok(image) if !image.empty() => return Ok(Some(Grabbed { image, arrived })),
                 // One unreadable file must not stop the folder; it is skipped and said.
                 _ => {
                     tracing::warn!(file = %path.display(), "image cannot be decoded; skipped (is it a complete png/jpg/bmp/tif?)")
