@@ -4,8 +4,9 @@ afternoon, written the usual way and at its best, so that linesight's figures ha
 to stand beside.
 
 - `cv2.VideoCapture` with OpenCV's full decode on a capture thread, frames handed over in a small
-  queue (4, like linesight's camera queue); the capture time is taken before `read()`, which reads
-  and decodes the frame (linesight stamps a frame's arrival before its decode too);
+  queue (4, like linesight's camera queue; a frame is read when it has a place in it); the capture
+  time is taken before `read()`, which reads and decodes the frame (linesight stamps a frame's
+  arrival before its decode too);
 - `cv2.resize` to the model's input (bilinear), normalised with NumPy as the model's sidecar says;
 - ONNX Runtime (the same version and library as linesight's) with the same intra-op thread count;
 - for an NG part the reject coil written at once with pymodbus (synchronous client, acknowledged);
@@ -107,6 +108,10 @@ def main():
         sess.run(None, {in_name: dummy})
 
     frames = queue.Queue(maxsize=4)
+    # A place in the queue is taken before a frame is read, and given back when the frame is
+    # taken out: as fast as it goes, a frame is then read when it can enter the queue instead of
+    # waiting in put() with its clock running (linesight's file camera does the same).
+    room = threading.Semaphore(4)
 
     def capture():
         cap = cv2.VideoCapture(args.video)
@@ -118,6 +123,7 @@ def main():
                 if delay > 0:
                     time.sleep(delay)
                 i += 1
+            room.acquire()
             # The frame arrives when it is asked for (a file's frame is there; at a pace, at its
             # slot), stamped before read(): OpenCV's FFmpeg back end decodes inside grab(), and
             # linesight stamps a frame's arrival before its decode too, so both latencies count
@@ -137,6 +143,7 @@ def main():
     n = 0
     while True:
         item = frames.get()
+        room.release()
         if item is None:
             break
         captured, img = item

@@ -592,7 +592,7 @@ fn pipeline_report(args: &BenchArgs, limits: &Limits, run: &PipelineRun) -> Valu
         "deadline_misses": task["deadline_misses"],
         "frames": run.frames,
         "ok": task["ok"], "ng": task["ng"], "error": task["error"],
-        "rejects_fired": task["rejects_fired"], "reject_pulses_seen_by_plc": run.pulses,
+        "rejects_fired": task["rejects_fired"], "rejects_failed": task["rejects_failed"], "reject_pulses_seen_by_plc": run.pulses,
         "resolution": format!("{}x{}", args.width, args.height),
         "threads": args.threads,
         "provider": limits.provider,

@@ -203,6 +203,11 @@ struct State {
     confirm_on: bool,
     /// A purge in progress: until when (or where) the gate stays on whatever the verdicts.
     hold: Option<Slot>,
+    /// The output is on by an "on" the device acknowledged, and no "off" was written since. A
+    /// part that reaches the gate meanwhile is covered by stretching the pulse: another "on"
+    /// would change nothing at the device and spend the output's write budget (its rate
+    /// limit), which dense rejects (a bad batch) would otherwise run into.
+    on: bool,
 }
 
 async fn run(output: Arc<dyn Actuator>, settings: GateSettings, stats: Arc<TaskStats>, mut rx: mpsc::Receiver<Cmd>) {
@@ -223,6 +228,7 @@ async fn run(output: Arc<dyn Actuator>, settings: GateSettings, stats: Arc<TaskS
         missed: std::collections::VecDeque::new(),
         confirm_on: confirm_rx.as_ref().is_some_and(|r| r.borrow().as_bool() == Some(true)),
         hold: None,
+        on: false,
     };
     let mut open = true;
     loop {
@@ -344,7 +350,10 @@ impl State {
         });
         let r = self.output.set(true).await;
         match &r {
-            Ok(()) => self.stats.purges.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => {
+                self.on = true;
+                self.stats.purges.fetch_add(1, Ordering::Relaxed)
+            }
             // The off-time stays: whatever the write did, the gate is switched off at `until`.
             Err(e) => {
                 tracing::error!(output = %self.output.name(), error = %e, "reject gate could not be held on for the purge");
@@ -455,6 +464,8 @@ impl State {
             // During a purge the gate stays on: the hold's end schedules the off.
             if t <= now && self.hold.is_none() {
                 self.off_at = None;
+                // Whatever the answer, the output is no longer known to be on.
+                self.on = false;
                 match self.output.set(false).await {
                     Ok(()) => self.off_retry = OFF_RETRY_MIN,
                     Err(e) => {
@@ -494,16 +505,26 @@ impl State {
         // Sent `lead` early, the write reaches the device about when the part reaches the gate.
         let start = Instant::now();
         let late = (start + lead).saturating_duration_since(due);
-        let outcome = match self.output.set(true).await {
-            Ok(()) => GateOutcome::Fired { acked_at: Instant::now(), late, deadline_miss: miss },
-            Err(err) => {
-                tracing::error!(output = %self.output.name(), part = part_id, error = %err, "reject could not be written: the part may have passed the gate");
-                GateOutcome::Failed(err.to_string())
+        let stretched = self.on;
+        let outcome = if stretched {
+            // On already (an earlier part's pulse, or a purge): the pulse covers this part too.
+            GateOutcome::Fired { acked_at: start, late, deadline_miss: miss }
+        } else {
+            match self.output.set(true).await {
+                Ok(()) => {
+                    self.on = true;
+                    GateOutcome::Fired { acked_at: Instant::now(), late, deadline_miss: miss }
+                }
+                Err(err) => {
+                    tracing::error!(output = %self.output.name(), part = part_id, error = %err, "reject could not be written: the part may have passed the gate");
+                    GateOutcome::Failed(err.to_string())
+                }
             }
         };
         let end = start + self.s.pulse;
         self.off_at = Some(self.off_at.map_or(end, |o| o.max(end)));
-        if let Some((_, within)) = &self.s.confirm {
+        // A stretched pulse is the same pulse: its sensor edge confirms it once.
+        if let (Some((_, within)), false) = (&self.s.confirm, stretched) {
             self.confirms.push((start, start + *within));
         }
         let _ = e.reply.send(outcome);
@@ -580,8 +601,27 @@ mod tests {
         assert_eq!(ok.await.unwrap(), GateOutcome::Passed);
         drop(gate);
         task.await.unwrap();
-        // on at 200, off at 280; on at 300 and 340 merge, off at 420.
-        assert_eq!(ms_since(&rec, t0), vec![(200, true), (280, false), (300, true), (340, true), (420, false)]);
+        // on at 200, off at 280; on at 300, stretched over part 3 at 340 (no second write: the
+        // output is on), off at 420.
+        assert_eq!(ms_since(&rec, t0), vec![(200, true), (280, false), (300, true), (420, false)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pulse_is_stretched_only_over_an_on_the_device_acknowledged() {
+        let (rec, gate, task, _) = setup(GateSettings::timed(Duration::from_millis(80)));
+        let t0 = Instant::now();
+        let ms = |n| Arrival::Time(t0 + Duration::from_millis(n));
+        let (a, b) = (gate.enter(1, ms(100)), gate.enter(2, ms(120)));
+        gate.verdict(1, true);
+        gate.verdict(2, true);
+        rec.fail.store(true, Ordering::Relaxed);
+        assert!(matches!(a.await.unwrap(), GateOutcome::Failed(_)));
+        rec.fail.store(false, Ordering::Relaxed);
+        // Part 1's "on" failed: part 2, inside part 1's pulse time, is written, not stretched.
+        assert!(matches!(b.await.unwrap(), GateOutcome::Fired { .. }));
+        drop(gate);
+        task.await.unwrap();
+        assert_eq!(ms_since(&rec, t0), vec![(120, true), (200, false)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -692,11 +732,13 @@ mod tests {
         // ... and one whose pulse outlasts the hold extends it.
         let b = gate.enter(2, Arrival::Time(t0 + Duration::from_millis(280)));
         gate.verdict(2, true);
-        a.await.unwrap();
-        b.await.unwrap();
+        for rx in [a, b] {
+            assert!(matches!(rx.await.unwrap(), GateOutcome::Fired { .. }));
+        }
         drop(gate);
         task.await.unwrap();
-        assert_eq!(ms_since(&rec, t0), vec![(0, true), (100, true), (280, true), (330, false)]);
+        // The hold's "on" covers both parts (stretched, not written again); off at 280 + 50.
+        assert_eq!(ms_since(&rec, t0), vec![(0, true), (330, false)]);
         assert_eq!(stats.purges.load(Ordering::Relaxed), 1);
     }
 
