@@ -513,8 +513,8 @@ mod tests {
             }
             self.left -= 1;
             let arrived = Instant::now();
-            std::thread::sleep(Duration::from_millis(3)); // the decode
-                                                          // A different image each time: repeats are never inspected.
+            // The decode; then a different image each time (repeats are never inspected).
+            std::thread::sleep(Duration::from_millis(3));
             let image = Mat::new_rows_cols_with_default(8, 8, CV_8UC3, Scalar::all(f64::from(self.left * 20)))
                 .expect("a small image");
             self.arrivals.lock().unwrap().push(arrived);

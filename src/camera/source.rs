@@ -13,8 +13,10 @@ use crate::config::{SourceConfig, V4l2Config};
 /// A frame as a source hands it over: the decoded image, and when it arrived.
 pub struct Grabbed {
     pub image: Mat,
-    /// When the frame was in hand, still compressed: before its decode, which is inspection
-    /// work like the model's, so that a part's clock (and the latency it reports) includes it.
+    /// When the source handed the frame over. For a JPEG frame decoded here (a raw MJPG packet,
+    /// a still image) that is before its decode, which is inspection work like the model's, so
+    /// a part's clock (and the latency it reports) includes it; a back end that decodes inside
+    /// (FFmpeg at full size, a GStreamer pipeline) has decoded by then.
     pub arrived: Instant,
 }
 
@@ -157,8 +159,9 @@ impl FrameSource for Capture {
     fn next_frame(&mut self) -> Result<Option<Grabbed>, SourceError> {
         let read_error = |e: opencv::Error| SourceError::Read { what: self.what.clone(), why: e.message };
         // `grab` then `retrieve` (what `read` does in one call) so that the arrival is stamped
-        // between them: `grab` takes the frame from the device, stream or file, `retrieve`
-        // decodes it (or, with `raw`, hands over its packet).
+        // between them: `grab` takes the frame from the device, stream or file (FFmpeg also
+        // decodes it there unless `raw`), `retrieve` converts it (or, with `raw`, hands over
+        // the packet that is decoded below).
         let got = self.cap.grab().map_err(read_error)?;
         let arrived = Instant::now();
         let mut frame = Mat::default();
