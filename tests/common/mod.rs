@@ -201,7 +201,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// `linesight run --config CFG`, its log appended to `log`, killed when dropped.
 /// `promtool check metrics` (Debian's `prometheus`; scripts/setup.sh installs it) on a
 /// `/metrics` exposition: panics with promtool's complaint and the text when it refuses it.
 pub fn promtool_check(text: &str) {
@@ -223,6 +222,7 @@ pub fn promtool_check(text: &str) {
     );
 }
 
+/// `linesight run --config CFG`, its log appended to `log`, killed when dropped.
 pub fn run_daemon(cfg: &Path, log: &Path) -> KillOnDrop {
     KillOnDrop(
         Command::new(bin())
