@@ -296,7 +296,7 @@ impl Camera {
             } else if k == wanted {
                 tracing::info!(camera = %self.name, frame = %size, decode = %format!("1/{k}"), "camera decodes its frames at 1/{k} per side");
             } else {
-                tracing::info!(camera = %self.name, frame = %size, wanted = %format!("1/{wanted}"), "camera decodes its frames at full size (its source is not MJPG through FFmpeg)");
+                tracing::info!(camera = %self.name, frame = %size, wanted = %format!("1/{wanted}"), "camera decodes its frames at full size (its frames do not arrive as JPEG: MJPG through FFmpeg, a V4L2 camera with `fourcc: MJPG`, or a GStreamer pipeline ending in `image/jpeg ! appsink`)");
             }
         }
         k

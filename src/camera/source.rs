@@ -1,5 +1,10 @@
 //! Frame sources behind one small trait: OpenCV `VideoCapture` for files,
 //! V4L2, RTSP and GStreamer, and a folder of still images.
+//!
+//! JPEG frames are taken compressed wherever a back end hands them over that way, so that
+//! libjpeg can decode them at the size the model needs: FFmpeg's raw packets (MJPG files, RTSP
+//! MJPEG), and a GStreamer `appsink` fed `image/jpeg`, which is also how a V4L2 camera in MJPG
+//! is read (OpenCV's own V4L2 back end would decode every frame at full size first).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -70,9 +75,79 @@ pub fn open(source: &SourceConfig, timeout: std::time::Duration) -> Result<Box<d
             Ok(Box::new(Capture::open_with(url, videoio::CAP_FFMPEG, &params, format!("RTSP stream `{url}`"), false)?))
         }
         SourceConfig::Gstreamer(pipeline) => {
-            Ok(Box::new(Capture::open(pipeline, videoio::CAP_GSTREAMER, "GStreamer pipeline".to_string(), false)?))
+            let mut cap = Capture::open(pipeline, videoio::CAP_GSTREAMER, "GStreamer pipeline".to_string(), false)?;
+            cap.raw = appsink_takes_jpeg(pipeline);
+            Ok(Box::new(cap))
+        }
+        SourceConfig::V4l2(v) if v.fourcc.as_deref().is_some_and(|f| f.eq_ignore_ascii_case("MJPG")) => {
+            Ok(Box::new(Capture::open_v4l2_mjpg(v)?))
         }
         SourceConfig::V4l2(v) => Ok(Box::new(Capture::open_v4l2(v)?)),
+    }
+}
+
+/// True when a GStreamer pipeline hands its `appsink` JPEG images: the element before the sink
+/// is an `image/jpeg` caps filter. OpenCV then passes each buffer on as it came (one row of
+/// bytes), and its frames can be decoded reduced.
+fn appsink_takes_jpeg(pipeline: &str) -> bool {
+    let elements: Vec<&str> = pipeline.split('!').map(str::trim).collect();
+    match elements.iter().rposition(|e| e.split_whitespace().next() == Some("appsink")) {
+        Some(sink) if sink > 0 => {
+            let before = elements[sink - 1];
+            before == "image/jpeg" || before.starts_with("image/jpeg,") || before.starts_with("image/jpeg ")
+        }
+        _ => false,
+    }
+}
+
+/// The GStreamer pipeline that reads a V4L2 camera's MJPG frames as the camera sends them, at
+/// the size and rate the config asks for (a camera that cannot give them fails to start, and
+/// the error says how to list what it offers). `source` is the element that produces them:
+/// `v4l2src` for the device, a live test source in the tests.
+fn v4l2_mjpg_pipeline(source: &str, v: &V4l2Config) -> String {
+    let mut caps = String::from("image/jpeg");
+    if let Some(w) = v.width {
+        caps += &format!(",width={w}");
+    }
+    if let Some(h) = v.height {
+        caps += &format!(",height={h}");
+    }
+    if let Some(fps) = v.fps {
+        let (n, d) = frame_rate(fps);
+        caps += &format!(",framerate={n}/{d}");
+    }
+    // `sync=false`: a live camera's frame is taken when it arrives, not held to the clock.
+    // `max-buffers=1 drop=false`: at most one frame waits in the sink; when the capture thread
+    // is late the camera's own buffers fill, as with any V4L2 reader.
+    format!("{source} ! {caps} ! appsink sync=false max-buffers=1 drop=false")
+}
+
+/// `v4l2src` for a device path, quoted for GStreamer's pipeline syntax.
+fn v4l2src(device: &Path) -> String {
+    let path = device.to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"");
+    format!("v4l2src device=\"{path}\"")
+}
+
+/// A frame rate as the fraction V4L2 drivers report: whole rates as `n/1`, the NTSC family
+/// (29.97, 59.94, 23.976) as `n*1000/1001`, anything else in thousandths, reduced.
+fn frame_rate(fps: f64) -> (u64, u64) {
+    let ntsc = fps * 1001.0 / 1000.0;
+    if (fps - fps.round()).abs() < 1e-6 {
+        (fps.round() as u64, 1)
+    } else if (ntsc - ntsc.round()).abs() < 1e-3 {
+        (ntsc.round() as u64 * 1000, 1001)
+    } else {
+        let (n, d) = ((fps * 1000.0).round() as u64, 1000);
+        let g = gcd(n, d);
+        (n / g, d / g)
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -81,7 +156,8 @@ pub struct Capture {
     cap: videoio::VideoCapture,
     what: String,
     finite: bool,
-    /// JPEG frames taken compressed (FFmpeg's raw packets) and decoded here by libjpeg.
+    /// JPEG frames taken compressed (FFmpeg's raw packets, a GStreamer `image/jpeg` sink) and
+    /// decoded here by libjpeg.
     raw: bool,
     /// With `raw`, the reduction per side they are decoded at (1: whole).
     reduced: u32,
@@ -137,6 +213,43 @@ impl Capture {
         }
         Ok(cap)
     }
+
+    /// A V4L2 camera in MJPG, read through GStreamer's `v4l2src` so that its frames arrive
+    /// compressed and are decoded here at the reduction the model allows.
+    fn open_v4l2_mjpg(v: &V4l2Config) -> Result<Self, SourceError> {
+        let what = format!("V4L2 device `{}` (MJPG)", v.device.display());
+        if !v.device.exists() {
+            return Err(SourceError::Open {
+                what,
+                why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into(),
+            });
+        }
+        Self::open_mjpg_pipeline(&v4l2src(&v.device), v, what)
+    }
+
+    fn open_mjpg_pipeline(source: &str, v: &V4l2Config, what: String) -> Result<Self, SourceError> {
+        let pipeline = v4l2_mjpg_pipeline(source, v);
+        let mut cap = Self::open(&pipeline, videoio::CAP_GSTREAMER, what, false).map_err(|e| match e {
+            SourceError::Open { what, .. } => SourceError::Open {
+                why: format!(
+                    "GStreamer could not start `{pipeline}`: check that the camera offers MJPG at this size and rate (`v4l2-ctl -d {} --list-formats-ext`), that no other program holds it, and that GStreamer's v4l2src is installed (Debian: gstreamer1.0-plugins-good)",
+                    v.device.display()
+                ),
+                what,
+            },
+            other => other,
+        })?;
+        cap.raw = true;
+        Ok(cap)
+    }
+}
+
+/// A frame that is one row of bytes starting with a JPEG marker: a compressed image that a
+/// back end handed over as it came.
+fn is_jpeg_packet(frame: &Mat) -> bool {
+    frame.rows() == 1
+        && frame.typ() == opencv::core::CV_8UC1
+        && frame.data_bytes().is_ok_and(|b| b.starts_with(&[0xff, 0xd8]))
 }
 
 /// The four characters of a `CAP_PROP_FOURCC` value.
@@ -167,7 +280,9 @@ impl FrameSource for Capture {
         let mut frame = Mat::default();
         let got = got && self.cap.retrieve(&mut frame, 0).map_err(read_error)?;
         self.frames += 1;
-        if got && !frame.empty() && self.raw {
+        // A GStreamer pipeline that ends in JPEG without saying so (no `image/jpeg` before its
+        // appsink) also hands over packets: decoded at full size, never inspected as bytes.
+        if got && !frame.empty() && (self.raw || is_jpeg_packet(&frame)) {
             // A raw packet: one JPEG image. libjpeg scales in its inverse DCT, so a 1/8 frame
             // costs a fraction of a full decode; a packet that is not a whole JPEG is an error
             // naming the frame (FFmpeg would have concealed it), not a skipped part.
@@ -205,9 +320,10 @@ impl FrameSource for Capture {
         (w >= 1.0 && h >= 1.0).then_some((w as u32, h as u32))
     }
 
-    /// Only MJPG streams read by FFmpeg (files, RTSP): their raw packets are whole JPEG images.
-    /// Other codecs (H.264, raw YUV) decode at full size. V4L2 MJPG stays at full size too:
-    /// OpenCV's V4L2 back end can hand over its raw buffers, but no camera here could test it.
+    /// Sources whose frames arrive as JPEG images: MJPG read by FFmpeg (files, RTSP), whose
+    /// packets it is asked for here, and GStreamer sinks fed `image/jpeg` (V4L2 cameras in
+    /// MJPG among them), compressed from the start. Other codecs (H.264, raw YUV) decode at
+    /// full size.
     fn reduce(&mut self, k: u32) -> u32 {
         if self.raw {
             self.reduced = k.max(1);
@@ -282,5 +398,98 @@ impl FrameSource for ImageFolder {
 
     fn is_finite(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4l2(width: Option<u32>, height: Option<u32>, fps: Option<f64>) -> V4l2Config {
+        V4l2Config { device: "/dev/video0".into(), width, height, fps, fourcc: Some("MJPG".into()) }
+    }
+
+    #[test]
+    fn frame_rates_are_the_fractions_drivers_report() {
+        assert_eq!(frame_rate(30.0), (30, 1));
+        assert_eq!(frame_rate(29.97), (30000, 1001));
+        assert_eq!(frame_rate(59.94), (60000, 1001));
+        assert_eq!(frame_rate(23.976), (24000, 1001));
+        assert_eq!(frame_rate(7.5), (15, 2));
+        assert_eq!(frame_rate(12.5), (25, 2));
+    }
+
+    #[test]
+    fn a_v4l2_mjpg_camera_is_read_compressed_at_the_size_and_rate_asked() {
+        let p = v4l2_mjpg_pipeline(
+            &v4l2src(Path::new("/dev/v4l/by-id/usb-Cam \"A\"-video-index0")),
+            &v4l2(Some(1920), Some(1080), Some(29.97)),
+        );
+        assert_eq!(
+            p,
+            r#"v4l2src device="/dev/v4l/by-id/usb-Cam \"A\"-video-index0" ! image/jpeg,width=1920,height=1080,framerate=30000/1001 ! appsink sync=false max-buffers=1 drop=false"#
+        );
+        assert!(appsink_takes_jpeg(&p));
+        // Nothing asked: the camera's own MJPG mode.
+        assert_eq!(
+            v4l2_mjpg_pipeline("v4l2src", &v4l2(None, None, None)),
+            "v4l2src ! image/jpeg ! appsink sync=false max-buffers=1 drop=false"
+        );
+    }
+
+    #[test]
+    fn only_a_sink_fed_jpeg_caps_takes_jpeg() {
+        assert!(appsink_takes_jpeg("rtspsrc location=rtsp://cam/1 ! rtpjpegdepay ! image/jpeg ! appsink"));
+        assert!(appsink_takes_jpeg("v4l2src ! image/jpeg,width=640 ! appsink name=s max-buffers=1"));
+        assert!(!appsink_takes_jpeg("v4l2src ! image/jpeg ! jpegdec ! videoconvert ! appsink"));
+        assert!(!appsink_takes_jpeg("videotestsrc ! video/x-raw,format=BGR ! appsink"));
+        assert!(!appsink_takes_jpeg("image/jpeg ! fakesink"));
+        assert!(!appsink_takes_jpeg("appsink"));
+    }
+
+    /// A live MJPG camera as GStreamer delivers it: `videotestsrc is-live` encoded by `jpegenc`
+    /// stands where `v4l2src` would, and the rest of the pipeline is the one a V4L2 camera gets.
+    fn live_mjpg(v: &V4l2Config) -> Capture {
+        let (w, h) = (v.width.unwrap(), v.height.unwrap());
+        let (n, d) = frame_rate(v.fps.unwrap());
+        let camera = format!(
+            "videotestsrc is-live=true pattern=ball num-buffers=30 ! video/x-raw,width={w},height={h},framerate={n}/{d} ! jpegenc"
+        );
+        Capture::open_mjpg_pipeline(&camera, v, "live test camera".into()).expect("GStreamer with jpegenc")
+    }
+
+    #[test]
+    fn a_live_mjpg_camera_decodes_at_the_reduction_from_its_first_frame() {
+        let v = v4l2(Some(1920), Some(1080), Some(30.0));
+        let mut cap = live_mjpg(&v);
+        assert_eq!(cap.frame_size(), Some((1920, 1080)), "the size is known before the first frame");
+        assert_eq!(cap.reduce(8), 8);
+        let first = cap.next_frame().unwrap().unwrap();
+        assert_eq!((first.image.cols(), first.image.rows()), (240, 135));
+        assert_eq!(first.image.typ(), opencv::core::CV_8UC3);
+        // It may change between frames, as with FFmpeg's packets.
+        assert_eq!(cap.reduce(1), 1);
+        let full = cap.next_frame().unwrap().unwrap();
+        assert_eq!((full.image.cols(), full.image.rows()), (1920, 1080));
+    }
+
+    #[test]
+    fn jpeg_from_a_pipeline_that_did_not_say_so_is_decoded_not_passed_on_as_bytes() {
+        let p = "videotestsrc num-buffers=3 ! video/x-raw,width=640,height=480 ! jpegenc ! appsink";
+        let mut cap = Capture::open(p, videoio::CAP_GSTREAMER, "test pipeline".into(), false).unwrap();
+        assert_eq!(cap.reduce(4), 1, "not known to be JPEG before its first frame");
+        let frame = cap.next_frame().unwrap().unwrap();
+        assert_eq!((frame.image.cols(), frame.image.rows(), frame.image.typ()), (640, 480, opencv::core::CV_8UC3));
+    }
+
+    #[test]
+    fn a_v4l2_mjpg_camera_that_cannot_start_says_how_to_find_out_why() {
+        let v = V4l2Config { device: "/dev/null".into(), ..v4l2(Some(1920), Some(1080), Some(30.0)) };
+        let err = Capture::open_v4l2_mjpg(&v).err().expect("/dev/null is no camera").to_string();
+        assert!(err.contains("V4L2 device `/dev/null` (MJPG)"), "{err}");
+        assert!(err.contains("v4l2-ctl -d /dev/null --list-formats-ext"), "{err}");
+        let missing = V4l2Config { device: "/dev/video-missing".into(), ..v };
+        let err = Capture::open_v4l2_mjpg(&missing).err().unwrap().to_string();
+        assert!(err.contains("no such device"), "{err}");
     }
 }

@@ -564,7 +564,8 @@ pub struct V4l2Config {
     /// Requested frame rate.
     #[serde(default)]
     pub fps: Option<f64>,
-    /// Requested pixel format as a FourCC, e.g. `MJPG` or `YUYV`.
+    /// Requested pixel format as a FourCC, e.g. `MJPG` or `YUYV`. `MJPG` is read through
+    /// GStreamer's `v4l2src`, compressed, so that the camera's `decode` can reduce it.
     #[serde(default)]
     pub fourcc: Option<String>,
 }

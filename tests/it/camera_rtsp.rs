@@ -5,11 +5,14 @@
 //! a reconnect to the restarted server on the same port, and `stalled` then
 //! `offline` when the server stops answering with its socket still open (the
 //! read timeout, not FFmpeg's 30 s, decides how long that takes). The figures
-//! are printed; nothing here asserts a duration.
+//! are printed; nothing here asserts a duration. The documented GStreamer pipeline for an
+//! RTSP MJPEG camera (`rtpjpegdepay ! image/jpeg ! appsink`) is read against the same server.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use opencv::prelude::*;
 
 use crate::common::*;
 use linesight::sim::plc::SimPlc;
@@ -132,4 +135,20 @@ fn a_real_rtsp_camera_that_freezes_dies_returns_and_hangs_is_reported_each_time(
     drop(second);
     let alarms = sub.raw("/alarms").join("\n");
     assert!(alarms.contains("stalled") || alarms.contains("top"), "the lost camera raised an alarm: {alarms}");
+}
+
+/// The RTSP MJPEG pipeline docs/configuration.md gives (`rtpjpegdepay ! image/jpeg ! appsink`), on
+/// a real RTSP server streaming 1920x1080 MJPG: the camera's frames arrive as JPEG images and
+/// decode at the reduction asked for, 1/8 here, from the first frame on.
+#[test]
+fn an_rtsp_mjpeg_stream_through_gstreamer_decodes_reduced() {
+    let (_server, url) = serve(0, &["--size", "1920x1080"]);
+    let pipeline = format!("rtspsrc location={url} latency=0 ! rtpjpegdepay ! image/jpeg ! appsink sync=false");
+    let source = linesight::config::SourceConfig::Gstreamer(pipeline.clone());
+    let mut cam = linesight::camera::source::open(&source, Duration::from_secs(5)).expect(&pipeline);
+    assert_eq!(cam.reduce(8), 8, "{pipeline} hands over JPEG images");
+    for _ in 0..5 {
+        let frame = cam.next_frame().expect("a frame").expect("a live stream does not end");
+        assert_eq!((frame.image.cols(), frame.image.rows()), (240, 135), "1920x1080 at 1/8");
+    }
 }

@@ -182,6 +182,29 @@ fn a_gstreamer_pipeline_decodes_reduced_in_its_decoder() {
     assert!(same_verdict + 1 >= names.len(), "{same_verdict} of {} verdicts agree", names.len());
 }
 
+/// A GStreamer source that hands its appsink JPEG images (`image/jpeg ! appsink`: how a V4L2
+/// camera with `fourcc: MJPG` is read, and how an RTSP MJPEG stream can be) is decoded reduced by
+/// linesight itself: `decode: auto` takes 1/4 as for FFmpeg's packets, and since the JPEG bytes
+/// are the same, so are the results, box for box, in the full frame's pixels.
+#[test]
+fn a_gstreamer_jpeg_sink_decodes_reduced_like_ffmpeg_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (video, names) = video(dir.path());
+    let pipeline = format!("gstreamer: \"filesrc location={} ! avidemux ! image/jpeg ! appsink\"", video.display());
+    let (ffmpeg, ffmpeg_stats) = run(&video, "auto");
+    let (gst, stats) = run_source(&video, "decode: auto", Some((&pipeline, names.len())));
+    assert_eq!(ffmpeg_stats["camera_decode_scale"], 4, "{ffmpeg_stats}");
+    assert_eq!(stats["camera_decode_scale"], 4, "JPEG from the appsink decodes at 1/4: {stats}");
+    assert!(gst.len() >= names.len(), "{} results for {} frames", gst.len(), names.len());
+    let mut boxes_seen = 0;
+    for (i, (f, g)) in ffmpeg.iter().zip(&gst).enumerate() {
+        assert_eq!(f["verdict"], g["verdict"], "frame {i} ({})", names[i]);
+        assert_eq!(boxes(f), boxes(g), "frame {i} ({}): the same boxes in full-frame pixels", names[i]);
+        boxes_seen += boxes(f).len();
+    }
+    assert!(boxes_seen > 0, "the held-out images hold defects");
+}
+
 /// `linesight infer --decode 1/4` on 1024x1024 JPEGs: boxes in the full image's pixels, as the
 /// daemon reports them, and in the place the full decode finds them.
 #[test]
