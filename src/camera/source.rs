@@ -80,7 +80,17 @@ pub fn open(source: &SourceConfig, timeout: std::time::Duration) -> Result<Box<d
             Ok(Box::new(cap))
         }
         SourceConfig::V4l2(v) if v.fourcc.as_deref().is_some_and(|f| f.eq_ignore_ascii_case("MJPG")) => {
-            Ok(Box::new(Capture::open_v4l2_mjpg(v)?))
+            if videoio::has_backend(videoio::VideoCaptureAPIs::CAP_GSTREAMER).unwrap_or(false) {
+                Ok(Box::new(Capture::open_v4l2_mjpg(v)?))
+            } else {
+                // An OpenCV built without GStreamer still reads the camera, at full size (said
+                // once, not at every reconnect).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(device = %v.device.display(), "OpenCV has no GStreamer back end: MJPG cameras are read by OpenCV's V4L2 back end and decoded at full size");
+                });
+                Ok(Box::new(Capture::open_v4l2(v)?))
+            }
         }
         SourceConfig::V4l2(v) => Ok(Box::new(Capture::open_v4l2(v)?)),
     }
