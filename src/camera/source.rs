@@ -191,13 +191,7 @@ impl Capture {
     }
 
     fn open_v4l2(v: &V4l2Config) -> Result<Self, SourceError> {
-        let what = format!("V4L2 device `{}`", v.device.display());
-        if !v.device.exists() {
-            return Err(SourceError::Open {
-                what,
-                why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into(),
-            });
-        }
+        let what = device_present(v, "")?;
         let mut cap = Self::open(&v.device.to_string_lossy(), videoio::CAP_V4L2, what, false)?;
         let set = |cap: &mut videoio::VideoCapture, prop: i32, value: f64| {
             // A camera that refuses a setting keeps its own; the frames it
@@ -227,13 +221,7 @@ impl Capture {
     /// A V4L2 camera in MJPG, read through GStreamer's `v4l2src` so that its frames arrive
     /// compressed and are decoded here at the reduction the model allows.
     fn open_v4l2_mjpg(v: &V4l2Config) -> Result<Self, SourceError> {
-        let what = format!("V4L2 device `{}` (MJPG)", v.device.display());
-        if !v.device.exists() {
-            return Err(SourceError::Open {
-                what,
-                why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into(),
-            });
-        }
+        let what = device_present(v, " (MJPG)")?;
         Self::open_mjpg_pipeline(&v4l2src(&v.device), v, what)
     }
 
@@ -252,6 +240,19 @@ impl Capture {
         cap.raw = true;
         Ok(cap)
     }
+}
+
+/// The camera's name for errors (`V4L2 device `/dev/video0``, then `how`), once its device node
+/// exists: a missing one is an error that says how to look for it.
+fn device_present(v: &V4l2Config, how: &str) -> Result<String, SourceError> {
+    let what = format!("V4L2 device `{}`{how}", v.device.display());
+    if v.device.exists() {
+        return Ok(what);
+    }
+    Err(SourceError::Open {
+        what,
+        why: "no such device (is the camera plugged in? `v4l2-ctl --list-devices` lists them)".into(),
+    })
 }
 
 /// A frame that is one row of bytes starting with a JPEG marker: a compressed image that a
