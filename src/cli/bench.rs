@@ -469,9 +469,10 @@ fn efficiency_verdict(efficiency: &Value, limit_pass_spread: &Value) -> String {
     let (Some(lo), Some(hi)) = (efficiency["min"].as_f64(), efficiency["max"].as_f64()) else {
         return "not measured".into();
     };
-    let shown = if lo >= EFFICIENCY_GOAL && hi - lo <= EFFICIENCY_SPREAD {
+    if lo >= EFFICIENCY_GOAL && hi - lo <= EFFICIENCY_SPREAD {
         return "met in every round, within the spread".into();
-    } else if lo >= EFFICIENCY_GOAL {
+    }
+    let shown = if lo >= EFFICIENCY_GOAL {
         format!("every round reached {EFFICIENCY_GOAL} but the rounds spread {:.3}", hi - lo)
     } else if hi >= EFFICIENCY_GOAL {
         "undecided: the rounds' spread straddles the goal".to_string()
