@@ -618,6 +618,8 @@ struct PipelineRun {
     pulses: usize,
     /// CPU seconds of this process during the run.
     cpu: f64,
+    /// The VM's steal during the run, ms ([`steal_ms`]).
+    steal_ms: f64,
 }
 
 impl PipelineRun {
@@ -629,10 +631,10 @@ impl PipelineRun {
 
 /// (b)-(d) The whole pipeline, with the CPU time it took.
 async fn measure_pipeline(args: &BenchArgs, video: &Path) -> Result<PipelineRun, String> {
-    let cpu0 = cpu_seconds();
+    let (cpu0, steal0) = (cpu_seconds(), steal_ms());
     let (fps, frames, stats, pulses) = pipeline(args, video, None).await?;
     let cpu = cpu_seconds() - cpu0;
-    Ok(PipelineRun { fps, frames, stats, pulses, cpu })
+    Ok(PipelineRun { fps, frames, stats, pulses, cpu, steal_ms: steal_ms() - steal0 })
 }
 
 /// The report of the default bench, as `--json` prints it.
@@ -649,6 +651,7 @@ fn pipeline_report(args: &BenchArgs, limits: &Limits, run: &PipelineRun) -> Valu
         "efficiency": (run.fps / limits.fps() * 1000.0).round() / 1000.0,
         "cpu_ms_per_frame": round1(run.cpu * 1e3 / run.frames.max(1) as f64),
         "rss_mb": round1(peak_rss_mb()),
+        "vm_steal_ms": round1(run.steal_ms),
         "latency_ms": {"p50": latency["p50"], "p99": latency["p99"], "max": latency["max"]},
         "gate_delay_ms": BENCH_GATE_DELAY.as_millis() as u64,
         "decision_latency_ms": {
@@ -932,6 +935,21 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU time the hypervisor gave to other guests while this machine's CPUs were waiting for it:
+/// the `steal` column of /proc/stat (all CPUs, in its 1/100 s ticks), in ms since boot; 0 where
+/// it is not reported (bare metal). The difference over a run says how long the run's machine
+/// was not its own: figures from a run with steal are the host's as much as ours.
+pub(crate) fn steal_ms() -> f64 {
+    std::fs::read_to_string("/proc/stat").ok().and_then(|stat| steal_ticks(&stat)).map_or(0.0, |t| t * 10.0)
+}
+
+/// The steal column of /proc/stat's all-CPU line: `cpu user nice system idle iowait irq softirq
+/// steal ...`.
+fn steal_ticks(stat: &str) -> Option<f64> {
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    cpu.split_whitespace().nth(8)?.parse().ok()
+}
+
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1007,6 +1025,15 @@ pub(super) mod tests {
         assert!(e.contains("thread budget 0 is out of range"), "{e}");
         let e = bench_config(&args(&["--model", "/nonexistent.onnx"]), &video, "127.0.0.1:5020", None).unwrap_err();
         assert!(e.contains("model file `/nonexistent.onnx` does not exist"), "{e}");
+    }
+
+    #[test]
+    fn steal_is_the_eighth_column_of_the_all_cpu_line() {
+        let stat = "cpu  906389 700961 166761 3192888 21563 0 17554 9650 0 0\ncpu0 404425 306233 72439 1706696 4572 0 8649 4833 0 0\n";
+        assert_eq!(steal_ticks(stat), Some(9650.0));
+        // A kernel too old to report steal (fewer columns), or no all-CPU line.
+        assert_eq!(steal_ticks("cpu  1 2 3 4 5 6 7\n"), None);
+        assert_eq!(steal_ticks("cpu0 1 2 3 4 5 6 7 8\n"), None);
     }
 
     #[test]

@@ -266,6 +266,8 @@ struct RunFigures {
     /// and max: what of the error is the gate's wake-up, not the prediction or the wire.
     gate_late_p99: f64,
     gate_late_max: f64,
+    /// The VM's steal during the run, ms (`bench::steal_ms`): time the machine was not its own.
+    steal_ms: f64,
 }
 
 impl RunFigures {
@@ -281,6 +283,7 @@ impl RunFigures {
             "triggers_seen": self.triggers, "triggers_from_latch": self.from_latch, "plc_reads": self.reads,
             "positions_exact": self.exact_positions, "position_error_counts_mean": self.position_error,
             "gate_late_ms": {"p99": self.gate_late_p99, "max": self.gate_late_max},
+            "vm_steal_ms": self.steal_ms,
         })
     }
 }
@@ -384,6 +387,7 @@ async fn line_run(b: &LineBench, rate: f64, parts: usize, latch: bool, seed: u64
     use crate::part::control::{CommandLimits, TaskControl};
     use crate::part::PartEvent;
 
+    let steal0 = super::steal_ms();
     let mut plc = LineProcess::start(
         &[
             format!("--rate={rate}"),
@@ -534,6 +538,7 @@ tasks: {{}}
     f.failed = failed;
     f.triggers = stats.triggers.load(Ordering::Relaxed);
     f.from_latch = stats.triggers_from_latch.load(Ordering::Relaxed);
+    f.steal_ms = round3(super::steal_ms() - steal0);
     Ok(f)
 }
 
