@@ -322,7 +322,7 @@ async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
         let ours = ours.expect("run in every round");
         let out = pipeline_report(args, &limits, &ours);
         say(&format!(
-            "round {}: decode alone {:.1} f/s, ONNX Runtime alone {:.1} f/s; linesight {:.1} f/s (efficiency {:.3}), {} ms CPU/frame, decision p99 {} ms{}",
+            "round {}: decode alone {:.1} f/s, ONNX Runtime alone {:.1} f/s; linesight {:.1} f/s (efficiency {:.3}), {} ms CPU/frame, decision p99 {} ms, VM steal {} ms{}",
             r + 1,
             limits.decode_fps,
             limits.ort_fps,
@@ -330,6 +330,7 @@ async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
             out["efficiency"].as_f64().unwrap_or(0.0),
             out["cpu_ms_per_frame"],
             out["decision_latency_ms"]["p99"],
+            out["vm_steal_ms"],
             peer.as_ref().map_or(String::new(), |p| format!(
                 "; Python peer {} f/s, {} ms CPU/frame, decision p99 {} ms",
                 p["fps"], p["cpu_ms_per_frame"], p["decision_latency_ms"]["p99"]
