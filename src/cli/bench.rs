@@ -527,7 +527,9 @@ fn print_rounds_report(r: &Value) {
     if let Some(g) = r.get("efficiency_goal") {
         println!(
             "  efficiency goal        >= {} in every round, spread <= {}: {}",
-            g["goal"], g["spread_goal"], g["verdict"]
+            g["goal"],
+            g["spread_goal"],
+            g["verdict"].as_str().unwrap_or("-")
         );
     }
     println!("  linesight CPU/frame    {} ms", m(&l["cpu_ms_per_frame"]));
