@@ -148,16 +148,8 @@ fn frame_rate(fps: f64) -> (u64, u64) {
         (ntsc.round() as u64 * 1000, 1001)
     } else {
         let (n, d) = ((fps * 1000.0).round() as u64, 1000);
-        let g = gcd(n, d);
+        let g = crate::util::gcd(n, d); // never 0: d is 1000
         (n / g, d / g)
-    }
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a.max(1)
-    } else {
-        gcd(b, a % b)
     }
 }
 

@@ -307,9 +307,8 @@ async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
     let mut rounds = Vec::new();
     for r in 0..args.rounds.max(1) {
         let decode_passes = measure_decode(video, scale).await?;
-        let decode_fps = decode_passes.iter().copied().fold(0.0, f64::max);
         let (ort_fps, provider) = measure_ort(args, video).await?;
-        let limits = Limits { decode_fps, decode_passes, ort_fps, provider };
+        let limits = Limits { decode_passes, ort_fps, provider };
         let mut ours = None;
         let mut peer = None;
         for ours_now in if r % 2 == 0 { [true, false] } else { [false, true] } {
@@ -324,7 +323,7 @@ async fn bench_pipeline(args: &BenchArgs, video: &Path) -> Result<(), String> {
         say(&format!(
             "round {}: decode alone {:.1} f/s, ONNX Runtime alone {:.1} f/s; linesight {:.1} f/s (efficiency {:.3}), {} ms CPU/frame, decision p99 {} ms, VM steal {} ms{}",
             r + 1,
-            limits.decode_fps,
+            limits.decode_fps(),
             limits.ort_fps,
             ours.fps,
             out["efficiency"].as_f64().unwrap_or(0.0),
@@ -598,8 +597,7 @@ const EFFICIENCY_SPREAD: f64 = 0.03;
 
 /// The stages alone; the slower one is the most the pipeline can reach.
 struct Limits {
-    decode_fps: f64,
-    /// Every decode-alone pass of the round (`decode_fps` is the best).
+    /// Every decode-alone pass of the round.
     decode_passes: Vec<f64>,
     ort_fps: f64,
     provider: String,
@@ -607,7 +605,12 @@ struct Limits {
 
 impl Limits {
     fn fps(&self) -> f64 {
-        self.decode_fps.min(self.ort_fps)
+        self.decode_fps().min(self.ort_fps)
+    }
+
+    /// Decode alone: the best pass.
+    fn decode_fps(&self) -> f64 {
+        self.decode_passes.iter().copied().fold(0.0, f64::max)
     }
 }
 
@@ -645,7 +648,7 @@ fn pipeline_report(args: &BenchArgs, limits: &Limits, run: &PipelineRun) -> Valu
     let task = run.task();
     let latency = &task["capture_to_reject_ack_ms"];
     json!({
-        "decode_fps": round1(limits.decode_fps),
+        "decode_fps": round1(limits.decode_fps()),
         "decode_passes_fps": limits.decode_passes.iter().map(|f| round1(*f)).collect::<Vec<_>>(),
         "decode_pass_spread": pass_spread(&limits.decode_passes),
         "ort_limit_fps": round1(limits.ort_fps),

@@ -58,21 +58,13 @@ fn py_round(x: f64) -> i64 {
     }
 }
 
-fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        a.abs()
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 /// One detection's mask at the frame's size (`h x w`, row-major): `logits` are its
 /// `mh x mw` prototype mix, `bbox` its box in frame pixels.
 pub fn mask_native(logits: &[f32], mh: usize, mw: usize, bbox: [f32; 4], h: usize, w: usize) -> Vec<bool> {
     // The letterbox padding as the prototypes see it (4 input pixels per prototype cell).
     let g = (4.0 * mh as f64 / h as f64).min(4.0 * mw as f64 / w as f64);
     let pad = (4 * mh as i64 - py_round(h as f64 * g).max(1)) | (4 * mw as i64 - py_round(w as f64 * g).max(1));
-    let f = (4 / gcd(4, pad | (pad / 2))) as usize;
+    let f = (4 / crate::util::gcd(4, (pad | (pad / 2)).unsigned_abs())) as usize;
     let (mut m, mut m_h, mut m_w) = (logits.to_vec(), mh, mw);
     if f > 1 {
         m = torch_bilinear(&m, mh, mw, mh * f, mw * f);
